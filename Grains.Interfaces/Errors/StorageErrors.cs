@@ -1,0 +1,74 @@
+namespace OrleansStorage.Errors;
+
+/// <summary>Base of every error OrleansStorage sends across the wire; its message is meant for a person.</summary>
+[GenerateSerializer, Alias("ostor.StorageException")]
+public class StorageException : Exception
+{
+    public StorageException() { }
+
+    public StorageException(string message) : base(message) { }
+
+    public StorageException(string message, Exception inner) : base(message, inner) { }
+}
+
+/// <summary>
+/// The request carried an older epoch than the storage server's. The sender must refresh its map
+/// (to at least <see cref="ServerEpoch"/>) and retry on the new placement.
+/// </summary>
+[GenerateSerializer, Alias("ostor.StaleEpochException")]
+public sealed class StaleEpochException : StorageException
+{
+    public StaleEpochException(long requestEpoch, long serverEpoch, string hostId)
+        : base($"stale epoch: request carried epoch {requestEpoch}, host '{hostId}' is at epoch {serverEpoch}")
+    {
+        RequestEpoch = requestEpoch;
+        ServerEpoch = serverEpoch;
+        HostId = hostId;
+    }
+
+    [Id(0)] public long RequestEpoch { get; private set; }
+    [Id(1)] public long ServerEpoch { get; private set; }
+    [Id(2)] public string HostId { get; private set; }
+}
+
+/// <summary>The request reached a host that is not (or not the primary) in the placement group's replica set at this epoch.</summary>
+[GenerateSerializer, Alias("ostor.MisdirectedRequestException")]
+public sealed class MisdirectedRequestException : StorageException
+{
+    public MisdirectedRequestException(string hostId, Guid volumeId, int placementGroup, long epoch, string reason)
+        : base($"misdirected request: host '{hostId}' {reason} for placement group {placementGroup} of volume {volumeId} at epoch {epoch}")
+    {
+        HostId = hostId;
+        Epoch = epoch;
+    }
+
+    [Id(0)] public string HostId { get; private set; }
+    [Id(1)] public long Epoch { get; private set; }
+}
+
+[GenerateSerializer, Alias("ostor.VolumeNotFoundException")]
+public sealed class VolumeNotFoundException : StorageException
+{
+    public VolumeNotFoundException(string volume) : base($"no volume named '{volume}'") { }
+
+    public VolumeNotFoundException(Guid volumeId, long epoch) : base($"no volume with id {volumeId} at epoch {epoch}") { }
+}
+
+/// <summary>Bad input: the message names the value and the limit. Nothing was changed.</summary>
+[GenerateSerializer, Alias("ostor.InvalidRequestException")]
+public sealed class InvalidRequestException : StorageException
+{
+    public InvalidRequestException(string message) : base(message) { }
+}
+
+/// <summary>A host is not alive (or unknown), so its storage server cannot serve or be activated.</summary>
+[GenerateSerializer, Alias("ostor.HostUnavailableException")]
+public sealed class HostUnavailableException : StorageException
+{
+    public HostUnavailableException(string hostId, string reason) : base($"host '{hostId}' is unavailable: {reason}")
+    {
+        HostId = hostId;
+    }
+
+    [Id(0)] public string HostId { get; private set; }
+}

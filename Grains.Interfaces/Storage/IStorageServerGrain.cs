@@ -1,0 +1,51 @@
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Storage;
+
+/// <summary>
+/// The storage server of one host (grain key = HostId), pinned to that host's silo. It owns the
+/// host's segment files and checks the epoch of every request (DESIGN.md, "The epoch protocol").
+/// </summary>
+[Alias("ostor.IStorageServerGrain")]
+public interface IStorageServerGrain : IGrainWithStringKey
+{
+    /// <summary>Reads from the segment; never-written bytes read as zeros. Served by the PG's primary.</summary>
+    [Alias("Read")]
+    Task<ReadOnlyMemory<byte>> ReadAsync(SegmentRead request);
+
+    /// <summary>
+    /// A client write, sent to the PG's primary. The primary orders it against overlapping writes,
+    /// applies it, forwards it to the other replicas in parallel and returns once all applied it.
+    /// </summary>
+    [Alias("Write")]
+    Task WriteAsync(SegmentWrite request);
+
+    [Alias("Trim")]
+    Task TrimAsync(SegmentTrim request);
+
+    /// <summary>A write forwarded by the PG's primary; the primary sends overlapping writes one at a time, so every replica applies them in one order.</summary>
+    [Alias("ReplicaWrite")]
+    Task ReplicaWriteAsync(SegmentWrite request);
+
+    [Alias("ReplicaTrim")]
+    Task ReplicaTrimAsync(SegmentTrim request);
+
+    /// <summary>Makes every earlier acknowledged write to the volume durable (fsync) on this host.</summary>
+    [Alias("Flush")]
+    Task FlushAsync(long epoch, Guid volumeId);
+
+    /// <summary>A map pushed by the management service (stream or direct re-send). Older maps are ignored.</summary>
+    [Alias("ApplyMap")]
+    Task ApplyMapAsync(ClusterMap map);
+
+    /// <summary>Removes every segment file of a volume that the map no longer has.</summary>
+    [Alias("PurgeVolume")]
+    Task PurgeVolumeAsync(Guid volumeId);
+
+    [Alias("GetStatus")]
+    Task<StorageServerStatus> GetStatusAsync();
+
+    /// <summary>Reads the raw bytes one replica holds, bypassing the primary; for verification tools and tests.</summary>
+    [Alias("ReadLocal")]
+    Task<ReadOnlyMemory<byte>> ReadLocalAsync(SegmentAddress segment, int offset, int length);
+}

@@ -1,0 +1,40 @@
+namespace OrleansStorage.Storage;
+
+/// <summary>Names one segment of one volume; every data request carries it with the sender's epoch.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.SegmentAddress")]
+public readonly record struct SegmentAddress(
+    [property: Id(0)] Guid VolumeId,
+    [property: Id(1)] long SegmentIndex);
+
+[GenerateSerializer, Immutable, Alias("ostor.SegmentRead")]
+public sealed record SegmentRead(
+    [property: Id(0)] long Epoch,
+    [property: Id(1)] SegmentAddress Segment,
+    [property: Id(2)] int Offset,
+    [property: Id(3)] int Length);
+
+/// <summary>A write of <see cref="Data"/> at <see cref="Offset"/> inside one segment.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.SegmentWrite")]
+public sealed record SegmentWrite(
+    [property: Id(0)] long Epoch,
+    [property: Id(1)] SegmentAddress Segment,
+    [property: Id(2)] int Offset,
+    [property: Id(3)] ReadOnlyMemory<byte> Data,
+    [property: Id(4)] bool ForceUnitAccess);
+
+/// <summary>Discards <see cref="Length"/> bytes at <see cref="Offset"/> of one segment; they read as zeros after.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.SegmentTrim")]
+public sealed record SegmentTrim(
+    [property: Id(0)] long Epoch,
+    [property: Id(1)] SegmentAddress Segment,
+    [property: Id(2)] int Offset,
+    [property: Id(3)] int Length);
+
+/// <summary>What a storage server reports about itself.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.StorageServerStatus")]
+public sealed record StorageServerStatus(
+    [property: Id(0)] string HostId,
+    [property: Id(1)] long Epoch,
+    [property: Id(2)] long BytesUsed,
+    [property: Id(3)] int SegmentFiles,
+    [property: Id(4)] string SiloAddress);

@@ -1,0 +1,71 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using OrleansStorage.Logging;
+using OrleansStorage.Management;
+using OrleansStorage.Storage;
+
+namespace OrleansStorage.Hosting;
+
+/// <summary>
+/// Once the silo is active, registers this host with the management service and activates its
+/// storage server (which then subscribes to map pushes). Retries until it succeeds, so a host
+/// that starts before the rest of the cluster simply registers a little later.
+/// </summary>
+internal sealed class HostRegistrationService(
+    IGrainFactory grains,
+    IOptions<StorageServerOptions> options,
+    ILocalSiloDetails silo,
+    ILogger<HostRegistrationService> logger) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
+{
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _registration = Task.CompletedTask;
+
+    public void Participate(ISiloLifecycle lifecycle) =>
+        lifecycle.Subscribe(nameof(HostRegistrationService), ServiceLifecycleStage.Active, OnStartAsync, OnStopAsync);
+
+    private Task OnStartAsync(CancellationToken cancellationToken)
+    {
+        _registration = Task.Run(() => RegisterAsync(_stopping.Token), CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    private async Task OnStopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        await _registration.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+    }
+
+    private async Task RegisterAsync(CancellationToken cancellationToken)
+    {
+        var hostId = options.Value.HostId;
+        var gateway = silo.GatewayAddress?.Endpoint ?? silo.SiloAddress.Endpoint;
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                var registration = new HostRegistration(hostId, Capacity(), gateway.ToString());
+                var map = await grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey).RegisterHostAsync(registration);
+                await grains.GetGrain<IStorageServerGrain>(hostId).GetStatusAsync();
+                Log.HostRegistered(logger, hostId, map.Epoch);
+                return;
+            }
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+            {
+                Log.HostRegistrationRetry(logger, ex, hostId);
+                await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+        }
+    }
+
+    public void Dispose() => _stopping.Dispose();
+
+    private long Capacity()
+    {
+        if (options.Value.CapacityBytes > 0)
+        {
+            return options.Value.CapacityBytes;
+        }
+        var root = Path.GetPathRoot(Path.GetFullPath(options.Value.DataDirectory)) ?? "/";
+        return new DriveInfo(root).AvailableFreeSpace;
+    }
+}

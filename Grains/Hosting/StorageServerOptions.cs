@@ -1,0 +1,24 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace OrleansStorage.Hosting;
+
+/// <summary>This host's identity and disk. Bound from configuration section "Storage".</summary>
+public sealed class StorageServerOptions
+{
+    public const string SectionName = "Storage";
+
+    /// <summary>Stable, configured identity of the host (e.g. <c>host-a</c>); never the silo address.</summary>
+    [Required, RegularExpression("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")]
+    public string HostId { get; set; } = "";
+
+    /// <summary>Where this host's segment files live.</summary>
+    [Required]
+    public string DataDirectory { get; set; } = "";
+
+    /// <summary>Capacity offered to the cluster; 0 means the free space of the data directory's disk at start.</summary>
+    [Range(0, long.MaxValue)]
+    public long CapacityBytes { get; set; }
+
+    /// <summary>How long placement waits for a starting host's silo metadata before failing the activation.</summary>
+    public TimeSpan PinnedActivationWait { get; set; } = TimeSpan.FromSeconds(5);
+}

@@ -1,0 +1,45 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using OrleansStorage.Management;
+using OrleansStorage.Maps;
+using OrleansStorage.Placement;
+using OrleansStorage.Segments;
+using OrleansStorage.Storage;
+
+namespace OrleansStorage.Hosting;
+
+public static class StorageSiloBuilderExtensions
+{
+    /// <summary>
+    /// Makes this silo an OrleansStorage host: announces its HostId in silo metadata, pins storage
+    /// servers to their hosts, registers the map stream, the segment store and host registration.
+    /// The caller registers the grain storages named in <see cref="StorageNames"/> and clustering.
+    /// </summary>
+    public static ISiloBuilder AddOrleansStorageHost(this ISiloBuilder silo, Action<StorageServerOptions> configureStorage)
+    {
+        var storage = new StorageServerOptions();
+        configureStorage(storage);
+        silo.UseSiloMetadata(new Dictionary<string, string> { [HostPinnedPlacementDirector.HostIdMetadataKey] = storage.HostId });
+        silo.AddPlacementDirector<HostPinnedPlacement, HostPinnedPlacementDirector>();
+        silo.AddMemoryStreams(ClusterMapStream.ProviderName);
+
+        var services = silo.Services;
+        services.AddOptions<StorageServerOptions>().Configure(configureStorage).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<ManagementOptions>().ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<IValidateOptions<ManagementOptions>, ManagementOptionsValidator>();
+        services.AddSingleton(sp => new SegmentStore(sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.DataDirectory));
+        services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, HostRegistrationService>();
+        return silo;
+    }
+}
+
+internal sealed class ManagementOptionsValidator : IValidateOptions<ManagementOptions>
+{
+    public ValidateOptionsResult Validate(string? name, ManagementOptions options) =>
+        (options.SegmentSizeBytes & (options.SegmentSizeBytes - 1)) != 0
+            ? ValidateOptionsResult.Fail($"Management:SegmentSizeBytes is {options.SegmentSizeBytes}; it must be a power of two")
+            : ValidateOptionsResult.Success;
+}

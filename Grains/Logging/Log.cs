@@ -1,0 +1,55 @@
+using Microsoft.Extensions.Logging;
+
+namespace OrleansStorage.Logging;
+
+/// <summary>
+/// Every log line of the grains. Event ids: 1000-1099 storage server, 1100-1199 management,
+/// 1200-1299 placement, 1300-1399 host registration.
+/// </summary>
+internal static partial class Log
+{
+    [LoggerMessage(1000, LogLevel.Information, "Storage server {HostId} active on {Silo} at epoch {Epoch}, data in {DataDirectory}")]
+    public static partial void StorageServerActivated(ILogger logger, string hostId, string silo, long epoch, string dataDirectory);
+
+    [LoggerMessage(1001, LogLevel.Information, "Storage server {HostId} moved from epoch {From} to {To} ({Source})")]
+    public static partial void MapApplied(ILogger logger, string hostId, long from, long to, string source);
+
+    [LoggerMessage(1002, LogLevel.Information, "Storage server {HostId} rejected a request at epoch {RequestEpoch}: it is at epoch {ServerEpoch}")]
+    public static partial void StaleRequest(ILogger logger, string hostId, long requestEpoch, long serverEpoch);
+
+    [LoggerMessage(1003, LogLevel.Information, "Storage server {HostId} at epoch {ServerEpoch} got a request at epoch {RequestEpoch}; pulling the map")]
+    public static partial void ServerBehind(ILogger logger, string hostId, long serverEpoch, long requestEpoch);
+
+    [LoggerMessage(1004, LogLevel.Warning, "Storage server {HostId} could not report an epoch mismatch")]
+    public static partial void MismatchReportFailed(ILogger logger, Exception exception, string hostId);
+
+    [LoggerMessage(1005, LogLevel.Information, "Storage server {HostId} removed the segment files of volume {VolumeId}")]
+    public static partial void VolumePurged(ILogger logger, string hostId, Guid volumeId);
+
+    [LoggerMessage(1006, LogLevel.Debug, "Storage server {HostId} dropped a pushed map at epoch {Epoch} (push filter)")]
+    public static partial void PushDropped(ILogger logger, string hostId, long epoch);
+
+    [LoggerMessage(1100, LogLevel.Information, "Cluster map is now at epoch {Epoch}: {Change}")]
+    public static partial void MapChanged(ILogger logger, long epoch, string change);
+
+    [LoggerMessage(1101, LogLevel.Warning, "Publishing the map at epoch {Epoch} failed; parties will catch up through the epoch check")]
+    public static partial void PublishFailed(ILogger logger, Exception exception, long epoch);
+
+    [LoggerMessage(1102, LogLevel.Information, "Epoch mismatch reported by {HostId}: server at {ServerEpoch}, request at {RequestEpoch}, map at {MapEpoch}")]
+    public static partial void MismatchReported(ILogger logger, string hostId, long serverEpoch, long requestEpoch, long mapEpoch);
+
+    [LoggerMessage(1103, LogLevel.Warning, "Could not remove the files of deleted volume {VolumeId} from host {HostId}; it will do so when it applies the map")]
+    public static partial void PurgeFailed(ILogger logger, Exception exception, Guid volumeId, string hostId);
+
+    [LoggerMessage(1104, LogLevel.Information, "Management service active at epoch {Epoch} with {Hosts} hosts and {Volumes} volumes")]
+    public static partial void ManagementActivated(ILogger logger, long epoch, int hosts, int volumes);
+
+    [LoggerMessage(1200, LogLevel.Warning, "Storage server {HostId} cannot be placed: {Reason}")]
+    public static partial void PinFailed(ILogger logger, string hostId, string reason);
+
+    [LoggerMessage(1300, LogLevel.Information, "Host {HostId} registered with the management service (map epoch {Epoch})")]
+    public static partial void HostRegistered(ILogger logger, string hostId, long epoch);
+
+    [LoggerMessage(1301, LogLevel.Warning, "Host {HostId} could not register yet; retrying")]
+    public static partial void HostRegistrationRetry(ILogger logger, Exception exception, string hostId);
+}

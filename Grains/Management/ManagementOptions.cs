@@ -1,0 +1,21 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace OrleansStorage.Management;
+
+/// <summary>How the management service lays out new volumes. Bound from configuration section "Management".</summary>
+public sealed class ManagementOptions
+{
+    public const string SectionName = "Management";
+
+    /// <summary>Size of one segment (one sparse file per replica). A power of two between 64 KiB and 64 MiB.</summary>
+    [Range(64 * 1024, 64 * 1024 * 1024)]
+    public int SegmentSizeBytes { get; set; } = 4 * 1024 * 1024;
+
+    /// <summary>Placement groups per volume (fewer when the volume has fewer segments).</summary>
+    [Range(1, 4096)]
+    public int PlacementGroupsPerVolume { get; set; } = 64;
+
+    /// <summary>Largest volume accepted; bigger requests are rejected as absurd.</summary>
+    [Range(4096, long.MaxValue / 2)]
+    public long MaxVolumeSizeBytes { get; set; } = 256L << 40;
+}

@@ -1,0 +1,124 @@
+using System.Buffers;
+using OrleansStorage.Errors;
+using OrleansStorage.Management;
+using OrleansStorage.Placement;
+
+namespace OrleansStorage.Maps;
+
+/// <summary>
+/// Every change of allocation as a pure function from one map to the next. A change yields a map
+/// with epoch + 1; a request that changes nothing yields the same map (same epoch); bad input
+/// throws <see cref="InvalidRequestException"/> and yields nothing.
+/// </summary>
+public sealed class ClusterMapTransitions(ManagementOptions options)
+{
+    public const int BlockSize = 4096;
+    public const int MaxNameLength = 64;
+
+    private static readonly SearchValues<char> NameChars =
+        SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.");
+
+    public ClusterMap RegisterHost(ClusterMap map, HostRegistration registration)
+    {
+        ValidateHostId(registration.HostId);
+        if (registration.CapacityBytes <= 0)
+        {
+            throw new InvalidRequestException($"host '{registration.HostId}' reported capacity {registration.CapacityBytes}; it must be > 0");
+        }
+        var existing = map.FindHost(registration.HostId);
+        var updated = new HostInfo(registration.HostId, HostState.Up, registration.CapacityBytes, registration.Endpoint);
+        if (existing == updated)
+        {
+            return map;
+        }
+        var hosts = existing is null
+            ? map.Hosts.Add(updated)
+            : map.Hosts.Replace(existing, updated);
+        return map with { Epoch = map.Epoch + 1, Hosts = hosts };
+    }
+
+    public ClusterMap CreateVolume(ClusterMap map, Guid volumeId, string name, long sizeBytes, int replicationFactor)
+    {
+        ValidateVolumeName(name);
+        ValidateSize(name, sizeBytes);
+        if (map.FindVolume(name) is not null)
+        {
+            throw new InvalidRequestException($"a volume named '{name}' already exists");
+        }
+        var upHosts = map.Hosts.Count(h => h.State == HostState.Up);
+        if (replicationFactor < 1 || replicationFactor > 3)
+        {
+            throw new InvalidRequestException($"replication factor {replicationFactor} is out of range: it must be 1, 2 or 3");
+        }
+        if (replicationFactor > upHosts)
+        {
+            throw new InvalidRequestException($"replication factor {replicationFactor} needs {replicationFactor} Up hosts; the cluster has {upHosts}");
+        }
+        var segmentCount = (sizeBytes + options.SegmentSizeBytes - 1) / options.SegmentSizeBytes;
+        var pgCount = (int)Math.Min(options.PlacementGroupsPerVolume, segmentCount);
+        var groups = PlacementPlanner.PlaceVolume(map, pgCount, replicationFactor);
+        var volume = new VolumeInfo(volumeId, name, sizeBytes, replicationFactor, options.SegmentSizeBytes, VolumeState.Active, groups);
+        return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Add(volume) };
+    }
+
+    public ClusterMap ResizeVolume(ClusterMap map, string name, long newSizeBytes)
+    {
+        var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
+        ValidateSize(name, newSizeBytes);
+        if (newSizeBytes < volume.SizeBytes)
+        {
+            throw new InvalidRequestException($"volume '{name}' is {volume.SizeBytes} bytes; shrinking to {newSizeBytes} is not supported (grow only)");
+        }
+        if (newSizeBytes == volume.SizeBytes)
+        {
+            return map;
+        }
+        return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Replace(volume, volume with { SizeBytes = newSizeBytes }) };
+    }
+
+    public ClusterMap DeleteVolume(ClusterMap map, string name)
+    {
+        var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
+        return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Remove(volume) };
+    }
+
+    public static void ValidateVolumeName(string? name)
+    {
+        if (string.IsNullOrEmpty(name))
+        {
+            throw new InvalidRequestException("a volume name must not be empty");
+        }
+        if (name.Length > MaxNameLength)
+        {
+            throw new InvalidRequestException($"volume name '{name}' is {name.Length} characters; the limit is {MaxNameLength}");
+        }
+        if (name.AsSpan().ContainsAnyExcept(NameChars) || name[0] == '.' || name[0] == '-' || name.Contains("..", StringComparison.Ordinal))
+        {
+            throw new InvalidRequestException($"volume name '{name}' is not allowed: use letters, digits, '-', '_' and '.', not starting with '.' or '-', and no '..'");
+        }
+    }
+
+    public static void ValidateHostId(string? hostId)
+    {
+        if (string.IsNullOrEmpty(hostId) || hostId.Length > MaxNameLength || hostId.AsSpan().ContainsAnyExcept(NameChars) || hostId[0] == '.')
+        {
+            throw new InvalidRequestException($"host id '{hostId}' is not allowed: 1-{MaxNameLength} letters, digits, '-', '_' or '.'");
+        }
+    }
+
+    private void ValidateSize(string name, long sizeBytes)
+    {
+        if (sizeBytes <= 0)
+        {
+            throw new InvalidRequestException($"volume size {sizeBytes} for '{name}' must be > 0");
+        }
+        if (sizeBytes % BlockSize != 0)
+        {
+            throw new InvalidRequestException($"volume size {sizeBytes} for '{name}' must be a multiple of {BlockSize} bytes");
+        }
+        if (sizeBytes > options.MaxVolumeSizeBytes)
+        {
+            throw new InvalidRequestException($"volume size {sizeBytes} for '{name}' exceeds the limit of {options.MaxVolumeSizeBytes} bytes");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Placement;
+using Orleans.Runtime.MembershipService.SiloMetadata;
+using Orleans.Runtime.Placement;
+using OrleansStorage.Errors;
+using OrleansStorage.Hosting;
+using OrleansStorage.Logging;
+
+namespace OrleansStorage.Placement;
+
+/// <summary>Places a grain keyed by HostId on the silo started with that HostId, and nowhere else.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.HostPinnedPlacement")]
+public sealed class HostPinnedPlacement : PlacementStrategy
+{
+    public static HostPinnedPlacement Instance { get; } = new();
+}
+
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = false)]
+public sealed class HostPinnedPlacementAttribute() : PlacementAttribute(HostPinnedPlacement.Instance);
+
+/// <summary>
+/// Finds, among the compatible silos, the one whose silo metadata carries the grain's HostId.
+/// The metadata cache fills asynchronously from membership, so a host that is starting gets a
+/// short wait; a host with no live silo fails the activation with a clear error.
+/// </summary>
+public sealed class HostPinnedPlacementDirector(
+    ISiloMetadataCache metadata,
+    IOptions<StorageServerOptions> options,
+    ILogger<HostPinnedPlacementDirector> logger) : IPlacementDirector
+{
+    /// <summary>Silo metadata key under which each silo announces its HostId.</summary>
+    public const string HostIdMetadataKey = "ostor.host-id";
+
+    public async Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    {
+        var hostId = target.GrainIdentity.Key.ToString()!;
+        var deadline = DateTime.UtcNow + options.Value.PinnedActivationWait;
+        while (true)
+        {
+            foreach (var silo in context.GetCompatibleSilos(target))
+            {
+                var siloMetadata = metadata.GetSiloMetadata(silo);
+                if (siloMetadata.Metadata.TryGetValue(HostIdMetadataKey, out var siloHostId)
+                    && string.Equals(siloHostId, hostId, StringComparison.Ordinal))
+                {
+                    return silo;
+                }
+            }
+            if (DateTime.UtcNow >= deadline)
+            {
+                const string reason = "no live silo was started with this HostId";
+                Log.PinFailed(logger, hostId, reason);
+                throw new HostUnavailableException(hostId, reason);
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(200));
+        }
+    }
+}

@@ -1,0 +1,77 @@
+namespace OrleansStorage.Storage;
+
+/// <summary>
+/// Orders overlapping writes per segment on a primary. A write enters only when no in-flight
+/// write to the same segment overlaps its byte range, and stays in until every replica applied
+/// it. Overlapping writes therefore reach every replica one at a time, in the same order, while
+/// writes to disjoint ranges proceed in parallel. There is no global lock.
+/// </summary>
+public sealed class SegmentWriteOrder
+{
+    private readonly Dictionary<SegmentAddress, List<InFlight>> _inFlight = [];
+    private readonly Lock _gate = new();
+
+    public async ValueTask<IDisposable> EnterAsync(SegmentAddress segment, long offset, long length)
+    {
+        while (true)
+        {
+            Task blocker;
+            lock (_gate)
+            {
+                if (!_inFlight.TryGetValue(segment, out var list))
+                {
+                    list = [];
+                    _inFlight[segment] = list;
+                }
+                var overlapping = list.Find(w => w.Offset < offset + length && offset < w.Offset + w.Length);
+                if (overlapping is null)
+                {
+                    var entry = new InFlight(this, segment, offset, length);
+                    list.Add(entry);
+                    return entry;
+                }
+                blocker = overlapping.Done.Task;
+            }
+            await blocker.ConfigureAwait(true);
+        }
+    }
+
+    public int InFlightCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _inFlight.Values.Sum(l => l.Count);
+            }
+        }
+    }
+
+    private void Leave(InFlight entry)
+    {
+        lock (_gate)
+        {
+            if (_inFlight.TryGetValue(entry.Segment, out var list))
+            {
+                list.Remove(entry);
+                if (list.Count == 0)
+                {
+                    _inFlight.Remove(entry.Segment);
+                }
+            }
+        }
+        entry.Done.TrySetResult();
+    }
+
+    private sealed class InFlight(SegmentWriteOrder owner, SegmentAddress segment, long offset, long length) : IDisposable
+    {
+        public SegmentAddress Segment { get; } = segment;
+        public long Offset { get; } = offset;
+        public long Length { get; } = length;
+
+        // Continuations run asynchronously so a finishing write never runs a waiter inline.
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Dispose() => owner.Leave(this);
+    }
+}

@@ -1,0 +1,269 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Orleans.Concurrency;
+using Orleans.Streams;
+using OrleansStorage.Errors;
+using OrleansStorage.Hosting;
+using OrleansStorage.Logging;
+using OrleansStorage.Management;
+using OrleansStorage.Maps;
+using OrleansStorage.Placement;
+using OrleansStorage.Segments;
+
+namespace OrleansStorage.Storage;
+
+/// <summary>
+/// The storage server of one host. Reentrant so that many requests and their file I/O are in
+/// flight at once; every state read before an await is re-checked after it (the map may have
+/// moved on), and overlapping writes are ordered per segment by <see cref="SegmentWriteOrder"/>.
+/// </summary>
+[Reentrant]
+[HostPinnedPlacement]
+public sealed class StorageServerGrain(
+    SegmentStore store,
+    IOptions<StorageServerOptions> options,
+    IClusterMapPushFilter pushFilter,
+    ILocalSiloDetails silo,
+    ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
+{
+    private readonly SegmentWriteOrder _writeOrder = new();
+    private ClusterMap _map = ClusterMap.Empty;
+    private string _hostId = "";
+    private Task? _catchUp;
+
+    private IManagementServiceGrain Management => GrainFactory.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        _hostId = this.GetPrimaryKeyString();
+        if (!string.Equals(_hostId, options.Value.HostId, StringComparison.Ordinal))
+        {
+            // Placement must put us on our own host; refuse rather than serve another host's disk.
+            throw new HostUnavailableException(_hostId, $"activation reached host '{options.Value.HostId}' instead");
+        }
+
+        await AdoptAsync(await Management.GetMapAsync(), "activation");
+        RemoveVolumesAbsentFrom(_map);
+
+        var stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
+            .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
+        var handles = await stream.GetAllSubscriptionHandles();
+        if (handles.Count == 0)
+        {
+            await stream.SubscribeAsync(OnMapPushedAsync);
+        }
+        else
+        {
+            await handles[0].ResumeAsync(OnMapPushedAsync);
+            foreach (var extra in handles.Skip(1))
+            {
+                await extra.UnsubscribeAsync();
+            }
+        }
+        Log.StorageServerActivated(logger, _hostId, silo.SiloAddress.ToString(), _map.Epoch, store.VolumesRoot);
+    }
+
+    public async Task<ReadOnlyMemory<byte>> ReadAsync(SegmentRead request)
+    {
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        var buffer = new byte[request.Length];
+        await store.ReadAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, buffer);
+        return buffer;
+    }
+
+    public async Task WriteAsync(SegmentWrite request)
+    {
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
+        using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
+        // The wait above may have spanned a map change: decide again on the current map.
+        var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
+        var local = store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask();
+        await ForwardAsync(group, local, server => server.ReplicaWriteAsync(request));
+    }
+
+    public async Task TrimAsync(SegmentTrim request)
+    {
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
+        var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
+        var local = store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask();
+        await ForwardAsync(group, local, server => server.ReplicaTrimAsync(request));
+    }
+
+    public async Task ReplicaWriteAsync(SegmentWrite request)
+    {
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
+        EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
+        await store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess);
+    }
+
+    public async Task ReplicaTrimAsync(SegmentTrim request)
+    {
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
+        EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        await store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
+    }
+
+    public async Task FlushAsync(long epoch, Guid volumeId)
+    {
+        await CheckEpochAsync(epoch);
+        _ = _map.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, _map.Epoch);
+        await store.FlushVolumeAsync(volumeId);
+    }
+
+    public Task ApplyMapAsync(ClusterMap map) => AdoptAsync(map, "re-sent");
+
+    public Task PurgeVolumeAsync(Guid volumeId)
+    {
+        if (_map.FindVolume(volumeId) is not null)
+        {
+            throw new InvalidRequestException($"volume {volumeId} is still in the map at epoch {_map.Epoch}; refusing to remove its data");
+        }
+        store.DeleteVolume(volumeId);
+        Log.VolumePurged(logger, _hostId, volumeId);
+        return Task.CompletedTask;
+    }
+
+    public Task<StorageServerStatus> GetStatusAsync()
+    {
+        var (bytes, files) = store.Usage();
+        return Task.FromResult(new StorageServerStatus(_hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString()));
+    }
+
+    public async Task<ReadOnlyMemory<byte>> ReadLocalAsync(SegmentAddress segment, int offset, int length)
+    {
+        var volume = _map.FindVolume(segment.VolumeId) ?? throw new VolumeNotFoundException(segment.VolumeId, _map.Epoch);
+        var buffer = new byte[length];
+        await store.ReadAsync(segment, volume.SegmentSizeBytes, offset, buffer);
+        return buffer;
+    }
+
+    /// <summary>Applies the local write and the forwards to every other replica in parallel; done when all are.</summary>
+    private async Task ForwardAsync(PlacementGroup group, Task local, Func<IStorageServerGrain, Task> forward)
+    {
+        if (group.Replicas.Length == 1)
+        {
+            await local;
+            return;
+        }
+        var all = new Task[group.Replicas.Length];
+        all[0] = local;
+        for (var i = 1; i < group.Replicas.Length; i++)
+        {
+            all[i] = forward(GrainFactory.GetGrain<IStorageServerGrain>(group.Replicas[i]));
+        }
+        await Task.WhenAll(all);
+    }
+
+    /// <summary>The epoch protocol, then the placement check, for one data request.</summary>
+    private async ValueTask<(VolumeInfo Volume, PlacementGroup Group)> AdmitAsync(long requestEpoch, SegmentAddress segment, ReplicaRole role)
+    {
+        await CheckEpochAsync(requestEpoch);
+        return EpochGate.Admit(_map, _hostId, segment, role);
+    }
+
+    /// <summary>Admission without catching up: for re-checks after an await, where the epochs must still be equal.</summary>
+    private (VolumeInfo Volume, PlacementGroup Group) AdmitCurrent(long requestEpoch, SegmentAddress segment, ReplicaRole role)
+    {
+        if (EpochGate.Judge(requestEpoch, _map.Epoch) != EpochVerdict.Current)
+        {
+            throw RejectStale(requestEpoch);
+        }
+        return EpochGate.Admit(_map, _hostId, segment, role);
+    }
+
+    private async ValueTask CheckEpochAsync(long requestEpoch)
+    {
+        switch (EpochGate.Judge(requestEpoch, _map.Epoch))
+        {
+            case EpochVerdict.Current:
+                return;
+            case EpochVerdict.RequestStale:
+                throw RejectStale(requestEpoch);
+            case EpochVerdict.ServerBehind:
+                Log.ServerBehind(logger, _hostId, _map.Epoch, requestEpoch);
+                ReportMismatch(requestEpoch);
+                await CatchUpAsync();
+                // Decide again on the pulled map: it may now be equal, or even past the request.
+                switch (EpochGate.Judge(requestEpoch, _map.Epoch))
+                {
+                    case EpochVerdict.Current:
+                        return;
+                    case EpochVerdict.RequestStale:
+                        throw RejectStale(requestEpoch);
+                    default:
+                        throw new StorageException(
+                            $"request carried epoch {requestEpoch}, but the management service is at epoch {_map.Epoch}; the sender's map is not from this cluster");
+                }
+        }
+    }
+
+    private StaleEpochException RejectStale(long requestEpoch)
+    {
+        Log.StaleRequest(logger, _hostId, requestEpoch, _map.Epoch);
+        ReportMismatch(requestEpoch);
+        return new StaleEpochException(requestEpoch, _map.Epoch, _hostId);
+    }
+
+    /// <summary>Pulls the current map once, however many requests are waiting for it.</summary>
+    private Task CatchUpAsync()
+    {
+        if (_catchUp is { IsCompleted: false })
+        {
+            return _catchUp;
+        }
+        _catchUp = PullAsync();
+        return _catchUp;
+
+        async Task PullAsync() => await AdoptAsync(await Management.GetMapAsync(), "pulled");
+    }
+
+    private void ReportMismatch(long requestEpoch)
+    {
+        // Reporting must not hold up the request; a lost report costs only a counter.
+        var report = Management.ReportMismatchAsync(new EpochMismatch(_hostId, _map.Epoch, requestEpoch));
+        report.ContinueWith(
+            t => Log.MismatchReportFailed(logger, t.Exception!, _hostId),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default).Ignore();
+    }
+
+    private async Task OnMapPushedAsync(ClusterMap map, StreamSequenceToken? token)
+    {
+        if (!await pushFilter.AcceptAsync(_hostId, map))
+        {
+            Log.PushDropped(logger, _hostId, map.Epoch);
+            return;
+        }
+        await AdoptAsync(map, "pushed");
+    }
+
+    /// <summary>Takes a map if it is newer than ours; maps only ever move forward.</summary>
+    private Task AdoptAsync(ClusterMap map, string source)
+    {
+        if (map.Epoch <= _map.Epoch)
+        {
+            return Task.CompletedTask;
+        }
+        var previous = _map;
+        _map = map;
+        Log.MapApplied(logger, _hostId, previous.Epoch, map.Epoch, source);
+        foreach (var gone in previous.Volumes.Where(v => map.FindVolume(v.VolumeId) is null))
+        {
+            store.DeleteVolume(gone.VolumeId);
+            Log.VolumePurged(logger, _hostId, gone.VolumeId);
+        }
+        return Task.CompletedTask;
+    }
+
+    private void RemoveVolumesAbsentFrom(ClusterMap map)
+    {
+        foreach (var volumeId in store.ListVolumes().Where(id => map.FindVolume(id) is null))
+        {
+            store.DeleteVolume(volumeId);
+            Log.VolumePurged(logger, _hostId, volumeId);
+        }
+    }
+}
