@@ -15,7 +15,7 @@ public sealed class StorageServerOptions
     [Required]
     public string DataDirectory { get; set; } = "";
 
-    /// <summary>Capacity offered to the cluster; 0 means the free space of the data directory's disk at start.</summary>
+    /// <summary>Capacity offered to the cluster; 0 means the size of the data directory's disk.</summary>
     [Range(0, long.MaxValue)]
     public long CapacityBytes { get; set; }
 

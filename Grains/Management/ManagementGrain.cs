@@ -12,6 +12,7 @@ namespace OrleansStorage.Management;
 /// computes the next map, persists it (epoch + 1) and only then publishes it. Reads of the map
 /// and mismatch reports interleave with them and see the last persisted map.
 /// </summary>
+[GrainType("ostor-management")]
 public sealed class ManagementGrain(
     [PersistentState("cluster", StorageNames.ClusterStore)] IPersistentState<ManagementState> state,
     IOptions<ManagementOptions> options,

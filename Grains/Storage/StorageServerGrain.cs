@@ -18,6 +18,7 @@ namespace OrleansStorage.Storage;
 /// moved on), and overlapping writes are ordered per segment by <see cref="SegmentWriteOrder"/>.
 /// </summary>
 [Reentrant]
+[GrainType("ostor-storage-server")]
 [HostPinnedPlacement]
 public sealed class StorageServerGrain(
     SegmentStore store,

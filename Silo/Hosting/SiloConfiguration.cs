@@ -1,0 +1,99 @@
+using System.Net;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Orleans.Configuration;
+using Orleans.Serialization;
+using Orleans.Storage;
+using OrleansStorage.Hosting;
+using OrleansStorage.Management;
+
+namespace OrleansStorage.Silo.Hosting;
+
+/// <summary>Turns configuration into an Orleans silo that is one OrleansStorage host.</summary>
+public static class SiloConfiguration
+{
+    /// <summary>Short command-line switches for the settings people type most.</summary>
+    public static IDictionary<string, string> SwitchMappings { get; } = new Dictionary<string, string>
+    {
+        ["--host-id"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.HostId)}",
+        ["--data"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.DataDirectory)}",
+        ["--capacity"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.CapacityBytes)}",
+        ["--silo-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.SiloPort)}",
+        ["--gateway-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.GatewayPort)}",
+        ["--postgres"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PostgresConnectionString)}",
+    };
+
+    /// <summary>The ADO.NET invariant of Npgsql; the providers default to SQL Server.</summary>
+    public const string NpgsqlInvariant = "Npgsql";
+
+    public static void ConfigureSilo(ISiloBuilder silo, IConfiguration configuration)
+    {
+        var cluster = configuration.GetSection(ClusterHostOptions.SectionName).Get<ClusterHostOptions>() ?? new ClusterHostOptions();
+        var storageSection = configuration.GetSection(StorageServerOptions.SectionName);
+        var problems = Validate(cluster, storageSection.Get<StorageServerOptions>() ?? new StorageServerOptions());
+        if (problems.Count > 0)
+        {
+            throw new InvalidOperationException("invalid configuration: " + string.Join("; ", problems));
+        }
+
+        silo.Configure<ClusterOptions>(o =>
+        {
+            o.ClusterId = cluster.ClusterId;
+            o.ServiceId = cluster.ServiceId;
+        });
+        silo.ConfigureEndpoints(IPAddress.Parse(cluster.AdvertisedAddress), cluster.SiloPort, cluster.GatewayPort);
+        silo.UseAdoNetClustering(o =>
+        {
+            o.Invariant = NpgsqlInvariant;
+            o.ConnectionString = cluster.PostgresConnectionString;
+        });
+        AddPostgresGrainStorage(silo, cluster.PostgresConnectionString);
+        silo.AddOrleansStorageHost(o => storageSection.Bind(o));
+        silo.Services.AddOptions<ManagementOptions>().Bind(configuration.GetSection(ManagementOptions.SectionName));
+    }
+
+    /// <summary>
+    /// The cluster map and the stream pub-sub state, both in PostgreSQL. State is stored with the
+    /// Orleans binary serializer, so what is on disk follows the wire types' [Alias] and [Id]s
+    /// (renaming a CLR type never breaks stored state, unlike the JSON default's type names).
+    /// </summary>
+    public static void AddPostgresGrainStorage(ISiloBuilder silo, string connectionString)
+    {
+        foreach (var name in new[] { StorageNames.ClusterStore, StorageNames.PubSubStore })
+        {
+            silo.AddAdoNetGrainStorage(name, (OptionsBuilder<AdoNetGrainStorageOptions> options) => options.Configure<Serializer>((o, serializer) =>
+            {
+                o.Invariant = NpgsqlInvariant;
+                o.ConnectionString = connectionString;
+                o.GrainStorageSerializer = new OrleansGrainStorageSerializer(serializer);
+            }));
+        }
+    }
+
+    private static List<string> Validate(ClusterHostOptions cluster, StorageServerOptions storage)
+    {
+        var problems = new List<string>();
+        if (string.IsNullOrWhiteSpace(storage.HostId))
+        {
+            problems.Add("Storage:HostId (--host-id) is required");
+        }
+        if (string.IsNullOrWhiteSpace(storage.DataDirectory))
+        {
+            problems.Add("Storage:DataDirectory (--data) is required");
+        }
+        if (string.IsNullOrWhiteSpace(cluster.PostgresConnectionString))
+        {
+            problems.Add("Cluster:PostgresConnectionString (--postgres) is required");
+        }
+        if (!IPAddress.TryParse(cluster.AdvertisedAddress, out _))
+        {
+            problems.Add($"Cluster:AdvertisedAddress '{cluster.AdvertisedAddress}' is not an IP address");
+        }
+        if (cluster.SiloPort is < 1 or > 65535 || cluster.GatewayPort is < 1 or > 65535 || cluster.SiloPort == cluster.GatewayPort)
+        {
+            problems.Add($"ports must be distinct and in 1-65535 (silo {cluster.SiloPort}, gateway {cluster.GatewayPort})");
+        }
+        return problems;
+    }
+}
