@@ -1,1 +1,3 @@
-return 0;
+using OrleansStorage.Client.Cli;
+
+return await OstorCommandLine.RunAsync(args);

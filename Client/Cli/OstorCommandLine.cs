@@ -1,0 +1,221 @@
+using System.CommandLine;
+using System.Globalization;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Errors;
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Client.Cli;
+
+/// <summary>The <c>ostor</c> command line: volume admin, host and map views, file transfers.</summary>
+public static class OstorCommandLine
+{
+    public const string GatewayEnvironmentVariable = "OSTOR_GATEWAY";
+
+    private static readonly Option<string?> Gateway = new("--gateway")
+    {
+        Description = $"Cluster gateway(s) as host:port[,host:port]; default ${GatewayEnvironmentVariable} or {OstorClientOptions.LocalGateway}",
+        Recursive = true,
+    };
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("ostor: administer and use OrleansStorage volumes") { Gateway };
+        root.Add(VolumeCommands());
+        root.Add(HostCommands());
+        root.Add(MapCommand());
+        root.Add(PutCommand());
+        root.Add(GetCommand());
+        return root;
+    }
+
+    /// <summary>Runs a command line; every failure prints one line to standard error and exits non-zero.</summary>
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var parse = Build().Parse(args);
+        if (parse.Errors.Count > 0)
+        {
+            foreach (var error in parse.Errors)
+            {
+                Console.Error.WriteLine($"ostor: {error.Message}");
+            }
+            return 2;
+        }
+        try
+        {
+            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (StorageException ex)
+        {
+            Console.Error.WriteLine($"ostor: {ex.Message}");
+            return 1;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or OperationCanceledException or TimeoutException or OrleansException)
+        {
+            Console.Error.WriteLine($"ostor: {ex.GetType().Name}: {ex.Message}");
+            return 1;
+        }
+    }
+
+    private static Command VolumeCommands()
+    {
+        var volume = new Command("volume", "Create, list, resize and delete volumes");
+
+        var name = new Argument<string>("NAME") { Description = "Volume name" };
+        var size = new Option<string>("--size") { Description = "Size, e.g. 256MiB or 1GiB (a multiple of 4 KiB)", Required = true };
+        var replicas = new Option<int>("--replicas") { Description = "Replication factor, 1 to 3", DefaultValueFactory = _ => 1 };
+        var create = new Command("create", "Create a volume") { name, size, replicas };
+        create.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var created = await client.CreateVolumeAsync(parse.GetValue(name)!, ByteSize.Parse(parse.GetValue(size)!), parse.GetValue(replicas));
+            Console.WriteLine($"created volume '{created.Name}' ({ByteSize.Format(created.SizeBytes)}, {created.ReplicationFactor} replica(s), {created.PlacementGroups.Length} placement groups) at epoch {client.Maps.Current.Epoch}");
+        }));
+        volume.Add(create);
+
+        var list = new Command("list", "List volumes");
+        list.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var map = await client.GetMapAsync();
+            var rows = map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal)
+                .Select(v => new[] { v.Name, ByteSize.Format(v.SizeBytes), v.SizeBytes.ToString(CultureInfo.InvariantCulture), v.ReplicationFactor.ToString(CultureInfo.InvariantCulture), v.PlacementGroups.Length.ToString(CultureInfo.InvariantCulture), v.VolumeId.ToString() });
+            PrintTable(["NAME", "SIZE", "BYTES", "REPLICAS", "PGS", "ID"], rows);
+        }));
+        volume.Add(list);
+
+        var resizeName = new Argument<string>("NAME") { Description = "Volume name" };
+        var newSize = new Option<string>("--size") { Description = "New size (grow only)", Required = true };
+        var resize = new Command("resize", "Grow a volume") { resizeName, newSize };
+        resize.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var resized = await client.ResizeVolumeAsync(parse.GetValue(resizeName)!, ByteSize.Parse(parse.GetValue(newSize)!));
+            Console.WriteLine($"volume '{resized.Name}' is now {ByteSize.Format(resized.SizeBytes)} (epoch {client.Maps.Current.Epoch})");
+        }));
+        volume.Add(resize);
+
+        var deleteName = new Argument<string>("NAME") { Description = "Volume name" };
+        var delete = new Command("delete", "Delete a volume and its data on every host") { deleteName };
+        delete.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            await client.DeleteVolumeAsync(parse.GetValue(deleteName)!);
+            Console.WriteLine($"deleted volume '{parse.GetValue(deleteName)}' (epoch {client.Maps.Current.Epoch})");
+        }));
+        volume.Add(delete);
+        return volume;
+    }
+
+    private static Command HostCommands()
+    {
+        var host = new Command("host", "Hosts of the cluster");
+        var list = new Command("list", "Hosts with state, capacity, usage, epoch and mismatch reports");
+        list.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var hosts = await client.GetHostsAsync();
+            var rows = hosts.OrderBy(h => h.Host.HostId, StringComparer.Ordinal).Select(h => new[]
+            {
+                h.Host.HostId,
+                h.Host.State.ToString(),
+                ByteSize.Format(h.Host.CapacityBytes),
+                h.Server is null ? "-" : ByteSize.Format(h.Server.BytesUsed),
+                h.Server is null ? "-" : h.Server.Epoch.ToString(CultureInfo.InvariantCulture),
+                h.MismatchReports.ToString(CultureInfo.InvariantCulture),
+                h.Host.Endpoint,
+                h.Error is null ? "" : "unreachable: " + h.Error,
+            });
+            PrintTable(["HOST", "STATE", "CAPACITY", "USED", "EPOCH", "MISMATCHES", "GATEWAY", ""], rows);
+        }));
+        host.Add(list);
+        return host;
+    }
+
+    private static Command MapCommand()
+    {
+        var map = new Command("map", "The cluster map: epoch, hosts, volumes and their placement groups");
+        map.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var current = await client.GetMapAsync();
+            Console.WriteLine($"epoch {current.Epoch}");
+            Console.WriteLine($"hosts ({current.Hosts.Length}):");
+            foreach (var h in current.Hosts.OrderBy(h => h.HostId, StringComparer.Ordinal))
+            {
+                Console.WriteLine($"  {h.HostId,-12} {h.State,-5} {ByteSize.Format(h.CapacityBytes),10}  {h.Endpoint}");
+            }
+            Console.WriteLine($"volumes ({current.Volumes.Length}):");
+            foreach (var v in current.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal))
+            {
+                Console.WriteLine($"  {v.Name} {ByteSize.Format(v.SizeBytes)} factor {v.ReplicationFactor}, segment {ByteSize.Format(v.SegmentSizeBytes)}, {v.PlacementGroups.Length} PGs, id {v.VolumeId}");
+                foreach (var pg in v.PlacementGroups)
+                {
+                    Console.WriteLine($"    pg {pg.Index,3}: {string.Join(", ", pg.Replicas)}");
+                }
+            }
+        }));
+        return map;
+    }
+
+    private static Command PutCommand()
+    {
+        var volume = new Argument<string>("VOLUME") { Description = "Volume name" };
+        var file = new Argument<string>("FILE") { Description = "Local file to copy into the volume" };
+        var offset = new Option<string>("--offset") { Description = "Byte offset in the volume", DefaultValueFactory = _ => "0" };
+        var put = new Command("put", "Copy a local file into a volume") { volume, file, offset };
+        put.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var handle = await client.OpenVolumeAsync(parse.GetValue(volume)!);
+            var path = parse.GetValue(file)!;
+            var length = File.Exists(path) ? new FileInfo(path).Length : 0;
+            using var progress = new TransferProgress("put", length);
+            await VolumeTransfer.PutAsync(handle, path, ByteSize.Parse(parse.GetValue(offset)!), progress, ct);
+            progress.Dispose();
+            Console.WriteLine($"put '{path}' into '{handle.Name}': {progress.Summary()}");
+        }));
+        return put;
+    }
+
+    private static Command GetCommand()
+    {
+        var volume = new Argument<string>("VOLUME") { Description = "Volume name" };
+        var file = new Argument<string>("FILE") { Description = "Local file to write" };
+        var offset = new Option<string>("--offset") { Description = "Byte offset in the volume", DefaultValueFactory = _ => "0" };
+        var length = new Option<string?>("--length") { Description = "How many bytes (default: to the end of the volume)" };
+        var get = new Command("get", "Copy (part of) a volume into a local file") { volume, file, offset, length };
+        get.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var handle = await client.OpenVolumeAsync(parse.GetValue(volume)!);
+            var start = ByteSize.Parse(parse.GetValue(offset)!);
+            long? count = parse.GetValue(length) is { } text ? ByteSize.Parse(text) : null;
+            var path = parse.GetValue(file)!;
+            using var progress = new TransferProgress("get", count ?? Math.Max(0, handle.SizeBytes - start));
+            await VolumeTransfer.GetAsync(handle, path, start, count, progress, ct);
+            progress.Dispose();
+            Console.WriteLine($"got '{handle.Name}' into '{path}': {progress.Summary()}");
+        }));
+        return get;
+    }
+
+    private static async Task<int> WithClientAsync(ParseResult parse, Func<OstorClient, Task> action)
+    {
+        var options = new OstorClientOptions { SubscribeToMapChanges = false };
+        var gateways = parse.GetValue(Gateway) ?? Environment.GetEnvironmentVariable(GatewayEnvironmentVariable);
+        if (!string.IsNullOrWhiteSpace(gateways))
+        {
+            options.Gateways.Clear();
+            foreach (var gateway in gateways.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                options.Gateways.Add(gateway);
+            }
+        }
+        await using var client = await OstorClient.ConnectAsync(options);
+        await action(client);
+        return 0;
+    }
+
+    private static void PrintTable(string[] header, IEnumerable<string[]> rows)
+    {
+        var all = new List<string[]> { header };
+        all.AddRange(rows);
+        var widths = Enumerable.Range(0, header.Length).Select(c => all.Max(r => r[c].Length)).ToArray();
+        foreach (var row in all)
+        {
+            Console.WriteLine(string.Join("  ", row.Select((cell, c) => cell.PadRight(widths[c]))).TrimEnd());
+        }
+    }
+}

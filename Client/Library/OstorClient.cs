@@ -1,0 +1,231 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Configuration;
+using Orleans.Runtime;
+using Orleans.Streams;
+using OrleansStorage.Errors;
+using OrleansStorage.Management;
+using OrleansStorage.Maps;
+using OrleansStorage.Storage;
+
+namespace OrleansStorage.Client.Library;
+
+/// <summary>One host as a client sees it: the map's view plus what its storage server reports.</summary>
+public sealed record HostStatus(HostInfo Host, long MismatchReports, StorageServerStatus? Server, string? Error);
+
+/// <summary>
+/// The .NET client of OrleansStorage: volume administration and volume I/O. Keeps the cluster
+/// map current from the map stream (when subscribed) and from stale-epoch answers.
+/// </summary>
+public sealed class OstorClient : IAsyncDisposable
+{
+    private readonly IClusterClient _cluster;
+    private readonly IHost? _ownedHost;
+    private readonly OstorClientOptions _options;
+    private StreamSubscriptionHandle<ClusterMap>? _subscription;
+
+    private OstorClient(IClusterClient cluster, IHost? ownedHost, OstorClientOptions options)
+    {
+        _cluster = cluster;
+        _ownedHost = ownedHost;
+        _options = options;
+        Maps = new ClusterMapCache(cluster);
+    }
+
+    public ClusterMapCache Maps { get; }
+
+    public IClusterClient Cluster => _cluster;
+
+    /// <summary>Connects to the cluster through the configured gateways.</summary>
+    public static async Task<OstorClient> ConnectAsync(OstorClientOptions options, CancellationToken cancellationToken = default)
+    {
+        var gateways = options.Gateways.Select(ParseGateway).ToArray();
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Logging.SetMinimumLevel(LogLevel.Critical);
+        builder.UseOrleansClient(client =>
+        {
+            client.UseStaticClustering(gateways);
+            client.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = options.ClusterId;
+                o.ServiceId = options.ServiceId;
+            });
+            if (options.SubscribeToMapChanges)
+            {
+                client.AddMemoryStreams(ClusterMapStream.ProviderName);
+            }
+        });
+        var host = builder.Build();
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(options.ConnectTimeout);
+            await host.StartAsync(timeout.Token);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            host.Dispose();
+            throw new StorageException($"cannot reach the cluster at {string.Join(", ", options.Gateways)}: {ex.Message}", ex);
+        }
+        var client = new OstorClient(host.Services.GetRequiredService<IClusterClient>(), host, options);
+        await client.StartAsync();
+        return client;
+    }
+
+    /// <summary>Wraps a cluster client someone else owns (tests, or a process hosting several parts).</summary>
+    public static async Task<OstorClient> AttachAsync(IClusterClient cluster, OstorClientOptions? options = null)
+    {
+        var client = new OstorClient(cluster, null, options ?? new OstorClientOptions());
+        await client.StartAsync();
+        return client;
+    }
+
+    private async Task StartAsync()
+    {
+        if (_options.SubscribeToMapChanges)
+        {
+            var stream = _cluster.GetStreamProvider(ClusterMapStream.ProviderName)
+                .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
+            _subscription = await stream.SubscribeAsync((map, _) =>
+            {
+                Maps.Offer(map);
+                return Task.CompletedTask;
+            });
+        }
+        await Maps.RefreshAsync();
+    }
+
+    private IManagementServiceGrain Management => _cluster.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
+
+    internal IStorageServerGrain StorageServer(string hostId) => _cluster.GetGrain<IStorageServerGrain>(hostId);
+
+    public async Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor)
+    {
+        var volume = await Management.CreateVolumeAsync(name, sizeBytes, replicationFactor);
+        await Maps.RefreshAsync();
+        return volume;
+    }
+
+    public async Task<VolumeInfo> ResizeVolumeAsync(string name, long newSizeBytes)
+    {
+        var volume = await Management.ResizeVolumeAsync(name, newSizeBytes);
+        await Maps.RefreshAsync();
+        return volume;
+    }
+
+    public async Task DeleteVolumeAsync(string name)
+    {
+        await Management.DeleteVolumeAsync(name);
+        await Maps.RefreshAsync();
+    }
+
+    public async Task<ClusterMap> GetMapAsync() => await Maps.RefreshAsync();
+
+    public async Task<VolumeHandle> OpenVolumeAsync(string name)
+    {
+        var map = Maps.Current.FindVolume(name) is null ? await Maps.RefreshAsync() : Maps.Current;
+        var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
+        return new VolumeHandle(this, volume);
+    }
+
+    /// <summary>Every host in the map with its storage server's own report (or why it could not be had).</summary>
+    public async Task<IReadOnlyList<HostStatus>> GetHostsAsync()
+    {
+        var hosts = await Management.GetHostsAsync();
+        var rows = await Task.WhenAll(hosts.Select(async h =>
+        {
+            try
+            {
+                var status = await StorageServer(h.Host.HostId).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));
+                return new HostStatus(h.Host, h.MismatchReports, status, null);
+            }
+            catch (Exception ex)
+            {
+                return new HostStatus(h.Host, h.MismatchReports, null, ex.Message);
+            }
+        }));
+        return rows;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="operation"/> against the current map; on a stale epoch, a misdirected
+    /// request or an unreachable host, refreshes the map and tries again, a bounded number of times.
+    /// </summary>
+    internal async Task RetryAsync(Func<ClusterMap, Task> operation, CancellationToken cancellationToken)
+    {
+        var delay = _options.RetryDelay;
+        for (var attempt = 1; ; attempt++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var map = Maps.Current;
+            Exception failure;
+            try
+            {
+                await operation(map);
+                return;
+            }
+            catch (StaleEpochException ex)
+            {
+                failure = ex;
+                await Maps.RefreshAsync(ex.ServerEpoch);
+                if (attempt < 3)
+                {
+                    continue; // a fresh map is usually all it takes: retry at once
+                }
+            }
+            catch (Exception ex) when (ex is MisdirectedRequestException or HostUnavailableException or SiloUnavailableException
+                                       or OrleansMessageRejectionException or TimeoutException or SocketException)
+            {
+                failure = ex;
+                await Maps.RefreshAsync(map.Epoch + 1);
+            }
+            if (attempt >= _options.MaxAttempts)
+            {
+                throw new StorageException($"gave up after {attempt} attempts: {failure.Message}", failure);
+            }
+            await Task.Delay(delay, cancellationToken);
+            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_subscription is not null)
+        {
+            try
+            {
+                await _subscription.UnsubscribeAsync();
+            }
+            catch (Exception)
+            {
+                // The cluster may already be gone; the subscription dies with it.
+            }
+        }
+        if (_ownedHost is not null)
+        {
+            await _ownedHost.StopAsync();
+            _ownedHost.Dispose();
+        }
+    }
+
+    private static IPEndPoint ParseGateway(string gateway)
+    {
+        var colon = gateway.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(gateway.AsSpan(colon + 1), out var port) || port is < 1 or > 65535)
+        {
+            throw new InvalidRequestException($"gateway '{gateway}' is not host:port");
+        }
+        var hostPart = gateway[..colon].Trim('[', ']');
+        if (IPAddress.TryParse(hostPart, out var address))
+        {
+            return new IPEndPoint(address, port);
+        }
+        var resolved = Dns.GetHostAddresses(hostPart);
+        var ip = resolved.FirstOrDefault(a => a.AddressFamily == AddressFamily.InterNetwork) ?? resolved.FirstOrDefault()
+            ?? throw new InvalidRequestException($"gateway host '{hostPart}' does not resolve");
+        return new IPEndPoint(ip, port);
+    }
+}

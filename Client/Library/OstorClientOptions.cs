@@ -1,0 +1,28 @@
+namespace OrleansStorage.Client.Library;
+
+public sealed class OstorClientOptions
+{
+    /// <summary>Default gateway of the local cluster started by <c>infra/cluster up</c>.</summary>
+    public const string LocalGateway = "127.0.0.1:30000";
+
+    /// <summary>Gateways as <c>host:port</c>; any live one will do.</summary>
+    public IList<string> Gateways { get; } = [LocalGateway];
+
+    public string ClusterId { get; set; } = "ostor";
+
+    public string ServiceId { get; set; } = "ostor";
+
+    /// <summary>
+    /// Follow map pushes on the cluster-map stream. Long-running clients should; a short-lived CLI
+    /// call need not (it pulls the map and relies on the epoch check).
+    /// </summary>
+    public bool SubscribeToMapChanges { get; set; } = true;
+
+    /// <summary>How many times one piece of a request is tried (stale epoch, misdirected, host unreachable) before giving up.</summary>
+    public int MaxAttempts { get; set; } = 12;
+
+    /// <summary>First pause between attempts; doubles each time up to one second.</summary>
+    public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(20);
+
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(20);
+}

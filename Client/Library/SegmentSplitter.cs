@@ -1,0 +1,36 @@
+namespace OrleansStorage.Client.Library;
+
+/// <summary>One piece of a volume request that falls inside a single segment.</summary>
+/// <param name="SegmentIndex">Which segment.</param>
+/// <param name="OffsetInSegment">Where the piece starts inside the segment.</param>
+/// <param name="Length">How many bytes.</param>
+/// <param name="BufferOffset">Where the piece starts inside the caller's buffer.</param>
+public readonly record struct SegmentSlice(long SegmentIndex, int OffsetInSegment, int Length, int BufferOffset);
+
+/// <summary>Splits a byte range of a volume at segment boundaries.</summary>
+public static class SegmentSplitter
+{
+    public static SegmentSlice[] Split(long volumeOffset, int length, int segmentSize)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(volumeOffset);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfLessThan(segmentSize, 1);
+        if (length == 0)
+        {
+            return [];
+        }
+        var first = volumeOffset / segmentSize;
+        var last = (volumeOffset + length - 1) / segmentSize;
+        var slices = new SegmentSlice[last - first + 1];
+        var done = 0;
+        for (var i = 0; i < slices.Length; i++)
+        {
+            var position = volumeOffset + done;
+            var inSegment = (int)(position % segmentSize);
+            var take = Math.Min(length - done, segmentSize - inSegment);
+            slices[i] = new SegmentSlice(first + i, inSegment, take, done);
+            done += take;
+        }
+        return slices;
+    }
+}

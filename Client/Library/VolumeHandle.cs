@@ -1,0 +1,114 @@
+using OrleansStorage.Errors;
+using OrleansStorage.Maps;
+using OrleansStorage.Storage;
+
+namespace OrleansStorage.Client.Library;
+
+/// <summary>
+/// A volume opened by name, addressed by byte offset. Requests are split at segment boundaries
+/// and the pieces issued in parallel to their placement groups' primaries, each carrying the
+/// client's epoch; a piece rejected for a stale epoch or a wrong host is retried on a fresh map.
+/// </summary>
+public sealed class VolumeHandle
+{
+    private readonly OstorClient _client;
+
+    internal VolumeHandle(OstorClient client, VolumeInfo volume)
+    {
+        _client = client;
+        VolumeId = volume.VolumeId;
+        Name = volume.Name;
+    }
+
+    public Guid VolumeId { get; }
+
+    public string Name { get; }
+
+    /// <summary>The volume as the client's current map describes it.</summary>
+    public VolumeInfo Info => _client.Maps.Current.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
+
+    public long SizeBytes => Info.SizeBytes;
+
+    public async Task ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
+        var volume = CheckRange(offset, destination.Length);
+        var slices = SegmentSplitter.Split(offset, destination.Length, volume.SegmentSizeBytes);
+        await ForEachSliceAsync(slices, async (slice, epoch, server) =>
+        {
+            var data = await server.ReadAsync(new SegmentRead(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length));
+            if (data.Length != slice.Length)
+            {
+                throw new StorageException($"storage server returned {data.Length} bytes for a read of {slice.Length}");
+            }
+            data.CopyTo(destination.Slice(slice.BufferOffset, slice.Length));
+        }, cancellationToken);
+    }
+
+    /// <param name="forceUnitAccess">When true the data is durable on every replica before this returns.</param>
+    public async Task WriteAsync(long offset, ReadOnlyMemory<byte> data, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
+    {
+        var volume = CheckRange(offset, data.Length);
+        var slices = SegmentSplitter.Split(offset, data.Length, volume.SegmentSizeBytes);
+        await ForEachSliceAsync(slices, (slice, epoch, server) =>
+            server.WriteAsync(new SegmentWrite(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment,
+                data.Slice(slice.BufferOffset, slice.Length), forceUnitAccess)), cancellationToken);
+    }
+
+    /// <summary>Discards a range: it reads as zeros afterwards and its space is freed.</summary>
+    public async Task TrimAsync(long offset, long length, CancellationToken cancellationToken = default)
+    {
+        var volume = CheckRange(offset, length);
+        for (long done = 0; done < length; done += int.MaxValue / 2)
+        {
+            var part = (int)Math.Min(length - done, int.MaxValue / 2);
+            var slices = SegmentSplitter.Split(offset + done, part, volume.SegmentSizeBytes);
+            await ForEachSliceAsync(slices, (slice, epoch, server) =>
+                server.TrimAsync(new SegmentTrim(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length)),
+                cancellationToken);
+        }
+    }
+
+    /// <summary>Makes every write acknowledged before this call durable on every replica.</summary>
+    public async Task FlushAsync(CancellationToken cancellationToken = default)
+    {
+        await _client.RetryAsync(async map =>
+        {
+            var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
+            var hosts = volume.PlacementGroups.SelectMany(pg => pg.Replicas).Distinct().ToList();
+            await Task.WhenAll(hosts.Select(h => _client.StorageServer(h).FlushAsync(map.Epoch, VolumeId)));
+        }, cancellationToken);
+    }
+
+    private VolumeInfo CheckRange(long offset, long length)
+    {
+        var volume = Info;
+        if (offset < 0 || length < 0 || offset > volume.SizeBytes || length > volume.SizeBytes - offset)
+        {
+            throw new InvalidRequestException(
+                $"range [{offset}, {offset + length}) is outside volume '{Name}' of {volume.SizeBytes} bytes");
+        }
+        return volume;
+    }
+
+    private Task ForEachSliceAsync(SegmentSlice[] slices, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken)
+    {
+        if (slices.Length == 1)
+        {
+            return RunSliceAsync(slices[0], operation, cancellationToken);
+        }
+        var tasks = new Task[slices.Length];
+        for (var i = 0; i < slices.Length; i++)
+        {
+            tasks[i] = RunSliceAsync(slices[i], operation, cancellationToken);
+        }
+        return Task.WhenAll(tasks);
+    }
+
+    private Task RunSliceAsync(SegmentSlice slice, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken) =>
+        _client.RetryAsync(map =>
+        {
+            var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
+            var primary = volume.PlacementGroupOf(slice.SegmentIndex).Primary;
+            return operation(slice, map.Epoch, _client.StorageServer(primary));
+        }, cancellationToken);
+}
