@@ -38,9 +38,12 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("ApplyMap")]
     Task ApplyMapAsync(ClusterMap map);
 
-    /// <summary>Removes every segment file of a volume that the map no longer has.</summary>
+    /// <summary>
+    /// Removes every segment file of a volume deleted at <paramref name="epoch"/>. A server behind
+    /// that epoch catches up first; one whose map still has the volume refuses.
+    /// </summary>
     [Alias("PurgeVolume")]
-    Task PurgeVolumeAsync(Guid volumeId);
+    Task PurgeVolumeAsync(Guid volumeId, long epoch);
 
     [Alias("GetStatus")]
     Task<StorageServerStatus> GetStatusAsync();

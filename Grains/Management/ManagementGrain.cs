@@ -62,7 +62,7 @@ public sealed class ManagementGrain(
         {
             try
             {
-                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).PurgeVolumeAsync(volume.VolumeId);
+                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).PurgeVolumeAsync(volume.VolumeId, Map.Epoch);
             }
             catch (Exception ex)
             {

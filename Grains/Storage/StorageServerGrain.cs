@@ -117,15 +117,18 @@ public sealed class StorageServerGrain(
 
     public Task ApplyMapAsync(ClusterMap map) => AdoptAsync(map, "re-sent");
 
-    public Task PurgeVolumeAsync(Guid volumeId)
+    public async Task PurgeVolumeAsync(Guid volumeId, long epoch)
     {
+        if (_map.Epoch < epoch)
+        {
+            await CatchUpAsync();
+        }
         if (_map.FindVolume(volumeId) is not null)
         {
             throw new InvalidRequestException($"volume {volumeId} is still in the map at epoch {_map.Epoch}; refusing to remove its data");
         }
         store.DeleteVolume(volumeId);
         Log.VolumePurged(logger, _hostId, volumeId);
-        return Task.CompletedTask;
     }
 
     public Task<StorageServerStatus> GetStatusAsync()

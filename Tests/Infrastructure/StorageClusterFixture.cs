@@ -1,0 +1,179 @@
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.TestingHost;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Hosting;
+using OrleansStorage.Management;
+using OrleansStorage.Maps;
+using OrleansStorage.Silo.Hosting;
+using OrleansStorage.Storage;
+using Xunit;
+
+namespace OrleansStorage.Tests.Infrastructure;
+
+/// <summary>
+/// A TestingHost cluster of real OrleansStorage hosts on a private PostgreSQL: the cluster map and
+/// stream pub-sub state in the database (membership is the TestingHost's own; the ADO.NET
+/// clustering provider is proven by <c>SiloProgramTests</c>), each silo a host with its own
+/// HostId (host-1, host-2, ...) and data directory. Restarted silos get their HostId back.
+/// </summary>
+public class StorageClusterFixture : IAsyncLifetime
+{
+    public const int SegmentSize = 1 << 20;
+    public const int PlacementGroups = 16;
+
+    // In-process silos are built from static configuration delegates; the fixture under
+    // construction publishes itself here so those delegates reach its state.
+    private static StorageClusterFixture? _configuring;
+
+    private readonly Dictionary<string, string> _hostOfSilo = [];
+    private readonly SortedSet<string> _freeHostIds = new(StringComparer.Ordinal);
+    private readonly Lock _gate = new();
+
+    protected virtual int InitialHosts => 3;
+
+    public InProcessTestCluster Cluster { get; private set; } = null!;
+    public OstorClient Client { get; private set; } = null!;
+    public string ConnectionString { get; private set; } = "";
+    public string DataRoot { get; } = Path.Combine(Path.GetTempPath(), "ostor-test-hosts-" + Guid.NewGuid().ToString("N")[..12]);
+    public SwitchablePushFilter PushFilter { get; } = new();
+    public bool Available { get; private set; }
+
+    public IManagementServiceGrain Management => Cluster.Client.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
+
+    public IStorageServerGrain Server(string hostId) => Cluster.Client.GetGrain<IStorageServerGrain>(hostId);
+
+    public string DataDirectoryOf(string hostId) => Path.Combine(DataRoot, hostId);
+
+    public async Task InitializeAsync()
+    {
+        var postgres = await PrivatePostgres.GetAsync();
+        if (postgres is null)
+        {
+            return;
+        }
+        ConnectionString = await postgres.CreateDatabaseAsync("ostor_test");
+        for (var i = 1; i <= InitialHosts; i++)
+        {
+            _freeHostIds.Add($"host-{i}");
+        }
+
+        var builder = new InProcessTestClusterBuilder((short)InitialHosts);
+        builder.Options.ClusterId = "ostor-test-" + Guid.NewGuid().ToString("N")[..8];
+        builder.Options.ServiceId = "ostor-test";
+        var connectionString = ConnectionString;
+        builder.ConfigureSilo((options, silo) =>
+        {
+            var fixture = _configuring!;
+            var hostId = fixture.HostIdForSilo(options.SiloName);
+            SiloConfiguration.AddPostgresGrainStorage(silo, connectionString);
+            silo.AddOrleansStorageHost(o =>
+            {
+                o.HostId = hostId;
+                o.DataDirectory = fixture.DataDirectoryOf(hostId);
+                o.CapacityBytes = 1L << 40;
+            });
+            silo.Services.AddSingleton<IClusterMapPushFilter>(fixture.PushFilter);
+            silo.Services.Configure<ManagementOptions>(o =>
+            {
+                o.SegmentSizeBytes = SegmentSize;
+                o.PlacementGroupsPerVolume = PlacementGroups;
+            });
+        });
+        builder.ConfigureClient(client => client.AddMemoryStreams(ClusterMapStream.ProviderName));
+
+        _configuring = this;
+        Cluster = builder.Build();
+        await Cluster.DeployAsync();
+        await WaitForHostsAsync(InitialHosts);
+        Client = await OstorClient.AttachAsync(Cluster.Client);
+        Available = true;
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (!Available)
+        {
+            return;
+        }
+        await Client.DisposeAsync();
+        await Cluster.DisposeAsync();
+        try
+        {
+            Directory.Delete(DataRoot, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>Skips the calling test, loudly, when PostgreSQL is not installed at all.</summary>
+    public void SkipIfUnavailable() =>
+        Skip.IfNot(Available, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+
+    /// <summary>Marks a host's HostId free for the next silo to start (its silo was stopped or killed).</summary>
+    public void ReleaseHostId(string siloName)
+    {
+        lock (_gate)
+        {
+            if (_hostOfSilo.Remove(siloName, out var hostId))
+            {
+                _freeHostIds.Add(hostId);
+            }
+        }
+    }
+
+    public string HostIdOfSilo(string siloName)
+    {
+        lock (_gate)
+        {
+            return _hostOfSilo[siloName];
+        }
+    }
+
+    private string HostIdForSilo(string siloName)
+    {
+        lock (_gate)
+        {
+            if (_hostOfSilo.TryGetValue(siloName, out var known))
+            {
+                return known;
+            }
+            var hostId = _freeHostIds.Count > 0 ? _freeHostIds.Min! : $"host-{_hostOfSilo.Count + 1}";
+            _freeHostIds.Remove(hostId);
+            _hostOfSilo[siloName] = hostId;
+            return hostId;
+        }
+    }
+
+    /// <summary>Waits until <paramref name="count"/> hosts are registered and each storage server answers.</summary>
+    public async Task WaitForHostsAsync(int count)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            try
+            {
+                var map = await Management.GetMapAsync();
+                if (map.Hosts.Length >= count)
+                {
+                    await Task.WhenAll(map.Hosts.Select(h => Server(h.HostId).GetStatusAsync()));
+                    return;
+                }
+            }
+            catch (Exception) when (DateTime.UtcNow < deadline)
+            {
+            }
+            if (DateTime.UtcNow >= deadline)
+            {
+                throw new TimeoutException($"{count} hosts did not register within 60 s");
+            }
+            await Task.Delay(200);
+        }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class StorageClusterCollection : ICollectionFixture<StorageClusterFixture>
+{
+    public const string Name = "storage cluster";
+}
