@@ -1,0 +1,122 @@
+using OrleansStorage.Errors;
+using OrleansStorage.Storage;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>Bad input gets a clear error naming the value and changes nothing.</summary>
+[Collection(StorageClusterCollection.Name)]
+public sealed class BadInputTests(StorageClusterFixture fixture)
+{
+    private const int Segment = StorageClusterFixture.SegmentSize;
+
+    [SkippableTheory]
+    [InlineData("../escape", "not allowed")]
+    [InlineData("a/b", "not allowed")]
+    [InlineData("", "must not be empty")]
+    [InlineData(".hidden", "not allowed")]
+    [InlineData("x..y", "not allowed")]
+    public async Task Volume_names_that_could_escape_or_confuse_are_rejected(string name, string expected)
+    {
+        fixture.SkipIfUnavailable();
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.CreateVolumeAsync(name, 4096, 1), expected);
+    }
+
+    [SkippableTheory]
+    [InlineData(0L, "must be > 0")]
+    [InlineData(-4096L, "must be > 0")]
+    [InlineData(4097L, "multiple of 4096")]
+    [InlineData(long.MaxValue - 4095, "exceeds the limit")]
+    public async Task Negative_unaligned_or_absurd_sizes_are_rejected(long size, string expected)
+    {
+        fixture.SkipIfUnavailable();
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.CreateVolumeAsync("size-" + Guid.NewGuid().ToString("N")[..8], size, 1), expected);
+    }
+
+    [SkippableTheory]
+    [InlineData(0, "out of range")]
+    [InlineData(4, "out of range")]
+    public async Task Replication_factor_out_of_range_is_rejected(int factor, string expected)
+    {
+        fixture.SkipIfUnavailable();
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.CreateVolumeAsync("factor-" + Guid.NewGuid().ToString("N")[..8], 4096, factor), expected);
+    }
+
+    [SkippableFact]
+    public async Task Duplicate_volume_name_is_rejected_and_the_first_volume_keeps_its_data()
+    {
+        fixture.SkipIfUnavailable();
+        var name = "dup-" + Guid.NewGuid().ToString("N")[..12];
+        var first = await fixture.Client.CreateVolumeAsync(name, 2L * Segment, 1);
+        var volume = await fixture.Client.OpenVolumeAsync(name);
+        var data = Replicas.RandomBytes(4096, 1);
+        await volume.WriteAsync(0, data);
+
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.CreateVolumeAsync(name, 4L * Segment, 2), "already exists");
+
+        var kept = (await fixture.Client.GetMapAsync()).FindVolume(name)!;
+        Assert.Equal((first.VolumeId, first.SizeBytes, first.ReplicationFactor), (kept.VolumeId, kept.SizeBytes, kept.ReplicationFactor));
+        var back = new byte[4096];
+        await volume.ReadAsync(0, back);
+        Assert.Equal(data, back);
+    }
+
+    [SkippableFact]
+    public async Task Unknown_volume_is_a_clear_error()
+    {
+        fixture.SkipIfUnavailable();
+        var error = await Assert.ThrowsAsync<VolumeNotFoundException>(() => fixture.Client.OpenVolumeAsync("no-such-volume"));
+        Assert.Contains("no-such-volume", error.Message, StringComparison.Ordinal);
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.ResizeVolumeAsync("no-such-volume", 8192), "no volume named");
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.DeleteVolumeAsync("no-such-volume"), "no volume named");
+    }
+
+    [SkippableFact]
+    public async Task Shrinking_a_volume_is_rejected()
+    {
+        fixture.SkipIfUnavailable();
+        var name = "shrink-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 4L * Segment, 1);
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.ResizeVolumeAsync(name, 2L * Segment), "grow only");
+    }
+
+    [SkippableFact]
+    public async Task Io_past_the_end_or_at_negative_offsets_is_rejected_and_writes_nothing()
+    {
+        fixture.SkipIfUnavailable();
+        var name = "bounds-" + Guid.NewGuid().ToString("N")[..12];
+        var size = 2L * Segment + 8192; // the last segment is partial
+        var info = await fixture.Client.CreateVolumeAsync(name, size, 2);
+        var volume = await fixture.Client.OpenVolumeAsync(name);
+
+        await Assert.ThrowsAsync<InvalidRequestException>(() => volume.WriteAsync(size - 4096, new byte[8192]));
+        await Assert.ThrowsAsync<InvalidRequestException>(() => volume.WriteAsync(-1, new byte[10]));
+        await Assert.ThrowsAsync<InvalidRequestException>(() => volume.ReadAsync(size, new byte[1]));
+        await Assert.ThrowsAsync<InvalidRequestException>(() => volume.TrimAsync(0, size + 1));
+
+        // Straight to the server: a range past the volume's end inside its last segment, and a
+        // segment number past the end, are refused there too.
+        var epoch = fixture.Client.Maps.Current.Epoch;
+        var last = info.PlacementGroupOf(2).Primary;
+        var pastEnd = await Assert.ThrowsAsync<InvalidRequestException>(() =>
+            fixture.Server(last).WriteAsync(new SegmentWrite(epoch, new SegmentAddress(info.VolumeId, 2), 4096, new byte[8192], false)));
+        Assert.Contains("outside volume", pastEnd.Message, StringComparison.Ordinal);
+        var primary99 = info.PlacementGroupOf(99).Primary;
+        await Assert.ThrowsAsync<InvalidRequestException>(() =>
+            fixture.Server(primary99).WriteAsync(new SegmentWrite(epoch, new SegmentAddress(info.VolumeId, 99), 0, new byte[4096], false)));
+
+        // Nothing reached the disks of the replicas.
+        await Replicas.AssertAllHoldAsync(fixture, info, 0, new byte[size]);
+    }
+
+    private async Task AssertRejectedWithoutChangeAsync(Func<Task> action, string expectedMessagePart)
+    {
+        var before = await fixture.Management.GetMapAsync();
+        var error = await Assert.ThrowsAnyAsync<StorageException>(action);
+        Assert.Contains(expectedMessagePart, error.Message, StringComparison.Ordinal);
+        var after = await fixture.Management.GetMapAsync();
+        Assert.Equal(before.Epoch, after.Epoch);
+        Assert.Equal(before.Volumes.Select(v => v.Name), after.Volumes.Select(v => v.Name));
+    }
+}

@@ -1,0 +1,69 @@
+using OrleansStorage.Client.Library;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>A cluster of its own: these tests kill every silo.</summary>
+public sealed class RestartClusterFixture : StorageClusterFixture;
+
+[CollectionDefinition(Name)]
+public sealed class RestartClusterCollection : ICollectionFixture<RestartClusterFixture>
+{
+    public const string Name = "restart cluster";
+}
+
+[Collection(RestartClusterCollection.Name)]
+public sealed class ClusterRestartTests(RestartClusterFixture fixture)
+{
+    private const int Segment = StorageClusterFixture.SegmentSize;
+
+    [SkippableFact]
+    public async Task Full_cluster_restart_keeps_map_epoch_and_data()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("kept-1", 24L * Segment, 2);
+        await fixture.Client.CreateVolumeAsync("kept-3", 24L * Segment, 3);
+        var one = await fixture.Client.OpenVolumeAsync("kept-1");
+        var three = await fixture.Client.OpenVolumeAsync("kept-3");
+        var data1 = Replicas.RandomBytes(20 * Segment, seed: 1);
+        var data3 = Replicas.RandomBytes(20 * Segment, seed: 3);
+        await one.WriteAsync(Segment / 3, data1);
+        await three.WriteAsync(2 * Segment + 7, data3);
+        var mapBefore = await fixture.Management.GetMapAsync();
+
+        // Kill every silo (no graceful shutdown), then start three new ones, which take the
+        // same HostIds and therefore the same data directories.
+        foreach (var silo in fixture.Cluster.Silos.ToList())
+        {
+            await fixture.Cluster.KillSiloAsync(silo);
+            fixture.ReleaseHostId(silo.Name);
+        }
+        for (var i = 0; i < 3; i++)
+        {
+            await fixture.Cluster.StartAdditionalSiloAsync();
+        }
+        await fixture.Cluster.InitializeClientAsync();
+        await fixture.WaitForHostsAsync(3);
+
+        var mapAfter = await fixture.Management.GetMapAsync();
+        // The epoch survives; it moves only for what really changed: TestingHost gives the new
+        // silos new ports, so each host whose gateway endpoint changed is one change (+1).
+        // (infra/cluster restarts hosts on the same ports, and there the epoch does not move.)
+        var movedHosts = mapAfter.Hosts.Count(h => mapBefore.FindHost(h.HostId)!.Endpoint != h.Endpoint);
+        Assert.Equal(mapBefore.Epoch + movedHosts, mapAfter.Epoch);
+        Assert.Equal(mapBefore.Hosts.Select(h => h.HostId).Order(), mapAfter.Hosts.Select(h => h.HostId).Order());
+        Assert.Equal(
+            mapBefore.Volumes.Select(v => (v.VolumeId, v.Name, v.SizeBytes, string.Join(";", v.PlacementGroups.Select(pg => string.Join(",", pg.Replicas))))),
+            mapAfter.Volumes.Select(v => (v.VolumeId, v.Name, v.SizeBytes, string.Join(";", v.PlacementGroups.Select(pg => string.Join(",", pg.Replicas))))));
+
+        await using var client = await OstorClient.AttachAsync(fixture.Cluster.Client);
+        var back1 = new byte[data1.Length];
+        await (await client.OpenVolumeAsync("kept-1")).ReadAsync(Segment / 3, back1);
+        Assert.True(data1.AsSpan().SequenceEqual(back1), "kept-1 lost data across the restart");
+        var back3 = new byte[data3.Length];
+        await (await client.OpenVolumeAsync("kept-3")).ReadAsync(2 * Segment + 7, back3);
+        Assert.True(data3.AsSpan().SequenceEqual(back3), "kept-3 lost data across the restart");
+        await Replicas.AssertAllHoldAsync(fixture, mapAfter.FindVolume("kept-3")!, 2 * Segment + 7, data3);
+    }
+}

@@ -1,0 +1,185 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Npgsql;
+using Orleans.Storage;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Management;
+using OrleansStorage.Silo.Hosting;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>
+/// Silos built by the real silo configuration (what ostor-silo runs): ADO.NET clustering and grain
+/// storage on PostgreSQL with the project's own schema. Proves the schema against the real providers.
+/// </summary>
+public sealed class SiloProgramTests : IAsyncLifetime
+{
+    private readonly List<IHost> _silos = [];
+    private readonly string _clusterId = "silo-test-" + Guid.NewGuid().ToString("N")[..8];
+    private readonly string _dataRoot = Path.Combine(Path.GetTempPath(), "ostor-silo-test-" + Guid.NewGuid().ToString("N")[..8]);
+    private string _connectionString = "";
+
+    public async Task InitializeAsync()
+    {
+        var postgres = await PrivatePostgres.GetAsync();
+        if (postgres is not null)
+        {
+            _connectionString = await postgres.CreateDatabaseAsync("ostor_silo");
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var silo in _silos)
+        {
+            await silo.StopAsync();
+            silo.Dispose();
+        }
+        if (Directory.Exists(_dataRoot))
+        {
+            Directory.Delete(_dataRoot, recursive: true);
+        }
+    }
+
+    [SkippableFact]
+    public async Task Two_silos_from_the_silo_configuration_form_one_cluster_through_postgres()
+    {
+        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        var gatewayA = FreePort();
+        var gatewayB = FreePort();
+        await StartSiloAsync("host-a", FreePort(), gatewayA);
+        await StartSiloAsync("host-b", FreePort(), gatewayB);
+
+        // Both silos are Active (status 3) rows in our membership table.
+        await using (var connection = new NpgsqlConnection(_connectionString))
+        {
+            await connection.OpenAsync();
+            await using var query = new NpgsqlCommand("SELECT count(*) FROM ostor_membership WHERE deployment_id = @id AND status = 3", connection);
+            query.Parameters.AddWithValue("id", _clusterId);
+            Assert.Equal(2L, (long)(await query.ExecuteScalarAsync())!);
+        }
+
+        // A client through one gateway sees both hosts register and a volume spanning both.
+        var options = new OstorClientOptions { ClusterId = _clusterId, ServiceId = "ostor" };
+        options.Gateways.Clear();
+        options.Gateways.Add($"127.0.0.1:{gatewayB}");
+        await using var client = await OstorClient.ConnectAsync(options);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while ((await client.GetMapAsync()).Hosts.Length < 2)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the two hosts did not both register");
+            await Task.Delay(200);
+        }
+        await client.CreateVolumeAsync("spread", 8L << 20, 2);
+        var volume = await client.OpenVolumeAsync("spread");
+        var data = Replicas.RandomBytes(8 << 20, seed: 17);
+        await volume.WriteAsync(0, data);
+        var back = new byte[data.Length];
+        await volume.ReadAsync(0, back);
+        Assert.True(data.AsSpan().SequenceEqual(back));
+        Assert.Equal(2, (await client.GetHostsAsync()).Count(h => h.Server is { BytesUsed: > 0 }));
+    }
+
+    [SkippableFact]
+    public async Task Grain_storage_on_our_schema_enforces_optimistic_concurrency()
+    {
+        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        var silo = await StartSiloAsync("host-s", FreePort(), FreePort());
+        var storage = silo.Services.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
+        var grainId = GrainId.Create("schema-test", Guid.NewGuid().ToString("N"));
+
+        var first = new GrainState<ManagementState>(new ManagementState());
+        await storage.ReadStateAsync("schema-test", grainId, first);
+        Assert.False(first.RecordExists);
+        await storage.WriteStateAsync("schema-test", grainId, first);
+        Assert.Equal("1", first.ETag);
+
+        // A second writer that never read the state cannot insert over it.
+        var blind = new GrainState<ManagementState>(new ManagementState());
+        await Assert.ThrowsAsync<InconsistentStateException>(() => storage.WriteStateAsync("schema-test", grainId, blind));
+
+        // A writer holding an old version cannot overwrite a newer one.
+        var reader = new GrainState<ManagementState>(new ManagementState());
+        await storage.ReadStateAsync("schema-test", grainId, reader);
+        Assert.Equal("1", reader.ETag);
+        first.State!.Map = first.State.Map with { Epoch = 41 };
+        await storage.WriteStateAsync("schema-test", grainId, first);
+        Assert.Equal("2", first.ETag);
+        await Assert.ThrowsAsync<InconsistentStateException>(() => storage.WriteStateAsync("schema-test", grainId, reader));
+
+        var check = new GrainState<ManagementState>(new ManagementState());
+        await storage.ReadStateAsync("schema-test", grainId, check);
+        Assert.Equal(41, check.State!.Map.Epoch);
+        Assert.Equal("2", check.ETag);
+
+        await storage.ClearStateAsync("schema-test", grainId, check);
+        var cleared = new GrainState<ManagementState>(new ManagementState());
+        await storage.ReadStateAsync("schema-test", grainId, cleared);
+        Assert.Equal(0, cleared.State!.Map.Epoch);
+    }
+
+    [SkippableFact]
+    public async Task Schema_script_can_be_applied_again_without_harm()
+    {
+        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        await PrivatePostgres.ApplySchemaAsync(_connectionString);
+        await PrivatePostgres.ApplySchemaAsync(_connectionString);
+        await using var connection = new NpgsqlConnection(_connectionString);
+        await connection.OpenAsync();
+        await using var query = new NpgsqlCommand("SELECT count(*) FROM OrleansQuery", connection);
+        Assert.Equal(14L, (long)(await query.ExecuteScalarAsync())!); // 10 clustering + 4 grain storage queries
+    }
+
+    [Theory]
+    [InlineData("Storage:HostId", "", "Storage:HostId (--host-id) is required")]
+    [InlineData("Cluster:AdvertisedAddress", "not-an-ip", "is not an IP address")]
+    [InlineData("Cluster:GatewayPort", "11111", "ports must be distinct")]
+    [InlineData("Cluster:PostgresConnectionString", "", "PostgresConnectionString (--postgres) is required")]
+    public void Bad_silo_configuration_is_a_clear_error(string key, string value, string expected)
+    {
+        var settings = SiloSettings("host-x", 11111, 30000, "Host=127.0.0.1");
+        settings[key] = value;
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(settings);
+        var error = Assert.Throws<InvalidOperationException>(() =>
+            builder.UseOrleans(silo => SiloConfiguration.ConfigureSilo(silo, builder.Configuration)));
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    private async Task<IHost> StartSiloAsync(string hostId, int siloPort, int gatewayPort)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(SiloSettings(hostId, siloPort, gatewayPort, _connectionString));
+        builder.UseOrleans(silo => SiloConfiguration.ConfigureSilo(silo, builder.Configuration));
+        var host = builder.Build();
+        _silos.Add(host);
+        await host.StartAsync();
+        return host;
+    }
+
+    private Dictionary<string, string?> SiloSettings(string hostId, int siloPort, int gatewayPort, string connectionString) => new()
+    {
+        ["Storage:HostId"] = hostId,
+        ["Storage:DataDirectory"] = Path.Combine(_dataRoot, hostId),
+        ["Storage:CapacityBytes"] = "1099511627776",
+        ["Cluster:ClusterId"] = _clusterId,
+        ["Cluster:ServiceId"] = "ostor",
+        ["Cluster:AdvertisedAddress"] = "127.0.0.1",
+        ["Cluster:SiloPort"] = siloPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["Cluster:GatewayPort"] = gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["Cluster:PostgresConnectionString"] = connectionString,
+        ["Management:SegmentSizeBytes"] = "1048576",
+    };
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
