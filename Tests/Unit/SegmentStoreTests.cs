@@ -1,0 +1,120 @@
+using OrleansStorage.Errors;
+using OrleansStorage.Segments;
+using OrleansStorage.Storage;
+using Xunit;
+
+namespace OrleansStorage.Tests.Unit;
+
+public sealed class SegmentStoreTests : IDisposable
+{
+    private const int Segment = 4 << 20;
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "ostor-store-test-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly SegmentStore _store;
+    private readonly SegmentAddress _segment = new(Guid.NewGuid(), 3);
+
+    public SegmentStoreTests() => _store = new SegmentStore(_root);
+
+    public void Dispose()
+    {
+        _store.Dispose();
+        Directory.Delete(_root, recursive: true);
+    }
+
+    [Fact]
+    public async Task Never_written_segments_read_as_zeros_and_create_no_file()
+    {
+        var buffer = new byte[8192];
+        Array.Fill(buffer, (byte)0xAA);
+        await _store.ReadAsync(_segment, Segment, 1000, buffer);
+        Assert.All(buffer, b => Assert.Equal(0, b));
+        Assert.False(File.Exists(_store.SegmentPath(_segment)));
+    }
+
+    [Fact]
+    public async Task Writes_are_sparse_and_holes_read_as_zeros()
+    {
+        var data = Enumerable.Range(0, 4096).Select(i => (byte)(i % 255 + 1)).ToArray();
+        await _store.WriteAsync(_segment, Segment, Segment - 4096, data, durable: true);
+
+        var (bytesUsed, files) = _store.Usage();
+        Assert.Equal(1, files);
+        Assert.True(bytesUsed < Segment / 4, $"a 4 KiB write at the end of a 4 MiB segment allocated {bytesUsed} bytes");
+        var hole = new byte[1 << 20];
+        await _store.ReadAsync(_segment, Segment, 0, hole);
+        Assert.All(hole, b => Assert.Equal(0, b));
+        var back = new byte[4096];
+        await _store.ReadAsync(_segment, Segment, Segment - 4096, back);
+        Assert.Equal(data, back);
+    }
+
+    [Fact]
+    public async Task Reads_past_the_written_end_of_the_file_are_zero_filled()
+    {
+        await _store.WriteAsync(_segment, Segment, 0, new byte[] { 1, 2, 3 }, durable: false);
+        var back = new byte[10];
+        await _store.ReadAsync(_segment, Segment, 0, back);
+        Assert.Equal(new byte[] { 1, 2, 3, 0, 0, 0, 0, 0, 0, 0 }, back);
+    }
+
+    [Theory]
+    [InlineData(-1, 10)]
+    [InlineData(Segment - 10, 11)]
+    [InlineData(Segment, 1)]
+    public async Task Ranges_outside_the_segment_are_rejected_and_write_nothing(int offset, int length)
+    {
+        await Assert.ThrowsAsync<InvalidRequestException>(() => _store.WriteAsync(_segment, Segment, offset, new byte[length], durable: false).AsTask());
+        await Assert.ThrowsAsync<InvalidRequestException>(() => _store.ReadAsync(_segment, Segment, offset, new byte[length]).AsTask());
+        Assert.False(File.Exists(_store.SegmentPath(_segment)));
+    }
+
+    [Fact]
+    public async Task Trim_reads_as_zeros_and_frees_space()
+    {
+        var data = new byte[Segment];
+        new Random(1).NextBytes(data);
+        await _store.WriteAsync(_segment, Segment, 0, data, durable: true);
+        var before = _store.Usage().BytesUsed;
+
+        await _store.TrimAsync(_segment, Segment, 1 << 20, 2 << 20);
+
+        var back = new byte[Segment];
+        await _store.ReadAsync(_segment, Segment, 0, back);
+        Array.Clear(data, 1 << 20, 2 << 20);
+        Assert.Equal(data, back);
+        Assert.True(_store.Usage().BytesUsed <= before - (1 << 20), "trim should punch a hole");
+    }
+
+    [Fact]
+    public async Task Data_survives_reopening_the_store()
+    {
+        var data = new byte[] { 9, 8, 7 };
+        await _store.WriteAsync(_segment, Segment, 77, data, durable: true);
+        await _store.FlushVolumeAsync(_segment.VolumeId);
+        using var reopened = new SegmentStore(_root);
+        var back = new byte[3];
+        await reopened.ReadAsync(_segment, Segment, 77, back);
+        Assert.Equal(data, back);
+        Assert.Contains(_segment.VolumeId, reopened.ListVolumes());
+    }
+
+    [Fact]
+    public async Task Delete_volume_removes_its_files_only()
+    {
+        var other = new SegmentAddress(Guid.NewGuid(), 0);
+        await _store.WriteAsync(_segment, Segment, 0, new byte[] { 1 }, durable: false);
+        await _store.WriteAsync(other, Segment, 0, new byte[] { 2 }, durable: false);
+        _store.DeleteVolume(_segment.VolumeId);
+        Assert.False(File.Exists(_store.SegmentPath(_segment)));
+        Assert.True(File.Exists(_store.SegmentPath(other)));
+        var back = new byte[1];
+        await _store.ReadAsync(_segment, Segment, 0, back);
+        Assert.Equal(0, back[0]);
+    }
+
+    [Fact]
+    public void Segment_paths_are_built_from_the_volume_guid_and_number_only()
+    {
+        var path = _store.SegmentPath(new SegmentAddress(Guid.Parse("0f8fad5b-d9cb-469f-a165-70867728950e"), 12));
+        Assert.Equal(Path.Combine(_store.VolumesRoot, "0f8fad5bd9cb469fa16570867728950e", "0000000012.seg"), path);
+    }
+}
