@@ -139,6 +139,10 @@ public sealed class StorageServerGrain(
 
     public async Task<ReadOnlyMemory<byte>> ReadLocalAsync(SegmentAddress segment, int offset, int length)
     {
+        if (_map.FindVolume(segment.VolumeId) is null)
+        {
+            await CatchUpAsync(); // a volume newer than our map: its push may not have arrived yet
+        }
         var volume = _map.FindVolume(segment.VolumeId) ?? throw new VolumeNotFoundException(segment.VolumeId, _map.Epoch);
         var buffer = new byte[length];
         await store.ReadAsync(segment, volume.SegmentSizeBytes, offset, buffer);
