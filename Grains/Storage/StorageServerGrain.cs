@@ -144,6 +144,7 @@ public sealed class StorageServerGrain(
             await CatchUpAsync(); // a volume newer than our map: its push may not have arrived yet
         }
         var volume = _map.FindVolume(segment.VolumeId) ?? throw new VolumeNotFoundException(segment.VolumeId, _map.Epoch);
+        EpochGate.CheckRange(volume, segment.SegmentIndex, offset, length);
         var buffer = new byte[length];
         await store.ReadAsync(segment, volume.SegmentSizeBytes, offset, buffer);
         return buffer;
