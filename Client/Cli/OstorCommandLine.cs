@@ -1,5 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using OrleansStorage.Client.Nbd;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
 using OrleansStorage.Maps;
@@ -25,6 +28,7 @@ public static class OstorCommandLine
         root.Add(MapCommand());
         root.Add(PutCommand());
         root.Add(GetCommand());
+        root.Add(NbdCommands());
         return root;
     }
 
@@ -191,9 +195,45 @@ public static class OstorCommandLine
         return get;
     }
 
-    private static async Task<int> WithClientAsync(ParseResult parse, Func<OstorClient, Task> action)
+    private static Command NbdCommands()
     {
-        var options = new OstorClientOptions { SubscribeToMapChanges = false };
+        var nbd = new Command("nbd", "Export volumes as network block devices");
+        var listen = new Option<string>("--listen") { Description = "Address and port to listen on", DefaultValueFactory = _ => "127.0.0.1:10809" };
+        var exports = new Option<string[]>("--export") { Description = "Export only these volumes (repeatable); default: every volume", AllowMultipleArgumentsPerToken = true };
+        var serve = new Command("serve", "Serve volumes over NBD until interrupted (qemu, nbd-client, nbdcopy, fio ...)") { listen, exports };
+        serve.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var endpoint = ParseEndpoint(parse.GetValue(listen)!);
+            using var logging = LoggerFactory.Create(b => b
+                .SetMinimumLevel(LogLevel.Information)
+                .AddSimpleConsole(o =>
+                {
+                    o.SingleLine = true;
+                    o.TimestampFormat = "HH:mm:ss.fff ";
+                })
+                .AddFilter("Orleans", LogLevel.Warning));
+            var options = new NbdServerOptions { Listen = endpoint, Exports = parse.GetValue(exports) ?? [] };
+            await using var server = new NbdServer(client, options, logging.CreateLogger("OrleansStorage.Nbd"));
+            server.Start();
+            Console.Error.WriteLine($"ostor: serving NBD on {server.LocalEndpoint} (e.g. nbdinfo nbd://{server.LocalEndpoint}/VOLUME); Ctrl+C stops");
+            await server.RunAsync(ct);
+        }, subscribe: true));
+        nbd.Add(serve);
+        return nbd;
+    }
+
+    private static IPEndPoint ParseEndpoint(string text)
+    {
+        if (IPEndPoint.TryParse(text, out var endpoint) && endpoint.Port != 0)
+        {
+            return endpoint;
+        }
+        throw new InvalidRequestException($"--listen '{text}' is not address:port (e.g. 127.0.0.1:10809)");
+    }
+
+    private static async Task<int> WithClientAsync(ParseResult parse, Func<OstorClient, Task> action, bool subscribe = false)
+    {
+        var options = new OstorClientOptions { SubscribeToMapChanges = subscribe };
         var gateways = parse.GetValue(Gateway) ?? Environment.GetEnvironmentVariable(GatewayEnvironmentVariable);
         if (!string.IsNullOrWhiteSpace(gateways))
         {

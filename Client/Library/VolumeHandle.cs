@@ -68,6 +68,40 @@ public sealed class VolumeHandle
         }
     }
 
+    /// <summary>
+    /// The written ranges of [offset, offset+length) as volume offsets, in order; everything else
+    /// was never written (or was trimmed) and reads as zeros.
+    /// </summary>
+    public async Task<IReadOnlyList<(long Offset, long Length)>> GetAllocationAsync(long offset, int length, CancellationToken cancellationToken = default)
+    {
+        var volume = CheckRange(offset, length);
+        var slices = SegmentSplitter.Split(offset, length, volume.SegmentSizeBytes);
+        var perSlice = new DataExtent[slices.Length][];
+        await ForEachSliceAsync(slices, async (slice, epoch, server) =>
+        {
+            perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await server.GetAllocationAsync(new SegmentRead(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length));
+        }, cancellationToken);
+        var extents = new List<(long Offset, long Length)>();
+        for (var i = 0; i < slices.Length; i++)
+        {
+            var segmentStart = slices[i].SegmentIndex * volume.SegmentSizeBytes;
+            foreach (var extent in perSlice[i])
+            {
+                var start = segmentStart + extent.Offset;
+                // Extents that touch across a segment boundary are one range to the caller.
+                if (extents.Count > 0 && extents[^1].Offset + extents[^1].Length == start)
+                {
+                    extents[^1] = (extents[^1].Offset, extents[^1].Length + extent.Length);
+                }
+                else
+                {
+                    extents.Add((start, extent.Length));
+                }
+            }
+        }
+        return extents;
+    }
+
     /// <summary>Makes every write acknowledged before this call durable on every replica.</summary>
     public async Task FlushAsync(CancellationToken cancellationToken = default)
     {

@@ -20,6 +20,13 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("Write")]
     Task WriteAsync(SegmentWrite request);
 
+    /// <summary>
+    /// The written (allocated) ranges of [Offset, Offset+Length) of a segment, in order; the rest
+    /// is holes that read as zeros. Served by the PG's primary, like reads.
+    /// </summary>
+    [Alias("GetAllocation")]
+    Task<DataExtent[]> GetAllocationAsync(SegmentRead request);
+
     [Alias("Trim")]
     Task TrimAsync(SegmentTrim request);
 

@@ -38,3 +38,9 @@ public sealed record StorageServerStatus(
     [property: Id(2)] long BytesUsed,
     [property: Id(3)] int SegmentFiles,
     [property: Id(4)] string SiloAddress);
+
+/// <summary>A byte range inside one segment that holds written data (everything else reads as zeros).</summary>
+[GenerateSerializer, Immutable, Alias("ostor.DataExtent")]
+public readonly record struct DataExtent(
+    [property: Id(0)] int Offset,
+    [property: Id(1)] int Length);

@@ -97,6 +97,55 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
+    /// <summary>
+    /// The ranges of [offset, offset+length) that hold data, found with lseek(SEEK_DATA/SEEK_HOLE);
+    /// holes and the space past the end of the file are left out. Where the file system cannot
+    /// tell, the whole written part of the range counts as data (always a safe answer).
+    /// </summary>
+    public DataExtent[] DataExtents(SegmentAddress segment, int segmentSize, int offset, int length)
+    {
+        CheckRange(segmentSize, offset, length);
+        var handle = OpenExisting(segment);
+        if (handle is null || length == 0)
+        {
+            return [];
+        }
+        var end = Math.Min((long)offset + length, RandomAccess.GetLength(handle));
+        if (end <= offset)
+        {
+            return [];
+        }
+        if (!OperatingSystem.IsLinux())
+        {
+            return [new DataExtent(offset, (int)(end - offset))];
+        }
+        const int SeekData = 3;
+        const int SeekHole = 4;
+        var extents = new List<DataExtent>();
+        long position = offset;
+        while (position < end)
+        {
+            var dataStart = Lseek(handle, position, SeekData);
+            if (dataStart < 0)
+            {
+                if (Marshal.GetLastPInvokeError() == 6 /* ENXIO: no data past position */)
+                {
+                    break;
+                }
+                return [new DataExtent(offset, (int)(end - offset))];
+            }
+            if (dataStart >= end)
+            {
+                break;
+            }
+            var holeStart = Lseek(handle, dataStart, SeekHole);
+            var dataEnd = holeStart < 0 ? end : Math.Min(holeStart, end);
+            extents.Add(new DataExtent((int)dataStart, (int)(dataEnd - dataStart)));
+            position = dataEnd;
+        }
+        return [.. extents];
+    }
+
     /// <summary>Makes every completed write to the volume's segments durable (fsync).</summary>
     public async Task FlushVolumeAsync(Guid volumeId)
     {
@@ -263,6 +312,9 @@ public sealed partial class SegmentStore : IDisposable
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long Lseek(SafeFileHandle fd, long offset, int whence);
 
     [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
     private static partial int Fallocate(SafeFileHandle fd, int mode, long offset, long length);

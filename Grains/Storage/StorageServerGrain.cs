@@ -73,6 +73,13 @@ public sealed class StorageServerGrain(
         return buffer;
     }
 
+    public async Task<DataExtent[]> GetAllocationAsync(SegmentRead request)
+    {
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        return store.DataExtents(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
+    }
+
     public async Task WriteAsync(SegmentWrite request)
     {
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);

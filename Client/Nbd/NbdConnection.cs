@@ -1,0 +1,760 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Errors;
+using static OrleansStorage.Client.Nbd.NbdProtocol;
+
+namespace OrleansStorage.Client.Nbd;
+
+/// <summary>The client broke a MUST of the protocol: the connection is closed (a hard disconnect).</summary>
+internal sealed class NbdProtocolException(string message) : Exception(message);
+
+/// <summary>
+/// One NBD client connection: the fixed newstyle handshake, then the transmission phase. Requests
+/// are read one after another but served concurrently, and each reply is sent when its request
+/// completes (out of order). Payload memory in flight is bounded per connection.
+/// </summary>
+internal sealed class NbdConnection : IAsyncDisposable
+{
+    private const int RequestHeaderSize = 28;
+    private const int StructuredHeaderSize = 20;
+    private const int SimpleHeaderSize = 16;
+
+    // Cost of a request against the in-flight budget besides its payload, so that the number of
+    // requests in flight is bounded too.
+    private const int RequestOverhead = 4096;
+
+    private static readonly byte[] Zeroes = new byte[1 << 20];
+
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly NbdExports _exports;
+    private readonly NbdServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly EndPoint? _remote;
+    private readonly SemaphoreSlim _sendLock = new(1, 1);
+    private readonly SemaphoreSlim _budgetFreed = new(0);
+    private long _inFlightCost;
+
+    private bool _structuredReplies;
+    private bool _noZeroes;
+    private string? _allocationContextExport;
+    private VolumeHandle? _volume;
+    private long _exportSize;
+
+    public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, ILogger logger)
+    {
+        _socket = socket;
+        _socket.NoDelay = true;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        _exports = exports;
+        _options = options;
+        _logger = logger;
+        _remote = socket.RemoteEndPoint;
+    }
+
+    private static ushort TransmissionFlags(bool structured) => (ushort)(FlagHasFlags | FlagSendFlush | FlagSendFua | FlagSendTrim
+        | FlagSendWriteZeroes | FlagCanMultiConn | (structured ? FlagSendDf : 0));
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (await HandshakeAsync(cancellationToken))
+            {
+                NbdLog.Connected(_logger, _remote, _volume!.Name, _exportSize, _structuredReplies);
+                await TransmitAsync(cancellationToken);
+            }
+            NbdLog.Disconnected(_logger, _remote);
+        }
+        catch (NbdProtocolException ex)
+        {
+            NbdLog.ProtocolViolation(_logger, _remote, ex.Message);
+        }
+        catch (Exception ex) when (ex is EndOfStreamException or IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            NbdLog.ConnectionLost(_logger, _remote, ex.Message);
+        }
+        finally
+        {
+            await WaitForInFlightAsync();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stream.DisposeAsync();
+        _sendLock.Dispose();
+        _budgetFreed.Dispose();
+    }
+
+    // ---------------------------------------------------------------- handshake
+
+    /// <summary>Returns true when the client chose an export and transmission begins.</summary>
+    private async Task<bool> HandshakeAsync(CancellationToken cancellationToken)
+    {
+        var greeting = new byte[18];
+        BinaryPrimitives.WriteUInt64BigEndian(greeting, InitPassword);
+        BinaryPrimitives.WriteUInt64BigEndian(greeting.AsSpan(8), OptionMagic);
+        BinaryPrimitives.WriteUInt16BigEndian(greeting.AsSpan(16), FlagFixedNewstyle | FlagNoZeroes);
+        await _stream.WriteAsync(greeting, cancellationToken);
+
+        var header = new byte[16];
+        await _stream.ReadExactlyAsync(header.AsMemory(0, 4), cancellationToken);
+        var clientFlags = BinaryPrimitives.ReadUInt32BigEndian(header);
+        if ((clientFlags & ~(ClientFlagFixedNewstyle | ClientFlagNoZeroes)) != 0)
+        {
+            throw new NbdProtocolException($"unknown client flags 0x{clientFlags:x}");
+        }
+        _noZeroes = (clientFlags & ClientFlagNoZeroes) != 0;
+
+        while (true)
+        {
+            await _stream.ReadExactlyAsync(header, cancellationToken);
+            if (BinaryPrimitives.ReadUInt64BigEndian(header) != OptionMagic)
+            {
+                throw new NbdProtocolException("bad option magic");
+            }
+            var option = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(8));
+            var length = BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(12));
+            if (length > _options.MaxOptionBytes)
+            {
+                throw new NbdProtocolException($"option {option} carries {length} bytes; the limit is {_options.MaxOptionBytes}");
+            }
+            var data = new byte[length];
+            await _stream.ReadExactlyAsync(data, cancellationToken);
+
+            switch (option)
+            {
+                case OptExportName:
+                    {
+                        var name = Encoding.UTF8.GetString(data);
+                        if (!await BindExportAsync(name))
+                        {
+                            // This option cannot answer with an error: the protocol says to close.
+                            throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME for unknown export '{name}'");
+                        }
+                        var reply = new byte[_noZeroes ? 10 : 134];
+                        BinaryPrimitives.WriteInt64BigEndian(reply, _exportSize);
+                        BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), TransmissionFlags(_structuredReplies));
+                        await _stream.WriteAsync(reply, cancellationToken);
+                        return true;
+                    }
+                case OptAbort:
+                    await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
+                    return false;
+                case OptList:
+                    if (length != 0)
+                    {
+                        await RefuseOptionAsync(option, RepErrInvalid, "NBD_OPT_LIST takes no data", cancellationToken);
+                        break;
+                    }
+                    foreach (var name in await _exports.ListAsync())
+                    {
+                        var nameBytes = Encoding.UTF8.GetBytes(name);
+                        var entry = new byte[4 + nameBytes.Length];
+                        BinaryPrimitives.WriteUInt32BigEndian(entry, (uint)nameBytes.Length);
+                        nameBytes.CopyTo(entry, 4);
+                        await SendOptionReplyAsync(option, RepServer, entry, cancellationToken);
+                    }
+                    await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
+                    break;
+                case OptStartTls:
+                    await RefuseOptionAsync(option, RepErrPolicy, "TLS is not offered by this server", cancellationToken);
+                    break;
+                case OptInfo:
+                case OptGo:
+                    if (await InfoOrGoAsync(option, data, cancellationToken) && option == OptGo)
+                    {
+                        return true;
+                    }
+                    break;
+                case OptStructuredReply:
+                    if (length != 0)
+                    {
+                        await RefuseOptionAsync(option, RepErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data", cancellationToken);
+                        break;
+                    }
+                    _structuredReplies = true;
+                    await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
+                    break;
+                case OptListMetaContext:
+                case OptSetMetaContext:
+                    await MetaContextAsync(option, data, cancellationToken);
+                    break;
+                default:
+                    await RefuseOptionAsync(option, RepErrUnsup, $"option {option} is not supported", cancellationToken);
+                    break;
+            }
+        }
+    }
+
+    private async Task<bool> BindExportAsync(string name)
+    {
+        _volume = await _exports.ResolveAsync(name);
+        if (_volume is null)
+        {
+            return false;
+        }
+        _exportSize = _volume.SizeBytes;
+        if (_allocationContextExport is not null && _allocationContextExport != name && _allocationContextExport != _volume.Name)
+        {
+            _allocationContextExport = null; // the context was negotiated for another export
+        }
+        return true;
+    }
+
+    /// <summary>NBD_OPT_INFO and NBD_OPT_GO: name, then a list of information requests.</summary>
+    private async Task<bool> InfoOrGoAsync(uint option, byte[] data, CancellationToken cancellationToken)
+    {
+        if (data.Length < 6)
+        {
+            await RefuseOptionAsync(option, RepErrInvalid, "option data too short", cancellationToken);
+            return false;
+        }
+        var nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
+        if (nameLength > data.Length - 6)
+        {
+            await RefuseOptionAsync(option, RepErrInvalid, "export name length runs past the option", cancellationToken);
+            return false;
+        }
+        var name = Encoding.UTF8.GetString(data, 4, (int)nameLength);
+        var requestCount = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength));
+        if (data.Length != 4 + nameLength + 2 + 2 * requestCount)
+        {
+            await RefuseOptionAsync(option, RepErrInvalid, "information request count does not match the option length", cancellationToken);
+            return false;
+        }
+        var requests = new HashSet<ushort>();
+        for (var i = 0; i < requestCount; i++)
+        {
+            requests.Add(BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength + 2 + 2 * i)));
+        }
+        var volume = await _exports.ResolveAsync(name);
+        if (volume is null)
+        {
+            await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{name}'", cancellationToken);
+            return false;
+        }
+
+        var export = new byte[12];
+        BinaryPrimitives.WriteUInt16BigEndian(export, InfoExport);
+        BinaryPrimitives.WriteInt64BigEndian(export.AsSpan(2), volume.SizeBytes);
+        BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(10), TransmissionFlags(_structuredReplies));
+        await SendOptionReplyAsync(option, RepInfo, export, cancellationToken);
+        if (requests.Contains(InfoName))
+        {
+            await SendOptionReplyAsync(option, RepInfo, InfoString(InfoName, volume.Name), cancellationToken);
+        }
+        if (requests.Contains(InfoDescription))
+        {
+            await SendOptionReplyAsync(option, RepInfo, InfoString(InfoDescription,
+                $"OrleansStorage volume, {volume.Info.ReplicationFactor} replica(s)"), cancellationToken);
+        }
+        // Any byte offset and length works; 4 KiB is what the segment files are allocated in.
+        var blockSize = new byte[14];
+        BinaryPrimitives.WriteUInt16BigEndian(blockSize, InfoBlockSize);
+        BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(2), 1);
+        BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(6), 4096);
+        BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(10), (uint)_options.MaxRequestBytes);
+        await SendOptionReplyAsync(option, RepInfo, blockSize, cancellationToken);
+        await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
+
+        if (option == OptGo)
+        {
+            return await BindExportAsync(name);
+        }
+        return true;
+    }
+
+    private static byte[] InfoString(ushort type, string text)
+    {
+        var bytes = Encoding.UTF8.GetBytes(text);
+        var reply = new byte[2 + bytes.Length];
+        BinaryPrimitives.WriteUInt16BigEndian(reply, type);
+        bytes.CopyTo(reply, 2);
+        return reply;
+    }
+
+    /// <summary>NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT: export name, then queries. We offer base:allocation.</summary>
+    private async Task MetaContextAsync(uint option, byte[] data, CancellationToken cancellationToken)
+    {
+        if (!_structuredReplies)
+        {
+            await RefuseOptionAsync(option, RepErrInvalid, "negotiate structured replies first", cancellationToken);
+            return;
+        }
+        var at = 0;
+        string? ReadString()
+        {
+            if (data.Length - at < 4)
+            {
+                return null;
+            }
+            var length = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(at));
+            if (length > data.Length - at - 4)
+            {
+                return null;
+            }
+            var text = Encoding.UTF8.GetString(data, at + 4, (int)length);
+            at += 4 + (int)length;
+            return text;
+        }
+        var name = ReadString();
+        if (name is null || data.Length - at < 4)
+        {
+            await RefuseOptionAsync(option, RepErrInvalid, "malformed meta context option", cancellationToken);
+            return;
+        }
+        var queryCount = BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(at));
+        at += 4;
+        var queries = new List<string>();
+        for (var i = 0; i < queryCount; i++)
+        {
+            var query = ReadString();
+            if (query is null)
+            {
+                await RefuseOptionAsync(option, RepErrInvalid, "malformed meta context query", cancellationToken);
+                return;
+            }
+            queries.Add(query);
+        }
+        if (at != data.Length)
+        {
+            await RefuseOptionAsync(option, RepErrInvalid, "meta context option has trailing bytes", cancellationToken);
+            return;
+        }
+        if (await _exports.ResolveAsync(name) is null)
+        {
+            await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{name}'", cancellationToken);
+            return;
+        }
+
+        var matches = option == OptListMetaContext
+            ? queries.Count == 0 || queries.Any(q => q is "base:" or BaseAllocation)
+            : queries.Contains(BaseAllocation);
+        if (option == OptSetMetaContext)
+        {
+            _allocationContextExport = matches ? name : null;
+        }
+        if (matches)
+        {
+            var contextName = Encoding.UTF8.GetBytes(BaseAllocation);
+            var reply = new byte[4 + contextName.Length];
+            BinaryPrimitives.WriteUInt32BigEndian(reply, option == OptSetMetaContext ? BaseAllocationId : 0);
+            contextName.CopyTo(reply, 4);
+            await SendOptionReplyAsync(option, RepMetaContext, reply, cancellationToken);
+        }
+        await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
+    }
+
+    private async Task RefuseOptionAsync(uint option, uint error, string message, CancellationToken cancellationToken)
+    {
+        NbdLog.OptionRefused(_logger, _remote, option, message);
+        await SendOptionReplyAsync(option, error, Encoding.UTF8.GetBytes(message), cancellationToken);
+    }
+
+    private async Task SendOptionReplyAsync(uint option, uint type, byte[] data, CancellationToken cancellationToken)
+    {
+        var reply = new byte[20 + data.Length];
+        BinaryPrimitives.WriteUInt64BigEndian(reply, OptionReplyMagic);
+        BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(8), option);
+        BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(12), type);
+        BinaryPrimitives.WriteUInt32BigEndian(reply.AsSpan(16), (uint)data.Length);
+        data.CopyTo(reply, 20);
+        await _stream.WriteAsync(reply, cancellationToken);
+    }
+
+    // ---------------------------------------------------------------- transmission
+
+    private readonly record struct Request(ushort Flags, ushort Type, ulong Handle, ulong Offset, uint Length);
+
+    private async Task TransmitAsync(CancellationToken cancellationToken)
+    {
+        var header = new byte[RequestHeaderSize];
+        while (true)
+        {
+            await _stream.ReadExactlyAsync(header, cancellationToken);
+            if (BinaryPrimitives.ReadUInt32BigEndian(header) != RequestMagic)
+            {
+                throw new NbdProtocolException("bad request magic");
+            }
+            var request = new Request(
+                BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(4)),
+                BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(6)),
+                BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(8)),
+                BinaryPrimitives.ReadUInt64BigEndian(header.AsSpan(16)),
+                BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(24)));
+
+            if (request.Type == CmdDisconnect)
+            {
+                return; // the finally of RunAsync waits for the requests still in flight
+            }
+
+            byte[]? payload = null;
+            long cost = RequestOverhead;
+            if (request.Type == CmdWrite)
+            {
+                if (request.Length > _options.MaxRequestBytes)
+                {
+                    // Its payload follows and we will not buffer it: a hard disconnect is all we can do.
+                    throw new NbdProtocolException($"write of {request.Length} bytes exceeds the maximum block size {_options.MaxRequestBytes}");
+                }
+                cost += request.Length;
+                await AcquireBudgetAsync(cost, cancellationToken);
+                payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
+                try
+                {
+                    await _stream.ReadExactlyAsync(payload.AsMemory(0, (int)request.Length), cancellationToken);
+                }
+                catch
+                {
+                    ArrayPool<byte>.Shared.Return(payload);
+                    ReleaseBudget(cost);
+                    throw;
+                }
+            }
+            else
+            {
+                if (request.Type == CmdRead && request.Length <= _options.MaxRequestBytes)
+                {
+                    cost += request.Length;
+                }
+                await AcquireBudgetAsync(cost, cancellationToken);
+            }
+            _ = ServeAsync(request, payload, cost, cancellationToken);
+        }
+    }
+
+    private async Task ServeAsync(Request request, byte[]? payload, long cost, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var volume = _volume!;
+            var (error, message) = await ExecuteAsync(volume, request, payload, cancellationToken);
+            if (error != 0)
+            {
+                NbdLog.RequestFailed(_logger, _remote, CommandName(request.Type), request.Offset, request.Length, error, message);
+                await SendErrorAsync(request, error, message, cancellationToken);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The client went away while we were replying; the read loop sees it too.
+        }
+        finally
+        {
+            if (payload is not null)
+            {
+                ArrayPool<byte>.Shared.Return(payload);
+            }
+            ReleaseBudget(cost);
+        }
+    }
+
+    /// <summary>Runs one command. Returns (0, "") after sending its success reply, else the error to send.</summary>
+    private async Task<(uint Error, string Message)> ExecuteAsync(VolumeHandle volume, Request request, byte[]? payload, CancellationToken cancellationToken)
+    {
+        var (flags, offset, length) = (request.Flags, request.Offset, request.Length);
+        var end = offset + length;
+        var inBounds = end >= offset && end <= (ulong)_exportSize;
+        try
+        {
+            switch (request.Type)
+            {
+                case CmdRead:
+                    if ((flags & ~(CmdFlagFua | CmdFlagDf)) != 0 || ((flags & CmdFlagDf) != 0 && !_structuredReplies))
+                    {
+                        return (Einval, $"unsupported read flags 0x{flags:x}");
+                    }
+                    if (length > _options.MaxRequestBytes)
+                    {
+                        return ((flags & CmdFlagDf) != 0 ? Eoverflow : Einval, $"read of {length} bytes exceeds the maximum block size {_options.MaxRequestBytes}");
+                    }
+                    if (!inBounds)
+                    {
+                        return (Einval, $"read [{offset}, {end}) is past the end of the export ({_exportSize} bytes)");
+                    }
+                    await ReadAsync(volume, request, cancellationToken);
+                    return (0, "");
+
+                case CmdWrite:
+                    if ((flags & ~CmdFlagFua) != 0)
+                    {
+                        return (Einval, $"unsupported write flags 0x{flags:x}");
+                    }
+                    if (!inBounds)
+                    {
+                        return (Enospc, $"write [{offset}, {end}) is past the end of the export ({_exportSize} bytes)");
+                    }
+                    await volume.WriteAsync((long)offset, payload.AsMemory(0, (int)length), (flags & CmdFlagFua) != 0, cancellationToken);
+                    break;
+
+                case CmdFlush:
+                    if ((flags & ~CmdFlagFua) != 0)
+                    {
+                        return (Einval, $"unsupported flush flags 0x{flags:x}");
+                    }
+                    await volume.FlushAsync(cancellationToken);
+                    break;
+
+                case CmdTrim:
+                    if ((flags & ~CmdFlagFua) != 0)
+                    {
+                        return (Einval, $"unsupported trim flags 0x{flags:x}");
+                    }
+                    if (!inBounds)
+                    {
+                        return (Einval, $"trim [{offset}, {end}) is past the end of the export ({_exportSize} bytes)");
+                    }
+                    await volume.TrimAsync((long)offset, length, cancellationToken);
+                    if ((flags & CmdFlagFua) != 0)
+                    {
+                        await volume.FlushAsync(cancellationToken);
+                    }
+                    break;
+
+                case CmdWriteZeroes:
+                    if ((flags & ~(CmdFlagFua | CmdFlagNoHole)) != 0)
+                    {
+                        return (Einval, $"unsupported write-zeroes flags 0x{flags:x}");
+                    }
+                    if (!inBounds)
+                    {
+                        return (Enospc, $"write-zeroes [{offset}, {end}) is past the end of the export ({_exportSize} bytes)");
+                    }
+                    await WriteZeroesAsync(volume, (long)offset, length, (flags & CmdFlagNoHole) != 0, cancellationToken);
+                    if ((flags & CmdFlagFua) != 0)
+                    {
+                        await volume.FlushAsync(cancellationToken);
+                    }
+                    break;
+
+                case CmdBlockStatus:
+                    if (!_structuredReplies || _allocationContextExport is null)
+                    {
+                        return (Einval, "block status needs structured replies and the base:allocation context");
+                    }
+                    if ((flags & ~CmdFlagReqOne) != 0)
+                    {
+                        return (Einval, $"unsupported block status flags 0x{flags:x}");
+                    }
+                    if (!inBounds || length == 0)
+                    {
+                        return (Einval, $"block status [{offset}, {end}) is empty or past the end of the export ({_exportSize} bytes)");
+                    }
+                    await BlockStatusAsync(volume, request, cancellationToken);
+                    return (0, "");
+
+                default:
+                    return (Einval, $"unknown command {request.Type}");
+            }
+        }
+        catch (InvalidRequestException ex)
+        {
+            return (request.Type is CmdWrite or CmdWriteZeroes ? Enospc : Einval, ex.Message);
+        }
+        catch (Exception ex) when (ex is StorageException or OrleansException or TimeoutException)
+        {
+            return (Eio, ex.Message);
+        }
+        await SendSimpleReplyAsync(request.Handle, 0, cancellationToken);
+        return (0, "");
+    }
+
+    private async Task ReadAsync(VolumeHandle volume, Request request, CancellationToken cancellationToken)
+    {
+        var length = (int)request.Length;
+        // One buffer holds the reply header and the data, so the reply is one send.
+        var headerSize = _structuredReplies ? StructuredHeaderSize + 8 : SimpleHeaderSize;
+        var buffer = ArrayPool<byte>.Shared.Rent(headerSize + length);
+        try
+        {
+            var data = buffer.AsMemory(headerSize, length);
+            await volume.ReadAsync((long)request.Offset, data, cancellationToken);
+            if (!_structuredReplies)
+            {
+                WriteSimpleHeader(buffer, request.Handle, 0);
+                await SendAsync(buffer.AsMemory(0, headerSize + length), cancellationToken);
+                return;
+            }
+            if (length == 0)
+            {
+                await SendStructuredAsync(request.Handle, ReplyTypeNone, [], cancellationToken);
+                return;
+            }
+            if ((request.Flags & CmdFlagDf) == 0 && data.Span.IndexOfAnyExcept((byte)0) < 0)
+            {
+                // All zeros (never written, or trimmed): say so in 12 bytes instead of sending them.
+                var hole = new byte[12];
+                BinaryPrimitives.WriteUInt64BigEndian(hole, request.Offset);
+                BinaryPrimitives.WriteUInt32BigEndian(hole.AsSpan(8), request.Length);
+                await SendStructuredAsync(request.Handle, ReplyTypeOffsetHole, hole, cancellationToken);
+                return;
+            }
+            WriteStructuredHeader(buffer, request.Handle, ReplyTypeOffsetData, (uint)(8 + length));
+            BinaryPrimitives.WriteUInt64BigEndian(buffer.AsSpan(StructuredHeaderSize), request.Offset);
+            await SendAsync(buffer.AsMemory(0, headerSize + length), cancellationToken);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static async Task WriteZeroesAsync(VolumeHandle volume, long offset, uint length, bool noHole, CancellationToken cancellationToken)
+    {
+        if (!noHole)
+        {
+            await volume.TrimAsync(offset, length, cancellationToken); // punched holes read as zeros
+            return;
+        }
+        for (long done = 0; done < length; done += Zeroes.Length)
+        {
+            var count = (int)Math.Min(Zeroes.Length, length - done);
+            await volume.WriteAsync(offset + done, Zeroes.AsMemory(0, count), cancellationToken: cancellationToken);
+        }
+    }
+
+    /// <summary>base:allocation: written ranges are data (0), everything else hole and zero.</summary>
+    private async Task BlockStatusAsync(VolumeHandle volume, Request request, CancellationToken cancellationToken)
+    {
+        // Answer at most 1 GiB per request (the protocol lets the server describe less than asked).
+        var length = (int)Math.Min(request.Length, 1u << 30);
+        var extents = await volume.GetAllocationAsync((long)request.Offset, length, cancellationToken);
+        var descriptors = new List<(uint Length, uint Flags)>();
+        var position = (long)request.Offset;
+        var end = position + length;
+        void Add(long size, uint flags)
+        {
+            if (size > 0)
+            {
+                descriptors.Add(((uint)size, flags));
+            }
+        }
+        foreach (var (extentOffset, extentLength) in extents)
+        {
+            Add(extentOffset - position, StateHole | StateZero);
+            Add(extentLength, 0);
+            position = extentOffset + extentLength;
+        }
+        Add(end - position, StateHole | StateZero);
+        if ((request.Flags & CmdFlagReqOne) != 0)
+        {
+            descriptors.RemoveRange(1, descriptors.Count - 1);
+        }
+        var payload = new byte[4 + 8 * descriptors.Count];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, BaseAllocationId);
+        for (var i = 0; i < descriptors.Count; i++)
+        {
+            BinaryPrimitives.WriteUInt32BigEndian(payload.AsSpan(4 + 8 * i), descriptors[i].Length);
+            BinaryPrimitives.WriteUInt32BigEndian(payload.AsSpan(8 + 8 * i), descriptors[i].Flags);
+        }
+        await SendStructuredAsync(request.Handle, ReplyTypeBlockStatus, payload, cancellationToken);
+    }
+
+    private async Task SendErrorAsync(Request request, uint error, string message, CancellationToken cancellationToken)
+    {
+        if (!_structuredReplies)
+        {
+            await SendSimpleReplyAsync(request.Handle, error, cancellationToken);
+            return;
+        }
+        var text = Encoding.UTF8.GetBytes(message.Length > 1000 ? message[..1000] : message);
+        var payload = new byte[6 + text.Length];
+        BinaryPrimitives.WriteUInt32BigEndian(payload, error);
+        BinaryPrimitives.WriteUInt16BigEndian(payload.AsSpan(4), (ushort)text.Length);
+        text.CopyTo(payload, 6);
+        await SendStructuredAsync(request.Handle, ReplyTypeError, payload, cancellationToken);
+    }
+
+    private Task SendSimpleReplyAsync(ulong handle, uint error, CancellationToken cancellationToken)
+    {
+        var reply = new byte[SimpleHeaderSize];
+        WriteSimpleHeader(reply, handle, error);
+        return SendAsync(reply, cancellationToken);
+    }
+
+    private Task SendStructuredAsync(ulong handle, ushort type, byte[] payload, CancellationToken cancellationToken)
+    {
+        var reply = new byte[StructuredHeaderSize + payload.Length];
+        WriteStructuredHeader(reply, handle, type, (uint)payload.Length);
+        payload.CopyTo(reply, StructuredHeaderSize);
+        return SendAsync(reply, cancellationToken);
+    }
+
+    private static void WriteSimpleHeader(Span<byte> buffer, ulong handle, uint error)
+    {
+        BinaryPrimitives.WriteUInt32BigEndian(buffer, SimpleReplyMagic);
+        BinaryPrimitives.WriteUInt32BigEndian(buffer[4..], error);
+        BinaryPrimitives.WriteUInt64BigEndian(buffer[8..], handle);
+    }
+
+    /// <summary>Every structured reply we send is a single chunk, so it is also the last (DONE).</summary>
+    private static void WriteStructuredHeader(Span<byte> buffer, ulong handle, ushort type, uint payloadLength)
+    {
+        BinaryPrimitives.WriteUInt32BigEndian(buffer, StructuredReplyMagic);
+        BinaryPrimitives.WriteUInt16BigEndian(buffer[4..], ReplyFlagDone);
+        BinaryPrimitives.WriteUInt16BigEndian(buffer[6..], type);
+        BinaryPrimitives.WriteUInt64BigEndian(buffer[8..], handle);
+        BinaryPrimitives.WriteUInt32BigEndian(buffer[16..], payloadLength);
+    }
+
+    private async Task SendAsync(ReadOnlyMemory<byte> message, CancellationToken cancellationToken)
+    {
+        await _sendLock.WaitAsync(cancellationToken);
+        try
+        {
+            await _stream.WriteAsync(message, cancellationToken);
+        }
+        finally
+        {
+            _sendLock.Release();
+        }
+    }
+
+    // ---------------------------------------------------------------- in-flight budget
+
+    private async Task AcquireBudgetAsync(long cost, CancellationToken cancellationToken)
+    {
+        // One request is always admitted, however large, so a request never waits for itself.
+        while (Interlocked.Read(ref _inFlightCost) > 0 && Interlocked.Read(ref _inFlightCost) + cost > _options.MaxInFlightBytesPerConnection)
+        {
+            await _budgetFreed.WaitAsync(cancellationToken);
+        }
+        Interlocked.Add(ref _inFlightCost, cost);
+    }
+
+    private void ReleaseBudget(long cost)
+    {
+        Interlocked.Add(ref _inFlightCost, -cost);
+        if (_budgetFreed.CurrentCount == 0)
+        {
+            _budgetFreed.Release();
+        }
+    }
+
+    private async Task WaitForInFlightAsync()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (Interlocked.Read(ref _inFlightCost) > 0 && DateTime.UtcNow < deadline)
+        {
+            await _budgetFreed.WaitAsync(TimeSpan.FromMilliseconds(100));
+        }
+    }
+
+    private static string CommandName(ushort type) => type switch
+    {
+        CmdRead => "READ",
+        CmdWrite => "WRITE",
+        CmdFlush => "FLUSH",
+        CmdTrim => "TRIM",
+        CmdWriteZeroes => "WRITE_ZEROES",
+        CmdBlockStatus => "BLOCK_STATUS",
+        _ => $"command {type}",
+    };
+}
