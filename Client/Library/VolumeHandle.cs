@@ -35,7 +35,7 @@ public sealed class VolumeHandle
         var slices = SegmentSplitter.Split(offset, destination.Length, volume.SegmentSizeBytes);
         await ForEachSliceAsync(slices, async (slice, epoch, server) =>
         {
-            var data = await server.ReadAsync(new SegmentRead(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length));
+            var data = (await server.ReadAsync(new SegmentRead(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length))).Bytes;
             if (data.Length != slice.Length)
             {
                 throw new StorageException($"storage server returned {data.Length} bytes for a read of {slice.Length}");

@@ -11,7 +11,7 @@ public interface IStorageServerGrain : IGrainWithStringKey
 {
     /// <summary>Reads from the segment; never-written bytes read as zeros. Served by the PG's primary.</summary>
     [Alias("Read")]
-    Task<ReadOnlyMemory<byte>> ReadAsync(SegmentRead request);
+    Task<SegmentData> ReadAsync(SegmentRead request);
 
     /// <summary>
     /// A client write, sent to the PG's primary. The primary orders it against overlapping writes,
@@ -57,5 +57,5 @@ public interface IStorageServerGrain : IGrainWithStringKey
 
     /// <summary>Reads the raw bytes one replica holds, bypassing the primary; for verification tools and tests.</summary>
     [Alias("ReadLocal")]
-    Task<ReadOnlyMemory<byte>> ReadLocalAsync(SegmentAddress segment, int offset, int length);
+    Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length);
 }

@@ -44,3 +44,12 @@ public sealed record StorageServerStatus(
 public readonly record struct DataExtent(
     [property: Id(0)] int Offset,
     [property: Id(1)] int Length);
+
+/// <summary>
+/// Bytes read from a segment. A record rather than a bare <see cref="ReadOnlyMemory{T}"/> return
+/// value: as a generated field the payload is serialized as one block of bytes, while a bare
+/// ReadOnlyMemory&lt;byte&gt; result goes through Orleans' generic element-by-element codec (measured
+/// ~6x slower for 1 MiB reads end to end).
+/// </summary>
+[GenerateSerializer, Immutable, Alias("ostor.SegmentData")]
+public sealed record SegmentData([property: Id(0)] ReadOnlyMemory<byte> Bytes);

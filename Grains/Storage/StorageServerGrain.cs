@@ -64,13 +64,13 @@ public sealed class StorageServerGrain(
         Log.StorageServerActivated(logger, _hostId, silo.SiloAddress.ToString(), _map.Epoch, store.VolumesRoot);
     }
 
-    public async Task<ReadOnlyMemory<byte>> ReadAsync(SegmentRead request)
+    public async Task<SegmentData> ReadAsync(SegmentRead request)
     {
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         var buffer = new byte[request.Length];
         await store.ReadAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, buffer);
-        return buffer;
+        return new SegmentData(buffer);
     }
 
     public async Task<DataExtent[]> GetAllocationAsync(SegmentRead request)
@@ -144,7 +144,7 @@ public sealed class StorageServerGrain(
         return Task.FromResult(new StorageServerStatus(_hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString()));
     }
 
-    public async Task<ReadOnlyMemory<byte>> ReadLocalAsync(SegmentAddress segment, int offset, int length)
+    public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)
     {
         if (_map.FindVolume(segment.VolumeId) is null)
         {
@@ -154,7 +154,7 @@ public sealed class StorageServerGrain(
         EpochGate.CheckRange(volume, segment.SegmentIndex, offset, length);
         var buffer = new byte[length];
         await store.ReadAsync(segment, volume.SegmentSizeBytes, offset, buffer);
-        return buffer;
+        return new SegmentData(buffer);
     }
 
     /// <summary>Applies the local write and the forwards to every other replica in parallel; done when all are.</summary>

@@ -33,7 +33,7 @@ public sealed class EpochProtocolTests(StorageClusterFixture fixture)
         Assert.Equal(primary, stale.HostId);
         await WaitUntilAsync(async () => await MismatchReportsAsync(primary) > reportsBefore);
         // Nothing was written.
-        var held = await server.ReadLocalAsync(new SegmentAddress(volume.VolumeId, 0), 0, 4096);
+        var held = (await server.ReadLocalAsync(new SegmentAddress(volume.VolumeId, 0), 0, 4096)).Bytes;
         Assert.All(held.ToArray(), b => Assert.Equal(0, b));
     }
 

@@ -25,7 +25,7 @@ public static class Replicas
             Assert.Equal(volume.ReplicationFactor, group.Replicas.Length);
             foreach (var host in group.Replicas)
             {
-                var held = await fixture.Server(host).ReadLocalAsync(new SegmentAddress(volume.VolumeId, segment), (int)(from - segmentStart), want.Length);
+                var held = (await fixture.Server(host).ReadLocalAsync(new SegmentAddress(volume.VolumeId, segment), (int)(from - segmentStart), want.Length)).Bytes;
                 Assert.True(want.Span.SequenceEqual(held.Span), $"replica on {host} of segment {segment} (pg {group.Index}) differs from what was written");
             }
         }
@@ -39,10 +39,10 @@ public static class Replicas
         {
             var group = volume.PlacementGroupOf(segment);
             var address = new SegmentAddress(volume.VolumeId, segment);
-            var reference = await fixture.Server(group.Primary).ReadLocalAsync(address, 0, segmentSize);
+            var reference = (await fixture.Server(group.Primary).ReadLocalAsync(address, 0, segmentSize)).Bytes;
             foreach (var host in group.Replicas.Skip(1))
             {
-                var other = await fixture.Server(host).ReadLocalAsync(address, 0, segmentSize);
+                var other = (await fixture.Server(host).ReadLocalAsync(address, 0, segmentSize)).Bytes;
                 Assert.True(reference.Span.SequenceEqual(other.Span), $"segment {segment}: replica on {host} differs from primary {group.Primary}");
             }
         }
