@@ -1,0 +1,269 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Microsoft.Extensions.Logging.Abstractions;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Client.Nbd;
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Benchmarks.EndToEnd;
+
+/// <summary>A fio workload, run the same way against every target.</summary>
+public sealed record Workload(string Name, string Rw, string BlockSize, int QueueDepth)
+{
+    public bool IsThroughput => BlockSize == "1M";
+    public bool IsWrite => Rw.Contains("write", StringComparison.Ordinal);
+}
+
+/// <summary>Where fio sends its I/O: a raw file, nbdkit, or one of our volumes over our NBD export.</summary>
+public sealed record Target(string Name, string[] FioArguments, bool Ours, int ReplicationFactor = 0);
+
+public sealed record Measurement(string Workload, string Target, double MiBPerSecond, double Iops, double P50Microseconds, double P99Microseconds);
+
+/// <summary>
+/// The side-by-side benchmark of infra/bench: the same fio workloads, one after another, against
+/// (1) a raw file on the same disk, (2) nbdkit serving a file on the same disk, (3..) our volumes at
+/// replication factor 1, 2 and 3 over our NBD export. Prints one table with ratios and writes it
+/// as JSON and Markdown under the output folder.
+/// </summary>
+public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long sizeBytes, IReadOnlyList<string> gateways)
+{
+    public static readonly Workload[] Workloads =
+    [
+        new("seq-write 1M QD8", "write", "1M", 8),
+        new("seq-read 1M QD8", "read", "1M", 8),
+        new("rand-write 4K QD1", "randwrite", "4k", 1),
+        new("rand-read 4K QD1", "randread", "4k", 1),
+        new("rand-write 4K QD32", "randwrite", "4k", 32),
+        new("rand-read 4K QD32", "randread", "4k", 32),
+    ];
+
+    public async Task<int> RunAsync()
+    {
+        foreach (var tool in new[] { "fio", "nbdkit" })
+        {
+            if (!File.Exists($"/usr/bin/{tool}"))
+            {
+                Console.Error.WriteLine($"ostor-bench: {tool} is not installed (apt-get install fio nbdkit; infra/bench does this)");
+                return 2;
+            }
+        }
+        Directory.CreateDirectory(outputDirectory);
+        var options = new OstorClientOptions();
+        options.Gateways.Clear();
+        foreach (var gateway in gateways)
+        {
+            options.Gateways.Add(gateway);
+        }
+        await using var client = await OstorClient.ConnectAsync(options);
+        var map = await client.GetMapAsync();
+        var upHosts = map.Hosts.Count(h => h.State == HostState.Up);
+        var factors = Enumerable.Range(1, Math.Min(3, upHosts)).ToList();
+        foreach (var factor in factors)
+        {
+            await PrepareVolumeAsync(client, $"bench-f{factor}", factor);
+        }
+
+        await using var nbd = new NbdServer(client, new NbdServerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) }, NullLogger.Instance);
+        nbd.Start();
+        using var stopNbd = new CancellationTokenSource();
+        var serving = nbd.RunAsync(stopNbd.Token);
+
+        var rawFile = Path.Combine(outputDirectory, "raw.img");
+        var peerFile = Path.Combine(outputDirectory, "nbdkit.img");
+        foreach (var file in new[] { rawFile, peerFile })
+        {
+            await using var stream = File.Create(file);
+            stream.SetLength(sizeBytes);
+        }
+        var peerPort = FreePort();
+        using var nbdkit = StartNbdkit(peerFile, peerPort);
+        await WaitForPortAsync(peerPort);
+
+        var targets = new List<Target>
+        {
+            new("raw file", ["--ioengine=io_uring", $"--filename={rawFile}"], Ours: false),
+            new("nbdkit", ["--ioengine=nbd", $"--uri=nbd://127.0.0.1:{peerPort}/"], Ours: false),
+        };
+        targets.AddRange(factors.Select(f => new Target($"ostor f{f}", ["--ioengine=nbd", $"--uri=nbd://127.0.0.1:{nbd.LocalEndpoint.Port}/bench-f{f}"], Ours: true, f)));
+
+        var results = new List<Measurement>();
+        Console.Error.WriteLine($"ostor-bench: {Workloads.Length} workloads x {targets.Count} targets, {runtime.TotalSeconds:0} s each, {sizeBytes >> 20} MiB per target, {upHosts} hosts");
+        foreach (var target in targets)
+        {
+            foreach (var workload in Workloads)
+            {
+                Console.Error.Write($"  {target.Name,-9} {workload.Name,-20} ");
+                var measurement = await RunFioAsync(target, workload);
+                results.Add(measurement);
+                Console.Error.WriteLine(workload.IsThroughput
+                    ? $"{measurement.MiBPerSecond,8:0.0} MiB/s"
+                    : $"{measurement.Iops,8:0} IOPS");
+            }
+        }
+        nbdkit.Kill(entireProcessTree: true);
+        await stopNbd.CancelAsync();
+        await serving;
+
+        var report = BenchReport.Markdown(results, targets, runtime, sizeBytes, upHosts);
+        Console.WriteLine(report);
+        var stamp = DateTime.UtcNow.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+        await File.WriteAllTextAsync(Path.Combine(outputDirectory, $"bench-{stamp}.md"), report);
+        await File.WriteAllTextAsync(Path.Combine(outputDirectory, $"bench-{stamp}.json"),
+            JsonSerializer.Serialize(new { runtimeSeconds = runtime.TotalSeconds, sizeBytes, hosts = upHosts, results }, new JsonSerializerOptions { WriteIndented = true }));
+        File.Copy(Path.Combine(outputDirectory, $"bench-{stamp}.md"), Path.Combine(outputDirectory, "latest.md"), overwrite: true);
+        Console.Error.WriteLine($"ostor-bench: wrote {Path.Combine(outputDirectory, $"bench-{stamp}.md")} and .json");
+        File.Delete(rawFile);
+        File.Delete(peerFile);
+        return 0;
+    }
+
+    private async Task PrepareVolumeAsync(OstorClient client, string name, int factor)
+    {
+        var existing = (await client.GetMapAsync()).FindVolume(name);
+        if (existing is not null && (existing.SizeBytes != sizeBytes || existing.ReplicationFactor != factor))
+        {
+            await client.DeleteVolumeAsync(name);
+            existing = null;
+        }
+        if (existing is null)
+        {
+            await client.CreateVolumeAsync(name, sizeBytes, factor);
+        }
+    }
+
+    private async Task<Measurement> RunFioAsync(Target target, Workload workload)
+    {
+        var arguments = new List<string>
+        {
+            "--name=bench", $"--rw={workload.Rw}", $"--bs={workload.BlockSize}", $"--iodepth={workload.QueueDepth}",
+            $"--size={sizeBytes}", "--time_based", $"--runtime={runtime.TotalSeconds:0}", "--ramp_time=1",
+            "--random_generator=tausworthe64", "--randseed=42", "--output-format=json",
+        };
+        arguments.AddRange(target.FioArguments);
+        var start = new ProcessStartInfo("fio") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        arguments.ForEach(start.ArgumentList.Add);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        var output = await stdout;
+        var jsonStart = output.IndexOf('{', StringComparison.Ordinal); // fio's nbd engine prints a line before the JSON
+        if (process.ExitCode != 0 || jsonStart < 0)
+        {
+            throw new InvalidOperationException($"fio failed on {target.Name} / {workload.Name}: {await stderr}{output}");
+        }
+        var job = JsonDocument.Parse(output[jsonStart..]).RootElement.GetProperty("jobs")[0];
+        var side = job.GetProperty(workload.IsWrite ? "write" : "read");
+        var percentiles = side.GetProperty("clat_ns").GetProperty("percentile");
+        return new Measurement(workload.Name, target.Name,
+            side.GetProperty("bw").GetDouble() / 1024,
+            side.GetProperty("iops").GetDouble(),
+            percentiles.GetProperty("50.000000").GetDouble() / 1000,
+            percentiles.GetProperty("99.000000").GetDouble() / 1000);
+    }
+
+    private static Process StartNbdkit(string file, int port)
+    {
+        var start = new ProcessStartInfo("nbdkit") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var argument in new[] { "--foreground", "--exit-with-parent", $"--port={port}", "--ipaddr=127.0.0.1", "file", $"file={file}" })
+        {
+            start.ArgumentList.Add(argument);
+        }
+        return Process.Start(start)!;
+    }
+
+    private static async Task WaitForPortAsync(int port)
+    {
+        for (var i = 0; i < 100; i++)
+        {
+            try
+            {
+                using var probe = new TcpClient();
+                await probe.ConnectAsync(IPAddress.Loopback, port);
+                return;
+            }
+            catch (SocketException)
+            {
+                await Task.Delay(100);
+            }
+        }
+        throw new InvalidOperationException($"nbdkit did not listen on port {port}");
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>The table: every measurement, ours as ratios to nbdkit and the raw file, and the issue's targets checked.</summary>
+public static class BenchReport
+{
+    public static string Markdown(IReadOnlyList<Measurement> results, IReadOnlyList<Target> targets, TimeSpan runtime, long sizeBytes, int hosts)
+    {
+        Measurement Find(string workload, string target) => results.Single(r => r.Workload == workload && r.Target == target);
+        static double Value(Workload w, Measurement m) => w.IsThroughput ? m.MiBPerSecond : m.Iops;
+        var text = new StringBuilder();
+        text.AppendLine(CultureInfo.InvariantCulture, $"fio, {runtime.TotalSeconds:0} s per run, {sizeBytes >> 20} MiB per target, {hosts} hosts, {Environment.ProcessorCount} cores");
+        text.AppendLine();
+        text.AppendLine("| workload | target | MiB/s | IOPS | p50 | p99 | x nbdkit | x raw |");
+        text.AppendLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var workload in FioComparison.Workloads)
+        {
+            var peer = Find(workload.Name, "nbdkit");
+            var raw = Find(workload.Name, "raw file");
+            foreach (var target in targets)
+            {
+                var m = Find(workload.Name, target.Name);
+                var ratios = target.Ours
+                    ? string.Create(CultureInfo.InvariantCulture, $"{Value(workload, m) / Value(workload, peer):0.00} | {Value(workload, m) / Value(workload, raw):0.00}")
+                    : "| ";
+                text.AppendLine(CultureInfo.InvariantCulture,
+                    $"| {workload.Name} | {target.Name} | {m.MiBPerSecond:0.0} | {m.Iops:0} | {Latency(m.P50Microseconds)} | {Latency(m.P99Microseconds)} | {ratios} |");
+            }
+        }
+        text.AppendLine();
+        text.AppendLine("Targets (ratio to nbdkit in the same run):");
+        var f1 = targets.FirstOrDefault(t => t.ReplicationFactor == 1)?.Name;
+        var f2 = targets.FirstOrDefault(t => t.ReplicationFactor == 2)?.Name;
+        if (f1 is not null)
+        {
+            void Check(string what, double actual, double goal, bool higherIsBetter = true)
+            {
+                var met = higherIsBetter ? actual >= goal : actual <= goal;
+                text.AppendLine(CultureInfo.InvariantCulture, $"- {what}: {actual:0.00} (target {(higherIsBetter ? ">=" : "<=")} {goal:0.0}) {(met ? "met" : "NOT met")}");
+            }
+            foreach (var w in FioComparison.Workloads.Where(w => w.IsThroughput))
+            {
+                Check($"{w.Name}, f1 / nbdkit", Find(w.Name, f1).MiBPerSecond / Find(w.Name, "nbdkit").MiBPerSecond, 0.9);
+            }
+            foreach (var w in FioComparison.Workloads.Where(w => w.QueueDepth == 32))
+            {
+                Check($"{w.Name}, f1 / nbdkit", Find(w.Name, f1).Iops / Find(w.Name, "nbdkit").Iops, 0.7);
+            }
+            foreach (var w in FioComparison.Workloads.Where(w => w.QueueDepth == 1))
+            {
+                Check($"{w.Name} p50 latency, f1 / nbdkit", Find(w.Name, f1).P50Microseconds / Find(w.Name, "nbdkit").P50Microseconds, 2.0, higherIsBetter: false);
+            }
+            if (f2 is not null)
+            {
+                foreach (var w in FioComparison.Workloads.Where(w => w.IsWrite))
+                {
+                    Check($"{w.Name}, f2 / f1", Value(w, Find(w.Name, f2)) / Value(w, Find(w.Name, f1)), 0.5);
+                }
+            }
+        }
+        return text.ToString();
+    }
+
+    private static string Latency(double microseconds) =>
+        microseconds >= 1000
+            ? string.Create(CultureInfo.InvariantCulture, $"{microseconds / 1000:0.0} ms")
+            : string.Create(CultureInfo.InvariantCulture, $"{microseconds:0} us");
+}

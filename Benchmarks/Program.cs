@@ -1,0 +1,50 @@
+using System.Globalization;
+using BenchmarkDotNet.Running;
+using OrleansStorage.Benchmarks.EndToEnd;
+
+// ostor-bench e2e [--quick] [--runtime SECONDS] [--size MiB] [--out DIR] [--gateway host:port,...]
+//   the fio comparison of infra/bench (raw file, nbdkit, our volumes at factor 1..3)
+// ostor-bench micro [BenchmarkDotNet arguments, e.g. --filter '*SegmentStore*']
+//   the hot-path microbenchmarks
+if (args.Length > 0 && args[0] == "micro")
+{
+    BenchmarkSwitcher.FromAssembly(typeof(FioComparison).Assembly).Run(args[1..]);
+    return 0;
+}
+if (args.Length == 0 || args[0] != "e2e")
+{
+    Console.Error.WriteLine("usage: ostor-bench e2e [--quick] [--runtime S] [--size MiB] [--out DIR] [--gateway host:port,...] | ostor-bench micro [BenchmarkDotNet args]");
+    return 2;
+}
+var runtime = TimeSpan.FromSeconds(10);
+long size = 1L << 30;
+var output = Path.Combine(Directory.GetCurrentDirectory(), ".data", "bench");
+var gateways = (Environment.GetEnvironmentVariable("OSTOR_GATEWAY") ?? "127.0.0.1:30000").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+for (var i = 1; i < args.Length; i++)
+{
+    switch (args[i])
+    {
+        case "--quick":
+            runtime = TimeSpan.FromSeconds(2);
+            size = 256L << 20;
+            break;
+        case "--runtime" when i + 1 < args.Length && int.TryParse(args[i + 1], CultureInfo.InvariantCulture, out var seconds) && seconds > 0:
+            runtime = TimeSpan.FromSeconds(seconds);
+            i++;
+            break;
+        case "--size" when i + 1 < args.Length && long.TryParse(args[i + 1], CultureInfo.InvariantCulture, out var mib) && mib >= 16:
+            size = mib << 20;
+            i++;
+            break;
+        case "--out" when i + 1 < args.Length:
+            output = Path.GetFullPath(args[++i]);
+            break;
+        case "--gateway" when i + 1 < args.Length:
+            gateways = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            break;
+        default:
+            Console.Error.WriteLine($"ostor-bench: unknown or incomplete argument '{args[i]}'");
+            return 2;
+    }
+}
+return await new FioComparison(output, runtime, size, gateways).RunAsync();
