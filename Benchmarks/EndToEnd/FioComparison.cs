@@ -80,8 +80,24 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
             stream.SetLength(sizeBytes);
         }
         var peerPort = FreePort();
-        using var nbdkit = StartNbdkit(peerFile, peerPort);
-        await WaitForPortAsync(peerPort);
+        using var nbdkit = StartNbdkit(peerFile, peerPort, Path.Combine(outputDirectory, "nbdkit.log"));
+        try
+        {
+            await WaitForPortAsync(peerPort);
+            return await MeasureAllAsync(nbd, peerPort, rawFile, peerFile, factors, upHosts, stopNbd, serving);
+        }
+        finally
+        {
+            if (!nbdkit.HasExited)
+            {
+                nbdkit.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    private async Task<int> MeasureAllAsync(NbdServer nbd, int peerPort, string rawFile, string peerFile, List<int> factors, int upHosts,
+        CancellationTokenSource stopNbd, Task serving)
+    {
 
         var targets = new List<Target>
         {
@@ -94,6 +110,9 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
         Console.Error.WriteLine($"ostor-bench: {Workloads.Length} workloads x {targets.Count} targets, {runtime.TotalSeconds:0} s each, {sizeBytes >> 20} MiB per target, {upHosts} hosts");
         foreach (var target in targets)
         {
+            // Every target starts with no dirty data of an earlier one still being written back
+            // (on two cores that writeback would be charged to whoever runs next).
+            await SyncAsync();
             foreach (var workload in Workloads)
             {
                 Console.Error.Write($"  {target.Name,-9} {workload.Name,-20} ");
@@ -103,8 +122,16 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
                     ? $"{measurement.MiBPerSecond,8:0.0} MiB/s"
                     : $"{measurement.Iops,8:0} IOPS");
             }
+            // Deleting a baseline's file drops its dirty pages instead of writing them back.
+            foreach (var arg in target.FioArguments.Where(a => a.StartsWith("--filename=", StringComparison.Ordinal)))
+            {
+                File.Delete(arg["--filename=".Length..]);
+            }
+            if (target.Name == "nbdkit")
+            {
+                File.Delete(peerFile);
+            }
         }
-        nbdkit.Kill(entireProcessTree: true);
         await stopNbd.CancelAsync();
         await serving;
 
@@ -166,14 +193,36 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
             percentiles.GetProperty("99.000000").GetDouble() / 1000);
     }
 
-    private static Process StartNbdkit(string file, int port)
+    /// <summary>
+    /// nbdkit serving <paramref name="file"/>, killed by the caller when done. Two traps avoided:
+    /// --exit-with-parent is the parent-death signal, which Linux sends when the forking *thread*
+    /// exits (.NET forks from pool threads that come and go); and .NET children start with the
+    /// default SIGPIPE action, so nbdkit died when fio closed a connection with replies still in
+    /// flight. The shell sets SIGPIPE to ignored, which exec keeps.
+    /// </summary>
+    private static async Task SyncAsync()
     {
-        var start = new ProcessStartInfo("nbdkit") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var argument in new[] { "--foreground", "--exit-with-parent", $"--port={port}", "--ipaddr=127.0.0.1", "file", $"file={file}" })
-        {
-            start.ArgumentList.Add(argument);
-        }
-        return Process.Start(start)!;
+        using var sync = Process.Start(new ProcessStartInfo("sync") { UseShellExecute = false })!;
+        await sync.WaitForExitAsync();
+    }
+
+    private static Process StartNbdkit(string file, int port, string logPath)
+    {
+        var start = new ProcessStartInfo("sh") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("trap '' PIPE; exec nbdkit --foreground --port=\"$1\" --ipaddr=127.0.0.1 file file=\"$2\"");
+        start.ArgumentList.Add("nbdkit");
+        start.ArgumentList.Add(port.ToString(CultureInfo.InvariantCulture));
+        start.ArgumentList.Add(file);
+        var process = Process.Start(start)!;
+        var log = new StreamWriter(logPath) { AutoFlush = true };
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { log.WriteLine(e.Data); } };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { log.WriteLine(e.Data); } };
+        process.Exited += (_, _) => log.Dispose();
+        process.EnableRaisingEvents = true;
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return process;
     }
 
     private static async Task WaitForPortAsync(int port)
