@@ -79,30 +79,16 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
             await using var stream = File.Create(file);
             stream.SetLength(sizeBytes);
         }
-        var peerPort = FreePort();
-        using var nbdkit = StartNbdkit(peerFile, peerPort, Path.Combine(outputDirectory, "nbdkit.log"));
-        try
-        {
-            await WaitForPortAsync(peerPort);
-            return await MeasureAllAsync(nbd, peerPort, rawFile, peerFile, factors, upHosts, stopNbd, serving);
-        }
-        finally
-        {
-            if (!nbdkit.HasExited)
-            {
-                nbdkit.Kill(entireProcessTree: true);
-            }
-        }
+        return await MeasureAllAsync(nbd, rawFile, peerFile, factors, upHosts, stopNbd, serving);
     }
 
-    private async Task<int> MeasureAllAsync(NbdServer nbd, int peerPort, string rawFile, string peerFile, List<int> factors, int upHosts,
+    private async Task<int> MeasureAllAsync(NbdServer nbd, string rawFile, string peerFile, List<int> factors, int upHosts,
         CancellationTokenSource stopNbd, Task serving)
     {
-
         var targets = new List<Target>
         {
             new("raw file", ["--ioengine=io_uring", $"--filename={rawFile}"], Ours: false),
-            new("nbdkit", ["--ioengine=nbd", $"--uri=nbd://127.0.0.1:{peerPort}/"], Ours: false),
+            new("nbdkit", [], Ours: false), // its URI is known once nbdkit runs, just before its turn
         };
         targets.AddRange(factors.Select(f => new Target($"ostor f{f}", ["--ioengine=nbd", $"--uri=nbd://127.0.0.1:{nbd.LocalEndpoint.Port}/bench-f{f}"], Ours: true, f)));
 
@@ -113,14 +99,24 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
             // Every target starts with no dirty data of an earlier one still being written back
             // (on two cores that writeback would be charged to whoever runs next).
             await SyncAsync();
-            foreach (var workload in Workloads)
+            // nbdkit runs only for its own turn, so nothing of it is left to chance meanwhile.
+            using var peer = target.Name == "nbdkit" ? await StartNbdkitAsync(peerFile) : null;
+            var current = peer is null ? target : target with { FioArguments = ["--ioengine=nbd", $"--uri=nbd://127.0.0.1:{peer.Port}/"] };
+            try
             {
-                Console.Error.Write($"  {target.Name,-9} {workload.Name,-20} ");
-                var measurement = await RunFioAsync(target, workload);
-                results.Add(measurement);
-                Console.Error.WriteLine(workload.IsThroughput
-                    ? $"{measurement.MiBPerSecond,8:0.0} MiB/s"
-                    : $"{measurement.Iops,8:0} IOPS");
+                foreach (var workload in Workloads)
+                {
+                    Console.Error.Write($"  {target.Name,-9} {workload.Name,-20} ");
+                    var measurement = await RunFioAsync(current, workload);
+                    results.Add(measurement);
+                    Console.Error.WriteLine(workload.IsThroughput
+                        ? $"{measurement.MiBPerSecond,8:0.0} MiB/s"
+                        : $"{measurement.Iops,8:0} IOPS");
+                }
+            }
+            finally
+            {
+                peer?.Process.Kill(entireProcessTree: true);
             }
             // Deleting a baseline's file drops its dirty pages instead of writing them back.
             foreach (var arg in target.FioArguments.Where(a => a.StartsWith("--filename=", StringComparison.Ordinal)))
@@ -193,36 +189,45 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
             percentiles.GetProperty("99.000000").GetDouble() / 1000);
     }
 
-    /// <summary>
-    /// nbdkit serving <paramref name="file"/>, killed by the caller when done. Two traps avoided:
-    /// --exit-with-parent is the parent-death signal, which Linux sends when the forking *thread*
-    /// exits (.NET forks from pool threads that come and go); and .NET children start with the
-    /// default SIGPIPE action, so nbdkit died when fio closed a connection with replies still in
-    /// flight. The shell sets SIGPIPE to ignored, which exec keeps.
-    /// </summary>
     private static async Task SyncAsync()
     {
         using var sync = Process.Start(new ProcessStartInfo("sync") { UseShellExecute = false })!;
         await sync.WaitForExitAsync();
     }
 
+    private sealed record RunningPeer(Process Process, int Port) : IDisposable
+    {
+        public void Dispose() => Process.Dispose();
+    }
+
+    private async Task<RunningPeer?> StartNbdkitAsync(string file)
+    {
+        var port = FreePort();
+        var process = StartNbdkit(file, port, Path.Combine(outputDirectory, "nbdkit.log"));
+        await WaitForPortAsync(port);
+        return new RunningPeer(process, port);
+    }
+
+    /// <summary>
+    /// nbdkit serving <paramref name="file"/> for one target's turn; the caller kills it after.
+    /// In a session of its own (setsid), with SIGHUP and SIGPIPE ignored (.NET children start with
+    /// default signal actions; fio may close a connection with replies in flight), and not
+    /// --exit-with-parent (that parent-death signal fires when the forking *thread* exits, and
+    /// .NET forks from pool threads). The log gets nbdkit's output and, if it ever ends on its
+    /// own, its exit status.
+    /// </summary>
     private static Process StartNbdkit(string file, int port, string logPath)
     {
-        var start = new ProcessStartInfo("sh") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
-        start.ArgumentList.Add("-c");
-        start.ArgumentList.Add("trap '' PIPE; exec nbdkit --foreground --port=\"$1\" --ipaddr=127.0.0.1 file file=\"$2\"");
-        start.ArgumentList.Add("nbdkit");
-        start.ArgumentList.Add(port.ToString(CultureInfo.InvariantCulture));
-        start.ArgumentList.Add(file);
-        var process = Process.Start(start)!;
-        var log = new StreamWriter(logPath) { AutoFlush = true };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { log.WriteLine(e.Data); } };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { log.WriteLine(e.Data); } };
-        process.Exited += (_, _) => log.Dispose();
-        process.EnableRaisingEvents = true;
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return process;
+        var start = new ProcessStartInfo("setsid") { UseShellExecute = false };
+        foreach (var argument in new[]
+        {
+            "sh", "-c", "trap '' HUP PIPE; nbdkit --foreground --port=\"$1\" --ipaddr=127.0.0.1 file file=\"$2\" >\"$3\" 2>&1; echo \"nbdkit exit status $? at $(date +%T)\" >>\"$3\"",
+            "nbdkit", port.ToString(CultureInfo.InvariantCulture), file, logPath,
+        })
+        {
+            start.ArgumentList.Add(argument);
+        }
+        return Process.Start(start)!;
     }
 
     private static async Task WaitForPortAsync(int port)
