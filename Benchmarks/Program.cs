@@ -2,9 +2,9 @@ using System.Globalization;
 using BenchmarkDotNet.Running;
 using OrleansStorage.Benchmarks.EndToEnd;
 
-// ostor-bench e2e [--quick] [--runtime SECONDS] [--size MiB] [--out DIR] [--gateway host:port,...]
+// Benchmarks e2e [--quick] [--runtime SECONDS] [--size MiB] [--out DIR] [--gateway host:port,...]
 //   the fio comparison of infra/bench (raw file, nbdkit, our volumes at factor 1..3)
-// ostor-bench micro [BenchmarkDotNet arguments, e.g. --filter '*SegmentStore*']
+// Benchmarks micro [BenchmarkDotNet arguments, e.g. --filter '*SegmentStore*']
 //   the hot-path microbenchmarks
 if (args.Length > 0 && args[0] == "micro")
 {
@@ -13,7 +13,7 @@ if (args.Length > 0 && args[0] == "micro")
 }
 if (args.Length == 0 || args[0] != "e2e")
 {
-    Console.Error.WriteLine("usage: ostor-bench e2e [--quick] [--runtime S] [--size MiB] [--out DIR] [--gateway host:port,...] | ostor-bench micro [BenchmarkDotNet args]");
+    Console.Error.WriteLine("usage: Benchmarks e2e [--quick] [--runtime S] [--size MiB] [--out DIR] [--gateway host:port,...] | Benchmarks micro [BenchmarkDotNet args] (run through infra/bench)");
     return 2;
 }
 var runtime = TimeSpan.FromSeconds(10);
@@ -43,7 +43,7 @@ for (var i = 1; i < args.Length; i++)
             gateways = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             break;
         default:
-            Console.Error.WriteLine($"ostor-bench: unknown or incomplete argument '{args[i]}'");
+            Console.Error.WriteLine($"bench: unknown or incomplete argument '{args[i]}'");
             return 2;
     }
 }

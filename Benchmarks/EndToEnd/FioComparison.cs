@@ -47,7 +47,7 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
         {
             if (!File.Exists($"/usr/bin/{tool}"))
             {
-                Console.Error.WriteLine($"ostor-bench: {tool} is not installed (apt-get install fio nbdkit; infra/bench does this)");
+                Console.Error.WriteLine($"bench: {tool} is not installed (apt-get install fio nbdkit; infra/bench does this)");
                 return 2;
             }
         }
@@ -93,7 +93,7 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
         targets.AddRange(factors.Select(f => new Target($"ostor f{f}", ["--ioengine=nbd", $"--uri=nbd://127.0.0.1:{nbd.LocalEndpoint.Port}/bench-f{f}"], Ours: true, f)));
 
         var results = new List<Measurement>();
-        Console.Error.WriteLine($"ostor-bench: {Workloads.Length} workloads x {targets.Count} targets, {runtime.TotalSeconds:0} s each, {sizeBytes >> 20} MiB per target, {upHosts} hosts");
+        Console.Error.WriteLine($"bench: {Workloads.Length} workloads x {targets.Count} targets, {runtime.TotalSeconds:0} s each, {sizeBytes >> 20} MiB per target, {upHosts} hosts");
         foreach (var target in targets)
         {
             // Every target starts with no dirty data of an earlier one still being written back
@@ -138,7 +138,7 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
         await File.WriteAllTextAsync(Path.Combine(outputDirectory, $"bench-{stamp}.json"),
             JsonSerializer.Serialize(new { runtimeSeconds = runtime.TotalSeconds, sizeBytes, hosts = upHosts, results }, new JsonSerializerOptions { WriteIndented = true }));
         File.Copy(Path.Combine(outputDirectory, $"bench-{stamp}.md"), Path.Combine(outputDirectory, "latest.md"), overwrite: true);
-        Console.Error.WriteLine($"ostor-bench: wrote {Path.Combine(outputDirectory, $"bench-{stamp}.md")} and .json");
+        Console.Error.WriteLine($"bench: wrote {Path.Combine(outputDirectory, $"bench-{stamp}.md")} and .json");
         File.Delete(rawFile);
         File.Delete(peerFile);
         return 0;
