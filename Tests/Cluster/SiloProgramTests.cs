@@ -50,10 +50,10 @@ public sealed class SiloProgramTests : IAsyncLifetime
     public async Task Two_silos_from_the_silo_configuration_form_one_cluster_through_postgres()
     {
         Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        var gatewayA = FreePort();
-        var gatewayB = FreePort();
-        await StartSiloAsync("host-a", FreePort(), gatewayA);
-        await StartSiloAsync("host-b", FreePort(), gatewayB);
+        var gatewayA = Ports.Free();
+        var gatewayB = Ports.Free();
+        await StartSiloAsync("host-a", Ports.Free(), gatewayA);
+        await StartSiloAsync("host-b", Ports.Free(), gatewayB);
 
         // Both silos are Active (status 3) rows in our membership table.
         await using (var connection = new NpgsqlConnection(_connectionString))
@@ -89,7 +89,7 @@ public sealed class SiloProgramTests : IAsyncLifetime
     public async Task Grain_storage_on_our_schema_enforces_optimistic_concurrency()
     {
         Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        var silo = await StartSiloAsync("host-s", FreePort(), FreePort());
+        var silo = await StartSiloAsync("host-s", Ports.Free(), Ports.Free());
         var storage = silo.Services.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
         var grainId = GrainId.Create("schema-test", Guid.NewGuid().ToString("N"));
 
@@ -176,10 +176,4 @@ public sealed class SiloProgramTests : IAsyncLifetime
         ["Management:SegmentSizeBytes"] = "1048576",
     };
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }

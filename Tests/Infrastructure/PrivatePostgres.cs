@@ -78,7 +78,7 @@ public sealed class PrivatePostgres
             await RunAsync("chown", ["postgres:postgres", data], asPostgres: false);
         }
         await RunAsync(Path.Combine(bin, "initdb"), ["-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"], asRoot);
-        var port = FreePort();
+        var port = Ports.Free();
         await RunAsync(Path.Combine(bin, "pg_ctl"),
             ["-D", data, "-l", Path.Combine(data, "server.log"), "-w", "-t", "60", "start",
              "-o", $"-p {port} -c listen_addresses=127.0.0.1 -k {data} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"],
@@ -101,12 +101,6 @@ public sealed class PrivatePostgres
         }
     }
 
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     private static async Task RunAsync(string program, string[] arguments, bool asPostgres)
     {
