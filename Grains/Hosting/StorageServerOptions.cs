@@ -19,6 +19,13 @@ public sealed class StorageServerOptions
     [Range(0, long.MaxValue)]
     public long CapacityBytes { get; set; }
 
+    /// <summary>
+    /// Segment files kept open at once (least recently used idle ones are closed beyond it). Keep
+    /// it well under the process's open-file limit (<c>ulimit -n</c>).
+    /// </summary>
+    [Range(16, 1_000_000)]
+    public int MaxOpenSegmentFiles { get; set; } = Segments.SegmentStore.DefaultMaxOpenSegments;
+
     /// <summary>How long placement waits for a starting host's silo metadata before failing the activation.</summary>
     public TimeSpan PinnedActivationWait { get; set; } = TimeSpan.FromSeconds(5);
 }

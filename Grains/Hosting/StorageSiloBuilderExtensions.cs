@@ -29,7 +29,11 @@ public static class StorageSiloBuilderExtensions
         services.AddOptions<StorageServerOptions>().Configure(configureStorage).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ManagementOptions>().ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<IValidateOptions<ManagementOptions>, ManagementOptionsValidator>();
-        services.AddSingleton(sp => new SegmentStore(sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.DataDirectory));
+        services.AddSingleton(sp =>
+        {
+            var storage = sp.GetRequiredService<IOptions<StorageServerOptions>>().Value;
+            return new SegmentStore(storage.DataDirectory, storage.MaxOpenSegmentFiles);
+        });
         services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, HostRegistrationService>();
         return silo;

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
@@ -15,16 +14,49 @@ namespace OrleansStorage.Segments;
 /// </summary>
 public sealed partial class SegmentStore : IDisposable
 {
+    /// <summary>Open segment files kept per host; a large volume has far more segments than a process may open.</summary>
+    public const int DefaultMaxOpenSegments = 4096;
+
     private const string SegmentExtension = ".seg";
     private readonly string _volumesRoot;
-    private readonly ConcurrentDictionary<SegmentAddress, SafeFileHandle> _handles = new();
-    private readonly Lock _openGate = new();
+    private readonly int _maxOpenSegments;
+    private readonly Lock _gate = new();
 
-    public SegmentStore(string dataDirectory)
+    // Open handles, leased by every I/O; idle ones are closed least recently used first.
+    private readonly Dictionary<SegmentAddress, OpenSegment> _open = [];
+    private long _useClock;
+
+    // Segments written since their last fsync, with the generation of their latest write. Flush
+    // works from this, not from the open handles, so evicting a handle never loses durability.
+    private readonly Dictionary<SegmentAddress, long> _dirty = [];
+    private long _writeGeneration;
+
+    public SegmentStore(string dataDirectory, int maxOpenSegments = DefaultMaxOpenSegments)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(dataDirectory);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxOpenSegments, 1);
         _volumesRoot = Path.Combine(Path.GetFullPath(dataDirectory), "volumes");
+        _maxOpenSegments = maxOpenSegments;
         Directory.CreateDirectory(_volumesRoot);
+    }
+
+    public int OpenSegmentCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _open.Count;
+            }
+        }
+    }
+
+    public int DirtySegmentCount(Guid volumeId)
+    {
+        lock (_gate)
+        {
+            return _dirty.Keys.Count(k => k.VolumeId == volumeId);
+        }
     }
 
     public string VolumesRoot => _volumesRoot;
@@ -38,7 +70,8 @@ public sealed partial class SegmentStore : IDisposable
     public async ValueTask ReadAsync(SegmentAddress segment, int segmentSize, int offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         CheckRange(segmentSize, offset, destination.Length);
-        var handle = OpenExisting(segment);
+        using var lease = Acquire(segment, create: false);
+        var handle = lease.Handle;
         var filled = 0;
         if (handle is not null)
         {
@@ -62,11 +95,12 @@ public sealed partial class SegmentStore : IDisposable
         {
             return;
         }
-        var handle = OpenForWrite(segment);
-        await RandomAccess.WriteAsync(handle, data, offset, cancellationToken).ConfigureAwait(false);
+        using var lease = Acquire(segment, create: true);
+        await RandomAccess.WriteAsync(lease.Handle!, data, offset, cancellationToken).ConfigureAwait(false);
+        MarkDirty(segment);
         if (durable)
         {
-            await FlushHandleAsync(handle).ConfigureAwait(false);
+            await FlushHandleAsync(lease.Handle!).ConfigureAwait(false);
         }
     }
 
@@ -74,7 +108,8 @@ public sealed partial class SegmentStore : IDisposable
     public async ValueTask TrimAsync(SegmentAddress segment, int segmentSize, int offset, int length, CancellationToken cancellationToken = default)
     {
         CheckRange(segmentSize, offset, length);
-        var handle = OpenExisting(segment);
+        using var lease = Acquire(segment, create: false);
+        var handle = lease.Handle;
         if (handle is null || length == 0)
         {
             return;
@@ -95,6 +130,7 @@ public sealed partial class SegmentStore : IDisposable
                 await RandomAccess.WriteAsync(handle, zeros.AsMemory(0, count), at, cancellationToken).ConfigureAwait(false);
             }
         }
+        MarkDirty(segment);
     }
 
     /// <summary>
@@ -105,7 +141,8 @@ public sealed partial class SegmentStore : IDisposable
     public DataExtent[] DataExtents(SegmentAddress segment, int segmentSize, int offset, int length)
     {
         CheckRange(segmentSize, offset, length);
-        var handle = OpenExisting(segment);
+        using var lease = Acquire(segment, create: false);
+        var handle = lease.Handle;
         if (handle is null || length == 0)
         {
             return [];
@@ -149,8 +186,29 @@ public sealed partial class SegmentStore : IDisposable
     /// <summary>Makes every completed write to the volume's segments durable (fsync).</summary>
     public async Task FlushVolumeAsync(Guid volumeId)
     {
-        var flushes = _handles.Where(kv => kv.Key.VolumeId == volumeId).Select(kv => FlushHandleAsync(kv.Value));
-        await Task.WhenAll(flushes).ConfigureAwait(false);
+        List<KeyValuePair<SegmentAddress, long>> written;
+        lock (_gate)
+        {
+            written = _dirty.Where(kv => kv.Key.VolumeId == volumeId).ToList();
+        }
+        await Task.WhenAll(written.Select(async kv =>
+        {
+            using (var lease = Acquire(kv.Key, create: false))
+            {
+                if (lease.Handle is not null)
+                {
+                    await FlushHandleAsync(lease.Handle).ConfigureAwait(false);
+                }
+            }
+            lock (_gate)
+            {
+                // A write that landed after our snapshot has a newer generation and stays dirty.
+                if (_dirty.TryGetValue(kv.Key, out var generation) && generation == kv.Value)
+                {
+                    _dirty.Remove(kv.Key);
+                }
+            }
+        })).ConfigureAwait(false);
         // The directory entries of newly created segment files must be durable too.
         FsyncDirectory(VolumeDirectory(volumeId));
     }
@@ -158,11 +216,15 @@ public sealed partial class SegmentStore : IDisposable
     /// <summary>Closes and removes every segment file of the volume.</summary>
     public void DeleteVolume(Guid volumeId)
     {
-        foreach (var key in _handles.Keys.Where(k => k.VolumeId == volumeId).ToList())
+        lock (_gate)
         {
-            if (_handles.TryRemove(key, out var handle))
+            foreach (var key in _open.Keys.Where(k => k.VolumeId == volumeId).ToList())
             {
-                handle.Dispose();
+                Close(key);
+            }
+            foreach (var key in _dirty.Keys.Where(k => k.VolumeId == volumeId).ToList())
+            {
+                _dirty.Remove(key);
             }
         }
         var directory = VolumeDirectory(volumeId);
@@ -195,11 +257,13 @@ public sealed partial class SegmentStore : IDisposable
 
     public void Dispose()
     {
-        foreach (var handle in _handles.Values)
+        lock (_gate)
         {
-            handle.Dispose();
+            foreach (var key in _open.Keys.ToList())
+            {
+                Close(key);
+            }
         }
-        _handles.Clear();
     }
 
     private static void CheckRange(int segmentSize, int offset, int length)
@@ -210,37 +274,126 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
-    private SafeFileHandle? OpenExisting(SegmentAddress segment)
+    /// <summary>
+    /// Leases the segment's open handle, opening the file if needed (creating it only for
+    /// <paramref name="create"/>; otherwise a missing file gives a lease without a handle). A
+    /// leased handle is never closed under its user: eviction only closes idle ones.
+    /// </summary>
+    private Lease Acquire(SegmentAddress segment, bool create)
     {
-        if (_handles.TryGetValue(segment, out var handle))
+        lock (_gate)
         {
-            return handle;
+            if (_open.TryGetValue(segment, out var cached))
+            {
+                cached.Leases++;
+                cached.LastUse = ++_useClock;
+                return new Lease(this, cached);
+            }
         }
         var path = SegmentPath(segment);
-        if (!File.Exists(path))
+        SafeFileHandle handle;
+        try
         {
-            return null;
+            if (create)
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            }
+            handle = File.OpenHandle(path, create ? FileMode.OpenOrCreate : FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
         }
-        return OpenForWrite(segment);
+        catch (Exception ex) when (!create && ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return new Lease(this, null); // never written: reads as zeros
+        }
+        lock (_gate)
+        {
+            if (_open.TryGetValue(segment, out var raced))
+            {
+                handle.Dispose(); // another request opened it meanwhile
+                raced.Leases++;
+                raced.LastUse = ++_useClock;
+                return new Lease(this, raced);
+            }
+            var opened = new OpenSegment(segment, handle) { Leases = 1, LastUse = ++_useClock };
+            _open[segment] = opened;
+            EvictIdleLocked();
+            return new Lease(this, opened);
+        }
     }
 
-    private SafeFileHandle OpenForWrite(SegmentAddress segment)
+    private void Release(OpenSegment segment)
     {
-        if (_handles.TryGetValue(segment, out var handle))
+        lock (_gate)
         {
-            return handle;
-        }
-        lock (_openGate)
-        {
-            if (_handles.TryGetValue(segment, out handle))
+            segment.Leases--;
+            if (segment.Closed && segment.Leases == 0)
             {
-                return handle;
+                segment.Handle.Dispose();
             }
-            var path = SegmentPath(segment);
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
-            _handles[segment] = handle;
-            return handle;
+            EvictIdleLocked();
+        }
+    }
+
+    /// <summary>Closes idle handles, least recently used first, until the bound holds (or only leased ones are left).</summary>
+    private void EvictIdleLocked()
+    {
+        while (_open.Count > _maxOpenSegments)
+        {
+            OpenSegment? oldest = null;
+            foreach (var candidate in _open.Values)
+            {
+                if (candidate.Leases == 0 && (oldest is null || candidate.LastUse < oldest.LastUse))
+                {
+                    oldest = candidate;
+                }
+            }
+            if (oldest is null)
+            {
+                return;
+            }
+            Close(oldest.Segment);
+        }
+    }
+
+    /// <summary>Forgets the handle; it is disposed now if idle, else when its last lease ends.</summary>
+    private void Close(SegmentAddress segment)
+    {
+        if (_open.Remove(segment, out var open))
+        {
+            open.Closed = true;
+            if (open.Leases == 0)
+            {
+                open.Handle.Dispose();
+            }
+        }
+    }
+
+    private void MarkDirty(SegmentAddress segment)
+    {
+        lock (_gate)
+        {
+            _dirty[segment] = ++_writeGeneration;
+        }
+    }
+
+    private sealed class OpenSegment(SegmentAddress segment, SafeFileHandle handle)
+    {
+        public SegmentAddress Segment { get; } = segment;
+        public SafeFileHandle Handle { get; } = handle;
+        public int Leases { get; set; }
+        public long LastUse { get; set; }
+        public bool Closed { get; set; }
+    }
+
+    private readonly struct Lease(SegmentStore store, OpenSegment? segment) : IDisposable
+    {
+        public SafeFileHandle? Handle => segment?.Handle;
+
+        public void Dispose()
+        {
+            if (segment is not null)
+            {
+                store.Release(segment);
+            }
         }
     }
 

@@ -112,6 +112,29 @@ public sealed class SegmentStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Open_handles_stay_bounded_while_every_segment_keeps_its_data()
+    {
+        using var store = new SegmentStore(Path.Combine(_root, "bounded"), maxOpenSegments: 8);
+        var volume = Guid.NewGuid();
+        for (var i = 0; i < 40; i++)
+        {
+            await store.WriteAsync(new SegmentAddress(volume, i), Segment, 4096 * i, new[] { (byte)(i + 1) }, durable: false);
+            Assert.True(store.OpenSegmentCount <= 8, $"{store.OpenSegmentCount} handles open, the bound is 8");
+        }
+        // Concurrent I/O on more segments than the bound: leased handles are never closed under it.
+        await Task.WhenAll(Enumerable.Range(0, 40).Select(async i =>
+        {
+            var back = new byte[1];
+            await store.ReadAsync(new SegmentAddress(volume, i), Segment, 4096 * i, back);
+            Assert.Equal((byte)(i + 1), back[0]);
+        }));
+        Assert.Equal(40, store.DirtySegmentCount(volume));
+        await store.FlushVolumeAsync(volume); // reopens the evicted ones to fsync them
+        Assert.Equal(0, store.DirtySegmentCount(volume));
+        Assert.True(store.OpenSegmentCount <= 8);
+    }
+
+    [Fact]
     public void Segment_paths_are_built_from_the_volume_guid_and_number_only()
     {
         var path = _store.SegmentPath(new SegmentAddress(Guid.Parse("0f8fad5b-d9cb-469f-a165-70867728950e"), 12));
