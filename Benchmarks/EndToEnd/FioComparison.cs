@@ -69,8 +69,6 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
 
         await using var nbd = new NbdServer(client, new NbdServerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) }, NullLogger.Instance);
         nbd.Start();
-        using var stopNbd = new CancellationTokenSource();
-        var serving = nbd.RunAsync(stopNbd.Token);
 
         var rawFile = Path.Combine(outputDirectory, "raw.img");
         var peerFile = Path.Combine(outputDirectory, "nbdkit.img");
@@ -79,11 +77,10 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
             await using var stream = File.Create(file);
             stream.SetLength(sizeBytes);
         }
-        return await MeasureAllAsync(nbd, rawFile, peerFile, factors, upHosts, stopNbd, serving);
+        return await MeasureAllAsync(nbd, rawFile, peerFile, factors, upHosts);
     }
 
-    private async Task<int> MeasureAllAsync(NbdServer nbd, string rawFile, string peerFile, List<int> factors, int upHosts,
-        CancellationTokenSource stopNbd, Task serving)
+    private async Task<int> MeasureAllAsync(NbdServer nbd, string rawFile, string peerFile, List<int> factors, int upHosts)
     {
         var targets = new List<Target>
         {
@@ -128,8 +125,6 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
                 File.Delete(peerFile);
             }
         }
-        await stopNbd.CancelAsync();
-        await serving;
 
         var report = BenchReport.Markdown(results, targets, runtime, sizeBytes, upHosts);
         Console.WriteLine(report);

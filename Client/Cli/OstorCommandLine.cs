@@ -216,7 +216,14 @@ public static class OstorCommandLine
             await using var server = new NbdServer(client, options, logging.CreateLogger("OrleansStorage.Nbd"));
             server.Start();
             Console.Error.WriteLine($"ostor: serving NBD on {server.LocalEndpoint} (e.g. nbdinfo nbd://{server.LocalEndpoint}/VOLUME); Ctrl+C stops");
-            await server.RunAsync(ct);
+            try
+            {
+                await server.Completion.WaitAsync(ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Ctrl+C: disposing the server drains its connections.
+            }
         }, subscribe: true));
         nbd.Add(serve);
         return nbd;

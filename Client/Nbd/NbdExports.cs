@@ -1,4 +1,5 @@
 using OrleansStorage.Client.Library;
+using OrleansStorage.Errors;
 
 namespace OrleansStorage.Client.Nbd;
 
@@ -27,8 +28,14 @@ public sealed class NbdExports(OstorClient client, IReadOnlyCollection<string> r
         {
             return null;
         }
-        var map = client.Maps.Current.FindVolume(name) is null ? await client.GetMapAsync() : client.Maps.Current;
-        return map.FindVolume(name) is null ? null : await client.OpenVolumeAsync(name);
+        try
+        {
+            return await client.OpenVolumeAsync(name); // refreshes the map when the name is new to it
+        }
+        catch (VolumeNotFoundException)
+        {
+            return null;
+        }
     }
 
     private bool IsOffered(string name) => restrictTo.Count == 0 || restrictTo.Contains(name);

@@ -14,6 +14,8 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly ILogger _logger;
     private readonly List<Task> _connections = [];
     private readonly Lock _gate = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _accepting = Task.CompletedTask;
 
     public NbdServer(OstorClient client, NbdServerOptions options, ILogger logger)
     {
@@ -25,14 +27,18 @@ public sealed class NbdServer : IAsyncDisposable
 
     public IPEndPoint LocalEndpoint => (IPEndPoint)_listener.LocalEndpoint;
 
+    /// <summary>Listens and accepts connections in the background until disposed.</summary>
     public void Start()
     {
         _listener.Start(backlog: 64);
         NbdLog.Listening(_logger, LocalEndpoint);
+        _accepting = AcceptAsync(_stopping.Token);
     }
 
-    /// <summary>Accepts connections until cancelled; each is served on its own.</summary>
-    public async Task RunAsync(CancellationToken cancellationToken)
+    /// <summary>Completes when the server stops accepting (only when disposed).</summary>
+    public Task Completion => _accepting;
+
+    private async Task AcceptAsync(CancellationToken cancellationToken)
     {
         try
         {
@@ -59,14 +65,18 @@ public sealed class NbdServer : IAsyncDisposable
         await connection.RunAsync(cancellationToken);
     }
 
+    /// <summary>Stops accepting, cancels the connections and waits (bounded) for them to end.</summary>
     public async ValueTask DisposeAsync()
     {
+        await _stopping.CancelAsync();
         _listener.Stop();
+        await _accepting.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         Task[] running;
         lock (_gate)
         {
             running = [.. _connections];
         }
         await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        _stopping.Dispose();
     }
 }

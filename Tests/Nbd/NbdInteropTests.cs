@@ -18,9 +18,7 @@ public sealed class NbdInteropTests(StorageClusterFixture fixture) : IAsyncLifet
 {
     private readonly string _volume = "interop-" + Guid.NewGuid().ToString("N")[..12];
     private readonly string _scratch = Path.Combine(Path.GetTempPath(), "ostor-interop-" + Guid.NewGuid().ToString("N")[..8]);
-    private readonly CancellationTokenSource _stop = new();
     private NbdServer? _server;
-    private Task _serving = Task.CompletedTask;
 
     private string Uri => $"nbd://127.0.0.1:{_server!.LocalEndpoint.Port}/{_volume}";
 
@@ -34,18 +32,14 @@ public sealed class NbdInteropTests(StorageClusterFixture fixture) : IAsyncLifet
         await fixture.Client.CreateVolumeAsync(_volume, 64L << 20, 2);
         _server = new NbdServer(fixture.Client, new NbdServerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0) }, NullLogger.Instance);
         _server.Start();
-        _serving = _server.RunAsync(_stop.Token);
     }
 
     public async Task DisposeAsync()
     {
-        await _stop.CancelAsync();
-        await _serving;
         if (_server is not null)
         {
             await _server.DisposeAsync();
         }
-        _stop.Dispose();
         Directory.Delete(_scratch, recursive: true);
     }
 

@@ -18,8 +18,6 @@ public sealed class NbdProtocolTests(StorageClusterFixture fixture) : IAsyncLife
 
     private readonly string _volume = "nbd-" + Guid.NewGuid().ToString("N")[..12];
     private NbdServer? _server;
-    private readonly CancellationTokenSource _stop = new();
-    private Task _serving = Task.CompletedTask;
 
     private IPEndPoint Endpoint => _server!.LocalEndpoint;
 
@@ -32,18 +30,14 @@ public sealed class NbdProtocolTests(StorageClusterFixture fixture) : IAsyncLife
         await fixture.Client.CreateVolumeAsync(_volume, VolumeSize, 2);
         _server = new NbdServer(fixture.Client, new NbdServerOptions { Listen = new IPEndPoint(IPAddress.Loopback, 0), MaxRequestBytes = 1 << 20 }, NullLogger.Instance);
         _server.Start();
-        _serving = _server.RunAsync(_stop.Token);
     }
 
     public async Task DisposeAsync()
     {
-        await _stop.CancelAsync();
-        await _serving;
         if (_server is not null)
         {
             await _server.DisposeAsync();
         }
-        _stop.Dispose();
     }
 
     [SkippableFact]
