@@ -152,11 +152,13 @@ public sealed class OstorClient : IAsyncDisposable
 
     /// <summary>
     /// Runs <paramref name="operation"/> against the current map; on a stale epoch, a misdirected
-    /// request or an unreachable host, refreshes the map and tries again, a bounded number of times.
+    /// request, an unreachable host or any other failure but bad input, refreshes the map and tries
+    /// again until <see cref="OstorClientOptions.RetryTimeout"/>.
     /// </summary>
     internal async Task RetryAsync(Func<ClusterMap, Task> operation, CancellationToken cancellationToken)
     {
         var delay = _options.RetryDelay;
+        var deadline = DateTime.UtcNow + _options.RetryTimeout;
         for (var attempt = 1; ; attempt++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -170,24 +172,38 @@ public sealed class OstorClient : IAsyncDisposable
             catch (StaleEpochException ex)
             {
                 failure = ex;
-                await Maps.RefreshAsync(ex.ServerEpoch);
-                if (attempt < 3)
+                if (await TryRefreshAsync(ex.ServerEpoch) && attempt < 3)
                 {
                     continue; // a fresh map is usually all it takes: retry at once
                 }
             }
-            catch (Exception ex) when (ex is MisdirectedRequestException or HostUnavailableException or SiloUnavailableException
-                                       or OrleansMessageRejectionException or TimeoutException or SocketException)
+            catch (Exception ex) when (ex is not (InvalidRequestException or VolumeNotFoundException or OperationCanceledException))
             {
+                // A host or the management service may be failing over: anything but bad input is
+                // worth another try on a fresh map until the deadline.
                 failure = ex;
-                await Maps.RefreshAsync(map.Epoch + 1);
+                await TryRefreshAsync(map.Epoch + 1);
             }
-            if (attempt >= _options.MaxAttempts)
+            if (DateTime.UtcNow >= deadline)
             {
-                throw new StorageException($"gave up after {attempt} attempts: {failure.Message}", failure);
+                throw new StorageException($"gave up after {attempt} attempts in {_options.RetryTimeout.TotalSeconds:0} s: {failure.Message}", failure);
             }
             await Task.Delay(delay, cancellationToken);
             delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+        }
+    }
+
+    /// <summary>Refreshes the map; false if the management service cannot be reached right now (it may be failing over).</summary>
+    private async Task<bool> TryRefreshAsync(long atLeastEpoch)
+    {
+        try
+        {
+            await Maps.RefreshAsync(atLeastEpoch);
+            return true;
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            return false;
         }
     }
 

@@ -18,8 +18,13 @@ public sealed class OstorClientOptions
     /// </summary>
     public bool SubscribeToMapChanges { get; set; } = true;
 
-    /// <summary>How many times one piece of a request is tried (stale epoch, misdirected, host unreachable) before giving up.</summary>
-    public int MaxAttempts { get; set; } = 12;
+    /// <summary>
+    /// How long one piece of a request keeps being retried (stale epoch, misdirected, host
+    /// unreachable, placement group unavailable) before it fails. It must outlast failure
+    /// detection: a host that dies stalls its writes until membership declares it dead and the
+    /// map drops it.
+    /// </summary>
+    public TimeSpan RetryTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
     /// <summary>First pause between attempts; doubles each time up to one second.</summary>
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(20);

@@ -108,7 +108,7 @@ public sealed class VolumeHandle
         await _client.RetryAsync(async map =>
         {
             var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
-            var hosts = volume.PlacementGroups.SelectMany(pg => pg.Replicas).Distinct().ToList();
+            var hosts = volume.PlacementGroups.SelectMany(pg => pg.Replicas.Concat(pg.ForwardTargets)).Distinct().ToList();
             await Task.WhenAll(hosts.Select(h => _client.StorageServer(h).FlushAsync(map.Epoch, VolumeId)));
         }, cancellationToken);
     }
@@ -142,7 +142,11 @@ public sealed class VolumeHandle
         _client.RetryAsync(map =>
         {
             var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
-            var primary = volume.PlacementGroupOf(slice.SegmentIndex).Primary;
-            return operation(slice, map.Epoch, _client.StorageServer(primary));
+            var group = volume.PlacementGroupOf(slice.SegmentIndex);
+            if (!group.IsAvailable)
+            {
+                throw new PlacementGroupUnavailableException(volume.Name, group.Index, map.Epoch, group.Absent);
+            }
+            return operation(slice, map.Epoch, _client.StorageServer(group.Primary));
         }, cancellationToken);
 }

@@ -72,3 +72,19 @@ public sealed class HostUnavailableException : StorageException
 
     [Id(0)] public string HostId { get; private set; }
 }
+
+/// <summary>
+/// Every replica of a placement group is down: its data cannot be read or written until one of
+/// them returns. Never answered with other data.
+/// </summary>
+[GenerateSerializer, Alias("ostor.PlacementGroupUnavailableException")]
+public sealed class PlacementGroupUnavailableException : StorageException
+{
+    public PlacementGroupUnavailableException(string volumeName, int placementGroup, long epoch, IEnumerable<string> absentHosts)
+        : base($"unavailable: placement group {placementGroup} of volume '{volumeName}' has no live replica at epoch {epoch} (waiting for {string.Join(", ", absentHosts.DefaultIfEmpty("a host"))} to return)")
+    {
+        Epoch = epoch;
+    }
+
+    [Id(0)] public long Epoch { get; private set; }
+}

@@ -1,5 +1,6 @@
 using Orleans.Concurrency;
 using OrleansStorage.Maps;
+using OrleansStorage.Storage;
 
 namespace OrleansStorage.Management;
 
@@ -14,6 +15,14 @@ public interface IManagementServiceGrain : IGrainWithStringKey
 
     [Alias("RegisterHost")]
     Task<ClusterMap> RegisterHostAsync(HostRegistration registration);
+
+    /// <summary>
+    /// A running host's periodic check-in: like <see cref="RegisterHostAsync"/> for a host in the
+    /// map (a host judged Down while alive comes back), but a host that was removed is not added
+    /// again: returns false, and the host stays out until its silo restarts.
+    /// </summary>
+    [Alias("RenewHost")]
+    Task<bool> RenewHostAsync(HostRegistration registration);
 
     [Alias("CreateVolume")]
     Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor);
@@ -31,6 +40,26 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Alias("GetHosts")]
     [AlwaysInterleave]
     Task<IReadOnlyList<HostReport>> GetHostsAsync();
+
+    /// <summary>Starts moving every placement group off a host (it becomes Draining); progress shows in the map and <c>ostor status</c>.</summary>
+    [Alias("EvacuateHost")]
+    Task<ClusterMap> EvacuateHostAsync(string hostId);
+
+    /// <summary>Removes a host that no placement group names any more.</summary>
+    [Alias("RemoveHost")]
+    Task<ClusterMap> RemoveHostAsync(string hostId);
+
+    /// <summary>
+    /// One rebalancing step: plans replica moves toward even load, or, once replicas are even,
+    /// evens primaries. Returns the map; the same epoch as before means the cluster is balanced
+    /// (or a previous step is still moving data).
+    /// </summary>
+    [Alias("Rebalance")]
+    Task<ClusterMap> RebalanceAsync();
+
+    /// <summary>A primary finished filling a pending replica.</summary>
+    [Alias("CopyCompleted")]
+    Task CopyCompletedAsync(CopyCompletion completion);
 
     /// <summary>
     /// A storage server saw a request whose epoch differs from its own. Counted per host; a

@@ -38,6 +38,19 @@ public sealed record ClusterMap(
         return null;
     }
 
+    /// <summary>
+    /// Fills fields that a map persisted by an older version lacks (they deserialize as default
+    /// arrays), so code can rely on every array being present.
+    /// </summary>
+    public ClusterMap Normalized() => this with
+    {
+        Volumes = [.. Volumes.Select(v => v with { PlacementGroups = [.. v.PlacementGroups.Select(pg => pg.Normalized())] })],
+    };
+
+    /// <summary>Every placement group of every volume, with its volume.</summary>
+    public IEnumerable<(VolumeInfo Volume, PlacementGroup Group)> AllGroups() =>
+        Volumes.SelectMany(v => v.PlacementGroups.Select(pg => (v, pg)));
+
     public VolumeInfo? FindVolume(string name)
     {
         foreach (var volume in Volumes)
@@ -61,14 +74,19 @@ public enum HostState
 
     /// <summary>Down past the grace period; its placement groups are re-replicated elsewhere.</summary>
     Out = 2,
+
+    /// <summary>Being evacuated: serving I/O, but every placement group moves off it and none is placed on it.</summary>
+    Draining = 3,
 }
 
+/// <param name="StateSince">When the host entered <see cref="State"/> (by the management service's clock); the grace period counts from it.</param>
 [GenerateSerializer, Immutable, Alias("ostor.HostInfo")]
 public sealed record HostInfo(
     [property: Id(0)] string HostId,
     [property: Id(1)] HostState State,
     [property: Id(2)] long CapacityBytes,
-    [property: Id(3)] string Endpoint);
+    [property: Id(3)] string Endpoint,
+    [property: Id(4)] DateTimeOffset StateSince = default);
 
 public enum VolumeState
 {
@@ -93,15 +111,88 @@ public sealed record VolumeInfo(
 }
 
 /// <summary>
-/// A placement group: an ordered replica set of HostIds; the first is the primary, which orders
-/// writes and forwards them to the others.
+/// A placement group and who holds it.
 /// </summary>
+/// <param name="Replicas">
+/// The acting set, in order: the first is the primary, which serves reads, orders writes and
+/// forwards them to every other member and every pending replica. Empty when every replica is
+/// down: the group is unavailable.
+/// </param>
+/// <param name="Pending">
+/// Replicas being filled (a new host, or a returning one being resynced): they receive every
+/// forwarded write while the primary copies segments to them, and join the acting set when the copy is done.
+/// </param>
+/// <param name="Absent">
+/// Former acting replicas whose host is Down, oldest departure first. They hold an older copy that
+/// a resync brings up to date if the host returns before it is Out.
+/// </param>
+/// <param name="Leaving">
+/// Acting replicas that leave once a pending replica has been filled (evacuation, rebalance):
+/// each completed copy removes the first of them.
+/// </param>
 [GenerateSerializer, Immutable, Alias("ostor.PlacementGroup")]
 public sealed record PlacementGroup(
     [property: Id(0)] int Index,
-    [property: Id(1)] ImmutableArray<string> Replicas)
+    [property: Id(1)] ImmutableArray<string> Replicas,
+    [property: Id(2)] ImmutableArray<PendingReplica> Pending,
+    [property: Id(3)] ImmutableArray<string> Absent,
+    [property: Id(4)] ImmutableArray<string> Leaving)
 {
-    public string Primary => Replicas[0];
+    public PlacementGroup(int index, ImmutableArray<string> replicas)
+        : this(index, replicas, [], [], [])
+    {
+    }
 
+    public bool IsAvailable => !Replicas.IsEmpty;
+
+    /// <summary>The first acting replica. Only meaningful when <see cref="IsAvailable"/>.</summary>
+    public string Primary => IsAvailable ? Replicas[0] : "";
+
+    /// <summary>In the acting set.</summary>
     public bool Contains(string hostId) => Replicas.Contains(hostId);
+
+    /// <summary>Receives forwarded writes: in the acting set or pending.</summary>
+    public bool Receives(string hostId) => Replicas.Contains(hostId) || FindPending(hostId) is not null;
+
+    /// <summary>Named anywhere in the group, so the host must keep its segment files.</summary>
+    public bool References(string hostId) => Receives(hostId) || Absent.Contains(hostId);
+
+    public PendingReplica? FindPending(string hostId)
+    {
+        foreach (var pending in Pending)
+        {
+            if (pending.HostId == hostId)
+            {
+                return pending;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>Where the primary forwards a write: the other acting replicas, then every pending one.</summary>
+    public IEnumerable<string> ForwardTargets => Replicas.Skip(1).Concat(Pending.Select(p => p.HostId));
+
+    /// <summary>Replicas the group is short of its factor, counting pending ones as already there and leaving ones as gone.</summary>
+    public int Deficit(int replicationFactor) => replicationFactor - (Replicas.Length - Leaving.Length) - Pending.Length;
+
+    /// <summary>Acting set below the factor, or anything moving: shown as degraded / recovering.</summary>
+    public bool IsDegraded(int replicationFactor) => Replicas.Length < replicationFactor || !Pending.IsEmpty || !Leaving.IsEmpty;
+
+    internal PlacementGroup Normalized() => this with
+    {
+        Pending = Pending.IsDefault ? [] : Pending,
+        Absent = Absent.IsDefault ? [] : Absent,
+        Leaving = Leaving.IsDefault ? [] : Leaving,
+    };
 }
+
+/// <summary>A replica being filled since <see cref="SinceEpoch"/>.</summary>
+/// <param name="Resync">
+/// The host held this group before (it returned while Down): copy only the segments whose write
+/// version differs. Otherwise it starts empty and every segment with data is copied.
+/// </param>
+[GenerateSerializer, Immutable, Alias("ostor.PendingReplica")]
+public sealed record PendingReplica(
+    [property: Id(0)] string HostId,
+    [property: Id(1)] long SinceEpoch,
+    [property: Id(2)] bool Resync);

@@ -55,6 +55,21 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("GetStatus")]
     Task<StorageServerStatus> GetStatusAsync();
 
+    /// <summary>
+    /// As a PG's primary: start filling each pending replica named, unless a copy to it is already
+    /// running. Returns at once; the copy reports to management when done.
+    /// </summary>
+    [Alias("EnsureCopies")]
+    Task EnsureCopiesAsync(long epoch, CopyJob[] jobs);
+
+    /// <summary>As a pending replica: the write version of each segment of the group, in segment order.</summary>
+    [Alias("GetSegmentVersions")]
+    Task<long[]> GetSegmentVersionsAsync(long epoch, Guid volumeId, int groupIndex);
+
+    /// <summary>As a pending replica: replace one segment with the primary's copy.</summary>
+    [Alias("InstallSegment")]
+    Task InstallSegmentAsync(SegmentImage image);
+
     /// <summary>Reads the raw bytes one replica holds, bypassing the primary; for verification tools and tests.</summary>
     [Alias("ReadLocal")]
     Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length);

@@ -1,3 +1,5 @@
+using System.Collections.Immutable;
+
 namespace OrleansStorage.Storage;
 
 /// <summary>Names one segment of one volume; every data request carries it with the sender's epoch.</summary>
@@ -14,13 +16,15 @@ public sealed record SegmentRead(
     [property: Id(3)] int Length);
 
 /// <summary>A write of <see cref="Data"/> at <see cref="Offset"/> inside one segment.</summary>
+/// <param name="Version">Set by the primary when it forwards the write: the segment's new write version. Clients leave it 0.</param>
 [GenerateSerializer, Immutable, Alias("ostor.SegmentWrite")]
 public sealed record SegmentWrite(
     [property: Id(0)] long Epoch,
     [property: Id(1)] SegmentAddress Segment,
     [property: Id(2)] int Offset,
     [property: Id(3)] ReadOnlyMemory<byte> Data,
-    [property: Id(4)] bool ForceUnitAccess);
+    [property: Id(4)] bool ForceUnitAccess,
+    [property: Id(5)] long Version = 0);
 
 /// <summary>Discards <see cref="Length"/> bytes at <see cref="Offset"/> of one segment; they read as zeros after.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.SegmentTrim")]
@@ -28,7 +32,8 @@ public sealed record SegmentTrim(
     [property: Id(0)] long Epoch,
     [property: Id(1)] SegmentAddress Segment,
     [property: Id(2)] int Offset,
-    [property: Id(3)] int Length);
+    [property: Id(3)] int Length,
+    [property: Id(4)] long Version = 0);
 
 /// <summary>What a storage server reports about itself.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.StorageServerStatus")]
@@ -37,7 +42,9 @@ public sealed record StorageServerStatus(
     [property: Id(1)] long Epoch,
     [property: Id(2)] long BytesUsed,
     [property: Id(3)] int SegmentFiles,
-    [property: Id(4)] string SiloAddress);
+    [property: Id(4)] string SiloAddress,
+    [property: Id(5)] ImmutableArray<CopyProgress> Copies,
+    [property: Id(6)] ImmutableArray<CopyProgress> FinishedCopies);
 
 /// <summary>A byte range inside one segment that holds written data (everything else reads as zeros).</summary>
 [GenerateSerializer, Immutable, Alias("ostor.DataExtent")]

@@ -9,7 +9,10 @@ namespace OrleansStorage.Hosting;
 /// <summary>
 /// Once the silo is active, registers this host with the management service and activates its
 /// storage server (which then subscribes to map pushes). Retries until it succeeds, so a host
-/// that starts before the rest of the cluster simply registers a little later.
+/// that starts before the rest of the cluster simply registers a little later. Then it registers
+/// again every <see cref="StorageServerOptions.RegistrationInterval"/>: that is a no-op while the
+/// map agrees, re-activates the management service after its silo died (its timer drives
+/// recovery), and brings back a host that was judged Down while it was in fact alive.
 /// </summary>
 internal sealed class HostRegistrationService(
     IGrainFactory grains,
@@ -39,15 +42,27 @@ internal sealed class HostRegistrationService(
     {
         var hostId = options.Value.HostId;
         var gateway = silo.GatewayAddress?.Endpoint ?? silo.SiloAddress.Endpoint;
+        var registered = false;
+        var inMap = true;
+        var management = grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
         while (!cancellationToken.IsCancellationRequested)
         {
             try
             {
                 var registration = new HostRegistration(hostId, Capacity(), gateway.ToString());
-                var map = await grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey).RegisterHostAsync(registration);
-                await grains.GetGrain<IStorageServerGrain>(hostId).GetStatusAsync();
-                Log.HostRegistered(logger, hostId, map.Epoch);
-                return;
+                if (!registered)
+                {
+                    var map = await management.RegisterHostAsync(registration);
+                    await grains.GetGrain<IStorageServerGrain>(hostId).GetStatusAsync();
+                    Log.HostRegistered(logger, hostId, map.Epoch);
+                    registered = true;
+                }
+                else if (inMap && !await management.RenewHostAsync(registration))
+                {
+                    inMap = false;
+                    Log.HostRemoved(logger, hostId);
+                }
+                await Task.Delay(options.Value.RegistrationInterval, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
             catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
             {

@@ -26,6 +26,20 @@ public sealed class StorageServerOptions
     [Range(16, 1_000_000)]
     public int MaxOpenSegmentFiles { get; set; } = Segments.SegmentStore.DefaultMaxOpenSegments;
 
+    /// <summary>
+    /// Bytes per second this host sends when filling other replicas (re-replication, resync,
+    /// rebalance), all copies together, so client I/O keeps its share of disk and network.
+    /// </summary>
+    [Range(1024 * 1024, long.MaxValue)]
+    public long RecoveryBandwidthBytesPerSecond { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Copies to pending replicas this host runs at once as a primary.</summary>
+    [Range(1, 64)]
+    public int MaxConcurrentCopies { get; set; } = 2;
+
+    /// <summary>How often this host registers again with the management service (see HostRegistrationService).</summary>
+    public TimeSpan RegistrationInterval { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>How long placement waits for a starting host's silo metadata before failing the activation.</summary>
     public TimeSpan PinnedActivationWait { get; set; } = TimeSpan.FromSeconds(5);
 }

@@ -29,6 +29,18 @@ internal static partial class Log
     [LoggerMessage(1006, LogLevel.Debug, "Storage server {HostId} dropped a pushed map at epoch {Epoch} (push filter)")]
     public static partial void PushDropped(ILogger logger, string hostId, long epoch);
 
+    [LoggerMessage(1007, LogLevel.Information, "Storage server {HostId} removed {Files} segment files of {Groups} placement groups of volume '{Volume}' it no longer holds")]
+    public static partial void GroupsReleased(ILogger logger, string hostId, string volume, int groups, int files);
+
+    [LoggerMessage(1008, LogLevel.Information, "Primary {HostId} starts filling {Target} for placement group {Group} of volume {VolumeId} (resync: {Resync})")]
+    public static partial void CopyStarted(ILogger logger, string hostId, string target, Guid volumeId, int group, bool resync);
+
+    [LoggerMessage(1009, LogLevel.Information, "Primary {HostId} filled {Target} for placement group {Group} of volume {VolumeId}: {Copied} of {Total} segments copied, {Bytes} bytes")]
+    public static partial void CopyFinished(ILogger logger, string hostId, string target, Guid volumeId, int group, long copied, long total, long bytes);
+
+    [LoggerMessage(1010, LogLevel.Warning, "Primary {HostId} stopped filling {Target} for placement group {Group} of volume {VolumeId}: {Reason}")]
+    public static partial void CopyFailed(ILogger logger, string hostId, string target, Guid volumeId, int group, string reason);
+
     [LoggerMessage(1100, LogLevel.Information, "Cluster map is now at epoch {Epoch}: {Change}")]
     public static partial void MapChanged(ILogger logger, long epoch, string change);
 
@@ -44,11 +56,23 @@ internal static partial class Log
     [LoggerMessage(1104, LogLevel.Information, "Management service active at epoch {Epoch} with {Hosts} hosts and {Volumes} volumes")]
     public static partial void ManagementActivated(ILogger logger, long epoch, int hosts, int volumes);
 
+    [LoggerMessage(1105, LogLevel.Warning, "Host {HostId} has no live silo in cluster membership; marking it Down")]
+    public static partial void HostLeft(ILogger logger, string hostId);
+
+    [LoggerMessage(1106, LogLevel.Warning, "Management reconciliation failed; it runs again in a moment")]
+    public static partial void ReconcileFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(1107, LogLevel.Debug, "Could not ask primary {HostId} to fill pending replicas")]
+    public static partial void CopyKickFailed(ILogger logger, Exception exception, string hostId);
+
     [LoggerMessage(1200, LogLevel.Warning, "Storage server {HostId} cannot be placed: {Reason}")]
     public static partial void PinFailed(ILogger logger, string hostId, string reason);
 
     [LoggerMessage(1300, LogLevel.Information, "Host {HostId} registered with the management service (map epoch {Epoch})")]
     public static partial void HostRegistered(ILogger logger, string hostId, long epoch);
+
+    [LoggerMessage(1302, LogLevel.Warning, "Host {HostId} was removed from the cluster map; it serves nothing now and joins again (empty) only when its silo restarts")]
+    public static partial void HostRemoved(ILogger logger, string hostId);
 
     [LoggerMessage(1301, LogLevel.Warning, "Host {HostId} could not register yet; retrying")]
     public static partial void HostRegistrationRetry(ILogger logger, Exception exception, string hostId);

@@ -1,7 +1,9 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Streams;
 using OrleansStorage.Logging;
+using OrleansStorage.Placement;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
 
@@ -11,31 +13,82 @@ namespace OrleansStorage.Management;
 /// The management service. Mutations run one at a time (the grain is not reentrant): each
 /// computes the next map, persists it (epoch + 1) and only then publishes it. Reads of the map
 /// and mismatch reports interleave with them and see the last persisted map.
+/// A timer compares the map with Orleans silo membership and drives recovery: hosts whose silo
+/// left become Down, then Out after the grace period; groups short of replicas get pending ones,
+/// and their primaries are asked to fill them. After a failover the new activation loads the
+/// map from PostgreSQL and the same comparison applies whatever changed meanwhile.
 /// </summary>
 [GrainType("ostor-management")]
 public sealed class ManagementGrain(
     [PersistentState("cluster", StorageNames.ClusterStore)] IPersistentState<ManagementState> state,
     IOptions<ManagementOptions> options,
+    IClusterMembershipService membership,
+    ISiloMetadataCache siloMetadata,
     ILogger<ManagementGrain> logger) : Grain, IManagementServiceGrain
 {
+    private static readonly TimeSpan CopyKickTimeout = TimeSpan.FromSeconds(2);
     private readonly ClusterMapTransitions _transitions = new(options.Value);
     private readonly Dictionary<string, long> _mismatchReports = new(StringComparer.Ordinal);
     private IAsyncStream<ClusterMap>? _stream;
+    private DateTimeOffset _activatedAt;
 
     private ClusterMap Map => state.State.Map;
 
+    private static DateTimeOffset Now => DateTimeOffset.UtcNow;
+
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        state.State.Map = Map.Normalized();
+        _activatedAt = Now;
         _stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
             .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
+        var interval = options.Value.ReconcileInterval;
+        this.RegisterGrainTimer(ReconcileAsync, new GrainTimerCreationOptions(interval, interval) { KeepAlive = true });
         Log.ManagementActivated(logger, Map.Epoch, Map.Hosts.Length, Map.Volumes.Length);
         return Task.CompletedTask;
     }
 
     public async Task<ClusterMap> RegisterHostAsync(HostRegistration registration)
     {
-        await CommitAsync(_transitions.RegisterHost(Map, registration), $"host '{registration.HostId}' registered at {registration.Endpoint}");
+        await CommitAsync(_transitions.RegisterHost(Map, registration, Now), $"host '{registration.HostId}' registered at {registration.Endpoint}");
         return Map;
+    }
+
+    public async Task<bool> RenewHostAsync(HostRegistration registration)
+    {
+        if (Map.FindHost(registration.HostId) is null)
+        {
+            return false;
+        }
+        await CommitAsync(_transitions.RegisterHost(Map, registration, Now), $"host '{registration.HostId}' is back at {registration.Endpoint}");
+        return true;
+    }
+
+    public async Task<ClusterMap> EvacuateHostAsync(string hostId)
+    {
+        await CommitAsync(HostLifecycle.Evacuate(Map, hostId, Now), $"host '{hostId}' is being evacuated");
+        await CommitAsync(HostLifecycle.PlanRecovery(Map), "replacement replicas planned");
+        return Map;
+    }
+
+    public async Task<ClusterMap> RemoveHostAsync(string hostId)
+    {
+        await CommitAsync(HostLifecycle.Remove(Map, hostId), $"host '{hostId}' removed");
+        return Map;
+    }
+
+    public async Task<ClusterMap> RebalanceAsync()
+    {
+        await CommitAsync(HostLifecycle.PlanRebalance(Map), "rebalance step planned");
+        return Map;
+    }
+
+    public async Task CopyCompletedAsync(CopyCompletion completion)
+    {
+        var job = completion.Job;
+        await CommitAsync(
+            HostLifecycle.CompleteCopy(Map, job.VolumeId, job.GroupIndex, job.TargetHostId, completion.StartEpoch),
+            $"'{job.TargetHostId}' filled by '{completion.SourceHostId}' joins the acting set of placement group {job.GroupIndex} of volume {job.VolumeId}");
     }
 
     public async Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor)
@@ -57,7 +110,7 @@ public sealed class ManagementGrain(
         await CommitAsync(_transitions.DeleteVolume(Map, name), $"volume '{name}' deleted");
         // The map change alone makes every server drop the files when it applies it; removing them
         // now makes deletion immediate for the hosts that are up.
-        var hosts = volume!.PlacementGroups.SelectMany(pg => pg.Replicas).Distinct().ToList();
+        var hosts = volume!.PlacementGroups.SelectMany(pg => pg.Replicas.Concat(pg.Absent).Concat(pg.Pending.Select(p => p.HostId))).Distinct().ToList();
         await Task.WhenAll(hosts.Select(async hostId =>
         {
             try
@@ -87,6 +140,81 @@ public sealed class ManagementGrain(
             GrainFactory.GetGrain<IStorageServerGrain>(mismatch.ReportingHostId).ApplyMapAsync(Map).Ignore();
         }
         return Task.CompletedTask;
+    }
+
+    /// <summary>One round of following membership and driving recovery; a failure is logged and the next round tries again.</summary>
+    private async Task ReconcileAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var now = Now;
+            if (now - _activatedAt >= options.Value.MembershipSettleTime && LiveHosts() is { } live)
+            {
+                foreach (var host in Map.Hosts.Where(h => h.State is HostState.Up or HostState.Draining && !live.Contains(h.HostId)).ToList())
+                {
+                    Log.HostLeft(logger, host.HostId);
+                    await CommitAsync(HostLifecycle.MarkDown(Map, host.HostId, now), $"host '{host.HostId}' is Down (its silo left the cluster)");
+                }
+            }
+            foreach (var host in Map.Hosts.Where(h => h.State == HostState.Down && now - h.StateSince >= options.Value.DownGracePeriod).ToList())
+            {
+                await CommitAsync(HostLifecycle.MarkOut(Map, host.HostId, now), $"host '{host.HostId}' is Out (Down longer than {options.Value.DownGracePeriod})");
+            }
+            await CommitAsync(HostLifecycle.PlanRecovery(Map), "replacement replicas planned");
+            if (options.Value.AutoRebalance)
+            {
+                await CommitAsync(HostLifecycle.PlanRebalance(Map), "automatic rebalance step planned");
+            }
+            await KickCopiesAsync();
+        }
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            Log.ReconcileFailed(logger, ex);
+        }
+    }
+
+    /// <summary>
+    /// HostIds with a live silo, from this silo's view of membership; null while some live silo's
+    /// HostId is not known yet (its metadata is still on the way), so no host is judged on a partial view.
+    /// </summary>
+    private HashSet<string>? LiveHosts()
+    {
+        var live = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var member in membership.CurrentSnapshot.Members.Values)
+        {
+            if (member.Status is not (SiloStatus.Active or SiloStatus.Joining or SiloStatus.Created))
+            {
+                continue;
+            }
+            if (!siloMetadata.GetSiloMetadata(member.SiloAddress).Metadata.TryGetValue(HostPinnedPlacementDirector.HostIdMetadataKey, out var hostId))
+            {
+                return null;
+            }
+            live.Add(hostId);
+        }
+        return live;
+    }
+
+    /// <summary>Asks each primary with pending replicas to fill them; a primary already doing so ignores the request.</summary>
+    private async Task KickCopiesAsync()
+    {
+        var jobs = Map.AllGroups()
+            .Where(x => x.Group.IsAvailable && !x.Group.Pending.IsEmpty)
+            .SelectMany(x => x.Group.Pending.Select(p => (x.Group.Primary, Job: new CopyJob(x.Volume.VolumeId, x.Group.Index, p.HostId, p.Resync))))
+            .GroupBy(x => x.Primary, x => x.Job);
+        var epoch = Map.Epoch;
+        await Task.WhenAll(jobs.Select(async perPrimary =>
+        {
+            try
+            {
+                // Bounded: a primary whose silo just died must not hold up the whole round.
+                await GrainFactory.GetGrain<IStorageServerGrain>(perPrimary.Key).EnsureCopiesAsync(epoch, [.. perPrimary]).WaitAsync(CopyKickTimeout);
+            }
+            catch (Exception ex)
+            {
+                Log.CopyKickFailed(logger, ex, perPrimary.Key);
+            }
+        }));
     }
 
     /// <summary>Persist, then publish. A map equal to the current one is no change and is not written.</summary>

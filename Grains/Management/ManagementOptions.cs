@@ -18,4 +18,19 @@ public sealed class ManagementOptions
     /// <summary>Largest volume accepted; bigger requests are rejected as absurd.</summary>
     [Range(4096, long.MaxValue / 2)]
     public long MaxVolumeSizeBytes { get; set; } = 256L << 40;
+
+    /// <summary>How long a host may stay Down before it is Out and its placement groups are re-replicated elsewhere.</summary>
+    public TimeSpan DownGracePeriod { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// After the management service (re)activates, how long it lets silo membership settle before
+    /// it marks any host Down: a restarting cluster's silos join one by one.
+    /// </summary>
+    public TimeSpan MembershipSettleTime { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often the management service compares the map with membership and drives recovery.</summary>
+    public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Rebalance on its own whenever nothing is moving (otherwise only on <c>ostor cluster rebalance</c>).</summary>
+    public bool AutoRebalance { get; set; }
 }

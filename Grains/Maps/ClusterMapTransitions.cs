@@ -18,23 +18,14 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
     private static readonly SearchValues<char> NameChars =
         SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.");
 
-    public ClusterMap RegisterHost(ClusterMap map, HostRegistration registration)
+    public ClusterMap RegisterHost(ClusterMap map, HostRegistration registration, DateTimeOffset now)
     {
         ValidateHostId(registration.HostId);
         if (registration.CapacityBytes <= 0)
         {
             throw new InvalidRequestException($"host '{registration.HostId}' reported capacity {registration.CapacityBytes}; it must be > 0");
         }
-        var existing = map.FindHost(registration.HostId);
-        var updated = new HostInfo(registration.HostId, HostState.Up, registration.CapacityBytes, registration.Endpoint);
-        if (existing == updated)
-        {
-            return map;
-        }
-        var hosts = existing is null
-            ? map.Hosts.Add(updated)
-            : map.Hosts.Replace(existing, updated);
-        return map with { Epoch = map.Epoch + 1, Hosts = hosts };
+        return HostLifecycle.Register(map, registration, now);
     }
 
     public ClusterMap CreateVolume(ClusterMap map, Guid volumeId, string name, long sizeBytes, int replicationFactor)

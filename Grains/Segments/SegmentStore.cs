@@ -31,6 +31,8 @@ public sealed partial class SegmentStore : IDisposable
     private readonly Dictionary<SegmentAddress, long> _dirty = [];
     private long _writeGeneration;
 
+    private readonly SegmentVersions _versions;
+
     public SegmentStore(string dataDirectory, int maxOpenSegments = DefaultMaxOpenSegments)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(dataDirectory);
@@ -38,6 +40,7 @@ public sealed partial class SegmentStore : IDisposable
         _volumesRoot = Path.Combine(Path.GetFullPath(dataDirectory), "volumes");
         _maxOpenSegments = maxOpenSegments;
         Directory.CreateDirectory(_volumesRoot);
+        _versions = new SegmentVersions(_volumesRoot);
     }
 
     public int OpenSegmentCount
@@ -209,6 +212,7 @@ public sealed partial class SegmentStore : IDisposable
                 }
             }
         })).ConfigureAwait(false);
+        _versions.Flush(volumeId);
         // The directory entries of newly created segment files must be durable too.
         FsyncDirectory(VolumeDirectory(volumeId));
     }
@@ -227,11 +231,98 @@ public sealed partial class SegmentStore : IDisposable
                 _dirty.Remove(key);
             }
         }
+        _versions.Forget(volumeId);
         var directory = VolumeDirectory(volumeId);
         if (Directory.Exists(directory))
         {
             Directory.Delete(directory, recursive: true);
         }
+    }
+
+    /// <summary>The segment numbers of the volume that have a file on this host.</summary>
+    public IReadOnlyList<long> ListSegments(Guid volumeId)
+    {
+        var directory = VolumeDirectory(volumeId);
+        if (!Directory.Exists(directory))
+        {
+            return [];
+        }
+        return Directory.EnumerateFiles(directory, "*" + SegmentExtension)
+            .Select(file => long.TryParse(Path.GetFileNameWithoutExtension(file), NumberStyles.None, CultureInfo.InvariantCulture, out var index) ? index : -1)
+            .Where(index => index >= 0)
+            .ToList();
+    }
+
+    /// <summary>Removes the files of the volume's segments that <paramref name="remove"/> selects, and forgets their versions.</summary>
+    public int DeleteSegments(Guid volumeId, Func<long, bool> remove)
+    {
+        var removed = 0;
+        foreach (var index in ListSegments(volumeId).Where(remove))
+        {
+            var segment = new SegmentAddress(volumeId, index);
+            lock (_gate)
+            {
+                Close(segment);
+                _dirty.Remove(segment);
+            }
+            File.Delete(SegmentPath(segment));
+            _versions.Set(volumeId, index, 0);
+            removed++;
+        }
+        return removed;
+    }
+
+    /// <summary>The write version of a segment on this host (0: never written here).</summary>
+    public long Version(SegmentAddress segment) => _versions.Get(segment.VolumeId, segment.SegmentIndex);
+
+    /// <summary>The primary's version for a new write at <paramref name="epoch"/>; recorded at once.</summary>
+    public long NextVersion(SegmentAddress segment, long epoch) => _versions.Next(segment.VolumeId, segment.SegmentIndex, epoch);
+
+    /// <summary>A replica applied a write of <paramref name="version"/>.</summary>
+    public void RaiseVersion(SegmentAddress segment, long version) => _versions.Raise(segment.VolumeId, segment.SegmentIndex, version);
+
+    /// <summary>
+    /// The whole segment as its data extents and their bytes, back to back: what a copy to
+    /// another replica needs (holes stay holes).
+    /// </summary>
+    public async Task<(DataExtent[] Extents, byte[] Bytes)> ReadImageAsync(SegmentAddress segment, int segmentSize)
+    {
+        var extents = DataExtents(segment, segmentSize, 0, segmentSize);
+        var bytes = new byte[extents.Sum(e => (long)e.Length)];
+        var at = 0;
+        foreach (var extent in extents)
+        {
+            await ReadAsync(segment, segmentSize, extent.Offset, bytes.AsMemory(at, extent.Length)).ConfigureAwait(false);
+            at += extent.Length;
+        }
+        return (extents, bytes);
+    }
+
+    /// <summary>Replaces the segment with a copy from another replica, with that replica's version.</summary>
+    public async Task InstallImageAsync(SegmentAddress segment, int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes, long version)
+    {
+        long total = 0;
+        foreach (var extent in extents)
+        {
+            CheckRange(segmentSize, extent.Offset, extent.Length);
+            total += extent.Length;
+        }
+        if (total != bytes.Length)
+        {
+            throw new InvalidRequestException($"segment image carries {bytes.Length} bytes for extents totalling {total}");
+        }
+        using (var lease = Acquire(segment, create: true))
+        {
+            RandomAccess.SetLength(lease.Handle!, 0);
+            var at = 0;
+            foreach (var extent in extents)
+            {
+                await RandomAccess.WriteAsync(lease.Handle!, bytes.Slice(at, extent.Length), extent.Offset).ConfigureAwait(false);
+                at += extent.Length;
+            }
+        }
+        MarkDirty(segment);
+        _versions.Set(segment.VolumeId, segment.SegmentIndex, version);
     }
 
     /// <summary>The volumes that have at least a directory on this host.</summary>
@@ -264,6 +355,7 @@ public sealed partial class SegmentStore : IDisposable
                 Close(key);
             }
         }
+        _versions.Dispose();
     }
 
     private static void CheckRange(int segmentSize, int offset, int length)

@@ -20,8 +20,11 @@ public enum ReplicaRole
     /// <summary>Client reads and writes go to the PG's primary.</summary>
     Primary,
 
-    /// <summary>Writes forwarded by the primary go to any member of the replica set.</summary>
+    /// <summary>Writes forwarded by the primary go to every acting and every pending replica.</summary>
     Member,
+
+    /// <summary>Segment copies go to a replica being filled.</summary>
+    Pending,
 }
 
 /// <summary>The epoch protocol of DESIGN.md, in one place.</summary>
@@ -45,13 +48,16 @@ public static class EpochGate
                 $"segment {segment.SegmentIndex} is outside volume '{volume.Name}', which has {volume.SegmentCount} segments");
         }
         var group = volume.PlacementGroupOf(segment.SegmentIndex);
-        if (role == ReplicaRole.Primary && group.Primary != hostId)
+        switch (role)
         {
-            throw new MisdirectedRequestException(hostId, volume.VolumeId, group.Index, map.Epoch, $"is not the primary (the primary is '{group.Primary}')");
-        }
-        if (role == ReplicaRole.Member && !group.Contains(hostId))
-        {
-            throw new MisdirectedRequestException(hostId, volume.VolumeId, group.Index, map.Epoch, "holds no replica");
+            case ReplicaRole.Primary when !group.IsAvailable:
+                throw new PlacementGroupUnavailableException(volume.Name, group.Index, map.Epoch, group.Absent);
+            case ReplicaRole.Primary when group.Primary != hostId:
+                throw new MisdirectedRequestException(hostId, volume.VolumeId, group.Index, map.Epoch, $"is not the primary (the primary is '{group.Primary}')");
+            case ReplicaRole.Member when !group.Receives(hostId):
+                throw new MisdirectedRequestException(hostId, volume.VolumeId, group.Index, map.Epoch, "holds no replica");
+            case ReplicaRole.Pending when group.FindPending(hostId) is null:
+                throw new MisdirectedRequestException(hostId, volume.VolumeId, group.Index, map.Epoch, "is not being filled");
         }
         return (volume, group);
     }

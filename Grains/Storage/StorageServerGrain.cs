@@ -20,7 +20,7 @@ namespace OrleansStorage.Storage;
 [Reentrant]
 [GrainType("ostor-storage-server")]
 [HostPinnedPlacement]
-public sealed class StorageServerGrain(
+public sealed partial class StorageServerGrain(
     SegmentStore store,
     IOptions<StorageServerOptions> options,
     IClusterMapPushFilter pushFilter,
@@ -44,7 +44,7 @@ public sealed class StorageServerGrain(
         }
 
         await AdoptAsync(await Management.GetMapAsync(), "activation");
-        RemoveVolumesAbsentFrom(_map);
+        RemoveDataAbsentFrom(_map);
 
         var stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
             .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
@@ -87,8 +87,9 @@ public sealed class StorageServerGrain(
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
         // The wait above may have spanned a map change: decide again on the current map.
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
+        var forwarded = request with { Version = store.NextVersion(request.Segment, _map.Epoch) };
         var local = store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask();
-        await ForwardAsync(group, local, server => server.ReplicaWriteAsync(request));
+        await ForwardAsync(group, request.Segment, local, server => server.ReplicaWriteAsync(forwarded));
     }
 
     public async Task TrimAsync(SegmentTrim request)
@@ -97,22 +98,25 @@ public sealed class StorageServerGrain(
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
+        var forwarded = request with { Version = store.NextVersion(request.Segment, _map.Epoch) };
         var local = store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask();
-        await ForwardAsync(group, local, server => server.ReplicaTrimAsync(request));
+        await ForwardAsync(group, request.Segment, local, server => server.ReplicaTrimAsync(forwarded));
     }
 
     public async Task ReplicaWriteAsync(SegmentWrite request)
     {
-        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
+        var (volume, group) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
         await store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess);
+        RecordReplicaVersion(group, request.Segment, request.Version);
     }
 
     public async Task ReplicaTrimAsync(SegmentTrim request)
     {
-        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
+        var (volume, group) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         await store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
+        RecordReplicaVersion(group, request.Segment, request.Version);
     }
 
     public async Task FlushAsync(long epoch, Guid volumeId)
@@ -141,7 +145,9 @@ public sealed class StorageServerGrain(
     public Task<StorageServerStatus> GetStatusAsync()
     {
         var (bytes, files) = store.Usage();
-        return Task.FromResult(new StorageServerStatus(_hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString()));
+        return Task.FromResult(new StorageServerStatus(
+            _hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString(),
+            [.. _copies.Values.Select(run => run.Progress())], [.. _finishedCopies]));
     }
 
     public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)
@@ -157,21 +163,28 @@ public sealed class StorageServerGrain(
         return new SegmentData(buffer);
     }
 
-    /// <summary>Applies the local write and the forwards to every other replica in parallel; done when all are.</summary>
-    private async Task ForwardAsync(PlacementGroup group, Task local, Func<IStorageServerGrain, Task> forward)
+    /// <summary>
+    /// Applies the local write and the forwards to every other acting and pending replica in
+    /// parallel; done when all are. If any failed, the write is not acknowledged and the segment
+    /// gets a fresh version here, so a replica that missed it differs from us and a later resync
+    /// copies the segment rather than trusting equal versions.
+    /// </summary>
+    private async Task ForwardAsync(PlacementGroup group, SegmentAddress segment, Task local, Func<IStorageServerGrain, Task> forward)
     {
-        if (group.Replicas.Length == 1)
+        var all = new List<Task>(group.Replicas.Length + group.Pending.Length) { local };
+        foreach (var hostId in group.ForwardTargets)
         {
-            await local;
-            return;
+            all.Add(forward(GrainFactory.GetGrain<IStorageServerGrain>(hostId)));
         }
-        var all = new Task[group.Replicas.Length];
-        all[0] = local;
-        for (var i = 1; i < group.Replicas.Length; i++)
+        try
         {
-            all[i] = forward(GrainFactory.GetGrain<IStorageServerGrain>(group.Replicas[i]));
+            await Task.WhenAll(all);
         }
-        await Task.WhenAll(all);
+        catch
+        {
+            store.NextVersion(segment, _map.Epoch);
+            throw;
+        }
     }
 
     /// <summary>The epoch protocol, then the placement check, for one data request.</summary>
@@ -271,15 +284,52 @@ public sealed class StorageServerGrain(
             store.DeleteVolume(gone.VolumeId);
             Log.VolumePurged(logger, _hostId, gone.VolumeId);
         }
+        foreach (var volume in map.Volumes)
+        {
+            var before = previous.FindVolume(volume.VolumeId);
+            if (before is null)
+            {
+                continue;
+            }
+            var released = volume.PlacementGroups
+                .Where(pg => before.PlacementGroups[pg.Index].References(_hostId) && !pg.References(_hostId))
+                .Select(pg => pg.Index)
+                .ToHashSet();
+            RemoveGroups(volume, released);
+        }
         return Task.CompletedTask;
     }
 
-    private void RemoveVolumesAbsentFrom(ClusterMap map)
+    /// <summary>
+    /// Drops what this host must not keep: volumes not in the map, and segments of groups that no
+    /// longer name this host (it was Out, or the group moved away). Their data lives elsewhere now.
+    /// </summary>
+    private void RemoveDataAbsentFrom(ClusterMap map)
     {
-        foreach (var volumeId in store.ListVolumes().Where(id => map.FindVolume(id) is null))
+        foreach (var volumeId in store.ListVolumes())
         {
-            store.DeleteVolume(volumeId);
-            Log.VolumePurged(logger, _hostId, volumeId);
+            var volume = map.FindVolume(volumeId);
+            if (volume is null)
+            {
+                store.DeleteVolume(volumeId);
+                Log.VolumePurged(logger, _hostId, volumeId);
+                continue;
+            }
+            RemoveGroups(volume, volume.PlacementGroups.Where(pg => !pg.References(_hostId)).Select(pg => pg.Index).ToHashSet());
+        }
+    }
+
+    private void RemoveGroups(VolumeInfo volume, HashSet<int> groups)
+    {
+        if (groups.Count == 0)
+        {
+            return;
+        }
+        var count = volume.PlacementGroups.Length;
+        var removed = store.DeleteSegments(volume.VolumeId, segment => groups.Contains((int)(segment % count)));
+        if (removed > 0)
+        {
+            Log.GroupsReleased(logger, _hostId, volume.Name, groups.Count, removed);
         }
     }
 }

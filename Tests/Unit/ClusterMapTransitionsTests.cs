@@ -8,13 +8,14 @@ namespace OrleansStorage.Tests.Unit;
 public sealed class ClusterMapTransitionsTests
 {
     private readonly ClusterMapTransitions _transitions = new(new ManagementOptions { SegmentSizeBytes = 1 << 20, PlacementGroupsPerVolume = 64 });
+    internal static readonly DateTimeOffset Now = new(2026, 11, 26, 0, 0, 0, TimeSpan.Zero);
 
     private ClusterMap ThreeHosts()
     {
         var map = ClusterMap.Empty;
         for (var i = 1; i <= 3; i++)
         {
-            map = _transitions.RegisterHost(map, new HostRegistration($"host-{i}", 1L << 40, $"127.0.0.1:{30000 + i}"));
+            map = _transitions.RegisterHost(map, new HostRegistration($"host-{i}", 1L << 40, $"127.0.0.1:{30000 + i}"), Now);
         }
         return map;
     }
@@ -37,7 +38,7 @@ public sealed class ClusterMapTransitionsTests
     public void Requests_that_change_nothing_keep_the_same_map_and_epoch()
     {
         var map = _transitions.CreateVolume(ThreeHosts(), Guid.NewGuid(), "v", 8L << 20, 2);
-        Assert.Same(map, _transitions.RegisterHost(map, new HostRegistration("host-1", 1L << 40, "127.0.0.1:30001")));
+        Assert.Same(map, _transitions.RegisterHost(map, new HostRegistration("host-1", 1L << 40, "127.0.0.1:30001"), Now));
         Assert.Same(map, _transitions.ResizeVolume(map, "v", 8L << 20));
     }
 
@@ -45,7 +46,7 @@ public sealed class ClusterMapTransitionsTests
     public void A_host_registering_with_a_new_endpoint_is_a_change()
     {
         var map = ThreeHosts();
-        var moved = _transitions.RegisterHost(map, new HostRegistration("host-1", 1L << 40, "127.0.0.1:40000"));
+        var moved = _transitions.RegisterHost(map, new HostRegistration("host-1", 1L << 40, "127.0.0.1:40000"), Now);
         Assert.Equal(map.Epoch + 1, moved.Epoch);
         Assert.Equal("127.0.0.1:40000", moved.FindHost("host-1")!.Endpoint);
         Assert.Equal(3, moved.Hosts.Length);
@@ -96,7 +97,7 @@ public sealed class ClusterMapTransitionsTests
     [Fact]
     public void Factor_needs_that_many_up_hosts()
     {
-        var oneHost = _transitions.RegisterHost(ClusterMap.Empty, new HostRegistration("host-1", 1L << 40, "e"));
+        var oneHost = _transitions.RegisterHost(ClusterMap.Empty, new HostRegistration("host-1", 1L << 40, "e"), Now);
         var error = Assert.Throws<InvalidRequestException>(() => _transitions.CreateVolume(oneHost, Guid.NewGuid(), "v", 4096, 2));
         Assert.Contains("has 1", error.Message, StringComparison.Ordinal);
     }
@@ -117,6 +118,6 @@ public sealed class ClusterMapTransitionsTests
     [InlineData("host a")]
     public void Bad_host_ids_are_rejected(string hostId)
     {
-        Assert.Throws<InvalidRequestException>(() => _transitions.RegisterHost(ClusterMap.Empty, new HostRegistration(hostId, 1, "e")));
+        Assert.Throws<InvalidRequestException>(() => _transitions.RegisterHost(ClusterMap.Empty, new HostRegistration(hostId, 1, "e"), Now));
     }
 }

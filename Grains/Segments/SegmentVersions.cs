@@ -1,0 +1,152 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace OrleansStorage.Segments;
+
+/// <summary>
+/// The write version of every segment a host holds: one 8-byte slot per segment number in
+/// <c>{volume}/versions</c>, cached in memory. The primary gives each write a version above the
+/// segment's last one and at least <c>epoch &lt;&lt; 32</c>, so two primaries of different epochs
+/// never hand out the same version; replicas keep the highest version they applied. Two replicas
+/// with equal versions hold the same segment; a resync copies only segments whose versions differ.
+/// A slot is written through on every change (it survives a killed process with the page cache)
+/// and fsynced with the volume's data on flush.
+/// </summary>
+internal sealed class SegmentVersions(string volumesRoot) : IDisposable
+{
+    private const string FileName = "versions";
+    private readonly Lock _gate = new();
+    private readonly Dictionary<Guid, VolumeVersions> _volumes = [];
+
+    public static long FirstVersionOf(long epoch) => epoch << 32;
+
+    public long Get(Guid volumeId, long segmentIndex)
+    {
+        lock (_gate)
+        {
+            return Open(volumeId, create: false)?.Get(segmentIndex) ?? 0;
+        }
+    }
+
+    /// <summary>Assigns the version of a new write by the primary at <paramref name="epoch"/>.</summary>
+    public long Next(Guid volumeId, long segmentIndex, long epoch)
+    {
+        lock (_gate)
+        {
+            var volume = Open(volumeId, create: true)!;
+            var next = Math.Max(volume.Get(segmentIndex) + 1, FirstVersionOf(epoch));
+            volume.Set(segmentIndex, next);
+            return next;
+        }
+    }
+
+    /// <summary>A replica applied a forwarded write: keep the highest version seen.</summary>
+    public void Raise(Guid volumeId, long segmentIndex, long version)
+    {
+        lock (_gate)
+        {
+            var volume = Open(volumeId, create: true)!;
+            if (version > volume.Get(segmentIndex))
+            {
+                volume.Set(segmentIndex, version);
+            }
+        }
+    }
+
+    /// <summary>A copied segment: its version is the source's, even if lower than ours (ours was never acknowledged).</summary>
+    public void Set(Guid volumeId, long segmentIndex, long version)
+    {
+        lock (_gate)
+        {
+            Open(volumeId, create: true)!.Set(segmentIndex, version);
+        }
+    }
+
+    public void Flush(Guid volumeId)
+    {
+        SafeFileHandle? handle;
+        lock (_gate)
+        {
+            handle = Open(volumeId, create: false)?.Handle;
+        }
+        if (handle is not null)
+        {
+            RandomAccess.FlushToDisk(handle);
+        }
+    }
+
+    public void Forget(Guid volumeId)
+    {
+        lock (_gate)
+        {
+            if (_volumes.Remove(volumeId, out var volume))
+            {
+                volume.Handle.Dispose();
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var volume in _volumes.Values)
+            {
+                volume.Handle.Dispose();
+            }
+            _volumes.Clear();
+        }
+    }
+
+    private VolumeVersions? Open(Guid volumeId, bool create)
+    {
+        if (_volumes.TryGetValue(volumeId, out var open))
+        {
+            return open;
+        }
+        var directory = Path.Combine(volumesRoot, volumeId.ToString("N"));
+        var path = Path.Combine(directory, FileName);
+        if (!create && !File.Exists(path))
+        {
+            return null;
+        }
+        Directory.CreateDirectory(directory);
+        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        var bytes = new byte[RandomAccess.GetLength(handle) / sizeof(long) * sizeof(long)];
+        var read = 0;
+        while (read < bytes.Length)
+        {
+            var n = RandomAccess.Read(handle, bytes.AsSpan(read), read);
+            if (n == 0)
+            {
+                break;
+            }
+            read += n;
+        }
+        var slots = new long[read / sizeof(long)];
+        Buffer.BlockCopy(bytes, 0, slots, 0, slots.Length * sizeof(long));
+        open = new VolumeVersions(handle, slots);
+        _volumes[volumeId] = open;
+        return open;
+    }
+
+    private sealed class VolumeVersions(SafeFileHandle handle, long[] slots)
+    {
+        private long[] _slots = slots;
+
+        public SafeFileHandle Handle { get; } = handle;
+
+        public long Get(long segmentIndex) => segmentIndex < _slots.Length ? _slots[segmentIndex] : 0;
+
+        public void Set(long segmentIndex, long version)
+        {
+            if (segmentIndex >= _slots.Length)
+            {
+                Array.Resize(ref _slots, (int)Math.Max(segmentIndex + 1, _slots.Length * 2L));
+            }
+            _slots[segmentIndex] = version;
+            Span<byte> slot = stackalloc byte[sizeof(long)];
+            BitConverter.TryWriteBytes(slot, version);
+            RandomAccess.Write(Handle, slot, segmentIndex * sizeof(long));
+        }
+    }
+}

@@ -1,0 +1,212 @@
+using OrleansStorage.Errors;
+using OrleansStorage.Logging;
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Storage;
+
+/// <summary>
+/// Filling pending replicas. As a group's primary this server copies segments to a pending
+/// replica while writes go on: each segment is read and installed under the segment's full-range
+/// write turn, so no write to it is in flight meanwhile, and every later write is forwarded to the
+/// pending replica too. As a pending replica it installs the copies.
+/// </summary>
+public sealed partial class StorageServerGrain
+{
+    private const int FinishedCopiesKept = 256;
+    private readonly Dictionary<CopyJob, CopyRun> _copies = [];
+    private readonly Queue<CopyProgress> _finishedCopies = new();
+    private readonly Dictionary<(Guid VolumeId, int Group), InstalledSegments> _installed = [];
+    private SemaphoreSlim? _copySlots;
+    private BandwidthLimiter? _bandwidth;
+
+    public async Task EnsureCopiesAsync(long epoch, CopyJob[] jobs)
+    {
+        if (_map.Epoch < epoch)
+        {
+            await CatchUpAsync();
+        }
+        _copySlots ??= new SemaphoreSlim(options.Value.MaxConcurrentCopies);
+        _bandwidth ??= new BandwidthLimiter(options.Value.RecoveryBandwidthBytesPerSecond, TimeProvider.System);
+        foreach (var job in jobs)
+        {
+            if (_copies.ContainsKey(job) || StillCopying(job, _map.Epoch) is not null)
+            {
+                continue;
+            }
+            var run = new CopyRun(job, _hostId, _map.Epoch, DateTimeOffset.UtcNow);
+            _copies[job] = run;
+            run.Completion = RunCopyAsync(run);
+        }
+    }
+
+    public async Task<long[]> GetSegmentVersionsAsync(long epoch, Guid volumeId, int groupIndex)
+    {
+        await CheckEpochAsync(epoch);
+        var volume = _map.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, _map.Epoch);
+        return [.. SegmentsOf(volume, groupIndex).Select(index => store.Version(new SegmentAddress(volumeId, index)))];
+    }
+
+    public async Task InstallSegmentAsync(SegmentImage image)
+    {
+        var (volume, group) = await AdmitAsync(image.Epoch, image.Segment, ReplicaRole.Pending);
+        await store.InstallImageAsync(image.Segment, volume.SegmentSizeBytes, image.Extents, image.Bytes, image.Version);
+        InstalledFor(volume.VolumeId, group).Segments.Add(image.Segment.SegmentIndex);
+    }
+
+    /// <summary>
+    /// A replica records the version of a write it applied. A pending replica does so only for
+    /// segments already installed by the copy: for the others, raising the version would make a
+    /// segment look current when the writes it missed while away are still to be copied.
+    /// </summary>
+    private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, long version)
+    {
+        if (group.Contains(_hostId) || InstalledFor(segment.VolumeId, group).Segments.Contains(segment.SegmentIndex))
+        {
+            store.RaiseVersion(segment, version);
+        }
+    }
+
+    private InstalledSegments InstalledFor(Guid volumeId, PlacementGroup group)
+    {
+        var since = group.FindPending(_hostId)?.SinceEpoch ?? -1;
+        if (!_installed.TryGetValue((volumeId, group.Index), out var installed) || installed.SinceEpoch != since)
+        {
+            // A new stint as pending replica: what an earlier one installed proves nothing now.
+            installed = new InstalledSegments(since, []);
+            _installed[(volumeId, group.Index)] = installed;
+        }
+        return installed;
+    }
+
+    private async Task RunCopyAsync(CopyRun run)
+    {
+        await Task.Yield(); // return to EnsureCopiesAsync's caller first
+        await _copySlots!.WaitAsync();
+        var job = run.Job;
+        Log.CopyStarted(logger, _hostId, job.TargetHostId, job.VolumeId, job.GroupIndex, job.Resync);
+        try
+        {
+            var volume = _map.FindVolume(job.VolumeId) ?? throw new VolumeNotFoundException(job.VolumeId, _map.Epoch);
+            var segments = SegmentsOf(volume, job.GroupIndex).ToList();
+            var withFiles = store.ListSegments(job.VolumeId).ToHashSet();
+            var target = GrainFactory.GetGrain<IStorageServerGrain>(job.TargetHostId);
+            var targetVersions = await target.GetSegmentVersionsAsync(_map.Epoch, job.VolumeId, job.GroupIndex);
+            run.SegmentsTotal = segments.Count;
+            for (var i = 0; i < segments.Count; i++)
+            {
+                var segment = new SegmentAddress(job.VolumeId, segments[i]);
+                ThrowIfAbandoned(run);
+                var differs = store.Version(segment) != (i < targetVersions.Length ? targetVersions[i] : 0);
+                if (differs || (!job.Resync && withFiles.Contains(segment.SegmentIndex)))
+                {
+                    var bytes = await CopySegmentAsync(run, target, volume, segment);
+                    run.SegmentsCopied++;
+                    run.BytesCopied += bytes;
+                    await _bandwidth!.WaitAsync(bytes);
+                }
+                run.SegmentsDone++;
+            }
+            ThrowIfAbandoned(run);
+            await Management.CopyCompletedAsync(new CopyCompletion(job, _hostId, run.StartEpoch));
+            FinishCopy(run, failure: null);
+        }
+        catch (Exception ex)
+        {
+            FinishCopy(run, ex.Message);
+        }
+        finally
+        {
+            _copySlots.Release();
+        }
+    }
+
+    /// <summary>One segment, read and installed with no write to it in flight; returns the bytes sent.</summary>
+    private async Task<int> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment)
+    {
+        using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
+        for (var attempt = 1; ; attempt++)
+        {
+            ThrowIfAbandoned(run);
+            var version = store.Version(segment);
+            var (extents, bytes) = await store.ReadImageAsync(segment, volume.SegmentSizeBytes);
+            try
+            {
+                await target.InstallSegmentAsync(new SegmentImage(_map.Epoch, segment, version, extents, bytes));
+                return bytes.Length;
+            }
+            catch (StaleEpochException) when (attempt < 3)
+            {
+                await CatchUpAsync(); // the target is ahead of us: catch up, check we still copy, send again
+            }
+        }
+    }
+
+    /// <summary>Stops a copy whose premise is gone: we are no longer the primary, or the target is no longer the same pending replica.</summary>
+    private void ThrowIfAbandoned(CopyRun run)
+    {
+        var reason = StillCopying(run.Job, run.StartEpoch);
+        if (reason is not null)
+        {
+            throw new StorageException($"copy to '{run.Job.TargetHostId}' abandoned at epoch {_map.Epoch}: {reason}");
+        }
+    }
+
+    private string? StillCopying(CopyJob job, long startEpoch)
+    {
+        var volume = _map.FindVolume(job.VolumeId);
+        if (volume is null || job.GroupIndex < 0 || job.GroupIndex >= volume.PlacementGroups.Length)
+        {
+            return "the volume is gone";
+        }
+        var group = volume.PlacementGroups[job.GroupIndex];
+        if (!group.IsAvailable || group.Primary != _hostId)
+        {
+            return "this host is not the group's primary";
+        }
+        var pending = group.FindPending(job.TargetHostId);
+        return pending is null || pending.SinceEpoch > startEpoch ? "the target is not (or no longer the same) pending replica" : null;
+    }
+
+    private void FinishCopy(CopyRun run, string? failure)
+    {
+        _copies.Remove(run.Job);
+        var progress = run.Progress() with { Finished = DateTimeOffset.UtcNow, Failure = failure };
+        _finishedCopies.Enqueue(progress);
+        while (_finishedCopies.Count > FinishedCopiesKept)
+        {
+            _finishedCopies.Dequeue();
+        }
+        if (failure is null)
+        {
+            Log.CopyFinished(logger, _hostId, run.Job.TargetHostId, run.Job.VolumeId, run.Job.GroupIndex, progress.SegmentsCopied, progress.SegmentsTotal, progress.BytesCopied);
+        }
+        else
+        {
+            Log.CopyFailed(logger, _hostId, run.Job.TargetHostId, run.Job.VolumeId, run.Job.GroupIndex, failure);
+        }
+    }
+
+    private static IEnumerable<long> SegmentsOf(VolumeInfo volume, int groupIndex)
+    {
+        for (long index = groupIndex; index < volume.SegmentCount; index += volume.PlacementGroups.Length)
+        {
+            yield return index;
+        }
+    }
+
+    private sealed class CopyRun(CopyJob job, string sourceHostId, long startEpoch, DateTimeOffset started)
+    {
+        public CopyJob Job { get; } = job;
+        public long StartEpoch { get; } = startEpoch;
+        public Task Completion { get; set; } = Task.CompletedTask;
+        public long SegmentsTotal { get; set; }
+        public long SegmentsDone { get; set; }
+        public long SegmentsCopied { get; set; }
+        public long BytesCopied { get; set; }
+
+        public CopyProgress Progress() =>
+            new(Job, sourceHostId, StartEpoch, SegmentsTotal, SegmentsDone, SegmentsCopied, BytesCopied, started, null, null);
+    }
+
+    private sealed record InstalledSegments(long SinceEpoch, HashSet<long> Segments);
+}

@@ -1,0 +1,168 @@
+using System.Collections.Immutable;
+using OrleansStorage.Errors;
+using OrleansStorage.Management;
+using OrleansStorage.Maps;
+using Xunit;
+
+namespace OrleansStorage.Tests.Unit;
+
+public sealed class HostLifecycleTests
+{
+    private static readonly DateTimeOffset Now = ClusterMapTransitionsTests.Now;
+    private static readonly Guid VolumeId = Guid.NewGuid();
+
+    /// <summary>Hosts host-1..host-N Up and one volume of factor <paramref name="factor"/> with 6 groups.</summary>
+    private static ClusterMap Cluster(int hosts, int factor)
+    {
+        var transitions = new ClusterMapTransitions(new ManagementOptions { SegmentSizeBytes = 1 << 20, PlacementGroupsPerVolume = 6 });
+        var map = ClusterMap.Empty;
+        for (var i = 1; i <= hosts; i++)
+        {
+            map = transitions.RegisterHost(map, new HostRegistration($"host-{i}", 1L << 40, $"e{i}"), Now);
+        }
+        return transitions.CreateVolume(map, VolumeId, "v", 6L << 20, factor);
+    }
+
+    private static ImmutableArray<PlacementGroup> Groups(ClusterMap map) => map.FindVolume(VolumeId)!.PlacementGroups;
+
+    private static ClusterMap CompleteAll(ClusterMap map)
+    {
+        foreach (var pg in Groups(map))
+        {
+            foreach (var pending in pg.Pending)
+            {
+                map = HostLifecycle.CompleteCopy(map, VolumeId, pg.Index, pending.HostId, map.Epoch);
+            }
+        }
+        return map;
+    }
+
+    [Fact]
+    public void Down_host_leaves_every_acting_set_and_a_survivor_becomes_primary()
+    {
+        var map = Cluster(3, 2);
+        var down = HostLifecycle.MarkDown(map, "host-1", Now);
+
+        Assert.Equal(map.Epoch + 1, down.Epoch);
+        Assert.Equal(HostState.Down, down.FindHost("host-1")!.State);
+        foreach (var (before, after) in Groups(map).Zip(Groups(down)))
+        {
+            Assert.DoesNotContain("host-1", after.Replicas);
+            Assert.Equal(before.Contains("host-1"), after.Absent.Contains("host-1"));
+            Assert.True(after.IsAvailable);
+            Assert.Equal(before.Replicas.Remove("host-1"), after.Replicas.AsEnumerable());
+        }
+        Assert.Same(down, HostLifecycle.MarkDown(down, "host-1", Now));
+    }
+
+    [Fact]
+    public void Group_with_every_replica_down_is_unavailable_and_only_the_last_to_leave_takes_it_back()
+    {
+        var map = Cluster(2, 2);
+        map = HostLifecycle.MarkDown(map, "host-1", Now);
+        map = HostLifecycle.MarkDown(map, "host-2", Now);
+        Assert.All(Groups(map), pg => Assert.False(pg.IsAvailable));
+
+        // host-1 left first: it missed writes that host-2 acknowledged alone, so it must wait.
+        var firstBack = HostLifecycle.Register(map, new HostRegistration("host-1", 1L << 40, "e1"), Now);
+        Assert.All(Groups(firstBack), pg => Assert.False(pg.IsAvailable));
+
+        var lastBack = HostLifecycle.Register(firstBack, new HostRegistration("host-2", 1L << 40, "e2"), Now);
+        Assert.All(Groups(lastBack), pg => Assert.Equal(["host-2"], pg.Replicas.AsEnumerable()));
+        // Now host-1 has a source to resync from.
+        var recovered = HostLifecycle.Register(HostLifecycle.MarkDown(lastBack, "host-1", Now), new HostRegistration("host-1", 1L << 40, "e1"), Now);
+        Assert.All(Groups(recovered), pg => Assert.True(pg.FindPending("host-1")?.Resync));
+    }
+
+    [Fact]
+    public void Returning_while_down_resyncs_as_pending_then_joins_the_acting_set()
+    {
+        var map = HostLifecycle.MarkDown(Cluster(3, 3), "host-2", Now);
+        var back = HostLifecycle.Register(map, new HostRegistration("host-2", 1L << 40, "e2"), Now);
+
+        Assert.Equal(HostState.Up, back.FindHost("host-2")!.State);
+        Assert.All(Groups(back), pg =>
+        {
+            Assert.Equal(new PendingReplica("host-2", back.Epoch, Resync: true), Assert.Single(pg.Pending));
+            Assert.Empty(pg.Absent);
+            Assert.Contains("host-2", pg.ForwardTargets);
+        });
+
+        // A copy that began before host-2 became pending is refused.
+        var pg0 = Groups(back)[0];
+        Assert.Same(back, HostLifecycle.CompleteCopy(back, VolumeId, 0, "host-2", back.Epoch - 1));
+
+        var done = CompleteAll(back);
+        Assert.All(Groups(done), pg => Assert.Equal(3, pg.Replicas.Length));
+        Assert.Equal(pg0.Replicas.Add("host-2"), Groups(done)[0].Replicas.AsEnumerable());
+    }
+
+    [Fact]
+    public void Out_host_is_replaced_on_another_up_host_and_returns_empty()
+    {
+        var map = Cluster(4, 2);
+        map = HostLifecycle.MarkDown(map, "host-1", Now);
+        map = HostLifecycle.MarkOut(map, "host-1", Now);
+        Assert.All(Groups(map), pg => Assert.False(pg.References("host-1")));
+
+        var planned = HostLifecycle.PlanRecovery(map);
+        Assert.Equal(map.Epoch + 1, planned.Epoch);
+        foreach (var pg in Groups(planned))
+        {
+            Assert.Equal(0, pg.Deficit(2));
+            Assert.All(pg.Pending, p => Assert.False(p.Resync));
+            Assert.All(pg.Pending, p => Assert.DoesNotContain(p.HostId, pg.Replicas));
+        }
+        Assert.Same(planned, HostLifecycle.PlanRecovery(planned));
+
+        var done = CompleteAll(planned);
+        Assert.All(Groups(done), pg => Assert.Equal(2, pg.Replicas.Length));
+
+        var back = HostLifecycle.Register(done, new HostRegistration("host-1", 1L << 40, "e1"), Now);
+        Assert.Equal(HostState.Up, back.FindHost("host-1")!.State);
+        Assert.All(Groups(back), pg => Assert.False(pg.References("host-1")));
+    }
+
+    [Fact]
+    public void Evacuate_moves_every_group_off_then_remove_takes_the_host_out_of_the_map()
+    {
+        var map = Cluster(3, 2);
+        Assert.Throws<InvalidRequestException>(() => HostLifecycle.Remove(map, "host-3"));
+
+        var draining = HostLifecycle.Evacuate(map, "host-3", Now);
+        Assert.Equal(HostState.Draining, draining.FindHost("host-3")!.State);
+        Assert.Throws<InvalidRequestException>(() => HostLifecycle.Remove(draining, "host-3"));
+
+        var done = CompleteAll(HostLifecycle.PlanRecovery(draining));
+        Assert.All(Groups(done), pg =>
+        {
+            Assert.False(pg.References("host-3"));
+            Assert.Equal(2, pg.Replicas.Length);
+            Assert.Empty(pg.Leaving);
+        });
+        var removed = HostLifecycle.Remove(done, "host-3");
+        Assert.Null(removed.FindHost("host-3"));
+        Assert.Throws<InvalidRequestException>(() => HostLifecycle.Evacuate(Cluster(2, 2), "host-1", Now));
+    }
+
+    [Fact]
+    public void Rebalance_moves_replicas_to_a_new_host_then_evens_primaries()
+    {
+        var map = Cluster(3, 2);
+        map = HostLifecycle.Register(map, new HostRegistration("host-4", 1L << 40, "e4"), Now);
+
+        var step = HostLifecycle.PlanRebalance(map);
+        Assert.True(step.Epoch > map.Epoch);
+        Assert.Same(step, HostLifecycle.PlanRebalance(step)); // moves in flight: nothing more
+        for (var i = 0; i < 5; i++)
+        {
+            step = HostLifecycle.PlanRebalance(CompleteAll(step));
+        }
+        var counts = Groups(step).SelectMany(pg => pg.Replicas).GroupBy(h => h).ToDictionary(g => g.Key, g => g.Count());
+        Assert.Equal(4, counts.Count);
+        Assert.True(counts.Values.Max() - counts.Values.Min() <= 1, string.Join(", ", counts));
+        var primaries = Groups(step).GroupBy(pg => pg.Primary).Select(g => g.Count()).ToList();
+        Assert.True(primaries.Max() - primaries.DefaultIfEmpty(0).Min() <= 1 || primaries.Count < 4);
+        Assert.All(Groups(step), pg => Assert.Equal(2, pg.Replicas.Distinct().Count()));
+    }
+}
