@@ -48,6 +48,7 @@ public sealed class OstorClient : IAsyncDisposable
         builder.UseOrleansClient(client =>
         {
             client.UseStaticClustering(gateways);
+            client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = options.RequestTimeout);
             client.Configure<ClusterOptions>(o =>
             {
                 o.ClusterId = options.ClusterId;

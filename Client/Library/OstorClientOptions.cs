@@ -29,5 +29,13 @@ public sealed class OstorClientOptions
     /// <summary>First pause between attempts; doubles each time up to one second.</summary>
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(20);
 
+    /// <summary>
+    /// How long one call waits for its answer before it counts as failed and is retried. A call in
+    /// flight through a gateway whose silo died gets no answer at all, so this bounds how long I/O
+    /// stalls when a host dies. Orleans drops a request that waited past it unexecuted, so a
+    /// late copy does not run after its retry.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(20);
 }

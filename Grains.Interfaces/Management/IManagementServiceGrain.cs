@@ -37,6 +37,11 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<ClusterMap> GetMapAsync();
 
+    /// <summary>Where the management service runs and what it loaded when it (re)activated.</summary>
+    [Alias("GetStatus")]
+    [AlwaysInterleave]
+    Task<ManagementStatus> GetStatusAsync();
+
     [Alias("GetHosts")]
     [AlwaysInterleave]
     Task<IReadOnlyList<HostReport>> GetHostsAsync();

@@ -20,3 +20,11 @@ public sealed record EpochMismatch(
     [property: Id(0)] string ReportingHostId,
     [property: Id(1)] long ServerEpoch,
     [property: Id(2)] long RequestEpoch);
+
+/// <summary>The management service's activation: the silo it runs on and the epoch it loaded from storage when it activated.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.ManagementStatus")]
+public sealed record ManagementStatus(
+    [property: Id(0)] string Silo,
+    [property: Id(1)] long Epoch,
+    [property: Id(2)] long ActivatedAtEpoch,
+    [property: Id(3)] DateTimeOffset ActivatedAt);

@@ -172,8 +172,12 @@ public sealed record PlacementGroup(
     /// <summary>Where the primary forwards a write: the other acting replicas, then every pending one.</summary>
     public IEnumerable<string> ForwardTargets => Replicas.Skip(1).Concat(Pending.Select(p => p.HostId));
 
-    /// <summary>Replicas the group is short of its factor, counting pending ones as already there and leaving ones as gone.</summary>
-    public int Deficit(int replicationFactor) => replicationFactor - (Replicas.Length - Leaving.Length) - Pending.Length;
+    /// <summary>
+    /// Replicas the group is short of its factor, counting pending ones as already there, leaving
+    /// ones as gone, and absent ones as still there: a Down host gets its grace period to return
+    /// before its place is given to another.
+    /// </summary>
+    public int Deficit(int replicationFactor) => replicationFactor - (Replicas.Length - Leaving.Length) - Pending.Length - Absent.Length;
 
     /// <summary>Acting set below the factor, or anything moving: shown as degraded / recovering.</summary>
     public bool IsDegraded(int replicationFactor) => Replicas.Length < replicationFactor || !Pending.IsEmpty || !Leaving.IsEmpty;

@@ -24,6 +24,7 @@ public sealed class ManagementGrain(
     IOptions<ManagementOptions> options,
     IClusterMembershipService membership,
     ISiloMetadataCache siloMetadata,
+    ILocalSiloDetails silo,
     ILogger<ManagementGrain> logger) : Grain, IManagementServiceGrain
 {
     private static readonly TimeSpan CopyKickTimeout = TimeSpan.FromSeconds(2);
@@ -31,6 +32,7 @@ public sealed class ManagementGrain(
     private readonly Dictionary<string, long> _mismatchReports = new(StringComparer.Ordinal);
     private IAsyncStream<ClusterMap>? _stream;
     private DateTimeOffset _activatedAt;
+    private long _activatedAtEpoch;
 
     private ClusterMap Map => state.State.Map;
 
@@ -40,6 +42,7 @@ public sealed class ManagementGrain(
     {
         state.State.Map = Map.Normalized();
         _activatedAt = Now;
+        _activatedAtEpoch = Map.Epoch;
         _stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
             .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
         var interval = options.Value.ReconcileInterval;
@@ -125,6 +128,9 @@ public sealed class ManagementGrain(
     }
 
     public Task<ClusterMap> GetMapAsync() => Task.FromResult(Map);
+
+    public Task<ManagementStatus> GetStatusAsync() =>
+        Task.FromResult(new ManagementStatus(silo.SiloAddress.ToString(), Map.Epoch, _activatedAtEpoch, _activatedAt));
 
     public Task<IReadOnlyList<HostReport>> GetHostsAsync() =>
         Task.FromResult<IReadOnlyList<HostReport>>(

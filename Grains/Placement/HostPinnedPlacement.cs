@@ -21,8 +21,9 @@ public sealed class HostPinnedPlacementAttribute() : PlacementAttribute(HostPinn
 
 /// <summary>
 /// Finds, among the compatible silos, the one whose silo metadata carries the grain's HostId.
-/// The metadata cache fills asynchronously from membership, so a host that is starting gets a
-/// short wait; a host with no live silo fails the activation with a clear error.
+/// The metadata cache fills asynchronously from membership, so while some silo's HostId is not
+/// known yet the director waits a little; a host with no live silo fails the activation at once
+/// with a clear error.
 /// </summary>
 public sealed class HostPinnedPlacementDirector(
     ISiloMetadataCache metadata,
@@ -38,16 +39,22 @@ public sealed class HostPinnedPlacementDirector(
         var deadline = DateTime.UtcNow + options.Value.PinnedActivationWait;
         while (true)
         {
+            var metadataPending = false;
             foreach (var silo in context.GetCompatibleSilos(target))
             {
                 var siloMetadata = metadata.GetSiloMetadata(silo);
-                if (siloMetadata.Metadata.TryGetValue(HostIdMetadataKey, out var siloHostId)
-                    && string.Equals(siloHostId, hostId, StringComparison.Ordinal))
+                if (!siloMetadata.Metadata.TryGetValue(HostIdMetadataKey, out var siloHostId))
+                {
+                    metadataPending = true; // a silo that just joined: its HostId is still on the way
+                }
+                else if (string.Equals(siloHostId, hostId, StringComparison.Ordinal))
                 {
                     return silo;
                 }
             }
-            if (DateTime.UtcNow >= deadline)
+            // Waiting helps only while some silo's HostId is unknown; when every live silo is
+            // known to be another host, this one is down and callers must learn it now.
+            if (!metadataPending || DateTime.UtcNow >= deadline)
             {
                 const string reason = "no live silo was started with this HostId";
                 Log.PinFailed(logger, hostId, reason);

@@ -3,7 +3,7 @@ namespace OrleansStorage.Storage;
 /// <summary>
 /// Paces a stream of transfers to a byte rate shared by all its users: each transfer books the
 /// time its bytes take at that rate after the previous bookings, and waits for its slot if it
-/// would run ahead. A burst of up to a quarter second of bytes goes through unpaced.
+/// would run ahead. A burst of up to 50 ms of bytes goes through unpaced.
 /// </summary>
 public sealed class BandwidthLimiter(long bytesPerSecond, TimeProvider time)
 {
@@ -17,7 +17,7 @@ public sealed class BandwidthLimiter(long bytesPerSecond, TimeProvider time)
             return ValueTask.CompletedTask;
         }
         var cost = TimeSpan.FromSeconds((double)bytes / bytesPerSecond).Ticks;
-        var burst = TimeSpan.FromMilliseconds(250).Ticks;
+        var burst = TimeSpan.FromMilliseconds(50).Ticks;
         long wait;
         lock (_gate)
         {

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Orleans.Configuration;
 using Orleans.TestingHost;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Hosting;
@@ -73,13 +74,18 @@ public class StorageClusterFixture : IAsyncLifetime
                 o.CapacityBytes = 1L << 40;
             });
             silo.Services.AddSingleton<IClusterMapPushFilter>(fixture.PushFilter);
+            fixture.ConfigureSilo(silo);
             silo.Services.Configure<ManagementOptions>(o =>
             {
                 o.SegmentSizeBytes = SegmentSize;
                 o.PlacementGroupsPerVolume = PlacementGroups;
             });
         });
-        builder.ConfigureClient(client => client.AddMemoryStreams(ClusterMapStream.ProviderName));
+        builder.ConfigureClient(client =>
+        {
+            client.AddMemoryStreams(ClusterMapStream.ProviderName);
+            client.Configure<ClientMessagingOptions>(o => o.ResponseTimeout = new OstorClientOptions().RequestTimeout);
+        });
 
         _configuring = this;
         Cluster = builder.Build();
@@ -87,6 +93,27 @@ public class StorageClusterFixture : IAsyncLifetime
         await WaitForHostsAsync(InitialHosts);
         Client = await OstorClient.AttachAsync(Cluster.Client);
         Available = true;
+    }
+
+    /// <summary>Extra configuration of every silo this fixture starts.</summary>
+    protected virtual void ConfigureSilo(ISiloBuilder silo)
+    {
+    }
+
+    /// <summary>Starts one more silo: it takes the lowest released HostId (and its data), else a new one.</summary>
+    public async Task<string> StartSiloAsync()
+    {
+        _configuring = this;
+        var silo = await Cluster.StartAdditionalSiloAsync();
+        return HostIdOfSilo(silo.Name);
+    }
+
+    /// <summary>Kills (no graceful shutdown) the silo of a host; its HostId is free for the next silo started.</summary>
+    public async Task KillHostAsync(string hostId)
+    {
+        var silo = Cluster.Silos.Single(s => HostIdOfSilo(s.Name) == hostId);
+        await Cluster.KillSiloAsync(silo);
+        ReleaseHostId(silo.Name);
     }
 
     public async Task DisposeAsync()

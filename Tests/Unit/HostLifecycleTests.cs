@@ -53,6 +53,8 @@ public sealed class HostLifecycleTests
             Assert.Equal(before.Replicas.Remove("host-1"), after.Replicas.AsEnumerable());
         }
         Assert.Same(down, HostLifecycle.MarkDown(down, "host-1", Now));
+        // Within the grace period nothing is re-replicated: the host may come back.
+        Assert.Same(down, HostLifecycle.PlanRecovery(down));
     }
 
     [Fact]

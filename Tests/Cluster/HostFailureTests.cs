@@ -1,0 +1,393 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Orleans.Configuration;
+using Orleans.TestingHost;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Errors;
+using OrleansStorage.Hosting;
+using OrleansStorage.Management;
+using OrleansStorage.Maps;
+using OrleansStorage.Storage;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>
+/// Four hosts with fast failure detection (probes every second, two missed declare a silo dead)
+/// and a short grace period, so hosts can die, return, join and leave within a test.
+/// </summary>
+public sealed class FailureClusterFixture : StorageClusterFixture
+{
+    private TimeSpan _gracePeriod = TimeSpan.FromSeconds(4);
+
+    protected override int InitialHosts => 4;
+
+    protected override void ConfigureSilo(ISiloBuilder silo)
+    {
+        silo.Configure<ClusterMembershipOptions>(o =>
+        {
+            o.ProbeTimeout = TimeSpan.FromSeconds(1);
+            o.NumMissedProbesLimit = 2;
+            o.TableRefreshTimeout = TimeSpan.FromSeconds(1);
+        });
+        silo.Services.Configure<ManagementOptions>(o =>
+        {
+            o.DownGracePeriod = _gracePeriod;
+            o.MembershipSettleTime = TimeSpan.FromSeconds(2);
+            o.ReconcileInterval = TimeSpan.FromMilliseconds(500);
+        });
+        silo.Services.Configure<StorageServerOptions>(o => o.RegistrationInterval = TimeSpan.FromSeconds(1));
+    }
+
+    /// <summary>Sets the grace period on every running silo (whichever holds the management service) and for silos started later.</summary>
+    public void SetGracePeriod(TimeSpan gracePeriod)
+    {
+        _gracePeriod = gracePeriod;
+        foreach (var silo in Cluster.Silos.OfType<InProcessSiloHandle>())
+        {
+            silo.SiloHost.Services.GetRequiredService<IOptions<ManagementOptions>>().Value.DownGracePeriod = gracePeriod;
+        }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class FailureClusterCollection : ICollectionFixture<FailureClusterFixture>
+{
+    public const string Name = "failure cluster";
+}
+
+/// <summary>
+/// Hosts fail, return, join and leave while a writer runs the whole time; a checker then reads
+/// every acknowledged write back and compares every replica. Part of the writers use a client
+/// that never follows map pushes: it only learns of changes from stale-epoch rejections.
+/// </summary>
+[Collection(FailureClusterCollection.Name)]
+public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputHelper output) : IAsyncLifetime
+{
+    private const int Segment = StorageClusterFixture.SegmentSize;
+    private OstorClient? _staleClient;
+
+    public async Task InitializeAsync()
+    {
+        if (!fixture.Available)
+        {
+            return;
+        }
+        await WaitForMapAsync(Healthy, "a healthy cluster before the test");
+        _staleClient = await OstorClient.AttachAsync(fixture.Cluster.Client, new OstorClientOptions { SubscribeToMapChanges = false });
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_staleClient is not null)
+        {
+            await _staleClient.DisposeAsync();
+        }
+    }
+
+    [SkippableFact]
+    public async Task Killed_host_loses_no_acknowledged_write_and_its_groups_regain_their_factor()
+    {
+        fixture.SkipIfUnavailable();
+        fixture.SetGracePeriod(TimeSpan.FromSeconds(4));
+        var load = new LoadRunner();
+        await AddVolumeAsync(load, "kill-f2", 32L * Segment, 2);
+        await AddVolumeAsync(load, "kill-f3", 32L * Segment, 3);
+        load.Start();
+        await load.WaitForProgressAsync();
+
+        var victim = await PickVictimAsync();
+        var before = await fixture.Management.GetMapAsync();
+        var killedAt = DateTimeOffset.UtcNow;
+        await fixture.KillHostAsync(victim);
+
+        var down = await WaitForMapAsync(m => m.FindHost(victim)!.State != HostState.Up, $"'{victim}' marked Down");
+        Assert.True(down.Epoch > before.Epoch);
+        Assert.All(down.AllGroups(), x => Assert.DoesNotContain(victim, x.Group.Replicas));
+        await load.WaitForProgressAsync(50); // I/O goes on without the victim
+
+        var recovered = await WaitForMapAsync(
+            m => m.FindHost(victim)!.State == HostState.Out && GroupsFull(m),
+            $"'{victim}' Out and every group back at full factor", TimeSpan.FromSeconds(120));
+        Assert.All(recovered.AllGroups(), x => Assert.False(x.Group.References(victim)));
+        await load.WaitForProgressAsync(20);
+        await load.StopAsync();
+        await load.VerifyAsync(fixture);
+
+        var copies = await FinishedCopiesAsync(c => !c.Job.Resync && c.Started >= killedAt);
+        Assert.NotEmpty(copies);
+        var bytes = copies.Sum(c => c.BytesCopied);
+        var seconds = (copies.Max(c => c.Finished!.Value) - copies.Min(c => c.Started)).TotalSeconds;
+        output.WriteLine($"failover: max write latency {load.MaxLatency.TotalMilliseconds:0} ms over {load.Acknowledged} acknowledged writes");
+        output.WriteLine($"re-replication: {copies.Count} copies, {bytes / 1048576.0:0.0} MiB in {seconds:0.0} s = {bytes / 1048576.0 / Math.Max(seconds, 0.001):0.0} MiB/s");
+
+        // The host returns after it was Out: it joins empty and drops its stale segment files.
+        Assert.Equal(victim, await fixture.StartSiloAsync());
+        await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
+        await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' removed its stale segment files");
+        await DeleteVolumesAsync("kill-f2", "kill-f3");
+    }
+
+    [SkippableFact]
+    public async Task Host_returning_within_the_grace_period_is_resynced_with_only_what_changed()
+    {
+        fixture.SkipIfUnavailable();
+        fixture.SetGracePeriod(TimeSpan.FromMinutes(10));
+        var volumeSize = 64L * Segment;
+        await fixture.Client.CreateVolumeAsync("resync", volumeSize, 2);
+        var handle = await fixture.Client.OpenVolumeAsync("resync");
+        var initial = Replicas.RandomBytes((int)volumeSize, seed: 7);
+        await handle.WriteAsync(0, initial);
+
+        // The writer touches only the first 6 segments: everything else stays as it was.
+        var load = new LoadRunner();
+        load.Add(handle, [handle, await _staleClient!.OpenVolumeAsync("resync")], writeLength: 6L * Segment, initial: initial);
+        load.Start();
+        await load.WaitForProgressAsync();
+
+        var victim = await PickVictimAsync();
+        // Writes in flight when the host dies started a little earlier; a second covers them.
+        var killMark = LoadRunner.Clock - System.Diagnostics.Stopwatch.Frequency;
+        await fixture.KillHostAsync(victim);
+        var down = await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Down, $"'{victim}' marked Down");
+        var volume = down.FindVolume("resync")!;
+        var heldGroups = volume.PlacementGroups.Where(pg => pg.Absent.Contains(victim)).Select(pg => pg.Index).ToHashSet();
+        Assert.NotEmpty(heldGroups);
+        await load.WaitForProgressAsync(50); // writes the victim misses
+
+        Assert.Equal(victim, await fixture.StartSiloAsync());
+        var back = await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up && GroupsFull(m), $"'{victim}' resynced and back in its groups");
+        Assert.All(back.FindVolume("resync")!.PlacementGroups.Where(pg => heldGroups.Contains(pg.Index)), pg => Assert.Contains(victim, pg.Replicas));
+        await load.WaitForProgressAsync(20);
+        await load.StopAsync();
+        await load.VerifyAsync(fixture);
+
+        var resyncs = await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Job.VolumeId == volume.VolumeId && c.StartEpoch > down.Epoch);
+        var copied = resyncs.Sum(c => c.SegmentsCopied);
+        var total = volume.SegmentCount * heldGroups.Count / volume.PlacementGroups.Length;
+        var changed = load.SegmentsWrittenSince(killMark, Segment).Count(s => heldGroups.Contains((int)(s.Segment % volume.PlacementGroups.Length)));
+        output.WriteLine($"resync of '{victim}': {copied} segments copied of {total} it holds; {changed} of them were written since it went down");
+        Assert.True(copied > 0, "nothing was copied, yet the victim missed writes");
+        Assert.True(copied <= changed, $"{copied} segments copied but only {changed} were written while '{victim}' was away");
+        Assert.True(copied < total);
+        await DeleteVolumesAsync("resync");
+    }
+
+    [SkippableFact]
+    public async Task New_host_joins_and_rebalance_under_load_spreads_groups_to_it()
+    {
+        fixture.SkipIfUnavailable();
+        var load = new LoadRunner();
+        await AddVolumeAsync(load, "grow", 32L * Segment, 2);
+        load.Start();
+        await load.WaitForProgressAsync();
+
+        var joined = await fixture.StartSiloAsync();
+        var map = await WaitForMapAsync(m => m.FindHost(joined)?.State == HostState.Up, $"'{joined}' joined");
+        Assert.DoesNotContain(map.AllGroups(), x => x.Group.References(joined)); // it joins empty
+
+        for (var step = 0; step < 10; step++)
+        {
+            var before = await fixture.Management.GetMapAsync();
+            var after = await fixture.Management.RebalanceAsync();
+            if (after.Epoch == before.Epoch)
+            {
+                break;
+            }
+            await WaitForMapAsync(GroupsFull, "rebalance step finished");
+        }
+        map = await fixture.Management.GetMapAsync();
+        var load4 = map.AllGroups().SelectMany(x => x.Group.Replicas).GroupBy(h => h).ToDictionary(g => g.Key, g => g.Count());
+        output.WriteLine("replicas per host after rebalance: " + string.Join(", ", load4.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key}={kv.Value}")));
+        Assert.True(load4.GetValueOrDefault(joined) > 0, $"no group moved to '{joined}'");
+        Assert.True(load4.Values.Max() - load4.Values.Min() <= 1, "replicas are not even after rebalance");
+
+        await load.WaitForProgressAsync(20);
+        await load.StopAsync();
+        await load.VerifyAsync(fixture);
+        await DeleteVolumesAsync("grow");
+    }
+
+    [SkippableFact]
+    public async Task Evacuated_host_holds_nothing_and_is_removed_with_data_intact()
+    {
+        fixture.SkipIfUnavailable();
+        var load = new LoadRunner();
+        await AddVolumeAsync(load, "evac-f2", 32L * Segment, 2);
+        await AddVolumeAsync(load, "evac-f3", 32L * Segment, 3);
+        load.Start();
+        await load.WaitForProgressAsync();
+
+        var victim = await PickVictimAsync();
+        await Assert.ThrowsAsync<InvalidRequestException>(() => fixture.Management.RemoveHostAsync(victim));
+        await fixture.Management.EvacuateHostAsync(victim);
+        await WaitForMapAsync(m => GroupsFull(m) && !m.AllGroups().Any(x => x.Group.References(victim)), $"every group moved off '{victim}'", TimeSpan.FromSeconds(120));
+        var removed = await fixture.Management.RemoveHostAsync(victim);
+        Assert.Null(removed.FindHost(victim));
+
+        await load.WaitForProgressAsync(20);
+        await load.StopAsync();
+        await load.VerifyAsync(fixture);
+        await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' dropped the files it no longer holds");
+
+        // A removed host does not come back on its own; once its silo restarts it joins again, empty.
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        Assert.Null((await fixture.Management.GetMapAsync()).FindHost(victim));
+        await fixture.KillHostAsync(victim);
+        Assert.Equal(victim, await fixture.StartSiloAsync());
+        await WaitForMapAsync(m => m.FindHost(victim)?.State == HostState.Up, $"'{victim}' joined again");
+        await DeleteVolumesAsync("evac-f2", "evac-f3");
+    }
+
+    [SkippableFact]
+    public async Task Management_service_fails_over_with_its_epoch_and_stale_requests_are_rejected_and_counted()
+    {
+        fixture.SkipIfUnavailable();
+        fixture.SetGracePeriod(TimeSpan.FromMinutes(10));
+        var load = new LoadRunner();
+        await AddVolumeAsync(load, "mgmt", 32L * Segment, 2);
+        var oldMap = await fixture.Management.GetMapAsync();
+        load.Start();
+        await load.WaitForProgressAsync();
+
+        var status = await fixture.Management.GetStatusAsync();
+        var managementHost = (await HostsByManagementAsync()).Management;
+        await fixture.KillHostAsync(managementHost);
+
+        ManagementStatus? moved = null;
+        await WaitUntilAsync(async () =>
+        {
+            moved = await fixture.Management.GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(5));
+            return moved.Silo != status.Silo;
+        }, "the management service re-activated on another silo");
+        Assert.Equal(status.Epoch, moved!.ActivatedAtEpoch); // same map, same epoch, loaded from PostgreSQL
+        await WaitForMapAsync(m => m.FindHost(managementHost)!.State == HostState.Down, $"'{managementHost}' marked Down by the new activation");
+        await load.WaitForProgressAsync(50);
+
+        Assert.Equal(managementHost, await fixture.StartSiloAsync());
+        await WaitForMapAsync(m => m.FindHost(managementHost)!.State == HostState.Up && GroupsFull(m), $"'{managementHost}' back");
+        await load.StopAsync();
+        await load.VerifyAsync(fixture);
+
+        // A client still holding the map from before all this: every request it sends is rejected
+        // as stale (never served from the wrong place) and reported to management.
+        var current = await fixture.Management.GetMapAsync();
+        var volume = oldMap.FindVolume("mgmt")!;
+        var reportsBefore = (await fixture.Management.GetHostsAsync()).Sum(h => h.MismatchReports);
+        var rejected = 0;
+        foreach (var host in current.Hosts.Where(h => h.State == HostState.Up))
+        {
+            var segment = new SegmentAddress(volume.VolumeId, 0);
+            await Assert.ThrowsAsync<StaleEpochException>(() => fixture.Server(host.HostId).ReadAsync(new SegmentRead(oldMap.Epoch, segment, 0, 4096)));
+            await Assert.ThrowsAsync<StaleEpochException>(() => fixture.Server(host.HostId).WriteAsync(new SegmentWrite(oldMap.Epoch, segment, 0, new byte[4096], false)));
+            rejected += 2;
+        }
+        await WaitUntilAsync(async () => (await fixture.Management.GetHostsAsync()).Sum(h => h.MismatchReports) - reportsBefore == rejected,
+            $"all {rejected} stale requests counted");
+        var back = new byte[4096];
+        await (await fixture.Client.OpenVolumeAsync("mgmt")).ReadAsync(0, back);
+        Assert.False(back.All(b => b == 0), "the stale write of zeros must not have landed");
+        await DeleteVolumesAsync("mgmt");
+    }
+
+    private async Task AddVolumeAsync(LoadRunner load, string name, long size, int factor)
+    {
+        await fixture.Client.CreateVolumeAsync(name, size, factor);
+        var handle = await fixture.Client.OpenVolumeAsync(name);
+        var initial = Replicas.RandomBytes((int)size, seed: name.Length * 31 + factor);
+        await handle.WriteAsync(0, initial);
+        load.Add(handle, [handle, await _staleClient!.OpenVolumeAsync(name)], initial: initial);
+    }
+
+    /// <summary>A host to kill or evacuate: one that does not run the management service (that has a test of its own).</summary>
+    private async Task<string> PickVictimAsync() => (await HostsByManagementAsync()).Others.Max(StringComparer.Ordinal)!;
+
+    /// <summary>The Up host whose silo runs the management service, and the other Up hosts.</summary>
+    private async Task<(string Management, List<string> Others)> HostsByManagementAsync()
+    {
+        var silo = (await fixture.Management.GetStatusAsync()).Silo;
+        var map = await fixture.Management.GetMapAsync();
+        string? management = null;
+        var others = new List<string>();
+        foreach (var host in map.Hosts.Where(h => h.State == HostState.Up))
+        {
+            if ((await fixture.Server(host.HostId).GetStatusAsync()).SiloAddress == silo)
+            {
+                management = host.HostId;
+            }
+            else
+            {
+                others.Add(host.HostId);
+            }
+        }
+        return (management ?? throw new InvalidOperationException($"no host runs on the management service's silo {silo}"), others);
+    }
+
+    private async Task<List<CopyProgress>> FinishedCopiesAsync(Func<CopyProgress, bool> which)
+    {
+        var map = await fixture.Management.GetMapAsync();
+        var copies = new List<CopyProgress>();
+        foreach (var host in map.Hosts.Where(h => h.State == HostState.Up))
+        {
+            var status = await fixture.Server(host.HostId).GetStatusAsync();
+            copies.AddRange(status.FinishedCopies.Where(c => c.Failure is null && which(c)));
+        }
+        return copies;
+    }
+
+    private async Task DeleteVolumesAsync(params string[] names)
+    {
+        foreach (var name in names)
+        {
+            await fixture.Client.DeleteVolumeAsync(name);
+        }
+    }
+
+    private static bool GroupsFull(ClusterMap map) =>
+        map.AllGroups().All(x => x.Group.Replicas.Length == x.Volume.ReplicationFactor && x.Group.Pending.IsEmpty && x.Group.Leaving.IsEmpty);
+
+    private static bool Healthy(ClusterMap map) =>
+        map.Hosts.All(h => h.State is HostState.Up or HostState.Out) && GroupsFull(map);
+
+    private async Task<ClusterMap> WaitForMapAsync(Func<ClusterMap, bool> condition, string what, TimeSpan? timeout = null)
+    {
+        ClusterMap? map = null;
+        await WaitUntilAsync(async () => condition(map = await fixture.Management.GetMapAsync()), what, timeout, () => Describe(map));
+        return map!;
+    }
+
+    /// <summary>The map's hosts and every group not at full factor, for a failure message.</summary>
+    private static string Describe(ClusterMap? map) =>
+        map is null ? "no map" :
+        $"epoch {map.Epoch}; hosts {string.Join(", ", map.Hosts.Select(h => $"{h.HostId}={h.State}"))}; groups not full: " +
+        string.Join("; ", map.AllGroups()
+            .Where(x => x.Group.Replicas.Length != x.Volume.ReplicationFactor || !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty)
+            .Take(8)
+            .Select(x => $"{x.Volume.Name}/{x.Group.Index} acting [{string.Join(",", x.Group.Replicas)}] pending [{string.Join(",", x.Group.Pending.Select(p => $"{p.HostId}@{p.SinceEpoch}{(p.Resync ? " resync" : "")}"))}] absent [{string.Join(",", x.Group.Absent)}] leaving [{string.Join(",", x.Group.Leaving)}]"));
+
+    private async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null, Func<string>? describe = null)
+    {
+        var started = DateTime.UtcNow;
+        var deadline = started + (timeout ?? TimeSpan.FromSeconds(60));
+        Exception? last = null;
+        while (DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                if (await condition())
+                {
+                    output.WriteLine($"{what}: after {(DateTime.UtcNow - started).TotalSeconds:0.0} s");
+                    return;
+                }
+            }
+            catch (Exception ex)
+            {
+                last = ex; // e.g. the management service failing over
+            }
+            await Task.Delay(250);
+        }
+        Assert.Fail($"timed out waiting for {what}" + (last is null ? "" : $" (last error: {last.Message})") + (describe is null ? "" : $"; {describe()}"));
+    }
+}
