@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Net;
+using System.Text;
 using Microsoft.Extensions.Logging;
 using OrleansStorage.Client.Nbd;
 using OrleansStorage.Client.Library;
@@ -25,6 +26,8 @@ public static class OstorCommandLine
         var root = new RootCommand("ostor: administer and use OrleansStorage volumes") { Gateway };
         root.Add(VolumeCommands());
         root.Add(HostCommands());
+        root.Add(ClusterCommands());
+        root.Add(StatusCommand());
         root.Add(MapCommand());
         root.Add(PutCommand());
         root.Add(GetCommand());
@@ -103,6 +106,26 @@ public static class OstorCommandLine
             Console.WriteLine($"deleted volume '{parse.GetValue(deleteName)}' (epoch {client.Maps.Current.Epoch})");
         }));
         volume.Add(delete);
+
+        var verifyName = new Argument<string>("NAME") { Description = "Volume name" };
+        var verify = new Command("verify", "Compare every replica of every segment, read straight from each host") { verifyName };
+        verify.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var handle = await client.OpenVolumeAsync(parse.GetValue(verifyName)!);
+            using var progress = new TransferProgress("verify", handle.SizeBytes);
+            var problems = await handle.VerifyReplicasAsync(bytes => progress.Add(bytes), ct);
+            progress.Dispose();
+            foreach (var problem in problems)
+            {
+                Console.WriteLine(problem);
+            }
+            if (problems.Count > 0)
+            {
+                throw new StorageException($"volume '{handle.Name}': {problems.Count} problems found");
+            }
+            Console.WriteLine($"volume '{handle.Name}': every replica of all {handle.Info.SegmentCount} segments is identical ({progress.Summary()})");
+        }));
+        volume.Add(verify);
         return volume;
     }
 
@@ -127,7 +150,130 @@ public static class OstorCommandLine
             PrintTable(["HOST", "STATE", "CAPACITY", "USED", "EPOCH", "MISMATCHES", "GATEWAY", ""], rows);
         }));
         host.Add(list);
+
+        var evacuateName = new Argument<string>("HOST") { Description = "HostId" };
+        var wait = new Option<bool>("--wait") { Description = "Follow the moves until no placement group is left on the host" };
+        var evacuate = new Command("evacuate", "Move every placement group off a host, online (then 'ostor host remove')") { evacuateName, wait };
+        evacuate.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var hostId = parse.GetValue(evacuateName)!;
+            var map = await client.EvacuateHostAsync(hostId);
+            Console.WriteLine($"evacuating '{hostId}': {HeldBy(map, hostId)} placement groups to move (epoch {map.Epoch})");
+            if (parse.GetValue(wait))
+            {
+                await FollowAsync(client, m => HeldBy(m, hostId) == 0, ct);
+                Console.WriteLine($"'{hostId}' holds nothing now; remove it with: ostor host remove {hostId}");
+            }
+        }));
+        host.Add(evacuate);
+
+        var removeName = new Argument<string>("HOST") { Description = "HostId" };
+        var remove = new Command("remove", "Remove an evacuated (or Out) host from the map") { removeName };
+        remove.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var map = await client.RemoveHostAsync(parse.GetValue(removeName)!);
+            Console.WriteLine($"removed host '{parse.GetValue(removeName)}' (epoch {map.Epoch})");
+        }));
+        host.Add(remove);
         return host;
+    }
+
+    private static Command ClusterCommands()
+    {
+        var cluster = new Command("cluster", "Cluster-wide operations");
+        var noWait = new Option<bool>("--no-wait") { Description = "Plan one step and return; do not follow it" };
+        var rebalance = new Command("rebalance", "Move placement groups online until replicas and primaries are even across Up hosts") { noWait };
+        rebalance.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            for (var step = 1; ; step++)
+            {
+                var before = await client.GetMapAsync();
+                var after = await client.RebalanceStepAsync();
+                if (after.Epoch == before.Epoch)
+                {
+                    var moving = after.AllGroups().Any(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty);
+                    Console.WriteLine(moving ? "data is still moving (see 'ostor status'); run again when it is done" : $"balanced (epoch {after.Epoch})");
+                    return;
+                }
+                var moves = after.AllGroups().Sum(x => x.Group.Pending.Length);
+                Console.WriteLine(moves > 0
+                    ? $"step {step}: moving {moves} replicas (epoch {after.Epoch})"
+                    : $"step {step}: primaries reordered (epoch {after.Epoch})");
+                if (parse.GetValue(noWait))
+                {
+                    return;
+                }
+                await FollowAsync(client, m => !m.AllGroups().Any(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty), ct);
+            }
+        }));
+        cluster.Add(rebalance);
+        return cluster;
+    }
+
+    private static Command StatusCommand()
+    {
+        var watch = new Option<bool>("--watch") { Description = "Redraw every --interval until interrupted" };
+        var interval = new Option<double>("--interval") { Description = "Seconds between redraws with --watch", DefaultValueFactory = _ => 1.0 };
+        var status = new Command("status", "Epoch, hosts and their state, degraded and recovering placement groups, recovery progress") { watch, interval };
+        status.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            if (!parse.GetValue(watch))
+            {
+                Console.Write(ClusterStatusView.Render(await client.GetStatusAsync(), DateTimeOffset.UtcNow));
+                return;
+            }
+            var pause = TimeSpan.FromSeconds(Math.Clamp(parse.GetValue(interval), 0.1, 3600));
+            while (!ct.IsCancellationRequested)
+            {
+                string screen;
+                try
+                {
+                    screen = ClusterStatusView.Render(await client.GetStatusAsync(), DateTimeOffset.UtcNow);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    screen = $"cannot get the status right now (the management service may be failing over): {ex.Message}\n";
+                }
+                // Clear and home the cursor on a terminal; a redirected output gets one report after another.
+                Console.Write(Console.IsOutputRedirected ? screen + "\n" : "\u001b[H\u001b[2J" + DateTimeOffset.Now.ToString("HH:mm:ss ", CultureInfo.InvariantCulture) + screen);
+                try
+                {
+                    await Task.Delay(pause, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }));
+        return status;
+    }
+
+    private static int HeldBy(ClusterMap map, string hostId) =>
+        map.AllGroups().Count(x => x.Group.References(hostId) || x.Group.Leaving.Contains(hostId));
+
+    /// <summary>Shows recovery progress on standard error until <paramref name="done"/> holds for the map.</summary>
+    private static async Task FollowAsync(OstorClient client, Func<ClusterMap, bool> done, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var status = await client.GetStatusAsync();
+            if (done(status.Map))
+            {
+                if (!Console.IsErrorRedirected)
+                {
+                    Console.Error.WriteLine();
+                }
+                return;
+            }
+            var copies = status.Copies.ToList();
+            var total = copies.Sum(c => c.SegmentsTotal);
+            var fraction = total == 0 ? 0 : (double)copies.Sum(c => c.SegmentsDone) / total;
+            var line = string.Create(CultureInfo.InvariantCulture,
+                $"{status.RecoveringGroups} groups moving, {copies.Count} copies {ProgressBar.Render(fraction)} {ByteSize.Format(copies.Sum(c => c.BytesCopied))} copied");
+            Console.Error.Write(Console.IsErrorRedirected ? line + "\n" : "\r" + line + "   ");
+            await Task.Delay(TimeSpan.FromSeconds(Console.IsErrorRedirected ? 5 : 0.5), cancellationToken);
+        }
     }
 
     private static Command MapCommand()
@@ -140,7 +286,7 @@ public static class OstorCommandLine
             Console.WriteLine($"hosts ({current.Hosts.Length}):");
             foreach (var h in current.Hosts.OrderBy(h => h.HostId, StringComparer.Ordinal))
             {
-                Console.WriteLine($"  {h.HostId,-12} {h.State,-5} {ByteSize.Format(h.CapacityBytes),10}  {h.Endpoint}");
+                Console.WriteLine($"  {h.HostId,-12} {h.State,-8} {ByteSize.Format(h.CapacityBytes),10}  {h.Endpoint}");
             }
             Console.WriteLine($"volumes ({current.Volumes.Length}):");
             foreach (var v in current.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal))
@@ -148,7 +294,20 @@ public static class OstorCommandLine
                 Console.WriteLine($"  {v.Name} {ByteSize.Format(v.SizeBytes)} factor {v.ReplicationFactor}, segment {ByteSize.Format(v.SegmentSizeBytes)}, {v.PlacementGroups.Length} PGs, id {v.VolumeId}");
                 foreach (var pg in v.PlacementGroups)
                 {
-                    Console.WriteLine($"    pg {pg.Index,3}: {string.Join(", ", pg.Replicas)}");
+                    var line = new StringBuilder($"    pg {pg.Index,3}: {(pg.IsAvailable ? string.Join(", ", pg.Replicas) : "UNAVAILABLE")}");
+                    if (!pg.Pending.IsEmpty)
+                    {
+                        line.Append($"  filling: {string.Join(", ", pg.Pending.Select(p => p.HostId + (p.Resync ? " (resync)" : "")))}");
+                    }
+                    if (!pg.Absent.IsEmpty)
+                    {
+                        line.Append($"  absent: {string.Join(", ", pg.Absent)}");
+                    }
+                    if (!pg.Leaving.IsEmpty)
+                    {
+                        line.Append($"  leaving: {string.Join(", ", pg.Leaving)}");
+                    }
+                    Console.WriteLine(line);
                 }
             }
         }));
@@ -257,12 +416,8 @@ public static class OstorCommandLine
 
     private static void PrintTable(string[] header, IEnumerable<string[]> rows)
     {
-        var all = new List<string[]> { header };
-        all.AddRange(rows);
-        var widths = Enumerable.Range(0, header.Length).Select(c => all.Max(r => r[c].Length)).ToArray();
-        foreach (var row in all)
-        {
-            Console.WriteLine(string.Join("  ", row.Select((cell, c) => cell.PadRight(widths[c]))).TrimEnd());
-        }
+        var text = new StringBuilder();
+        Table.Print(text, header, rows);
+        Console.Write(text);
     }
 }

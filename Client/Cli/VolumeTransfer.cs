@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Buffers;
 using Microsoft.Win32.SafeHandles;
 using OrleansStorage.Client.Library;
@@ -31,8 +32,9 @@ public static class VolumeTransfer
                 {
                     throw new IOException($"'{path}' shrank while it was being read");
                 }
+                var started = Stopwatch.GetTimestamp();
                 await volume.WriteAsync(volumeOffset + position, buffer.AsMemory(0, count), cancellationToken: cancellationToken);
-                progress?.Add(count);
+                progress?.Add(count, Stopwatch.GetElapsedTime(started));
             }
             finally
             {
@@ -62,9 +64,11 @@ public static class VolumeTransfer
             var buffer = ArrayPool<byte>.Shared.Rent(count);
             try
             {
+                var started = Stopwatch.GetTimestamp();
                 await volume.ReadAsync(volumeOffset + position, buffer.AsMemory(0, count), cancellationToken);
+                var latency = Stopwatch.GetElapsedTime(started);
                 await RandomAccess.WriteAsync(file, buffer.AsMemory(0, count), position, cancellationToken);
-                progress?.Add(count);
+                progress?.Add(count, latency);
             }
             finally
             {

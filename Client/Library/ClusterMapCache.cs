@@ -1,4 +1,3 @@
-using OrleansStorage.Management;
 using OrleansStorage.Maps;
 
 namespace OrleansStorage.Client.Library;
@@ -8,7 +7,7 @@ namespace OrleansStorage.Client.Library;
 /// pulls from the management service are both offered, and the newest wins. A pull is shared by
 /// every request that needs one at the same time.
 /// </summary>
-public sealed class ClusterMapCache(IGrainFactory grains)
+public sealed class ClusterMapCache(Func<Task<ClusterMap>> fetch)
 {
     private readonly Lock _gate = new();
     private ClusterMap _current = ClusterMap.Empty;
@@ -49,7 +48,7 @@ public sealed class ClusterMapCache(IGrainFactory grains)
             }
             if (_pull is null || _pull.IsCompleted)
             {
-                _pull = grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey).GetMapAsync();
+                _pull = fetch();
             }
             pull = _pull;
         }

@@ -17,6 +17,24 @@ namespace OrleansStorage.Client.Library;
 public sealed record HostStatus(HostInfo Host, long MismatchReports, StorageServerStatus? Server, string? Error);
 
 /// <summary>
+/// The cluster at a glance: the management service, the map, every host with its storage server's
+/// report, and every copy to a pending replica in progress.
+/// </summary>
+public sealed record ClusterStatus(ManagementStatus Management, ClusterMap Map, IReadOnlyList<HostStatus> Hosts)
+{
+    public IEnumerable<CopyProgress> Copies => Hosts.Where(h => h.Server is not null).SelectMany(h => h.Server!.Copies);
+
+    /// <summary>Groups whose acting set is below the factor (a replica is Down, or one is being replaced).</summary>
+    public int DegradedGroups => Map.AllGroups().Count(x => x.Group.IsAvailable && x.Group.Replicas.Length < x.Volume.ReplicationFactor);
+
+    /// <summary>Groups with a replica being filled or about to leave.</summary>
+    public int RecoveringGroups => Map.AllGroups().Count(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty);
+
+    /// <summary>Groups with no live replica at all: their I/O fails until a host returns.</summary>
+    public int UnavailableGroups => Map.AllGroups().Count(x => !x.Group.IsAvailable);
+}
+
+/// <summary>
 /// The .NET client of OrleansStorage: volume administration and volume I/O. Keeps the cluster
 /// map current from the map stream (when subscribed) and from stale-epoch answers.
 /// </summary>
@@ -32,7 +50,7 @@ public sealed class OstorClient : IAsyncDisposable
         _cluster = cluster;
         _ownedHost = ownedHost;
         _options = options;
-        Maps = new ClusterMapCache(cluster);
+        Maps = new ClusterMapCache(() => ManagementAsync(m => m.GetMapAsync(), idempotent: true));
     }
 
     public ClusterMapCache Maps { get; }
@@ -101,25 +119,54 @@ public sealed class OstorClient : IAsyncDisposable
 
     private IManagementServiceGrain Management => _cluster.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
 
+    /// <summary>
+    /// Calls the management service, riding out its failover: a call that was never delivered
+    /// (its silo is gone) is always tried again, and a read, or a change that is harmless to
+    /// repeat, is tried again after any failure but a refusal, until the retry deadline.
+    /// </summary>
+    private async Task<T> ManagementAsync<T>(Func<IManagementServiceGrain, Task<T>> call, bool idempotent)
+    {
+        var deadline = DateTime.UtcNow + _options.RetryTimeout;
+        var delay = _options.RetryDelay;
+        while (true)
+        {
+            try
+            {
+                return await call(Management);
+            }
+            catch (Exception ex) when (DateTime.UtcNow < deadline
+                                       && (ex is OrleansMessageRejectionException
+                                           || (idempotent && ex is not (StorageException or OperationCanceledException))))
+            {
+                await Task.Delay(delay);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+            }
+        }
+    }
+
     internal IStorageServerGrain StorageServer(string hostId) => _cluster.GetGrain<IStorageServerGrain>(hostId);
 
     public async Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor)
     {
-        var volume = await Management.CreateVolumeAsync(name, sizeBytes, replicationFactor);
+        var volume = await ManagementAsync(m => m.CreateVolumeAsync(name, sizeBytes, replicationFactor), idempotent: false);
         await Maps.RefreshAsync();
         return volume;
     }
 
     public async Task<VolumeInfo> ResizeVolumeAsync(string name, long newSizeBytes)
     {
-        var volume = await Management.ResizeVolumeAsync(name, newSizeBytes);
+        var volume = await ManagementAsync(m => m.ResizeVolumeAsync(name, newSizeBytes), idempotent: false);
         await Maps.RefreshAsync();
         return volume;
     }
 
     public async Task DeleteVolumeAsync(string name)
     {
-        await Management.DeleteVolumeAsync(name);
+        await ManagementAsync(async m =>
+        {
+            await m.DeleteVolumeAsync(name);
+            return true;
+        }, idempotent: false);
         await Maps.RefreshAsync();
     }
 
@@ -132,12 +179,46 @@ public sealed class OstorClient : IAsyncDisposable
         return new VolumeHandle(this, volume);
     }
 
+    public async Task<ClusterStatus> GetStatusAsync()
+    {
+        var management = await ManagementAsync(m => m.GetStatusAsync(), idempotent: true);
+        var map = await Maps.RefreshAsync(management.Epoch);
+        return new ClusterStatus(management, map, await GetHostsAsync());
+    }
+
+    /// <summary>Starts moving every placement group off a host; see <see cref="GetStatusAsync"/> for progress.</summary>
+    public async Task<ClusterMap> EvacuateHostAsync(string hostId)
+    {
+        var map = await ManagementAsync(m => m.EvacuateHostAsync(hostId), idempotent: true);
+        Maps.Offer(map);
+        return map;
+    }
+
+    public async Task<ClusterMap> RemoveHostAsync(string hostId)
+    {
+        var map = await ManagementAsync(m => m.RemoveHostAsync(hostId), idempotent: false);
+        Maps.Offer(map);
+        return map;
+    }
+
+    /// <summary>One rebalancing step; an unchanged epoch means balanced (or still moving the last step's data).</summary>
+    public async Task<ClusterMap> RebalanceStepAsync()
+    {
+        var map = await ManagementAsync(m => m.RebalanceAsync(), idempotent: false);
+        Maps.Offer(map);
+        return map;
+    }
+
     /// <summary>Every host in the map with its storage server's own report (or why it could not be had).</summary>
     public async Task<IReadOnlyList<HostStatus>> GetHostsAsync()
     {
-        var hosts = await Management.GetHostsAsync();
+        var hosts = await ManagementAsync(m => m.GetHostsAsync(), idempotent: true);
         var rows = await Task.WhenAll(hosts.Select(async h =>
         {
+            if (h.Host.State is HostState.Down or HostState.Out)
+            {
+                return new HostStatus(h.Host, h.MismatchReports, null, h.Host.State.ToString().ToLowerInvariant());
+            }
             try
             {
                 var status = await StorageServer(h.Host.HostId).GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(10));

@@ -35,7 +35,7 @@ public sealed class OstorClientOptions
     /// stalls when a host dies. Orleans drops a request that waited past it unexecuted, so a
     /// late copy does not run after its retry.
     /// </summary>
-    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(20);
 }

@@ -113,6 +113,42 @@ public sealed class VolumeHandle
         }, cancellationToken);
     }
 
+    /// <summary>
+    /// Reads every segment from every acting replica, straight from each host, and returns the
+    /// segments whose replicas differ (or whose group is not at full factor): a scrub that a
+    /// person can run after a failure.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> VerifyReplicasAsync(Action<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var volume = Info;
+        var problems = new System.Collections.Concurrent.ConcurrentBag<(long Segment, string Problem)>();
+        await Parallel.ForAsync(0L, volume.SegmentCount, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = cancellationToken }, async (segment, ct) =>
+        {
+            var group = volume.PlacementGroupOf(segment);
+            if (group.Replicas.Length != volume.ReplicationFactor)
+            {
+                problems.Add((segment, $"segment {segment}: placement group {group.Index} has {group.Replicas.Length} of {volume.ReplicationFactor} replicas acting"));
+            }
+            var address = new SegmentAddress(VolumeId, segment);
+            var length = (int)Math.Min(volume.SegmentSizeBytes, volume.SizeBytes - segment * volume.SegmentSizeBytes);
+            ReadOnlyMemory<byte>? reference = null;
+            foreach (var host in group.Replicas)
+            {
+                var held = (await _client.StorageServer(host).ReadLocalAsync(address, 0, length)).Bytes;
+                if (reference is null)
+                {
+                    reference = held;
+                }
+                else if (!reference.Value.Span.SequenceEqual(held.Span))
+                {
+                    problems.Add((segment, $"segment {segment}: the replica on {host} differs from the one on {group.Primary}"));
+                }
+            }
+            progress?.Invoke(length);
+        });
+        return [.. problems.OrderBy(p => p.Segment).Select(p => p.Problem)];
+    }
+
     private VolumeInfo CheckRange(long offset, long length)
     {
         var volume = Info;

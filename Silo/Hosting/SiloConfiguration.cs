@@ -27,6 +27,8 @@ public static class SiloConfiguration
     /// <summary>The ADO.NET invariant of Npgsql; the providers default to SQL Server.</summary>
     public const string NpgsqlInvariant = "Npgsql";
 
+    public const string MembershipSectionName = "Membership";
+
     public static void ConfigureSilo(ISiloBuilder silo, IConfiguration configuration)
     {
         var cluster = configuration.GetSection(ClusterHostOptions.SectionName).Get<ClusterHostOptions>() ?? new ClusterHostOptions();
@@ -51,6 +53,9 @@ public static class SiloConfiguration
         AddPostgresGrainStorage(silo, cluster.PostgresConnectionString);
         silo.AddOrleansStorageHost(o => storageSection.Bind(o));
         silo.Services.AddOptions<ManagementOptions>().Bind(configuration.GetSection(ManagementOptions.SectionName));
+        // Orleans' failure detector: how fast a dead host is noticed, which is how long I/O to its
+        // placement groups stalls before the map moves on without it.
+        silo.Services.AddOptions<ClusterMembershipOptions>().Bind(configuration.GetSection(MembershipSectionName));
     }
 
     /// <summary>

@@ -1,0 +1,77 @@
+using System.Globalization;
+using System.Text;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Client.Cli;
+
+/// <summary>What <c>ostor status</c> prints: epoch, hosts with state, degraded and recovering groups, copies with progress bars.</summary>
+public static class ClusterStatusView
+{
+    public static string Render(ClusterStatus status, DateTimeOffset now)
+    {
+        var map = status.Map;
+        var text = new StringBuilder();
+        var groups = map.AllGroups().Count();
+        text.AppendLine(Invariant($"epoch {map.Epoch}   management on {status.Management.Silo} (active since {status.Management.ActivatedAt:HH:mm:ss}, loaded epoch {status.Management.ActivatedAtEpoch})"));
+        text.AppendLine(Invariant($"placement groups: {groups} in {map.Volumes.Length} volumes; {status.DegradedGroups} degraded, {status.RecoveringGroups} recovering, {status.UnavailableGroups} unavailable"));
+        text.AppendLine();
+
+        var rows = status.Hosts.OrderBy(h => h.Host.HostId, StringComparer.Ordinal).Select(h => new[]
+        {
+            h.Host.HostId,
+            h.Host.State.ToString(),
+            h.Host.StateSince == default ? "" : Ago(now - h.Host.StateSince),
+            Count(map, pg => pg.IsAvailable && pg.Primary == h.Host.HostId),
+            Count(map, pg => pg.Contains(h.Host.HostId)),
+            Count(map, pg => pg.FindPending(h.Host.HostId) is not null),
+            Count(map, pg => pg.Absent.Contains(h.Host.HostId)),
+            h.Server is null ? "-" : ByteSize.Format(h.Server.BytesUsed),
+            h.Server is null ? "-" : h.Server.Epoch.ToString(CultureInfo.InvariantCulture),
+            h.Error ?? "",
+        });
+        Table.Print(text, ["HOST", "STATE", "SINCE", "PRIMARY", "ACTING", "FILLING", "ABSENT", "USED", "EPOCH", ""], rows);
+
+        var copies = status.Copies.OrderBy(c => c.Job.TargetHostId, StringComparer.Ordinal).ThenBy(c => c.Job.GroupIndex).ToList();
+        text.AppendLine();
+        if (copies.Count == 0)
+        {
+            text.AppendLine(status.RecoveringGroups == 0 ? "no recovery in progress" : "recovery planned; copies start within a second");
+            return text.ToString();
+        }
+        text.AppendLine(Invariant($"copies in progress ({copies.Count}):"));
+        foreach (var copy in copies)
+        {
+            var volume = map.FindVolume(copy.Job.VolumeId)?.Name ?? copy.Job.VolumeId.ToString();
+            var fraction = copy.SegmentsTotal == 0 ? 0 : (double)copy.SegmentsDone / copy.SegmentsTotal;
+            text.AppendLine(Invariant(
+                $"  {volume}/pg {copy.Job.GroupIndex,-3} {copy.SourceHostId} -> {copy.Job.TargetHostId} {(copy.Job.Resync ? "resync" : "fill  ")} {ProgressBar.Render(fraction, 20)} {copy.SegmentsDone}/{copy.SegmentsTotal} segments, {ByteSize.Format(copy.BytesCopied)} at {copy.BytesPerSecond(now) / (1 << 20):0.0} MiB/s"));
+        }
+        return text.ToString();
+    }
+
+    private static string Count(ClusterMap map, Func<PlacementGroup, bool> which) =>
+        map.AllGroups().Count(x => which(x.Group)).ToString(CultureInfo.InvariantCulture);
+
+    private static string Ago(TimeSpan elapsed) =>
+        elapsed.TotalSeconds < 120 ? Invariant($"{elapsed.TotalSeconds:0}s ago")
+        : elapsed.TotalMinutes < 120 ? Invariant($"{elapsed.TotalMinutes:0}m ago")
+        : Invariant($"{elapsed.TotalHours:0}h ago");
+
+    private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>Plain aligned text tables for the CLI.</summary>
+public static class Table
+{
+    public static void Print(StringBuilder text, string[] header, IEnumerable<string[]> rows)
+    {
+        var all = new List<string[]> { header };
+        all.AddRange(rows);
+        var widths = Enumerable.Range(0, header.Length).Select(c => all.Max(r => r[c].Length)).ToArray();
+        foreach (var row in all)
+        {
+            text.AppendLine(string.Join("  ", row.Select((cell, c) => cell.PadRight(widths[c]))).TrimEnd());
+        }
+    }
+}
