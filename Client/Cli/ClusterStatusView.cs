@@ -8,6 +8,8 @@ namespace OrleansStorage.Client.Cli;
 /// <summary>What <c>ostor status</c> prints: epoch, hosts with state, degraded and recovering groups, copies with progress bars.</summary>
 public static class ClusterStatusView
 {
+    private static readonly TimeSpan RecentWindow = TimeSpan.FromMinutes(10);
+
     public static string Render(ClusterStatus status, DateTimeOffset now)
     {
         var map = status.Map;
@@ -34,6 +36,15 @@ public static class ClusterStatusView
 
         var copies = status.Copies.OrderBy(c => c.Job.TargetHostId, StringComparer.Ordinal).ThenBy(c => c.Job.GroupIndex).ToList();
         text.AppendLine();
+        var recent = status.FinishedCopies.Where(c => c.Failure is null && now - c.Finished!.Value < RecentWindow).ToList();
+        if (recent.Count > 0)
+        {
+            // Wall-clock throughput of the recent recovery as a whole: all bytes over first start to last finish.
+            var bytes = recent.Sum(c => c.BytesCopied);
+            var seconds = Math.Max((recent.Max(c => c.Finished!.Value) - recent.Min(c => c.Started)).TotalSeconds, 0.001);
+            text.AppendLine(Invariant(
+                $"recovered in the last {RecentWindow.TotalMinutes:0} min: {recent.Count} copies ({recent.Count(c => c.Job.Resync)} resyncs), {recent.Sum(c => c.SegmentsCopied)} segments, {ByteSize.Format(bytes)} in {seconds:0.0} s = {bytes / seconds / (1 << 20):0.0} MiB/s"));
+        }
         if (copies.Count == 0)
         {
             text.AppendLine(status.RecoveringGroups == 0 ? "no recovery in progress" : "recovery planned; copies start within a second");

@@ -24,6 +24,9 @@ public sealed record ClusterStatus(ManagementStatus Management, ClusterMap Map, 
 {
     public IEnumerable<CopyProgress> Copies => Hosts.Where(h => h.Server is not null).SelectMany(h => h.Server!.Copies);
 
+    /// <summary>Copies that finished (or failed) recently, as the primaries remember them.</summary>
+    public IEnumerable<CopyProgress> FinishedCopies => Hosts.Where(h => h.Server is not null).SelectMany(h => h.Server!.FinishedCopies);
+
     /// <summary>Groups whose acting set is below the factor (a replica is Down, or one is being replaced).</summary>
     public int DegradedGroups => Map.AllGroups().Count(x => x.Group.IsAvailable && x.Group.Replicas.Length < x.Volume.ReplicationFactor);
 

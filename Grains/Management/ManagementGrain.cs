@@ -30,6 +30,7 @@ public sealed class ManagementGrain(
     private static readonly TimeSpan CopyKickTimeout = TimeSpan.FromSeconds(2);
     private readonly ClusterMapTransitions _transitions = new(options.Value);
     private readonly Dictionary<string, long> _mismatchReports = new(StringComparer.Ordinal);
+    private readonly List<CopyCompletion> _completedCopies = [];
     private IAsyncStream<ClusterMap>? _stream;
     private DateTimeOffset _activatedAt;
     private long _activatedAtEpoch;
@@ -86,12 +87,15 @@ public sealed class ManagementGrain(
         return Map;
     }
 
-    public async Task CopyCompletedAsync(CopyCompletion completion)
+    /// <summary>
+    /// Queued and applied by the next reconciliation round, all together: a host returning to many
+    /// groups then moves the epoch a few times rather than once per group, and every client
+    /// request in flight is not rejected as stale over and over.
+    /// </summary>
+    public Task CopyCompletedAsync(CopyCompletion completion)
     {
-        var job = completion.Job;
-        await CommitAsync(
-            HostLifecycle.CompleteCopy(Map, job.VolumeId, job.GroupIndex, job.TargetHostId, completion.StartEpoch),
-            $"'{job.TargetHostId}' filled by '{completion.SourceHostId}' joins the acting set of placement group {job.GroupIndex} of volume {job.VolumeId}");
+        _completedCopies.Add(completion);
+        return Task.CompletedTask;
     }
 
     public async Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor)
@@ -166,6 +170,7 @@ public sealed class ManagementGrain(
             {
                 await CommitAsync(HostLifecycle.MarkOut(Map, host.HostId, now), $"host '{host.HostId}' is Out (Down longer than {options.Value.DownGracePeriod})");
             }
+            await ApplyCompletedCopiesAsync();
             await CommitAsync(HostLifecycle.PlanRecovery(Map), "replacement replicas planned");
             if (options.Value.AutoRebalance)
             {
@@ -177,6 +182,25 @@ public sealed class ManagementGrain(
         {
             Log.ReconcileFailed(logger, ex);
         }
+    }
+
+    /// <summary>Moves every filled pending replica into its acting set in one map change.</summary>
+    private async Task ApplyCompletedCopiesAsync()
+    {
+        if (_completedCopies.Count == 0)
+        {
+            return;
+        }
+        var next = Map;
+        foreach (var completion in _completedCopies)
+        {
+            var job = completion.Job;
+            next = HostLifecycle.CompleteCopy(next, job.VolumeId, job.GroupIndex, job.TargetHostId, completion.StartEpoch);
+        }
+        var joined = _completedCopies.Count;
+        _completedCopies.Clear();
+        // One change, however many groups it covers.
+        await CommitAsync(next.Epoch > Map.Epoch ? next with { Epoch = Map.Epoch + 1 } : Map, $"{joined} filled replicas join their acting sets");
     }
 
     /// <summary>
