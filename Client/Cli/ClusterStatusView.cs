@@ -2,13 +2,14 @@ using System.Globalization;
 using System.Text;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Maps;
+using OrleansStorage.Storage;
 
 namespace OrleansStorage.Client.Cli;
 
 /// <summary>What <c>ostor status</c> prints: epoch, hosts with state, degraded and recovering groups, copies with progress bars.</summary>
 public static class ClusterStatusView
 {
-    private static readonly TimeSpan RecentWindow = TimeSpan.FromMinutes(10);
+    private static readonly TimeSpan RecentWindow = TimeSpan.FromHours(1);
 
     public static string Render(ClusterStatus status, DateTimeOffset now)
     {
@@ -36,14 +37,14 @@ public static class ClusterStatusView
 
         var copies = status.Copies.OrderBy(c => c.Job.TargetHostId, StringComparer.Ordinal).ThenBy(c => c.Job.GroupIndex).ToList();
         text.AppendLine();
-        var recent = status.FinishedCopies.Where(c => c.Failure is null && now - c.Finished!.Value < RecentWindow).ToList();
+        var recent = LastEpisode(status.FinishedCopies.Where(c => c.Failure is null && now - c.Finished!.Value < RecentWindow));
         if (recent.Count > 0)
         {
-            // Wall-clock throughput of the recent recovery as a whole: all bytes over first start to last finish.
+            // Wall-clock throughput of the recovery as a whole: all bytes over first start to last finish.
             var bytes = recent.Sum(c => c.BytesCopied);
             var seconds = Math.Max((recent.Max(c => c.Finished!.Value) - recent.Min(c => c.Started)).TotalSeconds, 0.001);
             text.AppendLine(Invariant(
-                $"recovered in the last {RecentWindow.TotalMinutes:0} min: {recent.Count} copies ({recent.Count(c => c.Job.Resync)} resyncs), {recent.Sum(c => c.SegmentsCopied)} segments, {ByteSize.Format(bytes)} in {seconds:0.0} s = {bytes / seconds / (1 << 20):0.0} MiB/s"));
+                $"last recovery (finished {Ago(now - recent.Max(c => c.Finished!.Value))}): {recent.Count} copies ({recent.Count(c => c.Job.Resync)} resyncs), {recent.Sum(c => c.SegmentsCopied)} of {recent.Sum(c => c.SegmentsTotal)} segments sent, {ByteSize.Format(bytes)} in {seconds:0.0} s = {bytes / seconds / (1 << 20):0.0} MiB/s"));
         }
         if (copies.Count == 0)
         {
@@ -59,6 +60,23 @@ public static class ClusterStatusView
                 $"  {volume}/pg {copy.Job.GroupIndex,-3} {copy.SourceHostId} -> {copy.Job.TargetHostId} {(copy.Job.Resync ? "resync" : "fill  ")} {ProgressBar.Render(fraction, 20)} {copy.SegmentsDone}/{copy.SegmentsTotal} segments, {ByteSize.Format(copy.BytesCopied)} at {copy.BytesPerSecond(now) / (1 << 20):0.0} MiB/s"));
         }
         return text.ToString();
+    }
+
+    /// <summary>The latest run of copies that overlap or follow each other within a few seconds: one recovery.</summary>
+    private static List<CopyProgress> LastEpisode(IEnumerable<CopyProgress> finished)
+    {
+        var episode = new List<CopyProgress>();
+        var end = DateTimeOffset.MinValue;
+        foreach (var copy in finished.OrderBy(c => c.Started))
+        {
+            if (copy.Started > end + TimeSpan.FromSeconds(5))
+            {
+                episode.Clear();
+            }
+            episode.Add(copy);
+            end = copy.Finished!.Value > end ? copy.Finished.Value : end;
+        }
+        return episode;
     }
 
     private static string Count(ClusterMap map, Func<PlacementGroup, bool> which) =>

@@ -12,9 +12,8 @@ namespace OrleansStorage.Storage;
 /// </summary>
 public sealed partial class StorageServerGrain
 {
-    private const int FinishedCopiesKept = 256;
     private readonly Dictionary<CopyJob, CopyRun> _copies = [];
-    private readonly Queue<CopyProgress> _finishedCopies = new();
+    private bool _deactivating;
     private readonly Dictionary<(Guid VolumeId, int Group), InstalledSegments> _installed = [];
     private SemaphoreSlim? _copySlots;
     private BandwidthLimiter? _bandwidth;
@@ -24,6 +23,10 @@ public sealed partial class StorageServerGrain
         if (_map.Epoch < epoch)
         {
             await CatchUpAsync();
+        }
+        if (_deactivating)
+        {
+            return;
         }
         _copySlots ??= new SemaphoreSlim(options.Value.MaxConcurrentCopies);
         _bandwidth ??= new BandwidthLimiter(options.Value.RecoveryBandwidthBytesPerSecond, TimeProvider.System);
@@ -90,7 +93,7 @@ public sealed partial class StorageServerGrain
             var segments = SegmentsOf(volume, job.GroupIndex).ToList();
             var withFiles = store.ListSegments(job.VolumeId).ToHashSet();
             var target = GrainFactory.GetGrain<IStorageServerGrain>(job.TargetHostId);
-            var targetVersions = await target.GetSegmentVersionsAsync(_map.Epoch, job.VolumeId, job.GroupIndex);
+            var targetVersions = await AtCurrentEpochAsync(run, epoch => target.GetSegmentVersionsAsync(epoch, job.VolumeId, job.GroupIndex));
             run.SegmentsTotal = segments.Count;
             for (var i = 0; i < segments.Count; i++)
             {
@@ -124,27 +127,55 @@ public sealed partial class StorageServerGrain
     private async Task<int> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment)
     {
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
+        ThrowIfAbandoned(run);
+        var version = store.Version(segment);
+        var (extents, bytes) = await store.ReadImageAsync(segment, volume.SegmentSizeBytes);
+        await AtCurrentEpochAsync(run, async epoch =>
+        {
+            await target.InstallSegmentAsync(new SegmentImage(epoch, segment, version, extents, bytes));
+            return true;
+        });
+        return bytes.Length;
+    }
+
+    /// <summary>
+    /// A call to the target at our epoch; if the target is ahead, catch up, check the copy still
+    /// stands, and call again (a map change in the middle of a copy is normal: other hosts come and go).
+    /// </summary>
+    private async Task<T> AtCurrentEpochAsync<T>(CopyRun run, Func<long, Task<T>> call)
+    {
         for (var attempt = 1; ; attempt++)
         {
             ThrowIfAbandoned(run);
-            var version = store.Version(segment);
-            var (extents, bytes) = await store.ReadImageAsync(segment, volume.SegmentSizeBytes);
             try
             {
-                await target.InstallSegmentAsync(new SegmentImage(_map.Epoch, segment, version, extents, bytes));
-                return bytes.Length;
+                return await call(_map.Epoch);
             }
-            catch (StaleEpochException) when (attempt < 3)
+            catch (StaleEpochException) when (attempt < 5)
             {
-                await CatchUpAsync(); // the target is ahead of us: catch up, check we still copy, send again
+                await CatchUpAsync();
             }
         }
+    }
+
+    /// <summary>
+    /// Copies run beside the grain's turns, so a deactivation (Orleans deactivates grains whose
+    /// directory entry lived on a silo that died) must stop them and wait: a copy left running
+    /// would install segments outside the next activation's write ordering.
+    /// </summary>
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        _deactivating = true;
+        var running = _copies.Values.Select(run => run.Completion).ToArray();
+        await Task.WhenAll(running).WaitAsync(cancellationToken)
+            .ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ContinueOnCapturedContext);
+        await base.OnDeactivateAsync(reason, cancellationToken);
     }
 
     /// <summary>Stops a copy whose premise is gone: we are no longer the primary, or the target is no longer the same pending replica.</summary>
     private void ThrowIfAbandoned(CopyRun run)
     {
-        var reason = StillCopying(run.Job, run.StartEpoch);
+        var reason = _deactivating ? "this storage server is deactivating" : StillCopying(run.Job, run.StartEpoch);
         if (reason is not null)
         {
             throw new StorageException($"copy to '{run.Job.TargetHostId}' abandoned at epoch {_map.Epoch}: {reason}");
@@ -171,11 +202,7 @@ public sealed partial class StorageServerGrain
     {
         _copies.Remove(run.Job);
         var progress = run.Progress() with { Finished = DateTimeOffset.UtcNow, Failure = failure };
-        _finishedCopies.Enqueue(progress);
-        while (_finishedCopies.Count > FinishedCopiesKept)
-        {
-            _finishedCopies.Dequeue();
-        }
+        recoveryLog.Add(progress);
         if (failure is null)
         {
             Log.CopyFinished(logger, _hostId, run.Job.TargetHostId, run.Job.VolumeId, run.Job.GroupIndex, progress.SegmentsCopied, progress.SegmentsTotal, progress.BytesCopied);

@@ -24,6 +24,7 @@ public sealed partial class StorageServerGrain(
     SegmentStore store,
     IOptions<StorageServerOptions> options,
     IClusterMapPushFilter pushFilter,
+    RecoveryLog recoveryLog,
     ILocalSiloDetails silo,
     ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
 {
@@ -147,7 +148,7 @@ public sealed partial class StorageServerGrain(
         var (bytes, files) = store.Usage();
         return Task.FromResult(new StorageServerStatus(
             _hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString(),
-            [.. _copies.Values.Select(run => run.Progress())], [.. _finishedCopies]));
+            [.. _copies.Values.Select(run => run.Progress())], recoveryLog.Recent()));
     }
 
     public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)
