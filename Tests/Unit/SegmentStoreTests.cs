@@ -140,4 +140,64 @@ public sealed class SegmentStoreTests : IDisposable
         var path = _store.SegmentPath(new SegmentAddress(Guid.Parse("0f8fad5b-d9cb-469f-a165-70867728950e"), 12));
         Assert.Equal(Path.Combine(_store.VolumesRoot, "0f8fad5bd9cb469fa16570867728950e", "0000000012.seg"), path);
     }
+
+    [Fact]
+    public void Write_versions_rise_per_epoch_keep_the_highest_on_replicas_and_survive_a_restart()
+    {
+        var first = _store.NextVersion(_segment, epoch: 7);
+        Assert.Equal(7L << 32, first);
+        Assert.Equal(first + 1, _store.NextVersion(_segment, epoch: 7));
+        // A later primary (epoch 9) never reuses a version an earlier one handed out.
+        Assert.Equal(9L << 32, _store.NextVersion(_segment, epoch: 9));
+
+        var replica = new SegmentAddress(_segment.VolumeId, 40);
+        _store.RaiseVersion(replica, 12);
+        _store.RaiseVersion(replica, 5); // applied out of order: the highest stays
+        Assert.Equal(12, _store.Version(replica));
+        Assert.Equal(0, _store.Version(new SegmentAddress(_segment.VolumeId, 41)));
+
+        _store.Dispose();
+        using var reopened = new SegmentStore(_root);
+        Assert.Equal(9L << 32, reopened.Version(_segment));
+        Assert.Equal(12, reopened.Version(replica));
+    }
+
+    [Fact]
+    public async Task A_segment_image_copies_data_and_holes_and_replaces_what_was_there()
+    {
+        var data = Enumerable.Range(0, 8192).Select(i => (byte)(i % 251 + 1)).ToArray();
+        await _store.WriteAsync(_segment, Segment, 4096, data, durable: false);
+        await _store.WriteAsync(_segment, Segment, 1 << 20, data, durable: false);
+        var (extents, bytes) = await _store.ReadImageAsync(_segment, Segment);
+        Assert.Equal(2 * data.Length, bytes.Length);
+
+        var target = new SegmentAddress(_segment.VolumeId, 9);
+        await _store.WriteAsync(target, Segment, 3 << 20, data, durable: false); // stale data the image must erase
+        await _store.InstallImageAsync(target, Segment, extents, bytes, version: 77);
+
+        var source = new byte[Segment];
+        var copy = new byte[Segment];
+        await _store.ReadAsync(_segment, Segment, 0, source);
+        await _store.ReadAsync(target, Segment, 0, copy);
+        Assert.True(source.AsSpan().SequenceEqual(copy));
+        Assert.Equal(77, _store.Version(target));
+        await Assert.ThrowsAsync<InvalidRequestException>(() => _store.InstallImageAsync(target, Segment, extents, bytes.AsMemory(1), 78));
+    }
+
+    [Fact]
+    public async Task Deleting_segments_removes_their_files_and_versions_only()
+    {
+        var data = new byte[4096];
+        data[0] = 1;
+        for (var i = 0; i < 6; i++)
+        {
+            var segment = new SegmentAddress(_segment.VolumeId, i);
+            await _store.WriteAsync(segment, Segment, 0, data, durable: false);
+            _store.NextVersion(segment, epoch: 1);
+        }
+        Assert.Equal(3, _store.DeleteSegments(_segment.VolumeId, index => index % 2 == 1));
+        Assert.Equal([0L, 2L, 4L], _store.ListSegments(_segment.VolumeId).Order());
+        Assert.Equal(0, _store.Version(new SegmentAddress(_segment.VolumeId, 1)));
+        Assert.NotEqual(0, _store.Version(new SegmentAddress(_segment.VolumeId, 2)));
+    }
 }
