@@ -141,9 +141,10 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         var initial = Replicas.RandomBytes((int)volumeSize, seed: 7);
         await handle.WriteAsync(0, initial);
 
-        // The writer touches only the first 6 segments: everything else stays as it was.
+        // The writer touches only the first 16 segments, one per placement group, so the victim
+        // surely misses some writes; the other 48 stay as they were.
         var load = new LoadRunner();
-        load.Add(handle, [handle, await _staleClient!.OpenVolumeAsync("resync")], writeLength: 6L * Segment, initial: initial);
+        load.Add(handle, [handle, await _staleClient!.OpenVolumeAsync("resync")], writeLength: 16L * Segment, initial: initial);
         load.Start();
         await load.WaitForProgressAsync();
 
@@ -290,6 +291,41 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await (await fixture.Client.OpenVolumeAsync("mgmt")).ReadAsync(0, back);
         Assert.False(back.All(b => b == 0), "the stale write of zeros must not have landed");
         await DeleteVolumesAsync("mgmt");
+    }
+
+    [SkippableFact]
+    public async Task Group_with_no_replica_left_fails_as_unavailable_then_serves_again_when_its_host_returns()
+    {
+        fixture.SkipIfUnavailable();
+        fixture.SetGracePeriod(TimeSpan.FromMinutes(10));
+        var volume = await fixture.Client.CreateVolumeAsync("single", 16L * Segment, 1);
+        var handle = await fixture.Client.OpenVolumeAsync("single");
+        var data = Replicas.RandomBytes(16 * Segment, seed: 11);
+        await handle.WriteAsync(0, data);
+
+        var victim = await PickVictimAsync();
+        var lost = Enumerable.Range(0, 16).First(i => volume.PlacementGroupOf(i).Primary == victim);
+        var kept = Enumerable.Range(0, 16).First(i => volume.PlacementGroupOf(i).Primary != victim);
+        await fixture.KillHostAsync(victim);
+        await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Down, $"'{victim}' marked Down");
+
+        await using var impatient = await OstorClient.AttachAsync(fixture.Cluster.Client, new OstorClientOptions { RetryTimeout = TimeSpan.FromSeconds(2) });
+        var single = await impatient.OpenVolumeAsync("single");
+        var buffer = new byte[4096];
+        var failure = await Assert.ThrowsAsync<StorageException>(() => single.ReadAsync((long)lost * Segment, buffer));
+        Assert.Contains("unavailable", failure.Message, StringComparison.Ordinal);
+        Assert.Contains(victim, failure.Message, StringComparison.Ordinal);
+        await Assert.ThrowsAsync<StorageException>(() => single.WriteAsync((long)lost * Segment, new byte[4096]));
+        await single.ReadAsync((long)kept * Segment, buffer); // the other groups serve on
+        Assert.True(data.AsSpan(kept * Segment, 4096).SequenceEqual(buffer));
+
+        // Its only copy comes back with it: the group serves again, with the data it had.
+        Assert.Equal(victim, await fixture.StartSiloAsync());
+        await WaitForMapAsync(m => m.FindVolume("single")!.PlacementGroupOf(lost).IsAvailable, $"'{victim}' took its groups back");
+        var back = new byte[16 * Segment];
+        await (await fixture.Client.OpenVolumeAsync("single")).ReadAsync(0, back);
+        Assert.True(data.AsSpan().SequenceEqual(back), "the volume changed across the outage");
+        await DeleteVolumesAsync("single");
     }
 
     private async Task AddVolumeAsync(LoadRunner load, string name, long size, int factor)
