@@ -62,6 +62,10 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Alias("Rebalance")]
     Task<ClusterMap> RebalanceAsync();
 
+    /// <summary>A primary could not apply a write on another replica: that replica leaves the acting set and is resynced.</summary>
+    [Alias("ReportReplicaFailed")]
+    Task ReportReplicaFailedAsync(ReplicaFailure failure);
+
     /// <summary>A primary finished filling a pending replica.</summary>
     [Alias("CopyCompleted")]
     Task CopyCompletedAsync(CopyCompletion completion);

@@ -48,3 +48,13 @@ public sealed record CopyCompletion(
     [property: Id(0)] CopyJob Job,
     [property: Id(1)] string SourceHostId,
     [property: Id(2)] long StartEpoch);
+
+/// <summary>A primary could not apply a write, sent at <see cref="Epoch"/>, on another replica of a group; that replica must be resynced before it serves.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.ReplicaFailure")]
+public sealed record ReplicaFailure(
+    [property: Id(0)] Guid VolumeId,
+    [property: Id(1)] int GroupIndex,
+    [property: Id(2)] string HostId,
+    [property: Id(3)] string ReportingHostId,
+    [property: Id(4)] string Reason,
+    [property: Id(5)] long Epoch);

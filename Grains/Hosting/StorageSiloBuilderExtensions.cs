@@ -35,6 +35,7 @@ public static class StorageSiloBuilderExtensions
             return new SegmentStore(storage.DataDirectory, storage.MaxOpenSegmentFiles);
         });
         services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
+        services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();
         services.AddSingleton<RecoveryLog>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, HostRegistrationService>();
         return silo;

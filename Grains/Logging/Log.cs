@@ -41,6 +41,9 @@ internal static partial class Log
     [LoggerMessage(1010, LogLevel.Warning, "Primary {HostId} stopped filling {Target} for placement group {Group} of volume {VolumeId}: {Reason}")]
     public static partial void CopyFailed(ILogger logger, string hostId, string target, Guid volumeId, int group, string reason);
 
+    [LoggerMessage(1011, LogLevel.Warning, "Could not report that {HostId} missed a write")]
+    public static partial void ReplicaFailureReportFailed(ILogger logger, Exception exception, string hostId);
+
     [LoggerMessage(1100, LogLevel.Information, "Cluster map is now at epoch {Epoch}: {Change}")]
     public static partial void MapChanged(ILogger logger, long epoch, string change);
 
@@ -64,6 +67,9 @@ internal static partial class Log
 
     [LoggerMessage(1107, LogLevel.Debug, "Could not ask primary {HostId} to fill pending replicas")]
     public static partial void CopyKickFailed(ILogger logger, Exception exception, string hostId);
+
+    [LoggerMessage(1108, LogLevel.Warning, "Primary {Reporter} could not apply a write on {HostId} for placement group {Group} of volume {VolumeId} ({Reason})")]
+    public static partial void ReplicaFailed(ILogger logger, string hostId, int group, Guid volumeId, string reporter, string reason);
 
     [LoggerMessage(1200, LogLevel.Warning, "Storage server {HostId} cannot be placed: {Reason}")]
     public static partial void PinFailed(ILogger logger, string hostId, string reason);

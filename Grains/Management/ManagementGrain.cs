@@ -87,6 +87,14 @@ public sealed class ManagementGrain(
         return Map;
     }
 
+    public async Task ReportReplicaFailedAsync(ReplicaFailure failure)
+    {
+        Log.ReplicaFailed(logger, failure.HostId, failure.GroupIndex, failure.VolumeId, failure.ReportingHostId, failure.Reason);
+        await CommitAsync(
+            HostLifecycle.ResyncReplica(Map, failure.VolumeId, failure.GroupIndex, failure.HostId, failure.Epoch),
+            $"'{failure.HostId}' missed a write in placement group {failure.GroupIndex} of volume {failure.VolumeId}: resync before it serves");
+    }
+
     /// <summary>
     /// Queued and applied by the next reconciliation round, all together: a host returning to many
     /// groups then moves the epoch a few times rather than once per group, and every client

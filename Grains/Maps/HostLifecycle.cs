@@ -168,6 +168,43 @@ public static class HostLifecycle
     }
 
     /// <summary>
+    /// A primary could not apply a write on one of the group's other replicas (a transient fault:
+    /// a host that is really gone is marked Down by membership). That replica may now lack a write
+    /// the others have, so it must not serve: it leaves the acting set and is resynced as a pending
+    /// replica. A pending replica that missed a write sent at <paramref name="failedAtEpoch"/> or
+    /// later starts its fill again (an earlier miss is covered: the primary marked the segment
+    /// before the fill compared versions). The primary itself, a host not in the group, or one
+    /// that is not Up, is no change.
+    /// </summary>
+    public static ClusterMap ResyncReplica(ClusterMap map, Guid volumeId, int groupIndex, string hostId, long failedAtEpoch)
+    {
+        var volume = map.FindVolume(volumeId);
+        var host = map.FindHost(hostId);
+        if (volume is null || groupIndex < 0 || groupIndex >= volume.PlacementGroups.Length || host?.State is not (HostState.Up or HostState.Draining))
+        {
+            return map;
+        }
+        var pg = volume.PlacementGroups[groupIndex];
+        var epoch = map.Epoch + 1;
+        PlacementGroup updated;
+        if (pg.Replicas.Length > 1 && pg.Primary != hostId && pg.Replicas.Contains(hostId))
+        {
+            updated = pg.Leaving.Contains(hostId)
+                ? pg with { Replicas = pg.Replicas.Remove(hostId), Leaving = pg.Leaving.Remove(hostId) } // it was leaving anyway
+                : pg with { Replicas = pg.Replicas.Remove(hostId), Pending = pg.Pending.Add(new PendingReplica(hostId, epoch, Resync: true)) };
+        }
+        else if (pg.FindPending(hostId) is { } pending && failedAtEpoch >= pending.SinceEpoch)
+        {
+            updated = pg with { Pending = pg.Pending.Replace(pending, pending with { SinceEpoch = epoch }) };
+        }
+        else
+        {
+            return map;
+        }
+        return ReplaceGroup(map with { Epoch = epoch }, volume, updated);
+    }
+
+    /// <summary>
     /// Starts moving every group off a host: it becomes Draining (no new placement), and each
     /// group it serves gets it as leaving, so recovery fills a replacement first. A Down host is
     /// put Out at once: there is nothing to wait for.

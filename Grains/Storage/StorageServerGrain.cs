@@ -24,6 +24,7 @@ public sealed partial class StorageServerGrain(
     SegmentStore store,
     IOptions<StorageServerOptions> options,
     IClusterMapPushFilter pushFilter,
+    IReplicaWriteFaults faults,
     RecoveryLog recoveryLog,
     ILocalSiloDetails silo,
     ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
@@ -108,6 +109,10 @@ public sealed partial class StorageServerGrain(
     {
         var (volume, group) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
+        if (faults.ShouldFail(_hostId))
+        {
+            throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
+        }
         await store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess);
         RecordReplicaVersion(group, request.Segment, request.Version);
     }
@@ -167,26 +172,42 @@ public sealed partial class StorageServerGrain(
     /// <summary>
     /// Applies the local write and the forwards to every other acting and pending replica in
     /// parallel; done when all are. If any failed, the write is not acknowledged and the segment
-    /// gets a fresh version here, so a replica that missed it differs from us and a later resync
-    /// copies the segment rather than trusting equal versions.
+    /// gets a fresh version here, so a replica that missed it differs from us and a resync copies
+    /// the segment rather than trusting equal versions; and each replica that failed for any
+    /// reason but a map disagreement is reported, so it is resynced before it serves again.
     /// </summary>
     private async Task ForwardAsync(PlacementGroup group, SegmentAddress segment, Task local, Func<IStorageServerGrain, Task> forward)
     {
-        var all = new List<Task>(group.Replicas.Length + group.Pending.Length) { local };
-        foreach (var hostId in group.ForwardTargets)
-        {
-            all.Add(forward(GrainFactory.GetGrain<IStorageServerGrain>(hostId)));
-        }
+        var targets = group.ForwardTargets.ToList();
+        var forwards = targets.Select(hostId => forward(GrainFactory.GetGrain<IStorageServerGrain>(hostId))).ToList();
         try
         {
-            await Task.WhenAll(all);
+            await Task.WhenAll(forwards.Prepend(local));
         }
         catch
         {
-            store.NextVersion(segment, _map.Epoch);
+            var epoch = _map.Epoch;
+            store.NextVersion(segment, epoch);
+            for (var i = 0; i < targets.Count; i++)
+            {
+                if (forwards[i].Exception?.InnerException is { } failure && !IsMapDisagreement(failure))
+                {
+                    var report = new ReplicaFailure(segment.VolumeId, group.Index, targets[i], _hostId, failure.Message, epoch);
+                    InBackground(Management.ReportReplicaFailedAsync(report), ex => Log.ReplicaFailureReportFailed(logger, ex, report.HostId));
+                }
+            }
             throw;
         }
     }
+
+    private static bool IsMapDisagreement(Exception failure) =>
+        failure is StaleEpochException or MisdirectedRequestException or VolumeNotFoundException or InvalidRequestException;
+
+    /// <summary>A report to management that must not hold up the request that made it; a lost report is logged.</summary>
+    private static void InBackground(Task report, Action<Exception> onFailure) =>
+        report.ContinueWith(
+            t => onFailure(t.Exception!),
+            CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default).Ignore();
 
     /// <summary>The epoch protocol, then the placement check, for one data request.</summary>
     private async ValueTask<(VolumeInfo Volume, PlacementGroup Group)> AdmitAsync(long requestEpoch, SegmentAddress segment, ReplicaRole role)
@@ -253,11 +274,8 @@ public sealed partial class StorageServerGrain(
 
     private void ReportMismatch(long requestEpoch)
     {
-        // Reporting must not hold up the request; a lost report costs only a counter.
-        var report = Management.ReportMismatchAsync(new EpochMismatch(_hostId, _map.Epoch, requestEpoch));
-        report.ContinueWith(
-            t => Log.MismatchReportFailed(logger, t.Exception!, _hostId),
-            CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default).Ignore();
+        // A lost report costs only a counter.
+        InBackground(Management.ReportMismatchAsync(new EpochMismatch(_hostId, _map.Epoch, requestEpoch)), ex => Log.MismatchReportFailed(logger, ex, _hostId));
     }
 
     private async Task OnMapPushedAsync(ClusterMap map, StreamSequenceToken? token)

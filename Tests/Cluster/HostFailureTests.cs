@@ -294,6 +294,33 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
     }
 
     [SkippableFact]
+    public async Task Live_replica_that_misses_writes_is_resynced_before_it_serves_again()
+    {
+        fixture.SkipIfUnavailable();
+        var load = new LoadRunner();
+        await AddVolumeAsync(load, "missed", 32L * Segment, 2);
+        load.Start();
+        await load.WaitForProgressAsync();
+
+        var victim = await PickVictimAsync();
+        var since = DateTimeOffset.UtcNow;
+        fixture.ReplicaFaults.FailNext(victim, 5);
+        await WaitUntilAsync(() => Task.FromResult(fixture.ReplicaFaults.Remaining(victim) == 0), $"'{victim}' failed 5 forwarded writes");
+        await WaitUntilAsync(async () => (await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Started >= since)).Count > 0,
+            $"'{victim}' resynced by the primaries whose writes it missed");
+        await WaitForMapAsync(GroupsFull, $"'{victim}' back in every acting set");
+        await load.WaitForProgressAsync(20);
+        await load.StopAsync();
+        await load.VerifyAsync(fixture); // every replica holds exactly what was acknowledged
+
+        var resyncs = await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Started >= since);
+        output.WriteLine($"'{victim}' missed writes in {resyncs.Select(c => c.Job.GroupIndex).Distinct().Count()} groups; resyncs copied {resyncs.Sum(c => c.SegmentsCopied)} segments");
+        Assert.True(resyncs.Sum(c => c.SegmentsCopied) >= 1);
+        Assert.Equal(HostState.Up, (await fixture.Management.GetMapAsync()).FindHost(victim)!.State); // never judged Down: it was alive
+        await DeleteVolumesAsync("missed");
+    }
+
+    [SkippableFact]
     public async Task Group_with_no_replica_left_fails_as_unavailable_then_serves_again_when_its_host_returns()
     {
         fixture.SkipIfUnavailable();

@@ -37,6 +37,7 @@ public class StorageClusterFixture : IAsyncLifetime
     public string ConnectionString { get; private set; } = "";
     public string DataRoot { get; } = Path.Combine(Path.GetTempPath(), "ostor-test-hosts-" + Guid.NewGuid().ToString("N")[..12]);
     public SwitchablePushFilter PushFilter { get; } = new();
+    public SwitchableReplicaFaults ReplicaFaults { get; } = new();
     public bool Available { get; private set; }
 
     public IManagementServiceGrain Management => Cluster.Client.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
@@ -74,6 +75,7 @@ public class StorageClusterFixture : IAsyncLifetime
                 o.CapacityBytes = 1L << 40;
             });
             silo.Services.AddSingleton<IClusterMapPushFilter>(fixture.PushFilter);
+            silo.Services.AddSingleton<IReplicaWriteFaults>(fixture.ReplicaFaults);
             fixture.ConfigureSilo(silo);
             silo.Services.Configure<ManagementOptions>(o =>
             {

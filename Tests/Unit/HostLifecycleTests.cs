@@ -167,4 +167,33 @@ public sealed class HostLifecycleTests
         Assert.True(primaries.Max() - primaries.DefaultIfEmpty(0).Min() <= 1 || primaries.Count < 4);
         Assert.All(Groups(step), pg => Assert.Equal(2, pg.Replicas.Distinct().Count()));
     }
+
+    [Fact]
+    public void Replica_that_missed_a_write_leaves_the_acting_set_until_resynced()
+    {
+        var map = Cluster(3, 3);
+        var pg = Groups(map)[2];
+        var secondary = pg.Replicas[1];
+
+        var next = HostLifecycle.ResyncReplica(map, VolumeId, 2, secondary, map.Epoch);
+        Assert.Equal(map.Epoch + 1, next.Epoch);
+        var changed = Groups(next)[2];
+        Assert.DoesNotContain(secondary, changed.Replicas);
+        Assert.Equal(new PendingReplica(secondary, next.Epoch, Resync: true), Assert.Single(changed.Pending));
+        Assert.Equal(0, changed.Deficit(3)); // no new replica is planned for it
+        Assert.Equal(Groups(map)[3], Groups(next)[3]); // other groups untouched
+
+        // A miss reported from before it became pending is covered by the resync; a later one restarts
+        // it (a copy begun before then refuses to complete).
+        Assert.Same(next, HostLifecycle.ResyncReplica(next, VolumeId, 2, secondary, map.Epoch));
+        var again = HostLifecycle.ResyncReplica(next, VolumeId, 2, secondary, next.Epoch);
+        Assert.Equal(again.Epoch, Assert.Single(Groups(again)[2].Pending).SinceEpoch);
+        Assert.Same(again, HostLifecycle.CompleteCopy(again, VolumeId, 2, secondary, next.Epoch));
+
+        // The primary, a host outside the group, and a host already Down change nothing.
+        Assert.Same(map, HostLifecycle.ResyncReplica(map, VolumeId, 2, pg.Primary, map.Epoch));
+        Assert.Same(map, HostLifecycle.ResyncReplica(map, VolumeId, 2, "host-9", map.Epoch));
+        var down = HostLifecycle.MarkDown(map, secondary, Now);
+        Assert.Same(down, HostLifecycle.ResyncReplica(down, VolumeId, 2, secondary, down.Epoch));
+    }
 }
