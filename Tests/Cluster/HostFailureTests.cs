@@ -21,6 +21,7 @@ namespace OrleansStorage.Tests.Cluster;
 public sealed class FailureClusterFixture : StorageClusterFixture
 {
     private TimeSpan _gracePeriod = TimeSpan.FromSeconds(4);
+    private bool _autoRebalance;
 
     protected override int InitialHosts => 4;
 
@@ -35,10 +36,21 @@ public sealed class FailureClusterFixture : StorageClusterFixture
         silo.Services.Configure<ManagementOptions>(o =>
         {
             o.DownGracePeriod = _gracePeriod;
+            o.AutoRebalance = _autoRebalance;
             o.MembershipSettleTime = TimeSpan.FromSeconds(2);
             o.ReconcileInterval = TimeSpan.FromMilliseconds(500);
         });
         silo.Services.Configure<StorageServerOptions>(o => o.RegistrationInterval = TimeSpan.FromSeconds(1));
+    }
+
+    /// <summary>Turns automatic rebalancing on or off on every running silo and for silos started later.</summary>
+    public void SetAutoRebalance(bool enabled)
+    {
+        _autoRebalance = enabled;
+        foreach (var silo in Cluster.Silos.OfType<InProcessSiloHandle>())
+        {
+            silo.SiloHost.Services.GetRequiredService<IOptions<ManagementOptions>>().Value.AutoRebalance = enabled;
+        }
     }
 
     /// <summary>Sets the grace period on every running silo (whichever holds the management service) and for silos started later.</summary>
@@ -124,7 +136,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         output.WriteLine($"re-replication: {copies.Count} copies, {bytes / 1048576.0:0.0} MiB in {seconds:0.0} s = {bytes / 1048576.0 / Math.Max(seconds, 0.001):0.0} MiB/s");
 
         // The host returns after it was Out: it joins empty and drops its stale segment files.
-        Assert.Equal(victim, await fixture.StartSiloAsync());
+        Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
         await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' removed its stale segment files");
         await DeleteVolumesAsync("kill-f2", "kill-f3");
@@ -158,7 +170,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.NotEmpty(heldGroups);
         await load.WaitForProgressAsync(50); // writes the victim misses
 
-        Assert.Equal(victim, await fixture.StartSiloAsync());
+        Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         var back = await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up && GroupsFull(m), $"'{victim}' resynced and back in its groups");
         Assert.All(back.FindVolume("resync")!.PlacementGroups.Where(pg => heldGroups.Contains(pg.Index)), pg => Assert.Contains(victim, pg.Replicas));
         await load.WaitForProgressAsync(20);
@@ -212,6 +224,37 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
     }
 
     [SkippableFact]
+    public async Task With_automatic_rebalance_a_new_host_gets_groups_on_its_own()
+    {
+        fixture.SkipIfUnavailable();
+        var load = new LoadRunner();
+        await AddVolumeAsync(load, "auto", 32L * Segment, 2);
+        load.Start();
+        await load.WaitForProgressAsync();
+        fixture.SetAutoRebalance(true);
+        try
+        {
+            var joined = await fixture.StartSiloAsync();
+            await WaitForMapAsync(m => m.AllGroups().Count(x => x.Group.Contains(joined)) >= 2 && GroupsFull(m), $"'{joined}' given groups without being asked", TimeSpan.FromSeconds(120));
+            await load.WaitForProgressAsync(20);
+            await load.StopAsync();
+            await load.VerifyAsync(fixture);
+
+            // Leave the cluster as it was: the new host goes again, through evacuation.
+            fixture.SetAutoRebalance(false);
+            await fixture.Management.EvacuateHostAsync(joined);
+            await WaitForMapAsync(m => GroupsFull(m) && !m.AllGroups().Any(x => x.Group.References(joined)), $"'{joined}' evacuated");
+            await fixture.Management.RemoveHostAsync(joined);
+            await fixture.KillHostAsync(joined);
+        }
+        finally
+        {
+            fixture.SetAutoRebalance(false);
+        }
+        await DeleteVolumesAsync("auto");
+    }
+
+    [SkippableFact]
     public async Task Evacuated_host_holds_nothing_and_is_removed_with_data_intact()
     {
         fixture.SkipIfUnavailable();
@@ -237,7 +280,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await Task.Delay(TimeSpan.FromSeconds(2));
         Assert.Null((await fixture.Management.GetMapAsync()).FindHost(victim));
         await fixture.KillHostAsync(victim);
-        Assert.Equal(victim, await fixture.StartSiloAsync());
+        Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         await WaitForMapAsync(m => m.FindHost(victim)?.State == HostState.Up, $"'{victim}' joined again");
         await DeleteVolumesAsync("evac-f2", "evac-f3");
     }
@@ -267,7 +310,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await WaitForMapAsync(m => m.FindHost(managementHost)!.State == HostState.Down, $"'{managementHost}' marked Down by the new activation");
         await load.WaitForProgressAsync(50);
 
-        Assert.Equal(managementHost, await fixture.StartSiloAsync());
+        Assert.Equal(managementHost, await fixture.StartSiloAsync(managementHost));
         await WaitForMapAsync(m => m.FindHost(managementHost)!.State == HostState.Up && GroupsFull(m), $"'{managementHost}' back");
         await load.StopAsync();
         await load.VerifyAsync(fixture);
@@ -347,7 +390,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.True(data.AsSpan(kept * Segment, 4096).SequenceEqual(buffer));
 
         // Its only copy comes back with it: the group serves again, with the data it had.
-        Assert.Equal(victim, await fixture.StartSiloAsync());
+        Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         await WaitForMapAsync(m => m.FindVolume("single")!.PlacementGroupOf(lost).IsAvailable, $"'{victim}' took its groups back");
         var back = new byte[16 * Segment];
         await (await fixture.Client.OpenVolumeAsync("single")).ReadAsync(0, back);

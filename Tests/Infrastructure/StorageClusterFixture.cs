@@ -29,6 +29,8 @@ public class StorageClusterFixture : IAsyncLifetime
     private readonly Dictionary<string, string> _hostOfSilo = [];
     private readonly SortedSet<string> _freeHostIds = new(StringComparer.Ordinal);
     private readonly Lock _gate = new();
+    private string? _preferredHostId;
+    private readonly HashSet<string> _usedHostIds = new(StringComparer.Ordinal);
 
     protected virtual int InitialHosts => 3;
 
@@ -102,10 +104,17 @@ public class StorageClusterFixture : IAsyncLifetime
     {
     }
 
-    /// <summary>Starts one more silo: it takes the lowest released HostId (and its data), else a new one.</summary>
-    public async Task<string> StartSiloAsync()
+    /// <summary>
+    /// Starts one more silo: it takes <paramref name="hostId"/> back (a released one, with its
+    /// data), or with none a HostId no silo has had (a new, empty host).
+    /// </summary>
+    public async Task<string> StartSiloAsync(string? hostId = null)
     {
         _configuring = this;
+        lock (_gate)
+        {
+            _preferredHostId = hostId ?? NewHostId();
+        }
         var silo = await Cluster.StartAdditionalSiloAsync();
         return HostIdOfSilo(silo.Name);
     }
@@ -167,10 +176,27 @@ public class StorageClusterFixture : IAsyncLifetime
             {
                 return known;
             }
-            var hostId = _freeHostIds.Count > 0 ? _freeHostIds.Min! : $"host-{_hostOfSilo.Count + 1}";
+            var hostId = _preferredHostId is { } preferred && !_hostOfSilo.ContainsValue(preferred) ? preferred
+                : _freeHostIds.Count > 0 ? _freeHostIds.Min!
+                : NewHostId();
+            _usedHostIds.Add(hostId);
+            _preferredHostId = null;
             _freeHostIds.Remove(hostId);
             _hostOfSilo[siloName] = hostId;
             return hostId;
+        }
+    }
+
+    /// <summary>The first host-N that no silo has used.</summary>
+    private string NewHostId()
+    {
+        for (var n = 1; ; n++)
+        {
+            var candidate = $"host-{n}";
+            if (!_hostOfSilo.ContainsValue(candidate) && !_freeHostIds.Contains(candidate) && !_usedHostIds.Contains(candidate))
+            {
+                return candidate;
+            }
         }
     }
 
