@@ -258,10 +258,10 @@ public static class HostLifecycle
 
     /// <summary>
     /// One rebalancing step. While groups are still moving, nothing. Otherwise, moves replicas from
-    /// the most to the least loaded Up hosts until no host holds more than one replica above
-    /// another; when replicas are even, reorders acting sets so primaries are even too (no copy
-    /// needed: every acting replica is in sync). Replica count stands in for bytes: every group
-    /// of a volume holds an equal share of it.
+    /// the most to the least loaded Up hosts until, in every volume, no host holds more than one
+    /// replica above another; when replicas are even, reorders acting sets so primaries are even
+    /// the same way (no copy needed: every acting replica is in sync). Replica count stands in for
+    /// bytes: every group of a volume holds an equal share of it.
     /// </summary>
     public static ClusterMap PlanRebalance(ClusterMap map)
     {
@@ -280,14 +280,10 @@ public static class HostLifecycle
 
     private static ClusterMap PlanReplicaMoves(ClusterMap map, List<string> up)
     {
-        var load = up.ToDictionary(h => h, h => 0, StringComparer.Ordinal);
-        foreach (var (_, pg) in map.AllGroups())
-        {
-            foreach (var host in pg.Replicas.Where(load.ContainsKey))
-            {
-                load[host]++;
-            }
-        }
+        // Even within each volume (a volume's I/O spreads over its groups), ties going to the
+        // host with fewer replicas overall, so the totals even out too.
+        var perVolume = CountPerVolume(map, up, pg => pg.Replicas);
+        var total = Totals(perVolume, up);
         var epoch = map.Epoch + 1;
         var moves = 0;
         var next = MapGroups(map, (volume, pg) =>
@@ -296,14 +292,17 @@ public static class HostLifecycle
             {
                 return pg;
             }
-            var from = pg.Replicas.Where(load.ContainsKey).OrderByDescending(h => load[h]).ThenBy(h => h, StringComparer.Ordinal).FirstOrDefault();
-            var to = up.Where(h => !pg.References(h)).OrderBy(h => load[h]).ThenBy(h => h, StringComparer.Ordinal).FirstOrDefault();
+            var load = perVolume[volume.VolumeId];
+            var from = pg.Replicas.Where(load.ContainsKey).OrderByDescending(h => load[h]).ThenByDescending(h => total[h]).ThenBy(h => h, StringComparer.Ordinal).FirstOrDefault();
+            var to = up.Where(h => !pg.References(h)).OrderBy(h => load[h]).ThenBy(h => total[h]).ThenBy(h => h, StringComparer.Ordinal).FirstOrDefault();
             if (from is null || to is null || load[from] - load[to] < 2)
             {
                 return pg;
             }
             load[from]--;
             load[to]++;
+            total[from]--;
+            total[to]++;
             moves++;
             return pg with { Leaving = pg.Leaving.Add(from), Pending = pg.Pending.Add(new PendingReplica(to, epoch, Resync: false)) };
         });
@@ -312,34 +311,53 @@ public static class HostLifecycle
 
     private static ClusterMap PlanPrimaryOrder(ClusterMap map, List<string> up)
     {
-        var primaries = up.ToDictionary(h => h, h => 0, StringComparer.Ordinal);
-        foreach (var (_, pg) in map.AllGroups())
-        {
-            if (pg.IsAvailable && primaries.TryGetValue(pg.Primary, out var count))
-            {
-                primaries[pg.Primary] = count + 1;
-            }
-        }
+        var perVolume = CountPerVolume(map, up, pg => pg.IsAvailable ? [pg.Primary] : []);
+        var total = Totals(perVolume, up);
         var swaps = 0;
-        var next = MapGroups(map, pg =>
+        var next = MapGroups(map, (volume, pg) =>
         {
+            var primaries = perVolume[volume.VolumeId];
             if (!pg.IsAvailable || !primaries.ContainsKey(pg.Primary))
             {
                 return pg;
             }
             var current = pg.Primary;
-            var better = pg.Replicas.Skip(1).Where(primaries.ContainsKey).OrderBy(h => primaries[h]).ThenBy(h => h, StringComparer.Ordinal).FirstOrDefault();
+            var better = pg.Replicas.Skip(1).Where(primaries.ContainsKey).OrderBy(h => primaries[h]).ThenBy(h => total[h]).ThenBy(h => h, StringComparer.Ordinal).FirstOrDefault();
             if (better is null || primaries[current] - primaries[better] < 2)
             {
                 return pg;
             }
             primaries[current]--;
             primaries[better]++;
+            total[current]--;
+            total[better]++;
             swaps++;
             return pg with { Replicas = [better, .. pg.Replicas.Remove(better)] };
         });
         return swaps > 0 ? next with { Epoch = map.Epoch + 1 } : map;
     }
+
+    /// <summary>Per volume, how many of <paramref name="select"/>'s hosts each Up host is, over the volume's groups.</summary>
+    private static Dictionary<Guid, Dictionary<string, int>> CountPerVolume(ClusterMap map, List<string> up, Func<PlacementGroup, IEnumerable<string>> select)
+    {
+        var counts = new Dictionary<Guid, Dictionary<string, int>>();
+        foreach (var volume in map.Volumes)
+        {
+            var load = up.ToDictionary(h => h, _ => 0, StringComparer.Ordinal);
+            foreach (var host in volume.PlacementGroups.SelectMany(select))
+            {
+                if (load.TryGetValue(host, out var count))
+                {
+                    load[host] = count + 1;
+                }
+            }
+            counts[volume.VolumeId] = load;
+        }
+        return counts;
+    }
+
+    private static Dictionary<string, int> Totals(Dictionary<Guid, Dictionary<string, int>> perVolume, List<string> up) =>
+        up.ToDictionary(h => h, h => perVolume.Values.Sum(load => load[h]), StringComparer.Ordinal);
 
     private static PlacementGroup Rejoin(PlacementGroup pg, string hostId, long epoch)
     {

@@ -196,4 +196,39 @@ public sealed class HostLifecycleTests
         var down = HostLifecycle.MarkDown(map, secondary, Now);
         Assert.Same(down, HostLifecycle.ResyncReplica(down, VolumeId, 2, secondary, down.Epoch));
     }
+
+    [Fact]
+    public void Rebalance_evens_every_volume_not_just_the_totals()
+    {
+        var transitions = new ClusterMapTransitions(new ManagementOptions { SegmentSizeBytes = 1 << 20, PlacementGroupsPerVolume = 12 });
+        var map = ClusterMap.Empty;
+        for (var i = 1; i <= 3; i++)
+        {
+            map = transitions.RegisterHost(map, new HostRegistration($"host-{i}", 1L << 40, $"e{i}"), Now);
+        }
+        map = transitions.CreateVolume(map, Guid.NewGuid(), "one", 12L << 20, 1);
+        map = transitions.CreateVolume(map, Guid.NewGuid(), "three", 12L << 20, 3);
+        map = HostLifecycle.Register(map, new HostRegistration("host-4", 1L << 40, "e4"), Now);
+
+        for (var step = 0; step < 6; step++)
+        {
+            var planned = HostLifecycle.PlanRebalance(map);
+            foreach (var (volume, pg) in planned.AllGroups().ToList())
+            {
+                foreach (var pending in pg.Pending)
+                {
+                    planned = HostLifecycle.CompleteCopy(planned, volume.VolumeId, pg.Index, pending.HostId, planned.Epoch);
+                }
+            }
+            map = planned;
+        }
+        foreach (var volume in map.Volumes)
+        {
+            var replicas = volume.PlacementGroups.SelectMany(pg => pg.Replicas).GroupBy(h => h).Select(g => g.Count()).ToList();
+            Assert.Equal(4, replicas.Count);
+            Assert.True(replicas.Max() - replicas.Min() <= 1, $"volume '{volume.Name}': replicas per host {string.Join(",", replicas)}");
+            var primaries = volume.PlacementGroups.GroupBy(pg => pg.Primary).Select(g => g.Count()).ToList();
+            Assert.True(primaries.Count == 4 && primaries.Max() - primaries.Min() <= 1, $"volume '{volume.Name}': primaries per host {string.Join(",", primaries)}");
+        }
+    }
 }
