@@ -27,7 +27,11 @@ public sealed class ManagementGrain(
     ILocalSiloDetails silo,
     ILogger<ManagementGrain> logger) : Grain, IManagementServiceGrain
 {
-    private static readonly TimeSpan CopyKickTimeout = TimeSpan.FromSeconds(2);
+    /// <summary>How long management waits on a storage server; a dead one must not stall it.</summary>
+    private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>Removing a volume's files may take a while on a big volume; past this the host finishes on its own.</summary>
+    private static readonly TimeSpan PurgeTimeout = TimeSpan.FromSeconds(10);
     private readonly ClusterMapTransitions _transitions = new(options.Value);
     private readonly Dictionary<string, long> _mismatchReports = new(StringComparer.Ordinal);
     private readonly List<CopyCompletion> _completedCopies = [];
@@ -121,20 +125,22 @@ public sealed class ManagementGrain(
 
     public async Task DeleteVolumeAsync(string name)
     {
-        var volume = Map.FindVolume(name);
-        await CommitAsync(_transitions.DeleteVolume(Map, name), $"volume '{name}' deleted");
-        // The map change alone makes every server drop the files when it applies it; removing them
-        // now makes deletion immediate for the hosts that are up.
-        var hosts = volume!.PlacementGroups.SelectMany(pg => pg.Replicas.Concat(pg.Absent).Concat(pg.Pending.Select(p => p.HostId))).Distinct().ToList();
+        var next = _transitions.DeleteVolume(Map, name); // throws for a volume that does not exist
+        var volumeId = Map.FindVolume(name)!.VolumeId;
+        await CommitAsync(next, $"volume '{name}' deleted");
+        // The map change alone makes every server drop the files when it applies it (a Down host
+        // when it activates again); removing them now makes deletion immediate for the hosts that are up.
+        var hosts = Map.Hosts.Where(h => h.State is HostState.Up or HostState.Draining).Select(h => h.HostId).ToList();
         await Task.WhenAll(hosts.Select(async hostId =>
         {
             try
             {
-                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).PurgeVolumeAsync(volume.VolumeId, Map.Epoch);
+                // Bounded: a host whose silo died a moment ago must not hold up the management service.
+                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).PurgeVolumeAsync(volumeId, Map.Epoch).WaitAsync(PurgeTimeout);
             }
             catch (Exception ex)
             {
-                Log.PurgeFailed(logger, ex, volume.VolumeId, hostId);
+                Log.PurgeFailed(logger, ex, volumeId, hostId);
             }
         }));
     }
@@ -245,8 +251,7 @@ public sealed class ManagementGrain(
         {
             try
             {
-                // Bounded: a primary whose silo just died must not hold up the whole round.
-                await GrainFactory.GetGrain<IStorageServerGrain>(perPrimary.Key).EnsureCopiesAsync(epoch, [.. perPrimary]).WaitAsync(CopyKickTimeout);
+                await GrainFactory.GetGrain<IStorageServerGrain>(perPrimary.Key).EnsureCopiesAsync(epoch, [.. perPrimary]).WaitAsync(CallTimeout);
             }
             catch (Exception ex)
             {

@@ -178,19 +178,24 @@ public sealed partial class StorageServerGrain(
     /// </summary>
     private async Task ForwardAsync(PlacementGroup group, SegmentAddress segment, Task local, Func<IStorageServerGrain, Task> forward)
     {
-        var targets = group.ForwardTargets.ToList();
-        var forwards = targets.Select(hostId => forward(GrainFactory.GetGrain<IStorageServerGrain>(hostId))).ToList();
+        var targets = group.ForwardTargets.ToArray();
+        var all = new Task[targets.Length + 1];
+        all[0] = local;
+        for (var i = 0; i < targets.Length; i++)
+        {
+            all[i + 1] = forward(GrainFactory.GetGrain<IStorageServerGrain>(targets[i]));
+        }
         try
         {
-            await Task.WhenAll(forwards.Prepend(local));
+            await Task.WhenAll(all);
         }
         catch
         {
             var epoch = _map.Epoch;
             store.NextVersion(segment, epoch);
-            for (var i = 0; i < targets.Count; i++)
+            for (var i = 0; i < targets.Length; i++)
             {
-                if (forwards[i].Exception?.InnerException is { } failure && !IsMapDisagreement(failure))
+                if (all[i + 1].Exception?.InnerException is { } failure && !IsMapDisagreement(failure))
                 {
                     var report = new ReplicaFailure(segment.VolumeId, group.Index, targets[i], _hostId, failure.Message, epoch);
                     InBackground(Management.ReportReplicaFailedAsync(report), ex => Log.ReplicaFailureReportFailed(logger, ex, report.HostId));
