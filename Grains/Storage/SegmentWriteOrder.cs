@@ -1,10 +1,11 @@
 namespace OrleansStorage.Storage;
 
 /// <summary>
-/// Orders overlapping writes per segment on a primary. A write enters only when no in-flight
-/// write to the same segment overlaps its byte range, and stays in until every replica applied
-/// it. Overlapping writes therefore reach every replica one at a time, in the same order, while
-/// writes to disjoint ranges proceed in parallel. There is no global lock.
+/// Orders overlapping writes per segment on a primary. A write enters once every earlier write
+/// to the same segment that overlaps its byte range has left (first come, first served), and
+/// stays in until every replica applied it. Overlapping writes therefore reach every replica one
+/// at a time, in the same order, while writes to disjoint ranges proceed in parallel. There is
+/// no global lock.
 /// </summary>
 public sealed class SegmentWriteOrder
 {
@@ -13,27 +14,26 @@ public sealed class SegmentWriteOrder
 
     public async ValueTask<IDisposable> EnterAsync(SegmentAddress segment, long offset, long length)
     {
-        while (true)
+        InFlight entry;
+        Task[] earlier;
+        lock (_gate)
         {
-            Task blocker;
-            lock (_gate)
+            if (!_inFlight.TryGetValue(segment, out var list))
             {
-                if (!_inFlight.TryGetValue(segment, out var list))
-                {
-                    list = [];
-                    _inFlight[segment] = list;
-                }
-                var overlapping = list.Find(w => w.Offset < offset + length && offset < w.Offset + w.Length);
-                if (overlapping is null)
-                {
-                    var entry = new InFlight(this, segment, offset, length);
-                    list.Add(entry);
-                    return entry;
-                }
-                blocker = overlapping.Done.Task;
+                list = [];
+                _inFlight[segment] = list;
             }
-            await blocker.ConfigureAwait(true);
+            earlier = [.. list.Where(w => w.Offset < offset + length && offset < w.Offset + w.Length).Select(w => w.Done.Task)];
+            // Queued at once, even while it waits: later overlapping writes wait behind it, so a
+            // wide request (a whole-segment copy) is not overtaken forever by narrow ones.
+            entry = new InFlight(this, segment, offset, length);
+            list.Add(entry);
         }
+        if (earlier.Length > 0)
+        {
+            await Task.WhenAll(earlier).ConfigureAwait(true);
+        }
+        return entry;
     }
 
     public int InFlightCount

@@ -57,6 +57,26 @@ public sealed class SegmentWriteOrderTests
     }
 
     [Fact]
+    public async Task A_waiting_whole_segment_request_is_not_overtaken_by_later_narrow_writes()
+    {
+        var order = new SegmentWriteOrder();
+        var narrow = await order.EnterAsync(_segment, 0, 4096);
+        var whole = order.EnterAsync(_segment, 0, 1 << 20).AsTask();
+        var later = order.EnterAsync(_segment, 8192, 4096).AsTask(); // overlaps only the waiting whole-segment request
+        await Task.Delay(50);
+        Assert.False(whole.IsCompleted);
+        Assert.False(later.IsCompleted);
+
+        narrow.Dispose();
+        var wholeTurn = await whole.WaitAsync(TimeSpan.FromSeconds(5));
+        await Task.Delay(50);
+        Assert.False(later.IsCompleted);
+        wholeTurn.Dispose();
+        (await later.WaitAsync(TimeSpan.FromSeconds(5))).Dispose();
+        Assert.Equal(0, order.InFlightCount);
+    }
+
+    [Fact]
     public async Task Disjoint_writes_and_other_segments_proceed_together()
     {
         var order = new SegmentWriteOrder();
