@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -12,6 +13,9 @@ namespace OrleansStorage.Hosting;
 
 public static class StorageSiloBuilderExtensions
 {
+    /// <summary>Silo metadata key under which each silo announces when it started (Unix milliseconds).</summary>
+    public const string SiloStartedMetadataKey = "ostor.started";
+
     /// <summary>
     /// Makes this silo an OrleansStorage host: announces its HostId in silo metadata, pins storage
     /// servers to their hosts, registers the map stream, the segment store and host registration.
@@ -21,7 +25,11 @@ public static class StorageSiloBuilderExtensions
     {
         var storage = new StorageServerOptions();
         configureStorage(storage);
-        silo.UseSiloMetadata(new Dictionary<string, string> { [HostPinnedPlacementDirector.HostIdMetadataKey] = storage.HostId });
+        silo.UseSiloMetadata(new Dictionary<string, string>
+        {
+            [HostPinnedPlacementDirector.HostIdMetadataKey] = storage.HostId,
+            [SiloStartedMetadataKey] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture),
+        });
         silo.AddPlacementDirector<HostPinnedPlacement, HostPinnedPlacementDirector>();
         silo.AddMemoryStreams(ClusterMapStream.ProviderName);
 

@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using System.Globalization;
 using Orleans.Runtime.MembershipService.SiloMetadata;
+using OrleansStorage.Hosting;
 using Orleans.Streams;
 using OrleansStorage.Logging;
 using OrleansStorage.Placement;
@@ -172,8 +174,9 @@ public sealed class ManagementGrain(
         try
         {
             var now = Now;
-            if (now - _activatedAt >= options.Value.MembershipSettleTime && LiveHosts() is { } live)
+            if (LiveHosts() is { } membershipView && now - membershipView.ClusterStarted >= options.Value.MembershipSettleTime)
             {
+                var live = membershipView.Hosts;
                 foreach (var host in Map.Hosts.Where(h => h.State is HostState.Up or HostState.Draining && !live.Contains(h.HostId)).ToList())
                 {
                     Log.HostLeft(logger, host.HostId);
@@ -218,25 +221,39 @@ public sealed class ManagementGrain(
     }
 
     /// <summary>
-    /// HostIds with a live silo, from this silo's view of membership; null while some live silo's
-    /// HostId is not known yet (its metadata is still on the way), so no host is judged on a partial view.
+    /// HostIds with a live silo, from this silo's view of membership, and when the oldest live silo
+    /// started; null while some live silo's metadata is not known yet (it is still on the way), so
+    /// no host is judged on a partial view.
     /// </summary>
-    private HashSet<string>? LiveHosts()
+    /// <remarks>
+    /// The start time tells a cluster that is starting (its silos join one by one: give them
+    /// <see cref="ManagementOptions.MembershipSettleTime"/>) from one that has been running, where
+    /// a host without a live silo is down now, even right after this service failed over.
+    /// </remarks>
+    private (HashSet<string> Hosts, DateTimeOffset ClusterStarted)? LiveHosts()
     {
         var live = new HashSet<string>(StringComparer.Ordinal);
+        var started = _activatedAt;
         foreach (var member in membership.CurrentSnapshot.Members.Values)
         {
             if (member.Status is not (SiloStatus.Active or SiloStatus.Joining or SiloStatus.Created))
             {
                 continue;
             }
-            if (!siloMetadata.GetSiloMetadata(member.SiloAddress).Metadata.TryGetValue(HostPinnedPlacementDirector.HostIdMetadataKey, out var hostId))
+            var metadata = siloMetadata.GetSiloMetadata(member.SiloAddress).Metadata;
+            if (!metadata.TryGetValue(HostPinnedPlacementDirector.HostIdMetadataKey, out var hostId))
             {
                 return null;
             }
             live.Add(hostId);
+            if (metadata.TryGetValue(StorageSiloBuilderExtensions.SiloStartedMetadataKey, out var text)
+                && long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var milliseconds))
+            {
+                var siloStarted = DateTimeOffset.FromUnixTimeMilliseconds(milliseconds);
+                started = siloStarted < started ? siloStarted : started;
+            }
         }
-        return live;
+        return (live, started);
     }
 
     /// <summary>Asks each primary with pending replicas to fill them; a primary already doing so ignores the request.</summary>

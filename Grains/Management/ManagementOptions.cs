@@ -23,8 +23,9 @@ public sealed class ManagementOptions
     public TimeSpan DownGracePeriod { get; set; } = TimeSpan.FromSeconds(60);
 
     /// <summary>
-    /// After the management service (re)activates, how long it lets silo membership settle before
-    /// it marks any host Down: a restarting cluster's silos join one by one.
+    /// While the cluster is starting (its oldest live silo started less than this ago), hosts are
+    /// not marked Down: a restarting cluster's silos join one by one. A running cluster marks a
+    /// host without a live silo Down at once, also right after the management service failed over.
     /// </summary>
     public TimeSpan MembershipSettleTime { get; set; } = TimeSpan.FromSeconds(10);
 
