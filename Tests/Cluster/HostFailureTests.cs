@@ -79,6 +79,7 @@ public sealed class FailureClusterCollection : ICollectionFixture<FailureCluster
 public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
     private const int Segment = StorageClusterFixture.SegmentSize;
+    private readonly Eventually _eventually = new(output);
     private OstorClient? _staleClient;
 
     public async Task InitializeAsync()
@@ -126,7 +127,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.All(recovered.AllGroups(), x => Assert.False(x.Group.References(victim)));
         await load.WaitForProgressAsync(20);
         await load.StopAsync();
-        await load.VerifyAsync(fixture);
+        await load.VerifyAsync(fixture.Cluster.Client);
 
         var copies = await FinishedCopiesAsync(c => !c.Job.Resync && c.Started >= killedAt);
         Assert.NotEmpty(copies);
@@ -175,7 +176,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.All(back.FindVolume("resync")!.PlacementGroups.Where(pg => heldGroups.Contains(pg.Index)), pg => Assert.Contains(victim, pg.Replicas));
         await load.WaitForProgressAsync(20);
         await load.StopAsync();
-        await load.VerifyAsync(fixture);
+        await load.VerifyAsync(fixture.Cluster.Client);
 
         var resyncs = await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Job.VolumeId == volume.VolumeId && c.StartEpoch > down.Epoch);
         var copied = resyncs.Sum(c => c.SegmentsCopied);
@@ -219,7 +220,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
 
         await load.WaitForProgressAsync(20);
         await load.StopAsync();
-        await load.VerifyAsync(fixture);
+        await load.VerifyAsync(fixture.Cluster.Client);
         await DeleteVolumesAsync("grow");
     }
 
@@ -238,7 +239,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
             await WaitForMapAsync(m => m.AllGroups().Count(x => x.Group.Contains(joined)) >= 2 && GroupsFull(m), $"'{joined}' given groups without being asked", TimeSpan.FromSeconds(120));
             await load.WaitForProgressAsync(20);
             await load.StopAsync();
-            await load.VerifyAsync(fixture);
+            await load.VerifyAsync(fixture.Cluster.Client);
 
             // Leave the cluster as it was: the new host goes again, through evacuation.
             fixture.SetAutoRebalance(false);
@@ -273,7 +274,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
 
         await load.WaitForProgressAsync(20);
         await load.StopAsync();
-        await load.VerifyAsync(fixture);
+        await load.VerifyAsync(fixture.Cluster.Client);
         await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' dropped the files it no longer holds");
 
         // A removed host does not come back on its own; once its silo restarts it joins again, empty.
@@ -313,7 +314,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.Equal(managementHost, await fixture.StartSiloAsync(managementHost));
         await WaitForMapAsync(m => m.FindHost(managementHost)!.State == HostState.Up && GroupsFull(m), $"'{managementHost}' back");
         await load.StopAsync();
-        await load.VerifyAsync(fixture);
+        await load.VerifyAsync(fixture.Cluster.Client);
 
         // A client still holding the map from before all this: every request it sends is rejected
         // as stale (never served from the wrong place) and reported to management.
@@ -354,7 +355,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await WaitForMapAsync(GroupsFull, $"'{victim}' back in every acting set");
         await load.WaitForProgressAsync(20);
         await load.StopAsync();
-        await load.VerifyAsync(fixture); // every replica holds exactly what was acknowledged
+        await load.VerifyAsync(fixture.Cluster.Client); // every replica holds exactly what was acknowledged
 
         var resyncs = await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Started >= since);
         output.WriteLine($"'{victim}' missed writes in {resyncs.Select(c => c.Job.GroupIndex).Distinct().Count()} groups; resyncs copied {resyncs.Sum(c => c.SegmentsCopied)} segments");
@@ -451,49 +452,14 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         }
     }
 
-    private static bool GroupsFull(ClusterMap map) =>
-        map.AllGroups().All(x => x.Group.Replicas.Length == x.Volume.ReplicationFactor && x.Group.Pending.IsEmpty && x.Group.Leaving.IsEmpty);
+    private static bool GroupsFull(ClusterMap map) => Eventually.GroupsFull(map);
 
     private static bool Healthy(ClusterMap map) =>
         map.Hosts.All(h => h.State is HostState.Up or HostState.Out) && GroupsFull(map);
 
-    private async Task<ClusterMap> WaitForMapAsync(Func<ClusterMap, bool> condition, string what, TimeSpan? timeout = null)
-    {
-        ClusterMap? map = null;
-        await WaitUntilAsync(async () => condition(map = await fixture.Management.GetMapAsync()), what, timeout, () => Describe(map));
-        return map!;
-    }
+    private Task<ClusterMap> WaitForMapAsync(Func<ClusterMap, bool> condition, string what, TimeSpan? timeout = null) =>
+        _eventually.MapAsync(() => fixture.Management.GetMapAsync(), condition, what, timeout);
 
-    /// <summary>The map's hosts and every group not at full factor, for a failure message.</summary>
-    private static string Describe(ClusterMap? map) =>
-        map is null ? "no map" :
-        $"epoch {map.Epoch}; hosts {string.Join(", ", map.Hosts.Select(h => $"{h.HostId}={h.State}"))}; groups not full: " +
-        string.Join("; ", map.AllGroups()
-            .Where(x => x.Group.Replicas.Length != x.Volume.ReplicationFactor || !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty)
-            .Take(8)
-            .Select(x => $"{x.Volume.Name}/{x.Group.Index} acting [{string.Join(",", x.Group.Replicas)}] pending [{string.Join(",", x.Group.Pending.Select(p => $"{p.HostId}@{p.SinceEpoch}{(p.Resync ? " resync" : "")}"))}] absent [{string.Join(",", x.Group.Absent)}] leaving [{string.Join(",", x.Group.Leaving)}]"));
-
-    private async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null, Func<string>? describe = null)
-    {
-        var started = DateTime.UtcNow;
-        var deadline = started + (timeout ?? TimeSpan.FromSeconds(60));
-        Exception? last = null;
-        while (DateTime.UtcNow < deadline)
-        {
-            try
-            {
-                if (await condition())
-                {
-                    output.WriteLine($"{what}: after {(DateTime.UtcNow - started).TotalSeconds:0.0} s");
-                    return;
-                }
-            }
-            catch (Exception ex)
-            {
-                last = ex; // e.g. the management service failing over
-            }
-            await Task.Delay(250);
-        }
-        Assert.Fail($"timed out waiting for {what}" + (last is null ? "" : $" (last error: {last.Message})") + (describe is null ? "" : $"; {describe()}"));
-    }
+    private Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) =>
+        _eventually.UntilAsync(condition, what, timeout);
 }

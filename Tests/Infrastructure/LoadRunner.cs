@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using OrleansStorage.Client.Library;
+using OrleansStorage.Management;
 using OrleansStorage.Storage;
 using Xunit;
 
@@ -81,10 +82,10 @@ public sealed class LoadRunner
     }
 
     /// <summary>Every acknowledged write reads back through the client, and every replica of every segment holds exactly the shadow.</summary>
-    public async Task VerifyAsync(StorageClusterFixture fixture)
+    public async Task VerifyAsync(IGrainFactory grains)
     {
         Assert.True(_failures.IsEmpty, $"{_failures.Count} writes failed: {string.Join(" | ", _failures.Take(5))}");
-        var map = await fixture.Management.GetMapAsync();
+        var map = await grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey).GetMapAsync();
         foreach (var target in _targets)
         {
             var back = new byte[target.Shadow.Length];
@@ -101,7 +102,7 @@ public sealed class LoadRunner
                 var expected = target.Shadow.AsMemory((int)(segment * segmentSize), segmentSize);
                 foreach (var host in group.Replicas)
                 {
-                    var held = (await fixture.Server(host).ReadLocalAsync(new SegmentAddress(volume.VolumeId, segment), 0, segmentSize)).Bytes;
+                    var held = (await grains.GetGrain<IStorageServerGrain>(host).ReadLocalAsync(new SegmentAddress(volume.VolumeId, segment), 0, segmentSize)).Bytes;
                     Assert.True(expected.Span.SequenceEqual(held.Span), $"volume '{volume.Name}' segment {segment}: the replica on {host} differs from what was acknowledged");
                 }
             }

@@ -1,0 +1,151 @@
+using System.Diagnostics;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Maps;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>
+/// Real silo processes (the ostor-silo program, ADO.NET clustering on a private PostgreSQL), one
+/// killed with SIGKILL while a client writes: no acknowledged write is lost, the host is resynced
+/// when it comes back, and every replica holds what was acknowledged.
+/// </summary>
+public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private const int Hosts = 3;
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "ostor-proc-test-" + Guid.NewGuid().ToString("N")[..8]);
+    private readonly Dictionary<int, Process> _silos = [];
+    private readonly int[] _siloPorts = [.. Enumerable.Range(0, Hosts).Select(_ => Ports.Free())];
+    private readonly int[] _gatewayPorts = [.. Enumerable.Range(0, Hosts).Select(_ => Ports.Free())];
+    private readonly Eventually _eventually = new(output);
+    private string _connectionString = "";
+
+    public async Task InitializeAsync()
+    {
+        var postgres = await PrivatePostgres.GetAsync();
+        if (postgres is not null)
+        {
+            _connectionString = await postgres.CreateDatabaseAsync("ostor_proc");
+        }
+    }
+
+    public Task DisposeAsync()
+    {
+        foreach (var silo in _silos.Values)
+        {
+            if (!silo.HasExited)
+            {
+                silo.Kill(entireProcessTree: true);
+                silo.WaitForExit(10_000);
+            }
+            silo.Dispose();
+        }
+        try
+        {
+            Directory.Delete(_root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+        return Task.CompletedTask;
+    }
+
+    [SkippableFact]
+    public async Task Sigkill_of_a_silo_process_under_load_loses_no_acknowledged_write()
+    {
+        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        for (var host = 1; host <= Hosts; host++)
+        {
+            StartSilo(host);
+        }
+        var options = new OstorClientOptions();
+        options.Gateways.Clear();
+        foreach (var port in _gatewayPorts)
+        {
+            options.Gateways.Add($"127.0.0.1:{port}");
+        }
+        await using var client = await ConnectAsync(options);
+        await _eventually.MapAsync(client.GetMapAsync, m => m.Hosts.Count(h => h.State == HostState.Up) == Hosts, $"{Hosts} hosts Up", TimeSpan.FromSeconds(120));
+
+        await client.CreateVolumeAsync("proc", 32L << 20, 2);
+        var volume = await client.OpenVolumeAsync("proc");
+        var initial = Replicas.RandomBytes(32 << 20, seed: 5);
+        await volume.WriteAsync(0, initial);
+        var load = new LoadRunner();
+        load.Add(volume, [volume, volume], initial: initial);
+        load.Start();
+        await load.WaitForProgressAsync();
+
+        var killed = _silos[2];
+        killed.Kill(entireProcessTree: true); // SIGKILL: no shutdown, no goodbye to the cluster
+        await killed.WaitForExitAsync();
+        await _eventually.MapAsync(client.GetMapAsync, m => m.FindHost("host-2")!.State == HostState.Down, "host-2 marked Down");
+        await load.WaitForProgressAsync(50);
+
+        StartSilo(2);
+        await _eventually.MapAsync(client.GetMapAsync, m => m.FindHost("host-2")!.State == HostState.Up && Eventually.GroupsFull(m),
+            "host-2 back and resynced", TimeSpan.FromSeconds(120));
+        await load.WaitForProgressAsync(20);
+        await load.StopAsync();
+        await load.VerifyAsync(client.Cluster);
+        output.WriteLine($"max write latency {load.MaxLatency.TotalMilliseconds:0} ms over {load.Acknowledged} acknowledged writes");
+    }
+
+    private void StartSilo(int host)
+    {
+        var silo = Path.Combine(AppContext.BaseDirectory, "ostor-silo.dll");
+        var log = Path.Combine(_root, $"host-{host}.log");
+        Directory.CreateDirectory(_root);
+        var start = new ProcessStartInfo("dotnet")
+        {
+            ArgumentList =
+            {
+                silo,
+                "--host-id", $"host-{host}",
+                "--data", Path.Combine(_root, $"host-{host}"),
+                "--silo-port", _siloPorts[host - 1].ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "--gateway-port", _gatewayPorts[host - 1].ToString(System.Globalization.CultureInfo.InvariantCulture),
+                "--postgres", _connectionString,
+            },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        // Small segments and a short grace period keep the test quick; the rest is the shipped configuration.
+        start.Environment["OSTOR_Management__SegmentSizeBytes"] = (1 << 20).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        start.Environment["OSTOR_Management__PlacementGroupsPerVolume"] = "16";
+        start.Environment["OSTOR_Management__MembershipSettleTime"] = "00:00:02";
+        var process = Process.Start(start) ?? throw new InvalidOperationException("could not start ostor-silo");
+        var writer = new StreamWriter(log, append: true) { AutoFlush = true };
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
+        process.Exited += (_, _) => { lock (writer) { writer.Dispose(); } };
+        process.EnableRaisingEvents = true;
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        _silos[host] = process;
+    }
+
+    /// <summary>Connects once the silos accept clients, which takes a few seconds after they start.</summary>
+    private async Task<OstorClient> ConnectAsync(OstorClientOptions options)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(90);
+        while (true)
+        {
+            try
+            {
+                return await OstorClient.ConnectAsync(options);
+            }
+            catch (Exception) when (DateTime.UtcNow < deadline)
+            {
+                foreach (var (host, silo) in _silos.Where(s => s.Value.HasExited))
+                {
+                    Assert.Fail($"host-{host} exited with {silo.ExitCode}: {File.ReadAllText(Path.Combine(_root, $"host-{host}.log"))}");
+                }
+                await Task.Delay(1000);
+            }
+        }
+    }
+}
