@@ -193,6 +193,10 @@ public sealed class ManagementGrain(
             {
                 await CommitAsync(HostLifecycle.PlanRebalance(Map), "automatic rebalance step planned");
             }
+            if (options.Value.AutoBalancePrimaries)
+            {
+                await CommitAsync(HostLifecycle.PlanPrimaryBalance(Map), "primaries evened out");
+            }
             await KickCopiesAsync();
         }
         catch (Exception ex) when (!cancellationToken.IsCancellationRequested)

@@ -34,4 +34,11 @@ public sealed class ManagementOptions
 
     /// <summary>Rebalance on its own whenever nothing is moving (otherwise only on <c>ostor cluster rebalance</c>).</summary>
     public bool AutoRebalance { get; set; }
+
+    /// <summary>
+    /// Even out primaries on its own whenever nothing is moving and no host is Down. It moves no
+    /// data (it only reorders acting sets), so it is on by default: a host that returned gets its
+    /// share of reads back.
+    /// </summary>
+    public bool AutoBalancePrimaries { get; set; } = true;
 }

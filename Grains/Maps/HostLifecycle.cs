@@ -278,6 +278,22 @@ public static class HostLifecycle
         return !ReferenceEquals(moved, map) ? moved : PlanPrimaryOrder(map, up);
     }
 
+    /// <summary>
+    /// Evens primaries within every volume by reordering acting sets, when nothing is moving and
+    /// no host is Down: free (no data moves), so hosts that returned (they rejoin as the last
+    /// replica) serve their share of reads again.
+    /// </summary>
+    public static ClusterMap PlanPrimaryBalance(ClusterMap map)
+    {
+        if (map.Hosts.Any(h => h.State == HostState.Down)
+            || map.AllGroups().Any(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty || !x.Group.Absent.IsEmpty))
+        {
+            return map;
+        }
+        var up = map.Hosts.Where(h => h.State == HostState.Up).Select(h => h.HostId).ToList();
+        return up.Count < 2 ? map : PlanPrimaryOrder(map, up);
+    }
+
     private static ClusterMap PlanReplicaMoves(ClusterMap map, List<string> up)
     {
         // Even within each volume (a volume's I/O spreads over its groups), ties going to the

@@ -297,8 +297,17 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         load.Start();
         await load.WaitForProgressAsync();
 
-        var status = await fixture.Management.GetStatusAsync();
+        // The map must be at rest (automatic primary balancing may still be at work) so that the
+        // epoch read here is the last one written before the kill.
         var managementHost = (await HostsByManagementAsync()).Management;
+        ManagementStatus status = await fixture.Management.GetStatusAsync();
+        await WaitUntilAsync(async () =>
+        {
+            await Task.Delay(1500);
+            var again = await fixture.Management.GetStatusAsync();
+            (var unchanged, status) = (again.Epoch == status.Epoch, again);
+            return unchanged;
+        }, "the map at rest");
         await fixture.KillHostAsync(managementHost);
 
         ManagementStatus? moved = null;

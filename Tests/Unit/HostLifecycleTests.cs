@@ -231,4 +231,21 @@ public sealed class HostLifecycleTests
             Assert.True(primaries.Count == 4 && primaries.Max() - primaries.Min() <= 1, $"volume '{volume.Name}': primaries per host {string.Join(",", primaries)}");
         }
     }
+
+    [Fact]
+    public void A_returned_host_gets_its_share_of_primaries_back_once_nothing_moves()
+    {
+        var map = HostLifecycle.MarkDown(Cluster(3, 2), "host-1", Now);
+        Assert.Same(map, HostLifecycle.PlanPrimaryBalance(map)); // a host is Down: wait
+        map = CompleteAll(HostLifecycle.Register(map, new HostRegistration("host-1", 1L << 40, "e1"), Now));
+        Assert.DoesNotContain(Groups(map), pg => pg.Primary == "host-1"); // it rejoined last everywhere
+
+        var balanced = HostLifecycle.PlanPrimaryBalance(map);
+        Assert.Equal(map.Epoch + 1, balanced.Epoch);
+        var primaries = Groups(balanced).GroupBy(pg => pg.Primary).ToDictionary(g => g.Key, g => g.Count());
+        Assert.Equal(3, primaries.Count);
+        Assert.True(primaries.Values.Max() - primaries.Values.Min() <= 1);
+        Assert.All(Groups(balanced).Zip(Groups(map)), pair => Assert.Equal(pair.Second.Replicas.Order(), pair.First.Replicas.Order()));
+        Assert.Same(balanced, HostLifecycle.PlanPrimaryBalance(balanced));
+    }
 }
