@@ -83,8 +83,8 @@ public static class OstorCommandLine
         {
             var map = await client.GetMapAsync();
             var rows = map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal)
-                .Select(v => new[] { v.Name, ByteSize.Format(v.SizeBytes), v.SizeBytes.ToString(CultureInfo.InvariantCulture), v.ReplicationFactor.ToString(CultureInfo.InvariantCulture), v.PlacementGroups.Length.ToString(CultureInfo.InvariantCulture), v.VolumeId.ToString() });
-            PrintTable(["NAME", "SIZE", "BYTES", "REPLICAS", "PGS", "ID"], rows);
+                .Select(v => new[] { v.Name, ByteSize.Format(v.SizeBytes), v.SizeBytes.ToString(CultureInfo.InvariantCulture), v.ReplicationFactor.ToString(CultureInfo.InvariantCulture), v.PlacementGroups.Length.ToString(CultureInfo.InvariantCulture), v.VolumeId.ToString(), Health(v) });
+            PrintTable(["NAME", "SIZE", "BYTES", "REPLICAS", "PGS", "ID", "HEALTH"], rows);
         }));
         volume.Add(list);
 
@@ -247,6 +247,28 @@ public static class OstorCommandLine
             }
         }));
         return status;
+    }
+
+    /// <summary>"ok", or how many of the volume's groups are unavailable, degraded or moving.</summary>
+    private static string Health(VolumeInfo volume)
+    {
+        var unavailable = volume.PlacementGroups.Count(pg => !pg.IsAvailable);
+        var degraded = volume.PlacementGroups.Count(pg => pg.IsAvailable && pg.Replicas.Length < volume.ReplicationFactor);
+        var moving = volume.PlacementGroups.Count(pg => !pg.Pending.IsEmpty || !pg.Leaving.IsEmpty);
+        var parts = new List<string>();
+        if (unavailable > 0)
+        {
+            parts.Add($"{unavailable} unavailable");
+        }
+        if (degraded > 0)
+        {
+            parts.Add($"{degraded} degraded");
+        }
+        if (moving > 0)
+        {
+            parts.Add($"{moving} recovering");
+        }
+        return parts.Count == 0 ? "ok" : string.Join(", ", parts);
     }
 
     private static int HeldBy(ClusterMap map, string hostId) =>

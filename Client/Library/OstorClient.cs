@@ -142,7 +142,7 @@ public sealed class OstorClient : IAsyncDisposable
                                            || (idempotent && ex is not (StorageException or OperationCanceledException))))
             {
                 await Task.Delay(delay);
-                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+                delay = Backoff(delay);
             }
         }
     }
@@ -274,9 +274,12 @@ public sealed class OstorClient : IAsyncDisposable
                 throw new StorageException($"gave up after {attempt} attempts in {_options.RetryTimeout.TotalSeconds:0} s: {failure.Message}", failure);
             }
             await Task.Delay(delay, cancellationToken);
-            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+            delay = Backoff(delay);
         }
     }
+
+    /// <summary>The next pause between attempts: doubling, at most a second.</summary>
+    private static TimeSpan Backoff(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
 
     /// <summary>Refreshes the map; false if the management service cannot be reached right now (it may be failing over).</summary>
     private async Task<bool> TryRefreshAsync(long atLeastEpoch)

@@ -15,7 +15,7 @@ public sealed class SegmentWriteOrder
     public async ValueTask<IDisposable> EnterAsync(SegmentAddress segment, long offset, long length)
     {
         InFlight entry;
-        Task[] earlier;
+        List<Task>? earlier = null;
         lock (_gate)
         {
             if (!_inFlight.TryGetValue(segment, out var list))
@@ -23,13 +23,19 @@ public sealed class SegmentWriteOrder
                 list = [];
                 _inFlight[segment] = list;
             }
-            earlier = [.. list.Where(w => w.Offset < offset + length && offset < w.Offset + w.Length).Select(w => w.Done.Task)];
+            foreach (var other in list)
+            {
+                if (other.Offset < offset + length && offset < other.Offset + other.Length)
+                {
+                    (earlier ??= []).Add(other.Done.Task);
+                }
+            }
             // Queued at once, even while it waits: later overlapping writes wait behind it, so a
             // wide request (a whole-segment copy) is not overtaken forever by narrow ones.
             entry = new InFlight(this, segment, offset, length);
             list.Add(entry);
         }
-        if (earlier.Length > 0)
+        if (earlier is not null)
         {
             await Task.WhenAll(earlier).ConfigureAwait(true);
         }

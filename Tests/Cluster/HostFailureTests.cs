@@ -108,6 +108,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         var load = new LoadRunner();
         await AddVolumeAsync(load, "kill-f2", 32L * Segment, 2);
         await AddVolumeAsync(load, "kill-f3", 32L * Segment, 3);
+        var oldMap = await fixture.Management.GetMapAsync();
         load.Start();
         await load.WaitForProgressAsync();
 
@@ -140,6 +141,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
         await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' removed its stale segment files");
+        await AssertOldMapRejectedAndCountedAsync(oldMap, "kill-f2");
         await DeleteVolumesAsync("kill-f2", "kill-f3");
     }
 
@@ -158,6 +160,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         // surely misses some writes; the other 48 stay as they were.
         var load = new LoadRunner();
         load.Add(handle, [handle, await _staleClient!.OpenVolumeAsync("resync")], writeLength: 16L * Segment, initial: initial);
+        var oldMap = await fixture.Management.GetMapAsync();
         load.Start();
         await load.WaitForProgressAsync();
 
@@ -186,6 +189,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.True(copied > 0, "nothing was copied, yet the victim missed writes");
         Assert.True(copied <= changed, $"{copied} segments copied but only {changed} were written while '{victim}' was away");
         Assert.True(copied < total);
+        await AssertOldMapRejectedAndCountedAsync(oldMap, "resync");
         await DeleteVolumesAsync("resync");
     }
 
@@ -195,6 +199,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         fixture.SkipIfUnavailable();
         var load = new LoadRunner();
         await AddVolumeAsync(load, "grow", 32L * Segment, 2);
+        var oldMap = await fixture.Management.GetMapAsync();
         load.Start();
         await load.WaitForProgressAsync();
 
@@ -221,6 +226,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await load.WaitForProgressAsync(20);
         await load.StopAsync();
         await load.VerifyAsync(fixture.Cluster.Client);
+        await AssertOldMapRejectedAndCountedAsync(oldMap, "grow");
         await DeleteVolumesAsync("grow");
     }
 
@@ -230,6 +236,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         fixture.SkipIfUnavailable();
         var load = new LoadRunner();
         await AddVolumeAsync(load, "auto", 32L * Segment, 2);
+        var oldMap = await fixture.Management.GetMapAsync();
         load.Start();
         await load.WaitForProgressAsync();
         fixture.SetAutoRebalance(true);
@@ -252,6 +259,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         {
             fixture.SetAutoRebalance(false);
         }
+        await AssertOldMapRejectedAndCountedAsync(oldMap, "auto");
         await DeleteVolumesAsync("auto");
     }
 
@@ -262,6 +270,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         var load = new LoadRunner();
         await AddVolumeAsync(load, "evac-f2", 32L * Segment, 2);
         await AddVolumeAsync(load, "evac-f3", 32L * Segment, 3);
+        var oldMap = await fixture.Management.GetMapAsync();
         load.Start();
         await load.WaitForProgressAsync();
 
@@ -283,6 +292,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await fixture.KillHostAsync(victim);
         Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         await WaitForMapAsync(m => m.FindHost(victim)?.State == HostState.Up, $"'{victim}' joined again");
+        await AssertOldMapRejectedAndCountedAsync(oldMap, "evac-f2");
         await DeleteVolumesAsync("evac-f2", "evac-f3");
     }
 
@@ -325,24 +335,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await load.StopAsync();
         await load.VerifyAsync(fixture.Cluster.Client);
 
-        // A client still holding the map from before all this: every request it sends is rejected
-        // as stale (never served from the wrong place) and reported to management.
-        var current = await fixture.Management.GetMapAsync();
-        var volume = oldMap.FindVolume("mgmt")!;
-        var reportsBefore = (await fixture.Management.GetHostsAsync()).Sum(h => h.MismatchReports);
-        var rejected = 0;
-        foreach (var host in current.Hosts.Where(h => h.State == HostState.Up))
-        {
-            var segment = new SegmentAddress(volume.VolumeId, 0);
-            await Assert.ThrowsAsync<StaleEpochException>(() => fixture.Server(host.HostId).ReadAsync(new SegmentRead(oldMap.Epoch, segment, 0, 4096)));
-            await Assert.ThrowsAsync<StaleEpochException>(() => fixture.Server(host.HostId).WriteAsync(new SegmentWrite(oldMap.Epoch, segment, 0, new byte[4096], false)));
-            rejected += 2;
-        }
-        await WaitUntilAsync(async () => (await fixture.Management.GetHostsAsync()).Sum(h => h.MismatchReports) - reportsBefore == rejected,
-            $"all {rejected} stale requests counted");
-        var back = new byte[4096];
-        await (await fixture.Client.OpenVolumeAsync("mgmt")).ReadAsync(0, back);
-        Assert.False(back.All(b => b == 0), "the stale write of zeros must not have landed");
+        await AssertOldMapRejectedAndCountedAsync(oldMap, "mgmt");
         await DeleteVolumesAsync("mgmt");
     }
 
@@ -352,6 +345,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         fixture.SkipIfUnavailable();
         var load = new LoadRunner();
         await AddVolumeAsync(load, "missed", 32L * Segment, 2);
+        var oldMap = await fixture.Management.GetMapAsync();
         load.Start();
         await load.WaitForProgressAsync();
 
@@ -370,6 +364,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         output.WriteLine($"'{victim}' missed writes in {resyncs.Select(c => c.Job.GroupIndex).Distinct().Count()} groups; resyncs copied {resyncs.Sum(c => c.SegmentsCopied)} segments");
         Assert.True(resyncs.Sum(c => c.SegmentsCopied) >= 1);
         Assert.Equal(HostState.Up, (await fixture.Management.GetMapAsync()).FindHost(victim)!.State); // never judged Down: it was alive
+        await AssertOldMapRejectedAndCountedAsync(oldMap, "missed");
         await DeleteVolumesAsync("missed");
     }
 
@@ -406,6 +401,36 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await (await fixture.Client.OpenVolumeAsync("single")).ReadAsync(0, back);
         Assert.True(data.AsSpan().SequenceEqual(back), "the volume changed across the outage");
         await DeleteVolumesAsync("single");
+    }
+
+    /// <summary>
+    /// A client still holding <paramref name="oldMap"/>, from before the test changed the cluster:
+    /// every read and write it sends to any host is rejected as stale (never served from the wrong
+    /// place) and counted by management, one report each.
+    /// </summary>
+    private async Task AssertOldMapRejectedAndCountedAsync(ClusterMap oldMap, string volumeName)
+    {
+        var current = await fixture.Management.GetMapAsync();
+        Assert.True(current.Epoch > oldMap.Epoch, "the test did not change the map");
+        var volume = oldMap.FindVolume(volumeName)!;
+        var handle = await fixture.Client.OpenVolumeAsync(volumeName);
+        var before = new byte[4096];
+        await handle.ReadAsync(0, before);
+
+        var reportsBefore = (await fixture.Management.GetHostsAsync()).Sum(h => h.MismatchReports);
+        var rejected = 0;
+        var segment = new SegmentAddress(volume.VolumeId, 0);
+        foreach (var host in current.Hosts.Where(h => h.State == HostState.Up))
+        {
+            await Assert.ThrowsAsync<StaleEpochException>(() => fixture.Server(host.HostId).ReadAsync(new SegmentRead(oldMap.Epoch, segment, 0, 4096)));
+            await Assert.ThrowsAsync<StaleEpochException>(() => fixture.Server(host.HostId).WriteAsync(new SegmentWrite(oldMap.Epoch, segment, 0, new byte[4096], false)));
+            rejected += 2;
+        }
+        await WaitUntilAsync(async () => (await fixture.Management.GetHostsAsync()).Sum(h => h.MismatchReports) - reportsBefore == rejected,
+            $"all {rejected} stale requests counted");
+        var after = new byte[4096];
+        await handle.ReadAsync(0, after);
+        Assert.True(before.AsSpan().SequenceEqual(after), "a stale write landed");
     }
 
     private async Task AddVolumeAsync(LoadRunner load, string name, long size, int factor)
