@@ -179,9 +179,6 @@ public sealed record PlacementGroup(
     /// </summary>
     public int Deficit(int replicationFactor) => replicationFactor - (Replicas.Length - Leaving.Length) - Pending.Length - Absent.Length;
 
-    /// <summary>Acting set below the factor, or anything moving: shown as degraded / recovering.</summary>
-    public bool IsDegraded(int replicationFactor) => Replicas.Length < replicationFactor || !Pending.IsEmpty || !Leaving.IsEmpty;
-
     internal PlacementGroup Normalized() => this with
     {
         Pending = Pending.IsDefault ? [] : Pending,

@@ -17,7 +17,7 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
     private readonly Lock _gate = new();
     private readonly Dictionary<Guid, VolumeVersions> _volumes = [];
 
-    public static long FirstVersionOf(long epoch) => epoch << 32;
+    private static long FirstVersionOf(long epoch) => epoch << 32;
 
     public long Get(Guid volumeId, long segmentIndex)
     {

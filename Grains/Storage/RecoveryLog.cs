@@ -9,7 +9,7 @@ namespace OrleansStorage.Storage;
 /// </summary>
 public sealed class RecoveryLog
 {
-    public const int Kept = 512;
+    private const int Kept = 512;
     private readonly Lock _gate = new();
     private readonly Queue<CopyProgress> _finished = new();
 
