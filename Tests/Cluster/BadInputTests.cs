@@ -110,6 +110,26 @@ public sealed class BadInputTests(StorageClusterFixture fixture)
         await Replicas.AssertAllHoldAsync(fixture, info, 0, new byte[size]);
     }
 
+    [SkippableFact]
+    public async Task Host_operations_on_unknown_busy_or_needed_hosts_are_rejected()
+    {
+        fixture.SkipIfUnavailable();
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.EvacuateHostAsync("no-such-host"), "no host 'no-such-host'");
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.RemoveHostAsync("no-such-host"), "no host 'no-such-host'");
+        await AssertRejectedWithoutChangeAsync(() => fixture.Client.RemoveHostAsync("host-1"), "evacuate");
+
+        // Three hosts and a factor-3 volume: evacuating one would leave too few for its replicas.
+        await fixture.Client.CreateVolumeAsync("needs-three", 4L * Segment, 3);
+        try
+        {
+            await AssertRejectedWithoutChangeAsync(() => fixture.Client.EvacuateHostAsync("host-2"), "needs 3 other Up hosts");
+        }
+        finally
+        {
+            await fixture.Client.DeleteVolumeAsync("needs-three");
+        }
+    }
+
     private async Task AssertRejectedWithoutChangeAsync(Func<Task> action, string expectedMessagePart)
     {
         var before = await fixture.Management.GetMapAsync();
