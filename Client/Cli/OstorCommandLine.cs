@@ -191,8 +191,7 @@ public static class OstorCommandLine
                 var after = await client.RebalanceStepAsync();
                 if (after.Epoch == before.Epoch)
                 {
-                    var moving = after.AllGroups().Any(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty);
-                    Console.WriteLine(moving ? "data is still moving (see 'ostor status'); run again when it is done" : $"balanced (epoch {after.Epoch})");
+                    Console.WriteLine(after.IsMoving() ? "data is still moving (see 'ostor status'); run again when it is done" : $"balanced (epoch {after.Epoch})");
                     return;
                 }
                 var moves = after.AllGroups().Sum(x => x.Group.Pending.Length);
@@ -203,7 +202,7 @@ public static class OstorCommandLine
                 {
                     return;
                 }
-                await FollowAsync(client, m => !m.AllGroups().Any(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty), ct);
+                await FollowAsync(client, m => !m.IsMoving(), ct);
             }
         }));
         cluster.Add(rebalance);
@@ -253,8 +252,8 @@ public static class OstorCommandLine
     private static string Health(VolumeInfo volume)
     {
         var unavailable = volume.PlacementGroups.Count(pg => !pg.IsAvailable);
-        var degraded = volume.PlacementGroups.Count(pg => pg.IsAvailable && pg.Replicas.Length < volume.ReplicationFactor);
-        var moving = volume.PlacementGroups.Count(pg => !pg.Pending.IsEmpty || !pg.Leaving.IsEmpty);
+        var degraded = volume.PlacementGroups.Count(pg => pg.IsDegraded(volume.ReplicationFactor));
+        var moving = volume.PlacementGroups.Count(pg => pg.IsMoving);
         var parts = new List<string>();
         if (unavailable > 0)
         {
@@ -272,7 +271,7 @@ public static class OstorCommandLine
     }
 
     private static int HeldBy(ClusterMap map, string hostId) =>
-        map.AllGroups().Count(x => x.Group.References(hostId) || x.Group.Leaving.Contains(hostId));
+        map.AllGroups().Count(x => x.Group.References(hostId));
 
     /// <summary>Shows recovery progress on standard error until <paramref name="done"/> holds for the map.</summary>
     private static async Task FollowAsync(OstorClient client, Func<ClusterMap, bool> done, CancellationToken cancellationToken)

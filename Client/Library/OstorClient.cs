@@ -28,10 +28,10 @@ public sealed record ClusterStatus(ManagementStatus Management, ClusterMap Map, 
     public IEnumerable<CopyProgress> FinishedCopies => Hosts.Where(h => h.Server is not null).SelectMany(h => h.Server!.FinishedCopies);
 
     /// <summary>Groups whose acting set is below the factor (a replica is Down, or one is being replaced).</summary>
-    public int DegradedGroups => Map.AllGroups().Count(x => x.Group.IsAvailable && x.Group.Replicas.Length < x.Volume.ReplicationFactor);
+    public int DegradedGroups => Map.AllGroups().Count(x => x.Group.IsDegraded(x.Volume.ReplicationFactor));
 
     /// <summary>Groups with a replica being filled or about to leave.</summary>
-    public int RecoveringGroups => Map.AllGroups().Count(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty);
+    public int RecoveringGroups => Map.AllGroups().Count(x => x.Group.IsMoving);
 
     /// <summary>Groups with no live replica at all: their I/O fails until a host returns.</summary>
     public int UnavailableGroups => Map.AllGroups().Count(x => !x.Group.IsAvailable);

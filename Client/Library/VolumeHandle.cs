@@ -108,7 +108,7 @@ public sealed class VolumeHandle
         await _client.RetryAsync(async map =>
         {
             var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
-            var hosts = volume.PlacementGroups.SelectMany(pg => pg.Replicas.Concat(pg.ForwardTargets)).Distinct().ToList();
+            var hosts = volume.PlacementGroups.SelectMany(pg => pg.Receivers).Distinct().ToList();
             await Task.WhenAll(hosts.Select(h => _client.StorageServer(h).FlushAsync(map.Epoch, VolumeId)));
         }, cancellationToken);
     }

@@ -47,6 +47,12 @@ public sealed record ClusterMap(
         Volumes = [.. Volumes.Select(v => v with { PlacementGroups = [.. v.PlacementGroups.Select(pg => pg.Normalized())] })],
     };
 
+    /// <summary>The hosts that take new replicas: Up (not Draining, Down or Out).</summary>
+    public IEnumerable<string> UpHostIds() => Hosts.Where(h => h.State == HostState.Up).Select(h => h.HostId);
+
+    /// <summary>Some group is being filled or is shedding a replica.</summary>
+    public bool IsMoving() => AllGroups().Any(x => x.Group.IsMoving);
+
     /// <summary>Every placement group of every volume, with its volume.</summary>
     public IEnumerable<(VolumeInfo Volume, PlacementGroup Group)> AllGroups() =>
         Volumes.SelectMany(v => v.PlacementGroups.Select(pg => (v, pg)));
@@ -151,7 +157,7 @@ public sealed record PlacementGroup(
     /// <summary>In the acting set.</summary>
     public bool Contains(string hostId) => Replicas.Contains(hostId);
 
-    /// <summary>Receives forwarded writes: in the acting set or pending.</summary>
+    /// <summary>Receives the group's writes: in the acting set or pending.</summary>
     public bool Receives(string hostId) => Replicas.Contains(hostId) || FindPending(hostId) is not null;
 
     /// <summary>Named anywhere in the group, so the host must keep its segment files.</summary>
@@ -169,8 +175,23 @@ public sealed record PlacementGroup(
         return null;
     }
 
+    /// <summary>A replica is being filled or is about to leave.</summary>
+    public bool IsMoving => !Pending.IsEmpty || !Leaving.IsEmpty;
+
+    /// <summary>Serving, but with fewer acting replicas than the factor.</summary>
+    public bool IsDegraded(int replicationFactor) => IsAvailable && Replicas.Length < replicationFactor;
+
+    /// <summary>
+    /// The host has been a pending replica without a break since <paramref name="epoch"/> or
+    /// earlier, so it received every write from then on: a copy begun at that epoch may complete.
+    /// </summary>
+    public bool IsPendingSince(string hostId, long epoch) => FindPending(hostId) is { } pending && pending.SinceEpoch <= epoch;
+
+    /// <summary>Every host that receives the group's writes: the acting replicas, then the pending ones.</summary>
+    public IEnumerable<string> Receivers => Replicas.Concat(Pending.Select(p => p.HostId));
+
     /// <summary>Where the primary forwards a write: the other acting replicas, then every pending one.</summary>
-    public IEnumerable<string> ForwardTargets => Replicas.Skip(1).Concat(Pending.Select(p => p.HostId));
+    public IEnumerable<string> ForwardTargets => Receivers.Skip(1);
 
     /// <summary>
     /// Replicas the group is short of its factor, counting pending ones as already there, leaving

@@ -151,11 +151,11 @@ public static class HostLifecycle
             return map;
         }
         var pg = volume.PlacementGroups[groupIndex];
-        var pending = pg.FindPending(targetHostId);
-        if (pending is null || pending.SinceEpoch > copyStartEpoch || !pg.IsAvailable)
+        if (!pg.IsPendingSince(targetHostId, copyStartEpoch) || !pg.IsAvailable)
         {
             return map;
         }
+        var pending = pg.FindPending(targetHostId)!;
         var replicas = pg.Replicas.Add(targetHostId);
         var leaving = pg.Leaving;
         if (!leaving.IsEmpty)
@@ -244,7 +244,7 @@ public static class HostLifecycle
     public static ClusterMap Remove(ClusterMap map, string hostId)
     {
         var host = map.FindHost(hostId) ?? throw new InvalidRequestException($"no host '{hostId}' in the map");
-        var holding = map.AllGroups().Count(x => x.Group.References(hostId) || x.Group.Leaving.Contains(hostId));
+        var holding = map.AllGroups().Count(x => x.Group.References(hostId));
         if (holding > 0)
         {
             throw new InvalidRequestException($"host '{hostId}' still holds {holding} placement groups; run 'ostor host evacuate {hostId}' and wait for it to finish");
@@ -265,11 +265,11 @@ public static class HostLifecycle
     /// </summary>
     public static ClusterMap PlanRebalance(ClusterMap map)
     {
-        if (map.AllGroups().Any(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty))
+        if (map.IsMoving())
         {
             return map;
         }
-        var up = map.Hosts.Where(h => h.State == HostState.Up).Select(h => h.HostId).ToList();
+        var up = map.UpHostIds().ToList();
         if (up.Count < 2)
         {
             return map;
@@ -285,12 +285,11 @@ public static class HostLifecycle
     /// </summary>
     public static ClusterMap PlanPrimaryBalance(ClusterMap map)
     {
-        if (map.Hosts.Any(h => h.State == HostState.Down)
-            || map.AllGroups().Any(x => !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty || !x.Group.Absent.IsEmpty))
+        if (map.Hosts.Any(h => h.State == HostState.Down) || map.IsMoving() || map.AllGroups().Any(x => !x.Group.Absent.IsEmpty))
         {
             return map;
         }
-        var up = map.Hosts.Where(h => h.State == HostState.Up).Select(h => h.HostId).ToList();
+        var up = map.UpHostIds().ToList();
         return up.Count < 2 ? map : PlanPrimaryOrder(map, up);
     }
 
@@ -396,17 +395,11 @@ public static class HostLifecycle
         };
     }
 
+    /// <summary>Acting and pending replicas per Up host, over all volumes.</summary>
     private static Dictionary<string, int> ReplicaLoad(ClusterMap map)
     {
-        var load = map.Hosts.Where(h => h.State == HostState.Up).ToDictionary(h => h.HostId, _ => 0, StringComparer.Ordinal);
-        foreach (var (_, pg) in map.AllGroups())
-        {
-            foreach (var host in pg.Replicas.Concat(pg.Pending.Select(p => p.HostId)).Where(load.ContainsKey))
-            {
-                load[host]++;
-            }
-        }
-        return load;
+        var up = map.UpHostIds().ToList();
+        return Totals(CountPerVolume(map, up, pg => pg.Receivers), up);
     }
 
     private static string? LeastLoaded(Dictionary<string, int> load, PlacementGroup pg) =>

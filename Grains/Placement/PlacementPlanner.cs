@@ -14,7 +14,7 @@ public static class PlacementPlanner
     public static ImmutableArray<PlacementGroup> PlaceVolume(ClusterMap map, int placementGroupCount, int replicationFactor)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(placementGroupCount, 1);
-        var hosts = map.Hosts.Where(h => h.State == HostState.Up).Select(h => h.HostId).Order(StringComparer.Ordinal).ToArray();
+        var hosts = map.UpHostIds().Order(StringComparer.Ordinal).ToArray();
         if (replicationFactor < 1 || replicationFactor > hosts.Length)
         {
             throw new ArgumentOutOfRangeException(nameof(replicationFactor), replicationFactor,

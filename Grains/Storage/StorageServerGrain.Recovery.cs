@@ -194,8 +194,7 @@ public sealed partial class StorageServerGrain
         {
             return "this host is not the group's primary";
         }
-        var pending = group.FindPending(job.TargetHostId);
-        return pending is null || pending.SinceEpoch > startEpoch ? "the target is not (or no longer the same) pending replica" : null;
+        return group.IsPendingSince(job.TargetHostId, startEpoch) ? null : "the target is not (or no longer the same) pending replica";
     }
 
     private void FinishCopy(CopyRun run, string? failure)

@@ -42,14 +42,14 @@ public sealed class Eventually(ITestOutputHelper output)
 
     /// <summary>Every group at its factor, nothing pending or leaving.</summary>
     public static bool GroupsFull(ClusterMap map) =>
-        map.AllGroups().All(x => x.Group.Replicas.Length == x.Volume.ReplicationFactor && x.Group.Pending.IsEmpty && x.Group.Leaving.IsEmpty);
+        map.AllGroups().All(x => x.Group.Replicas.Length == x.Volume.ReplicationFactor && !x.Group.IsMoving);
 
     /// <summary>The map's hosts and every group not at full factor, for a failure message.</summary>
     public static string Describe(ClusterMap? map) =>
         map is null ? "no map" :
         $"epoch {map.Epoch}; hosts {string.Join(", ", map.Hosts.Select(h => $"{h.HostId}={h.State}"))}; groups not full: " +
         string.Join("; ", map.AllGroups()
-            .Where(x => x.Group.Replicas.Length != x.Volume.ReplicationFactor || !x.Group.Pending.IsEmpty || !x.Group.Leaving.IsEmpty)
+            .Where(x => x.Group.Replicas.Length != x.Volume.ReplicationFactor || x.Group.IsMoving)
             .Take(8)
             .Select(x => $"{x.Volume.Name}/{x.Group.Index} acting [{string.Join(",", x.Group.Replicas)}] pending [{string.Join(",", x.Group.Pending.Select(p => $"{p.HostId}@{p.SinceEpoch}{(p.Resync ? " resync" : "")}"))}] absent [{string.Join(",", x.Group.Absent)}] leaving [{string.Join(",", x.Group.Leaving)}]"));
 }
