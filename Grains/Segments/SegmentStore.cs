@@ -239,6 +239,9 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
+    /// <summary>Whether the segment has a file on this host (it was written, or copied here, at some point).</summary>
+    public bool HasFile(SegmentAddress segment) => File.Exists(SegmentPath(segment));
+
     /// <summary>The segment numbers of the volume that have a file on this host.</summary>
     public IReadOnlyList<long> ListSegments(Guid volumeId)
     {

@@ -91,7 +91,6 @@ public sealed partial class StorageServerGrain
         {
             var volume = _map.FindVolume(job.VolumeId) ?? throw new VolumeNotFoundException(job.VolumeId, _map.Epoch);
             var segments = SegmentsOf(volume, job.GroupIndex).ToList();
-            var withFiles = store.ListSegments(job.VolumeId).ToHashSet();
             var target = GrainFactory.GetGrain<IStorageServerGrain>(job.TargetHostId);
             var targetVersions = await AtCurrentEpochAsync(run, epoch => target.GetSegmentVersionsAsync(epoch, job.VolumeId, job.GroupIndex));
             run.SegmentsTotal = segments.Count;
@@ -100,7 +99,8 @@ public sealed partial class StorageServerGrain
                 var segment = new SegmentAddress(job.VolumeId, segments[i]);
                 ThrowIfAbandoned(run);
                 var differs = store.Version(segment) != (i < targetVersions.Length ? targetVersions[i] : 0);
-                if (differs || (!job.Resync && withFiles.Contains(segment.SegmentIndex)))
+                // A new replica gets every segment the primary has, whatever the versions say.
+                if (differs || (!job.Resync && store.HasFile(segment)))
                 {
                     var bytes = await CopySegmentAsync(run, target, volume, segment);
                     run.SegmentsCopied++;

@@ -178,12 +178,17 @@ public sealed partial class StorageServerGrain(
     /// </summary>
     private async Task ForwardAsync(PlacementGroup group, SegmentAddress segment, Task local, Func<IStorageServerGrain, Task> forward)
     {
-        var targets = group.ForwardTargets.ToArray();
-        var all = new Task[targets.Length + 1];
+        // Built without LINQ: this runs for every write.
+        var all = new Task[group.Replicas.Length + group.Pending.Length];
         all[0] = local;
-        for (var i = 0; i < targets.Length; i++)
+        var next = 1;
+        for (var i = 1; i < group.Replicas.Length; i++)
         {
-            all[i + 1] = forward(GrainFactory.GetGrain<IStorageServerGrain>(targets[i]));
+            all[next++] = forward(GrainFactory.GetGrain<IStorageServerGrain>(group.Replicas[i]));
+        }
+        foreach (var pending in group.Pending)
+        {
+            all[next++] = forward(GrainFactory.GetGrain<IStorageServerGrain>(pending.HostId));
         }
         try
         {
@@ -193,6 +198,7 @@ public sealed partial class StorageServerGrain(
         {
             var epoch = _map.Epoch;
             store.NextVersion(segment, epoch);
+            var targets = group.ForwardTargets.ToArray(); // the order the forwards were started in
             for (var i = 0; i < targets.Length; i++)
             {
                 if (all[i + 1].Exception?.InnerException is { } failure && !IsMapDisagreement(failure))
