@@ -105,12 +105,8 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
     {
         fixture.SkipIfUnavailable();
         fixture.SetGracePeriod(TimeSpan.FromSeconds(4));
-        var load = new LoadRunner();
-        await AddVolumeAsync(load, "kill-f2", 32L * Segment, 2);
-        await AddVolumeAsync(load, "kill-f3", 32L * Segment, 3);
-        var oldMap = await fixture.Management.GetMapAsync();
-        load.Start();
-        await load.WaitForProgressAsync();
+        var loaded = await StartLoadAsync(("kill-f2", 2), ("kill-f3", 3));
+        var load = loaded.Load;
 
         var victim = await PickVictimAsync();
         var before = await fixture.Management.GetMapAsync();
@@ -126,9 +122,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
             m => m.FindHost(victim)!.State == HostState.Out && GroupsFull(m),
             $"'{victim}' Out and every group back at full factor", TimeSpan.FromSeconds(120));
         Assert.All(recovered.AllGroups(), x => Assert.False(x.Group.References(victim)));
-        await load.WaitForProgressAsync(20);
-        await load.StopAsync();
-        await load.VerifyAsync(fixture.Cluster.Client);
+        await StopAndVerifyAsync(loaded);
 
         var copies = await FinishedCopiesAsync(c => !c.Job.Resync && c.Started >= killedAt);
         Assert.NotEmpty(copies);
@@ -141,8 +135,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
         await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' removed its stale segment files");
-        await AssertOldMapRejectedAndCountedAsync(oldMap, "kill-f2");
-        await DeleteVolumesAsync("kill-f2", "kill-f3");
+        await CleanUpAsync(loaded);
     }
 
     [SkippableFact]
@@ -160,9 +153,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         // surely misses some writes; the other 48 stay as they were.
         var load = new LoadRunner();
         load.Add(handle, [handle, await _staleClient!.OpenVolumeAsync("resync")], writeLength: 16L * Segment, initial: initial);
-        var oldMap = await fixture.Management.GetMapAsync();
-        load.Start();
-        await load.WaitForProgressAsync();
+        var loaded = await StartAsync(load, ["resync"]);
 
         var victim = await PickVictimAsync();
         // Writes in flight when the host dies started a little earlier; a second covers them.
@@ -177,9 +168,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         var back = await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up && GroupsFull(m), $"'{victim}' resynced and back in its groups");
         Assert.All(back.FindVolume("resync")!.PlacementGroups.Where(pg => heldGroups.Contains(pg.Index)), pg => Assert.Contains(victim, pg.Replicas));
-        await load.WaitForProgressAsync(20);
-        await load.StopAsync();
-        await load.VerifyAsync(fixture.Cluster.Client);
+        await StopAndVerifyAsync(loaded);
 
         var resyncs = await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Job.VolumeId == volume.VolumeId && c.StartEpoch > down.Epoch);
         var copied = resyncs.Sum(c => c.SegmentsCopied);
@@ -189,19 +178,14 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.True(copied > 0, "nothing was copied, yet the victim missed writes");
         Assert.True(copied <= changed, $"{copied} segments copied but only {changed} were written while '{victim}' was away");
         Assert.True(copied < total);
-        await AssertOldMapRejectedAndCountedAsync(oldMap, "resync");
-        await DeleteVolumesAsync("resync");
+        await CleanUpAsync(loaded);
     }
 
     [SkippableFact]
     public async Task New_host_joins_and_rebalance_under_load_spreads_groups_to_it()
     {
         fixture.SkipIfUnavailable();
-        var load = new LoadRunner();
-        await AddVolumeAsync(load, "grow", 32L * Segment, 2);
-        var oldMap = await fixture.Management.GetMapAsync();
-        load.Start();
-        await load.WaitForProgressAsync();
+        var loaded = await StartLoadAsync(("grow", 2));
 
         var joined = await fixture.StartSiloAsync();
         var map = await WaitForMapAsync(m => m.FindHost(joined)?.State == HostState.Up, $"'{joined}' joined");
@@ -223,30 +207,21 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         Assert.True(load4.GetValueOrDefault(joined) > 0, $"no group moved to '{joined}'");
         Assert.True(load4.Values.Max() - load4.Values.Min() <= 1, "replicas are not even after rebalance");
 
-        await load.WaitForProgressAsync(20);
-        await load.StopAsync();
-        await load.VerifyAsync(fixture.Cluster.Client);
-        await AssertOldMapRejectedAndCountedAsync(oldMap, "grow");
-        await DeleteVolumesAsync("grow");
+        await StopAndVerifyAsync(loaded);
+        await CleanUpAsync(loaded);
     }
 
     [SkippableFact]
     public async Task With_automatic_rebalance_a_new_host_gets_groups_on_its_own()
     {
         fixture.SkipIfUnavailable();
-        var load = new LoadRunner();
-        await AddVolumeAsync(load, "auto", 32L * Segment, 2);
-        var oldMap = await fixture.Management.GetMapAsync();
-        load.Start();
-        await load.WaitForProgressAsync();
+        var loaded = await StartLoadAsync(("auto", 2));
         fixture.SetAutoRebalance(true);
         try
         {
             var joined = await fixture.StartSiloAsync();
             await WaitForMapAsync(m => m.AllGroups().Count(x => x.Group.Contains(joined)) >= 2 && GroupsFull(m), $"'{joined}' given groups without being asked", TimeSpan.FromSeconds(120));
-            await load.WaitForProgressAsync(20);
-            await load.StopAsync();
-            await load.VerifyAsync(fixture.Cluster.Client);
+            await StopAndVerifyAsync(loaded);
 
             // Leave the cluster as it was: the new host goes again, through evacuation.
             fixture.SetAutoRebalance(false);
@@ -259,20 +234,14 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         {
             fixture.SetAutoRebalance(false);
         }
-        await AssertOldMapRejectedAndCountedAsync(oldMap, "auto");
-        await DeleteVolumesAsync("auto");
+        await CleanUpAsync(loaded);
     }
 
     [SkippableFact]
     public async Task Evacuated_host_holds_nothing_and_is_removed_with_data_intact()
     {
         fixture.SkipIfUnavailable();
-        var load = new LoadRunner();
-        await AddVolumeAsync(load, "evac-f2", 32L * Segment, 2);
-        await AddVolumeAsync(load, "evac-f3", 32L * Segment, 3);
-        var oldMap = await fixture.Management.GetMapAsync();
-        load.Start();
-        await load.WaitForProgressAsync();
+        var loaded = await StartLoadAsync(("evac-f2", 2), ("evac-f3", 3));
 
         var victim = await PickVictimAsync();
         await Assert.ThrowsAsync<InvalidRequestException>(() => fixture.Management.RemoveHostAsync(victim));
@@ -281,9 +250,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         var removed = await fixture.Management.RemoveHostAsync(victim);
         Assert.Null(removed.FindHost(victim));
 
-        await load.WaitForProgressAsync(20);
-        await load.StopAsync();
-        await load.VerifyAsync(fixture.Cluster.Client);
+        await StopAndVerifyAsync(loaded);
         await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' dropped the files it no longer holds");
 
         // A removed host does not come back on its own; once its silo restarts it joins again, empty.
@@ -292,8 +259,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await fixture.KillHostAsync(victim);
         Assert.Equal(victim, await fixture.StartSiloAsync(victim));
         await WaitForMapAsync(m => m.FindHost(victim)?.State == HostState.Up, $"'{victim}' joined again");
-        await AssertOldMapRejectedAndCountedAsync(oldMap, "evac-f2");
-        await DeleteVolumesAsync("evac-f2", "evac-f3");
+        await CleanUpAsync(loaded);
     }
 
     [SkippableFact]
@@ -301,11 +267,8 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
     {
         fixture.SkipIfUnavailable();
         fixture.SetGracePeriod(TimeSpan.FromMinutes(10));
-        var load = new LoadRunner();
-        await AddVolumeAsync(load, "mgmt", 32L * Segment, 2);
-        var oldMap = await fixture.Management.GetMapAsync();
-        load.Start();
-        await load.WaitForProgressAsync();
+        var loaded = await StartLoadAsync(("mgmt", 2));
+        var load = loaded.Load;
 
         // The map must be at rest (automatic primary balancing may still be at work) so that the
         // epoch read here is the last one written before the kill.
@@ -332,22 +295,16 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
 
         Assert.Equal(managementHost, await fixture.StartSiloAsync(managementHost));
         await WaitForMapAsync(m => m.FindHost(managementHost)!.State == HostState.Up && GroupsFull(m), $"'{managementHost}' back");
-        await load.StopAsync();
-        await load.VerifyAsync(fixture.Cluster.Client);
+        await StopAndVerifyAsync(loaded);
 
-        await AssertOldMapRejectedAndCountedAsync(oldMap, "mgmt");
-        await DeleteVolumesAsync("mgmt");
+        await CleanUpAsync(loaded);
     }
 
     [SkippableFact]
     public async Task Live_replica_that_misses_writes_is_resynced_before_it_serves_again()
     {
         fixture.SkipIfUnavailable();
-        var load = new LoadRunner();
-        await AddVolumeAsync(load, "missed", 32L * Segment, 2);
-        var oldMap = await fixture.Management.GetMapAsync();
-        load.Start();
-        await load.WaitForProgressAsync();
+        var loaded = await StartLoadAsync(("missed", 2));
 
         var victim = await PickVictimAsync();
         var since = DateTimeOffset.UtcNow;
@@ -356,16 +313,13 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await WaitUntilAsync(async () => (await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Started >= since)).Count > 0,
             $"'{victim}' resynced by the primaries whose writes it missed");
         await WaitForMapAsync(GroupsFull, $"'{victim}' back in every acting set");
-        await load.WaitForProgressAsync(20);
-        await load.StopAsync();
-        await load.VerifyAsync(fixture.Cluster.Client); // every replica holds exactly what was acknowledged
+        await StopAndVerifyAsync(loaded);
 
         var resyncs = await FinishedCopiesAsync(c => c.Job.Resync && c.Job.TargetHostId == victim && c.Started >= since);
         output.WriteLine($"'{victim}' missed writes in {resyncs.Select(c => c.Job.GroupIndex).Distinct().Count()} groups; resyncs copied {resyncs.Sum(c => c.SegmentsCopied)} segments");
         Assert.True(resyncs.Sum(c => c.SegmentsCopied) >= 1);
         Assert.Equal(HostState.Up, (await fixture.Management.GetMapAsync()).FindHost(victim)!.State); // never judged Down: it was alive
-        await AssertOldMapRejectedAndCountedAsync(oldMap, "missed");
-        await DeleteVolumesAsync("missed");
+        await CleanUpAsync(loaded);
     }
 
     [SkippableFact]
@@ -401,6 +355,43 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         await (await fixture.Client.OpenVolumeAsync("single")).ReadAsync(0, back);
         Assert.True(data.AsSpan().SequenceEqual(back), "the volume changed across the outage");
         await DeleteVolumesAsync("single");
+    }
+
+    /// <summary>The test's volumes under the writer, and the map from before the test changed anything: what a stale client holds.</summary>
+    private sealed record Loaded(LoadRunner Load, ClusterMap OldMap, string[] Volumes);
+
+    /// <summary>Creates and fills 32-segment volumes, then starts the writer on them.</summary>
+    private async Task<Loaded> StartLoadAsync(params (string Name, int Factor)[] volumes)
+    {
+        var load = new LoadRunner();
+        foreach (var (name, factor) in volumes)
+        {
+            await AddVolumeAsync(load, name, 32L * Segment, factor);
+        }
+        return await StartAsync(load, [.. volumes.Select(v => v.Name)]);
+    }
+
+    private async Task<Loaded> StartAsync(LoadRunner load, string[] volumes)
+    {
+        var oldMap = await fixture.Management.GetMapAsync();
+        load.Start();
+        await load.WaitForProgressAsync();
+        return new Loaded(load, oldMap, volumes);
+    }
+
+    /// <summary>Lets the writer go on a little, stops it, and checks every acknowledged write, through the client and on every replica.</summary>
+    private async Task StopAndVerifyAsync(Loaded loaded)
+    {
+        await loaded.Load.WaitForProgressAsync(20);
+        await loaded.Load.StopAsync();
+        await loaded.Load.VerifyAsync(fixture.Cluster.Client);
+    }
+
+    /// <summary>The stale client's requests are rejected and counted; then the test's volumes go.</summary>
+    private async Task CleanUpAsync(Loaded loaded)
+    {
+        await AssertOldMapRejectedAndCountedAsync(loaded.OldMap, loaded.Volumes[0]);
+        await DeleteVolumesAsync(loaded.Volumes);
     }
 
     /// <summary>
