@@ -8,7 +8,7 @@ namespace OrleansStorage.Tests.Unit;
 public sealed class ClusterMapTransitionsTests
 {
     private readonly ClusterMapTransitions _transitions = new(new ManagementOptions { SegmentSizeBytes = 1 << 20, PlacementGroupsPerVolume = 64 });
-    internal static readonly DateTimeOffset Now = new(2026, 11, 26, 0, 0, 0, TimeSpan.Zero);
+    private static readonly DateTimeOffset Now = TestMaps.Now;
 
     private ClusterMap ThreeHosts()
     {

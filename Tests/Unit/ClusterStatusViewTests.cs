@@ -9,21 +9,16 @@ namespace OrleansStorage.Tests.Unit;
 
 public sealed class ClusterStatusViewTests
 {
-    private static readonly DateTimeOffset Now = ClusterMapTransitionsTests.Now;
+    private static readonly DateTimeOffset Now = TestMaps.Now;
 
     [Fact]
     public void Status_shows_epoch_host_states_group_health_and_copy_progress()
     {
-        var transitions = new ClusterMapTransitions(new ManagementOptions { SegmentSizeBytes = 1 << 20, PlacementGroupsPerVolume = 4 });
-        var map = ClusterMap.Empty;
-        for (var i = 1; i <= 3; i++)
-        {
-            map = transitions.RegisterHost(map, new HostRegistration($"host-{i}", 1L << 40, $"e{i}"), Now);
-        }
+        var transitions = TestMaps.Transitions(groupsPerVolume: 4);
         var volumeId = Guid.NewGuid();
-        map = transitions.CreateVolume(map, volumeId, "v", 8L << 20, 2);
+        var map = transitions.CreateVolume(TestMaps.WithHosts(transitions, 3), volumeId, "v", 8L << 20, 2);
         map = HostLifecycle.MarkDown(map, "host-3", Now.AddSeconds(-30));
-        map = HostLifecycle.Register(map, new HostRegistration("host-3", 1L << 40, "e3"), Now);
+        map = HostLifecycle.Register(map, TestMaps.Registration("host-3"), Now);
         var pending = map.AllGroups().First(x => !x.Group.Pending.IsEmpty).Group;
 
         var copy = new CopyProgress(new CopyJob(volumeId, pending.Index, "host-3", Resync: true), pending.Primary, map.Epoch,

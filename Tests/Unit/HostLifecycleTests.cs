@@ -8,19 +8,14 @@ namespace OrleansStorage.Tests.Unit;
 
 public sealed class HostLifecycleTests
 {
-    private static readonly DateTimeOffset Now = ClusterMapTransitionsTests.Now;
+    private static readonly DateTimeOffset Now = TestMaps.Now;
     private static readonly Guid VolumeId = Guid.NewGuid();
 
     /// <summary>Hosts host-1..host-N Up and one volume of factor <paramref name="factor"/> with 6 groups.</summary>
     private static ClusterMap Cluster(int hosts, int factor)
     {
-        var transitions = new ClusterMapTransitions(new ManagementOptions { SegmentSizeBytes = 1 << 20, PlacementGroupsPerVolume = 6 });
-        var map = ClusterMap.Empty;
-        for (var i = 1; i <= hosts; i++)
-        {
-            map = transitions.RegisterHost(map, new HostRegistration($"host-{i}", 1L << 40, $"e{i}"), Now);
-        }
-        return transitions.CreateVolume(map, VolumeId, "v", 6L << 20, factor);
+        var transitions = TestMaps.Transitions(groupsPerVolume: 6);
+        return transitions.CreateVolume(TestMaps.WithHosts(transitions, hosts), VolumeId, "v", 6L << 20, factor);
     }
 
     private static ImmutableArray<PlacementGroup> Groups(ClusterMap map) => map.FindVolume(VolumeId)!.PlacementGroups;
@@ -66,13 +61,13 @@ public sealed class HostLifecycleTests
         Assert.All(Groups(map), pg => Assert.False(pg.IsAvailable));
 
         // host-1 left first: it missed writes that host-2 acknowledged alone, so it must wait.
-        var firstBack = HostLifecycle.Register(map, new HostRegistration("host-1", 1L << 40, "e1"), Now);
+        var firstBack = HostLifecycle.Register(map, TestMaps.Registration("host-1"), Now);
         Assert.All(Groups(firstBack), pg => Assert.False(pg.IsAvailable));
 
-        var lastBack = HostLifecycle.Register(firstBack, new HostRegistration("host-2", 1L << 40, "e2"), Now);
+        var lastBack = HostLifecycle.Register(firstBack, TestMaps.Registration("host-2"), Now);
         Assert.All(Groups(lastBack), pg => Assert.Equal(["host-2"], pg.Replicas.AsEnumerable()));
         // Now host-1 has a source to resync from.
-        var recovered = HostLifecycle.Register(HostLifecycle.MarkDown(lastBack, "host-1", Now), new HostRegistration("host-1", 1L << 40, "e1"), Now);
+        var recovered = HostLifecycle.Register(HostLifecycle.MarkDown(lastBack, "host-1", Now), TestMaps.Registration("host-1"), Now);
         Assert.All(Groups(recovered), pg => Assert.True(pg.FindPending("host-1")?.Resync));
     }
 
@@ -80,7 +75,7 @@ public sealed class HostLifecycleTests
     public void Returning_while_down_resyncs_as_pending_then_joins_the_acting_set()
     {
         var map = HostLifecycle.MarkDown(Cluster(3, 3), "host-2", Now);
-        var back = HostLifecycle.Register(map, new HostRegistration("host-2", 1L << 40, "e2"), Now);
+        var back = HostLifecycle.Register(map, TestMaps.Registration("host-2"), Now);
 
         Assert.Equal(HostState.Up, back.FindHost("host-2")!.State);
         Assert.All(Groups(back), pg =>
@@ -120,7 +115,7 @@ public sealed class HostLifecycleTests
         var done = CompleteAll(planned);
         Assert.All(Groups(done), pg => Assert.Equal(2, pg.Replicas.Length));
 
-        var back = HostLifecycle.Register(done, new HostRegistration("host-1", 1L << 40, "e1"), Now);
+        var back = HostLifecycle.Register(done, TestMaps.Registration("host-1"), Now);
         Assert.Equal(HostState.Up, back.FindHost("host-1")!.State);
         Assert.All(Groups(back), pg => Assert.False(pg.References("host-1")));
     }
@@ -151,7 +146,7 @@ public sealed class HostLifecycleTests
     public void Rebalance_moves_replicas_to_a_new_host_then_evens_primaries()
     {
         var map = Cluster(3, 2);
-        map = HostLifecycle.Register(map, new HostRegistration("host-4", 1L << 40, "e4"), Now);
+        map = HostLifecycle.Register(map, TestMaps.Registration("host-4"), Now);
 
         var step = HostLifecycle.PlanRebalance(map);
         Assert.True(step.Epoch > map.Epoch);
@@ -200,15 +195,10 @@ public sealed class HostLifecycleTests
     [Fact]
     public void Rebalance_evens_every_volume_not_just_the_totals()
     {
-        var transitions = new ClusterMapTransitions(new ManagementOptions { SegmentSizeBytes = 1 << 20, PlacementGroupsPerVolume = 12 });
-        var map = ClusterMap.Empty;
-        for (var i = 1; i <= 3; i++)
-        {
-            map = transitions.RegisterHost(map, new HostRegistration($"host-{i}", 1L << 40, $"e{i}"), Now);
-        }
-        map = transitions.CreateVolume(map, Guid.NewGuid(), "one", 12L << 20, 1);
+        var transitions = TestMaps.Transitions(groupsPerVolume: 12);
+        var map = transitions.CreateVolume(TestMaps.WithHosts(transitions, 3), Guid.NewGuid(), "one", 12L << 20, 1);
         map = transitions.CreateVolume(map, Guid.NewGuid(), "three", 12L << 20, 3);
-        map = HostLifecycle.Register(map, new HostRegistration("host-4", 1L << 40, "e4"), Now);
+        map = HostLifecycle.Register(map, TestMaps.Registration("host-4"), Now);
 
         for (var step = 0; step < 6; step++)
         {
@@ -237,7 +227,7 @@ public sealed class HostLifecycleTests
     {
         var map = HostLifecycle.MarkDown(Cluster(3, 2), "host-1", Now);
         Assert.Same(map, HostLifecycle.PlanPrimaryBalance(map)); // a host is Down: wait
-        map = CompleteAll(HostLifecycle.Register(map, new HostRegistration("host-1", 1L << 40, "e1"), Now));
+        map = CompleteAll(HostLifecycle.Register(map, TestMaps.Registration("host-1"), Now));
         Assert.DoesNotContain(Groups(map), pg => pg.Primary == "host-1"); // it rejoined last everywhere
 
         var balanced = HostLifecycle.PlanPrimaryBalance(map);
