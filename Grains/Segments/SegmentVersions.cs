@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 namespace OrleansStorage.Segments;
@@ -111,19 +112,18 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
         }
         Directory.CreateDirectory(directory);
         var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        var bytes = new byte[RandomAccess.GetLength(handle) / sizeof(long) * sizeof(long)];
-        var read = 0;
-        while (read < bytes.Length)
+        // The slots are the file's bytes as longs in this machine's byte order, read straight into the array.
+        var slots = new long[RandomAccess.GetLength(handle) / sizeof(long)];
+        var bytes = MemoryMarshal.AsBytes(slots.AsSpan());
+        for (int read = 0, n; read < bytes.Length; read += n)
         {
-            var n = RandomAccess.Read(handle, bytes.AsSpan(read), read);
+            n = RandomAccess.Read(handle, bytes[read..], read);
             if (n == 0)
             {
+                bytes[read..].Clear(); // the file shrank meanwhile: the rest was never written
                 break;
             }
-            read += n;
         }
-        var slots = new long[read / sizeof(long)];
-        Buffer.BlockCopy(bytes, 0, slots, 0, slots.Length * sizeof(long));
         open = new VolumeVersions(handle, slots);
         _volumes[volumeId] = open;
         return open;
@@ -144,9 +144,7 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
                 Array.Resize(ref _slots, (int)Math.Max(segmentIndex + 1, _slots.Length * 2L));
             }
             _slots[segmentIndex] = version;
-            Span<byte> slot = stackalloc byte[sizeof(long)];
-            BitConverter.TryWriteBytes(slot, version);
-            RandomAccess.Write(Handle, slot, segmentIndex * sizeof(long));
+            RandomAccess.Write(Handle, MemoryMarshal.AsBytes(_slots.AsSpan((int)segmentIndex, 1)), segmentIndex * sizeof(long));
         }
     }
 }
