@@ -315,20 +315,7 @@ public static class OstorCommandLine
                 Console.WriteLine($"  {v.Name} {ByteSize.Format(v.SizeBytes)} factor {v.ReplicationFactor}, segment {ByteSize.Format(v.SegmentSizeBytes)}, {v.PlacementGroups.Length} PGs, id {v.VolumeId}");
                 foreach (var pg in v.PlacementGroups)
                 {
-                    var line = new StringBuilder($"    pg {pg.Index,3}: {(pg.IsAvailable ? string.Join(", ", pg.Replicas) : "UNAVAILABLE")}");
-                    if (!pg.Pending.IsEmpty)
-                    {
-                        line.Append($"  filling: {string.Join(", ", pg.Pending.Select(p => p.HostId + (p.Resync ? " (resync)" : "")))}");
-                    }
-                    if (!pg.Absent.IsEmpty)
-                    {
-                        line.Append($"  absent: {string.Join(", ", pg.Absent)}");
-                    }
-                    if (!pg.Leaving.IsEmpty)
-                    {
-                        line.Append($"  leaving: {string.Join(", ", pg.Leaving)}");
-                    }
-                    Console.WriteLine(line);
+                    Console.WriteLine($"    pg {pg.Index,3}: {pg.Describe()}");
                 }
             }
         }));

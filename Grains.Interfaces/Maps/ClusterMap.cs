@@ -200,6 +200,25 @@ public sealed record PlacementGroup(
     /// </summary>
     public int Deficit(int replicationFactor) => replicationFactor - (Replicas.Length - Leaving.Length) - Pending.Length - Absent.Length;
 
+    /// <summary>One line for people: the acting set (primary first), then who is filling, absent or leaving.</summary>
+    public string Describe()
+    {
+        var line = new System.Text.StringBuilder(IsAvailable ? string.Join(", ", Replicas) : "UNAVAILABLE");
+        if (!Pending.IsEmpty)
+        {
+            line.Append("  filling: ").AppendJoin(", ", Pending.Select(p => p.HostId + (p.Resync ? " (resync)" : "")));
+        }
+        if (!Absent.IsEmpty)
+        {
+            line.Append("  absent: ").AppendJoin(", ", Absent);
+        }
+        if (!Leaving.IsEmpty)
+        {
+            line.Append("  leaving: ").AppendJoin(", ", Leaving);
+        }
+        return line.ToString();
+    }
+
     internal PlacementGroup Normalized() => this with
     {
         Pending = Pending.IsDefault ? [] : Pending,

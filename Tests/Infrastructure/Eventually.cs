@@ -51,5 +51,5 @@ public sealed class Eventually(ITestOutputHelper output)
         string.Join("; ", map.AllGroups()
             .Where(x => x.Group.Replicas.Length != x.Volume.ReplicationFactor || x.Group.IsMoving)
             .Take(8)
-            .Select(x => $"{x.Volume.Name}/{x.Group.Index} acting [{string.Join(",", x.Group.Replicas)}] pending [{string.Join(",", x.Group.Pending.Select(p => $"{p.HostId}@{p.SinceEpoch}{(p.Resync ? " resync" : "")}"))}] absent [{string.Join(",", x.Group.Absent)}] leaving [{string.Join(",", x.Group.Leaving)}]"));
+            .Select(x => $"{x.Volume.Name}/{x.Group.Index}: {x.Group.Describe()}"));
 }
