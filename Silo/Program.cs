@@ -1,11 +1,14 @@
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using OrleansStorage.Identity;
 using OrleansStorage.Silo.Hosting;
 
 // One OrleansStorage host: an Orleans silo with this host's storage server.
 // Configuration: appsettings.json, then OSTOR_-prefixed environment variables
 // (OSTOR_Storage__HostId), then the command line (--host-id host-1 --data .data/host-1 ...).
+// Whatever stops it from starting is one line on standard error and exit code 2.
 var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
 {
     Args = args,
@@ -18,11 +21,27 @@ try
 {
     builder.UseOrleans(silo => SiloConfiguration.ConfigureSilo(silo, builder.Configuration));
     using var host = builder.Build();
+    // Data directory and database first, before the silo joins anything: a refusal is all a person sees.
+    await host.Services.GetRequiredService<DataDirectoryCheck>().EnsureAsync(CancellationToken.None);
     await host.RunAsync();
     return 0;
 }
-catch (Exception ex) when (ex is InvalidOperationException or OptionsValidationException or FormatException)
+catch (Exception ex) when (StartupError(ex) is { } line)
 {
-    Console.Error.WriteLine($"ostor-silo: {ex.Message}");
+    Console.Error.WriteLine($"ostor-silo: {line}");
     return 2;
+}
+
+// The one line for an exception that stopped the start: ours and configuration errors as they
+// are, anything else with its type, searched through wrappers.
+static string? StartupError(Exception error)
+{
+    for (var ex = error; ex is not null; ex = ex.InnerException)
+    {
+        if (ex is HostStartupException or InvalidOperationException or OptionsValidationException or FormatException)
+        {
+            return ex.Message.ReplaceLineEndings(" ");
+        }
+    }
+    return $"failed to start: {error.GetType().Name}: {error.Message.ReplaceLineEndings(" ")}";
 }

@@ -2,6 +2,7 @@ using BenchmarkDotNet.Attributes;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;
 using OrleansStorage.Client.Library;
+using OrleansStorage.Identity;
 using OrleansStorage.Hosting;
 using OrleansStorage.Maps;
 
@@ -37,6 +38,7 @@ public class GrainCallBenchmarks
         {
             silo.AddMemoryGrainStorage(StorageNames.ClusterStore);
             silo.AddMemoryGrainStorage(StorageNames.PubSubStore);
+            silo.Services.AddSingleton<IClusterIdentityStore, ProcessClusterIdentityStore>();
             silo.AddOrleansStorageHost(o =>
             {
                 o.HostId = "host-1";

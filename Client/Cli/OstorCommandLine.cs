@@ -206,6 +206,17 @@ public static class OstorCommandLine
             }
         }));
         cluster.Add(rebalance);
+
+        var recover = new Command("recover-map", "Rebuild a lost cluster map from the hosts' disks (hosts started with --recover); says what it chose where hosts differ");
+        recover.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var report = await client.RecoverMapAsync();
+            foreach (var line in report.Lines)
+            {
+                Console.WriteLine(line);
+            }
+        }));
+        cluster.Add(recover);
         return cluster;
     }
 

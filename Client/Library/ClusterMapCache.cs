@@ -1,11 +1,13 @@
+using OrleansStorage.Errors;
 using OrleansStorage.Maps;
 
 namespace OrleansStorage.Client.Library;
 
 /// <summary>
-/// The client's copy of the cluster map. It only moves forward: pushes from the stream and
-/// pulls from the management service are both offered, and the newest wins. A pull is shared by
-/// every request that needs one at the same time.
+/// The client's copy of the cluster map. It only moves forward, and only with maps the management
+/// service handed out (pulls, and answers to administration requests); a push from the stream just
+/// triggers a pull. A pull is shared by every request that needs one at the same time. Maps of
+/// another cluster than the first one seen are refused.
 /// </summary>
 public sealed class ClusterMapCache(Func<Task<ClusterMap>> fetch)
 {
@@ -29,6 +31,10 @@ public sealed class ClusterMapCache(Func<Task<ClusterMap>> fetch)
     {
         lock (_gate)
         {
+            if (!_current.IsUnformed && map.ClusterId != _current.ClusterId)
+            {
+                throw new ForeignClusterException($"the cluster answered with a map of cluster {map.ClusterId}; this client works with cluster {_current.ClusterId}");
+            }
             if (map.Epoch > _current.Epoch)
             {
                 _current = map;

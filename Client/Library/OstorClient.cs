@@ -111,9 +111,14 @@ public sealed class OstorClient : IAsyncDisposable
         {
             var stream = _cluster.GetStreamProvider(ClusterMapStream.ProviderName)
                 .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
+            // A push only says that the map moved on: the map itself is pulled from the management
+            // service, which hands out persisted maps only (docs/epoch-protocol.md).
             _subscription = await stream.SubscribeAsync((map, _) =>
             {
-                Maps.Offer(map);
+                if (map.Epoch > Maps.Current.Epoch)
+                {
+                    TryRefreshAsync(map.Epoch).Ignore();
+                }
                 return Task.CompletedTask;
             });
         }
@@ -210,6 +215,14 @@ public sealed class OstorClient : IAsyncDisposable
         var map = await ManagementAsync(m => m.RebalanceAsync(), idempotent: false);
         Maps.Offer(map);
         return map;
+    }
+
+    /// <summary>Rebuilds a lost map from the live hosts' disks; see <see cref="IManagementServiceGrain.RecoverMapAsync"/>.</summary>
+    public async Task<MapRecoveryReport> RecoverMapAsync()
+    {
+        var report = await ManagementAsync(m => m.RecoverMapAsync(), idempotent: false);
+        Maps.Offer(report.Map);
+        return report;
     }
 
     /// <summary>Every host in the map with its storage server's own report (or why it could not be had).</summary>

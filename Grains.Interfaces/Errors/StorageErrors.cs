@@ -88,3 +88,23 @@ public sealed class PlacementGroupUnavailableException : StorageException
 
     [Id(0)] public long Epoch { get; private set; }
 }
+
+/// <summary>
+/// The management service cannot do its work right now: its database did not answer, or it lost
+/// a race with another activation and must reload. Nothing was changed; retrying later is safe.
+/// </summary>
+[GenerateSerializer, Alias("ostor.ManagementUnavailableException")]
+public sealed class ManagementUnavailableException : StorageException
+{
+    public ManagementUnavailableException(string reason) : base($"management service unavailable: {reason}") { }
+}
+
+/// <summary>
+/// Two parts of different clusters met: a data directory, a host, a map or an Orleans deployment
+/// belongs to another cluster than the one it was offered to. Nothing was changed.
+/// </summary>
+[GenerateSerializer, Alias("ostor.ForeignClusterException")]
+public sealed class ForeignClusterException : StorageException
+{
+    public ForeignClusterException(string message) : base(message) { }
+}

@@ -71,6 +71,20 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     Task CopyCompletedAsync(CopyCompletion completion);
 
     /// <summary>
+    /// A host removed the files of these tombstoned volumes. Once every host has, the tombstone
+    /// leaves the map.
+    /// </summary>
+    [Alias("ConfirmPurged")]
+    Task ConfirmPurgedAsync(string hostId, Guid[] volumeIds);
+
+    /// <summary>
+    /// Rebuilds the map from what the live hosts keep on disk, when the database holds none (it was
+    /// lost). Refused when the database holds a map. See docs/epoch-protocol.md, "Recovering the map".
+    /// </summary>
+    [Alias("RecoverMap")]
+    Task<MapRecoveryReport> RecoverMapAsync();
+
+    /// <summary>
     /// A storage server saw a request whose epoch differs from its own. Counted per host; a
     /// server that is behind gets the current map re-sent straight away.
     /// </summary>

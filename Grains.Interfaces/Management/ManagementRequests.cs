@@ -2,11 +2,16 @@ using OrleansStorage.Maps;
 
 namespace OrleansStorage.Management;
 
+/// <param name="ClusterId">
+/// The cluster named in the host's superblock; <see cref="Guid.Empty"/> for a fresh data directory.
+/// Only a fresh host may form a new cluster, and a host of another cluster is refused.
+/// </param>
 [GenerateSerializer, Immutable, Alias("ostor.HostRegistration")]
 public sealed record HostRegistration(
     [property: Id(0)] string HostId,
     [property: Id(1)] long CapacityBytes,
-    [property: Id(2)] string Endpoint);
+    [property: Id(2)] string Endpoint,
+    [property: Id(3)] Guid ClusterId = default);
 
 /// <summary>One host as management sees it: its place in the map plus the mismatch reports counted against it.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.HostReport")]
@@ -28,3 +33,9 @@ public sealed record ManagementStatus(
     [property: Id(1)] long Epoch,
     [property: Id(2)] long ActivatedAtEpoch,
     [property: Id(3)] DateTimeOffset ActivatedAt);
+
+/// <summary>The map <c>ostor cluster recover-map</c> rebuilt from the hosts' disks, and what it chose where they differed.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.MapRecoveryReport")]
+public sealed record MapRecoveryReport(
+    [property: Id(0)] ClusterMap Map,
+    [property: Id(1)] string[] Lines);

@@ -4,15 +4,43 @@ namespace OrleansStorage.Maps;
 
 /// <summary>
 /// The allocation of storage at one point in time. Its <see cref="Epoch"/> is the configuration
-/// identifier: it rises by exactly one on every change and is persisted before it is published.
+/// identifier: it rises by exactly one on every change and is persisted before it is published
+/// (docs/epoch-protocol.md).
 /// </summary>
+/// <param name="ClusterId">
+/// The cluster this map belongs to, created with its first map and carried by every later one.
+/// Each host's data directory records it in its superblock; a party never adopts a map of another
+/// cluster. <see cref="Guid.Empty"/> only in <see cref="Empty"/>, before the cluster is formed.
+/// </param>
+/// <param name="Tombstones">
+/// Deleted volumes whose files some host may still hold. Hosts delete a volume's files only when
+/// it is tombstoned here, never because it is absent; the management service prunes a tombstone
+/// once every host has confirmed the purge.
+/// </param>
 [GenerateSerializer, Immutable, Alias("ostor.ClusterMap")]
 public sealed record ClusterMap(
     [property: Id(0)] long Epoch,
     [property: Id(1)] ImmutableArray<HostInfo> Hosts,
-    [property: Id(2)] ImmutableArray<VolumeInfo> Volumes)
+    [property: Id(2)] ImmutableArray<VolumeInfo> Volumes,
+    [property: Id(3)] Guid ClusterId = default,
+    [property: Id(4)] ImmutableArray<VolumeTombstone> Tombstones = default)
 {
-    public static ClusterMap Empty { get; } = new(0, [], []);
+    public static ClusterMap Empty { get; } = new(0, [], [], Guid.Empty, []);
+
+    /// <summary>No cluster has been formed (or recovered) in this database yet.</summary>
+    public bool IsUnformed => ClusterId == Guid.Empty;
+
+    public VolumeTombstone? FindTombstone(Guid volumeId)
+    {
+        foreach (var tombstone in Tombstones)
+        {
+            if (tombstone.VolumeId == volumeId)
+            {
+                return tombstone;
+            }
+        }
+        return null;
+    }
 
     public HostInfo? FindHost(string hostId)
     {
@@ -44,6 +72,7 @@ public sealed record ClusterMap(
     /// </summary>
     public ClusterMap Normalized() => this with
     {
+        Tombstones = Tombstones.IsDefault ? [] : Tombstones,
         Volumes = [.. Volumes.Select(v => v with { PlacementGroups = [.. v.PlacementGroups.Select(pg => pg.Normalized())] })],
     };
 
@@ -226,6 +255,15 @@ public sealed record PlacementGroup(
         Leaving = Leaving.IsDefault ? [] : Leaving,
     };
 }
+
+/// <summary>A deleted volume, kept in the map until every host has removed its files.</summary>
+/// <param name="PendingHosts">Hosts that have not yet confirmed removing the volume's files: every host in the map when it was deleted.</param>
+[GenerateSerializer, Immutable, Alias("ostor.VolumeTombstone")]
+public sealed record VolumeTombstone(
+    [property: Id(0)] Guid VolumeId,
+    [property: Id(1)] string Name,
+    [property: Id(2)] long DeletedAtEpoch,
+    [property: Id(3)] ImmutableArray<string> PendingHosts);
 
 /// <summary>A replica being filled since <see cref="SinceEpoch"/>.</summary>
 /// <param name="Resync">

@@ -1,10 +1,11 @@
+using OrleansStorage.Identity;
 using OrleansStorage.Maps;
 
 namespace OrleansStorage.Storage;
 
 /// <summary>
 /// The storage server of one host (grain key = HostId), pinned to that host's silo. It owns the
-/// host's segment files and checks the epoch of every request (DESIGN.md, "The epoch protocol").
+/// host's segment files and checks the epoch of every request (docs/epoch-protocol.md).
 /// </summary>
 [Alias("ostor.IStorageServerGrain")]
 public interface IStorageServerGrain : IGrainWithStringKey
@@ -41,9 +42,16 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("Flush")]
     Task FlushAsync(long epoch, Guid volumeId);
 
-    /// <summary>A map pushed by the management service (stream or direct re-send). Older maps are ignored.</summary>
-    [Alias("ApplyMap")]
-    Task ApplyMapAsync(ClusterMap map);
+    /// <summary>
+    /// A hint that the map has moved to <paramref name="epoch"/>: a server behind it pulls the
+    /// persisted map from the management service. It never takes a map from the caller.
+    /// </summary>
+    [Alias("RefreshMap")]
+    Task RefreshMapAsync(long epoch);
+
+    /// <summary>What this host's disk says about the cluster: superblock, last adopted map, newest write version. For map recovery.</summary>
+    [Alias("GetDiskReport")]
+    Task<HostDiskReport> GetDiskReportAsync();
 
     /// <summary>
     /// Removes every segment file of a volume deleted at <paramref name="epoch"/>. A server behind

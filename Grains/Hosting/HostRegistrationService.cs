@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using OrleansStorage.Identity;
 using OrleansStorage.Logging;
 using OrleansStorage.Management;
 using OrleansStorage.Storage;
@@ -16,6 +17,7 @@ namespace OrleansStorage.Hosting;
 /// </summary>
 internal sealed class HostRegistrationService(
     IGrainFactory grains,
+    HostDisk disk,
     IOptions<StorageServerOptions> options,
     ILocalSiloDetails silo,
     ILogger<HostRegistrationService> logger) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
@@ -49,7 +51,7 @@ internal sealed class HostRegistrationService(
         {
             try
             {
-                var registration = new HostRegistration(hostId, Capacity(), gateway.ToString());
+                var registration = new HostRegistration(hostId, Capacity(), gateway.ToString(), disk.Superblock?.ClusterId ?? Guid.Empty);
                 if (!registered)
                 {
                     var map = await management.RegisterHostAsync(registration);

@@ -37,6 +37,13 @@ public sealed class StorageServerOptions
     [Range(1, 64)]
     public int MaxConcurrentCopies { get; set; } = 2;
 
+    /// <summary>
+    /// Start even though the database holds no cluster map while this data directory holds data
+    /// of a cluster (the database was lost), so that <c>ostor cluster recover-map</c> can rebuild
+    /// the map from the hosts' disks. Switch <c>--recover</c>.
+    /// </summary>
+    public bool RecoverMap { get; set; }
+
     /// <summary>How often this host registers again with the management service (see HostRegistrationService).</summary>
     public TimeSpan RegistrationInterval { get; set; } = TimeSpan.FromSeconds(2);
 

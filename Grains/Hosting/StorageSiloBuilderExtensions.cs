@@ -3,6 +3,8 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime.MembershipService.SiloMetadata;
+using Orleans.Serialization;
+using OrleansStorage.Identity;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Placement;
@@ -18,8 +20,9 @@ public static class StorageSiloBuilderExtensions
 
     /// <summary>
     /// Makes this silo an OrleansStorage host: announces its HostId in silo metadata, pins storage
-    /// servers to their hosts, registers the map stream, the segment store and host registration.
-    /// The caller registers the grain storages named in <see cref="StorageNames"/> and clustering.
+    /// servers to their hosts, registers the map stream, the data directory (checked before the silo
+    /// starts), the segment store and host registration. The caller registers the grain storages
+    /// named in <see cref="StorageNames"/>, an <see cref="IClusterIdentityStore"/> and clustering.
     /// </summary>
     public static ISiloBuilder AddOrleansStorageHost(this ISiloBuilder silo, Action<StorageServerOptions> configureStorage)
     {
@@ -40,7 +43,18 @@ public static class StorageSiloBuilderExtensions
         services.AddSingleton(sp =>
         {
             var storage = sp.GetRequiredService<IOptions<StorageServerOptions>>().Value;
-            return new SegmentStore(storage.DataDirectory, storage.MaxOpenSegmentFiles);
+            return new HostDisk(storage.DataDirectory, storage.HostId, sp.GetRequiredService<Serializer>());
+        });
+        services.AddSingleton<DataDirectoryCheck>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataDirectoryCheck>());
+        services.AddSingleton(sp =>
+        {
+            var disk = sp.GetRequiredService<HostDisk>();
+            if (!disk.IsOpen)
+            {
+                throw new InvalidOperationException($"the data directory '{disk.Root}' was not checked before use");
+            }
+            return new SegmentStore(disk.Root, sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.MaxOpenSegmentFiles);
         });
         services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();

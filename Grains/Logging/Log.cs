@@ -44,6 +44,15 @@ internal static partial class Log
     [LoggerMessage(1011, LogLevel.Warning, "Could not report that {HostId} missed a write")]
     public static partial void ReplicaFailureReportFailed(ILogger logger, Exception exception, string hostId);
 
+    [LoggerMessage(1012, LogLevel.Error, "Storage server {HostId} refused the map of cluster {ClusterId} at epoch {Epoch}: {Reason}")]
+    public static partial void MapRefused(ILogger logger, string hostId, long epoch, Guid clusterId, string reason);
+
+    [LoggerMessage(1013, LogLevel.Warning, "Storage server {HostId} holds files of volume {VolumeId}, which the map at epoch {Epoch} neither names nor has deleted; they are kept")]
+    public static partial void UnknownVolumeKept(ILogger logger, string hostId, Guid volumeId, long epoch);
+
+    [LoggerMessage(1014, LogLevel.Warning, "Storage server {HostId} could not confirm a purge; it confirms again with the next map")]
+    public static partial void PurgeConfirmFailed(ILogger logger, Exception exception, string hostId);
+
     [LoggerMessage(1100, LogLevel.Information, "Cluster map is now at epoch {Epoch}: {Change}")]
     public static partial void MapChanged(ILogger logger, long epoch, string change);
 
@@ -70,6 +79,12 @@ internal static partial class Log
 
     [LoggerMessage(1108, LogLevel.Warning, "Primary {Reporter} could not apply a write on {HostId} for placement group {Group} of volume {VolumeId} ({Reason})")]
     public static partial void ReplicaFailed(ILogger logger, string hostId, int group, Guid volumeId, string reporter, string reason);
+
+    [LoggerMessage(1109, LogLevel.Error, "Persisting the map at epoch {Epoch} ({Change}) failed; nothing was published and this activation deactivates so the next one reloads the map")]
+    public static partial void CommitFailed(ILogger logger, Exception exception, long epoch, string change);
+
+    [LoggerMessage(1110, LogLevel.Warning, "Map recovery: {Line}")]
+    public static partial void MapRecovered(ILogger logger, string line);
 
     [LoggerMessage(1200, LogLevel.Warning, "Storage server {HostId} cannot be placed: {Reason}")]
     public static partial void PinFailed(ILogger logger, string hostId, string reason);

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Immutable;
 using OrleansStorage.Errors;
 using OrleansStorage.Management;
 using OrleansStorage.Placement;
@@ -67,10 +68,38 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
         return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Replace(volume, volume with { SizeBytes = newSizeBytes }) };
     }
 
+    /// <summary>
+    /// The volume leaves the map and a tombstone takes its place: every host in the map must
+    /// confirm it removed the volume's files before the tombstone goes (docs/epoch-protocol.md).
+    /// </summary>
     public ClusterMap DeleteVolume(ClusterMap map, string name)
     {
         var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
-        return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Remove(volume) };
+        var epoch = map.Epoch + 1;
+        var tombstone = new VolumeTombstone(volume.VolumeId, volume.Name, epoch, [.. map.Hosts.Select(h => h.HostId)]);
+        return map with { Epoch = epoch, Volumes = map.Volumes.Remove(volume), Tombstones = map.Tombstones.Add(tombstone) };
+    }
+
+    /// <summary>
+    /// Hosts confirmed removing the files of tombstoned volumes: they leave the tombstones' pending
+    /// lists, and a tombstone nobody is pending on any more is pruned. Confirmations of unknown
+    /// tombstones or hosts change nothing.
+    /// </summary>
+    public static ClusterMap ConfirmPurges(ClusterMap map, IEnumerable<(string HostId, Guid VolumeId)> confirmations)
+    {
+        var confirmed = confirmations.ToLookup(c => c.VolumeId, c => c.HostId);
+        var changed = false;
+        var tombstones = ImmutableArray.CreateBuilder<VolumeTombstone>(map.Tombstones.Length);
+        foreach (var tombstone in map.Tombstones)
+        {
+            var pending = tombstone.PendingHosts.RemoveAll(h => confirmed[tombstone.VolumeId].Contains(h, StringComparer.Ordinal));
+            changed |= pending.Length != tombstone.PendingHosts.Length;
+            if (!pending.IsEmpty)
+            {
+                tombstones.Add(tombstone with { PendingHosts = pending });
+            }
+        }
+        return changed ? map with { Epoch = map.Epoch + 1, Tombstones = tombstones.ToImmutable() } : map;
     }
 
     public static void ValidateVolumeName(string? name)

@@ -253,7 +253,11 @@ public static class HostLifecycle
         {
             throw new InvalidRequestException($"host '{hostId}' is Up; evacuate it first ('ostor host evacuate {hostId}')");
         }
-        return map with { Epoch = map.Epoch + 1, Hosts = map.Hosts.Remove(host) };
+        // A removed host confirms no purge any more; a tombstone only it was pending on goes too.
+        var tombstones = map.Tombstones
+            .Select(t => t with { PendingHosts = t.PendingHosts.Remove(hostId) })
+            .Where(t => !t.PendingHosts.IsEmpty);
+        return map with { Epoch = map.Epoch + 1, Hosts = map.Hosts.Remove(host), Tombstones = [.. tombstones] };
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using OrleansStorage.Errors;
+using OrleansStorage.Files;
 using OrleansStorage.Storage;
 
 namespace OrleansStorage.Segments;
@@ -214,11 +215,14 @@ public sealed partial class SegmentStore : IDisposable
         })).ConfigureAwait(false);
         _versions.Flush(volumeId);
         // The directory entries of newly created segment files must be durable too.
-        FsyncDirectory(VolumeDirectory(volumeId));
+        if (Directory.Exists(VolumeDirectory(volumeId)))
+        {
+            DurableFiles.FsyncDirectory(VolumeDirectory(volumeId));
+        }
     }
 
-    /// <summary>Closes and removes every segment file of the volume.</summary>
-    public void DeleteVolume(Guid volumeId)
+    /// <summary>Closes and removes every segment file of the volume; false if it held none.</summary>
+    public bool DeleteVolume(Guid volumeId)
     {
         lock (_gate)
         {
@@ -233,10 +237,13 @@ public sealed partial class SegmentStore : IDisposable
         }
         _versions.Forget(volumeId);
         var directory = VolumeDirectory(volumeId);
-        if (Directory.Exists(directory))
+        if (!Directory.Exists(directory))
         {
-            Directory.Delete(directory, recursive: true);
+            return false;
         }
+        Directory.Delete(directory, recursive: true);
+        DurableFiles.FsyncDirectory(_volumesRoot);
+        return true;
     }
 
     /// <summary>Whether the segment has a file on this host (it was written, or copied here, at some point).</summary>
@@ -329,6 +336,9 @@ public sealed partial class SegmentStore : IDisposable
     }
 
     /// <summary>The volumes that have at least a directory on this host.</summary>
+    /// <summary>The highest write version of any segment of any volume on this host.</summary>
+    public long HighestVersion() => ListVolumes().Select(_versions.Highest).DefaultIfEmpty(0).Max();
+
     public IReadOnlyList<Guid> ListVolumes() =>
         Directory.EnumerateDirectories(_volumesRoot)
             .Select(Path.GetFileName)
@@ -509,20 +519,6 @@ public sealed partial class SegmentStore : IDisposable
             }
         });
 
-    private static void FsyncDirectory(string directory)
-    {
-        if (!OperatingSystem.IsLinux() || !Directory.Exists(directory))
-        {
-            return;
-        }
-        var fd = Open(directory, 0 /* O_RDONLY */);
-        if (fd >= 0)
-        {
-            _ = FsyncFd(fd);
-            _ = Close(fd);
-        }
-    }
-
     private static bool PunchHole(SafeFileHandle handle, long offset, long length)
     {
         if (!OperatingSystem.IsLinux())
@@ -551,15 +547,6 @@ public sealed partial class SegmentStore : IDisposable
 
     [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
     private static partial int Fsync(SafeFileHandle fd);
-
-    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
-    private static partial int FsyncFd(int fd);
-
-    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Open(string path, int flags);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int Close(int fd);
 
     [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
     private static partial long Lseek(SafeFileHandle fd, long offset, int whence);

@@ -18,13 +18,25 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
     private readonly Lock _gate = new();
     private readonly Dictionary<Guid, VolumeVersions> _volumes = [];
 
-    private static long FirstVersionOf(long epoch) => epoch << 32;
+    /// <summary>A version's epoch is its high bits: version &gt;&gt; EpochShift.</summary>
+    public const int EpochShift = 32;
+
+    private static long FirstVersionOf(long epoch) => epoch << EpochShift;
 
     public long Get(Guid volumeId, long segmentIndex)
     {
         lock (_gate)
         {
             return Open(volumeId, create: false)?.Get(segmentIndex) ?? 0;
+        }
+    }
+
+    /// <summary>The highest version of any segment of the volume (0 when none was written).</summary>
+    public long Highest(Guid volumeId)
+    {
+        lock (_gate)
+        {
+            return Open(volumeId, create: false)?.Highest() ?? 0;
         }
     }
 
@@ -136,6 +148,8 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
         public SafeFileHandle Handle { get; } = handle;
 
         public long Get(long segmentIndex) => segmentIndex < _slots.Length ? _slots[segmentIndex] : 0;
+
+        public long Highest() => _slots.Length == 0 ? 0 : _slots.Max();
 
         public void Set(long segmentIndex, long version)
         {

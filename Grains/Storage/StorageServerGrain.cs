@@ -4,6 +4,7 @@ using Orleans.Concurrency;
 using Orleans.Streams;
 using OrleansStorage.Errors;
 using OrleansStorage.Hosting;
+using OrleansStorage.Identity;
 using OrleansStorage.Logging;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
@@ -22,6 +23,7 @@ namespace OrleansStorage.Storage;
 [HostPinnedPlacement]
 public sealed partial class StorageServerGrain(
     SegmentStore store,
+    HostDisk disk,
     IOptions<StorageServerOptions> options,
     IClusterMapPushFilter pushFilter,
     IReplicaWriteFaults faults,
@@ -31,6 +33,9 @@ public sealed partial class StorageServerGrain(
 {
     private readonly SegmentWriteOrder _writeOrder = new();
     private ClusterMap _map = ClusterMap.Empty;
+
+    /// <summary>The last map saved on this host's disk: no older map is ever adopted again (the database was restored from an old copy?).</summary>
+    private ClusterMap? _savedMap;
     private string _hostId = "";
     private Task? _catchUp;
 
@@ -45,8 +50,12 @@ public sealed partial class StorageServerGrain(
             throw new HostUnavailableException(_hostId, $"activation reached host '{options.Value.HostId}' instead");
         }
 
+        _savedMap = disk.LoadMap();
         await AdoptAsync(await Management.GetMapAsync(), "activation");
-        RemoveDataAbsentFrom(_map);
+        if (!_map.IsUnformed)
+        {
+            RemoveReleasedData(_map);
+        }
 
         var stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
             .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
@@ -132,7 +141,13 @@ public sealed partial class StorageServerGrain(
         await store.FlushVolumeAsync(volumeId);
     }
 
-    public Task ApplyMapAsync(ClusterMap map) => AdoptAsync(map, "re-sent");
+    public async Task RefreshMapAsync(long epoch)
+    {
+        if (epoch > _map.Epoch)
+        {
+            await CatchUpAsync();
+        }
+    }
 
     public async Task PurgeVolumeAsync(Guid volumeId, long epoch)
     {
@@ -140,13 +155,21 @@ public sealed partial class StorageServerGrain(
         {
             await CatchUpAsync();
         }
-        if (_map.FindVolume(volumeId) is not null)
+        if (_map.FindTombstone(volumeId) is null)
         {
-            throw new InvalidRequestException($"volume {volumeId} is still in the map at epoch {_map.Epoch}; refusing to remove its data");
+            throw new InvalidRequestException($"volume {volumeId} is not deleted in the map at epoch {_map.Epoch}; refusing to remove its data");
         }
         store.DeleteVolume(volumeId);
         Log.VolumePurged(logger, _hostId, volumeId);
     }
+
+    public Task<HostDiskReport> GetDiskReportAsync() =>
+        Task.FromResult(new HostDiskReport(
+            _hostId,
+            disk.Superblock?.ClusterId ?? Guid.Empty,
+            disk.LoadMap(),
+            store.HighestVersion() >> SegmentVersions.EpochShift,
+            [.. store.ListVolumes()]));
 
     public Task<StorageServerStatus> GetStatusAsync()
     {
@@ -296,24 +319,45 @@ public sealed partial class StorageServerGrain(
             Log.PushDropped(logger, _hostId, map.Epoch);
             return;
         }
-        await AdoptAsync(map, "pushed");
+        // A push says that the map moved on; what it carries is not trusted (anyone with access to
+        // the stream can publish): the persisted map is pulled from the management service.
+        if (map.Epoch > _map.Epoch)
+        {
+            await CatchUpAsync();
+        }
     }
 
-    /// <summary>Takes a map if it is newer than ours; maps only ever move forward.</summary>
+    /// <summary>
+    /// Takes a map from the management service if it is newer than ours; maps only ever move
+    /// forward. A map of another cluster, or older than the one saved on this disk, is refused and
+    /// changes nothing. The map is saved on disk before anything acts on it, so the disk always
+    /// describes what it holds (and a lost database can be rebuilt from it).
+    /// </summary>
     private Task AdoptAsync(ClusterMap map, string source)
     {
-        if (map.Epoch <= _map.Epoch)
+        if (map.IsUnformed || map.Epoch <= _map.Epoch)
         {
             return Task.CompletedTask;
         }
+        if (_savedMap is { } saved && (map.Epoch < saved.Epoch || map.ClusterId != saved.ClusterId))
+        {
+            Log.MapRefused(logger, _hostId, map.Epoch, map.ClusterId, $"this disk saved the map of cluster {saved.ClusterId} at epoch {saved.Epoch}");
+            return Task.CompletedTask;
+        }
+        try
+        {
+            disk.Claim(map.ClusterId);
+        }
+        catch (ForeignClusterException ex)
+        {
+            Log.MapRefused(logger, _hostId, map.Epoch, map.ClusterId, ex.Message);
+            return Task.CompletedTask;
+        }
+        disk.SaveMap(map);
+        _savedMap = map;
         var previous = _map;
         _map = map;
         Log.MapApplied(logger, _hostId, previous.Epoch, map.Epoch, source);
-        foreach (var gone in previous.Volumes.Where(v => map.FindVolume(v.VolumeId) is null))
-        {
-            store.DeleteVolume(gone.VolumeId);
-            Log.VolumePurged(logger, _hostId, gone.VolumeId);
-        }
         foreach (var volume in map.Volumes)
         {
             var before = previous.FindVolume(volume.VolumeId);
@@ -327,25 +371,50 @@ public sealed partial class StorageServerGrain(
                 .ToHashSet();
             RemoveGroups(volume, released);
         }
+        PurgeTombstoned(map);
         return Task.CompletedTask;
     }
 
     /// <summary>
-    /// Drops what this host must not keep: volumes not in the map, and segments of groups that no
-    /// longer name this host (it was Out, or the group moved away). Their data lives elsewhere now.
+    /// Drops what this host must not keep, by the map alone: tombstoned volumes, and segments of
+    /// groups that no longer name this host (it was Out, or the group moved away; their data lives
+    /// elsewhere now). A volume the map does not name at all is kept: absence is not deletion.
     /// </summary>
-    private void RemoveDataAbsentFrom(ClusterMap map)
+    private void RemoveReleasedData(ClusterMap map)
     {
         foreach (var volumeId in store.ListVolumes())
         {
-            var volume = map.FindVolume(volumeId);
-            if (volume is null)
+            if (map.FindVolume(volumeId) is { } volume)
             {
-                store.DeleteVolume(volumeId);
-                Log.VolumePurged(logger, _hostId, volumeId);
+                RemoveGroups(volume, volume.PlacementGroups.Where(pg => !pg.References(_hostId)).Select(pg => pg.Index).ToHashSet());
+            }
+            else if (map.FindTombstone(volumeId) is null)
+            {
+                Log.UnknownVolumeKept(logger, _hostId, volumeId, map.Epoch);
+            }
+        }
+        PurgeTombstoned(map);
+    }
+
+    /// <summary>Removes the files of every tombstoned volume this host is pending on, and confirms it to management.</summary>
+    private void PurgeTombstoned(ClusterMap map)
+    {
+        var purged = new List<Guid>();
+        foreach (var tombstone in map.Tombstones)
+        {
+            if (!tombstone.PendingHosts.Contains(_hostId))
+            {
                 continue;
             }
-            RemoveGroups(volume, volume.PlacementGroups.Where(pg => !pg.References(_hostId)).Select(pg => pg.Index).ToHashSet());
+            if (store.DeleteVolume(tombstone.VolumeId))
+            {
+                Log.VolumePurged(logger, _hostId, tombstone.VolumeId);
+            }
+            purged.Add(tombstone.VolumeId);
+        }
+        if (purged.Count > 0)
+        {
+            InBackground(Management.ConfirmPurgedAsync(_hostId, [.. purged]), ex => Log.PurgeConfirmFailed(logger, ex, _hostId));
         }
     }
 

@@ -6,6 +6,7 @@ using Orleans.Configuration;
 using Orleans.Serialization;
 using Orleans.Storage;
 using OrleansStorage.Hosting;
+using OrleansStorage.Identity;
 using OrleansStorage.Management;
 
 namespace OrleansStorage.Silo.Hosting;
@@ -22,6 +23,7 @@ public static class SiloConfiguration
         ["--silo-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.SiloPort)}",
         ["--gateway-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.GatewayPort)}",
         ["--postgres"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PostgresConnectionString)}",
+        ["--recover"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.RecoverMap)}",
     };
 
     /// <summary>The ADO.NET invariant of Npgsql; the providers default to SQL Server.</summary>
@@ -50,7 +52,7 @@ public static class SiloConfiguration
             o.Invariant = NpgsqlInvariant;
             o.ConnectionString = cluster.PostgresConnectionString;
         });
-        AddPostgresGrainStorage(silo, cluster.PostgresConnectionString);
+        AddPostgresStores(silo, cluster.PostgresConnectionString);
         silo.AddOrleansStorageHost(o => storageSection.Bind(o));
         silo.Services.AddOptions<ManagementOptions>().Bind(configuration.GetSection(ManagementOptions.SectionName));
         // Orleans' failure detector: how fast a dead host is noticed, which is how long I/O to its
@@ -59,13 +61,17 @@ public static class SiloConfiguration
     }
 
     /// <summary>
-    /// The cluster map and the stream pub-sub state, both in PostgreSQL. State is stored with the
-    /// Orleans binary serializer, so what is on disk follows the wire types' [Alias] and [Id]s
-    /// (renaming a CLR type never breaks stored state, unlike the JSON default's type names).
+    /// The cluster identity, the cluster map and the stream pub-sub state, all in PostgreSQL. State
+    /// is stored with the Orleans binary serializer, so what is on disk follows the wire types'
+    /// [Alias] and [Id]s (renaming a CLR type never breaks stored state, unlike the JSON default's
+    /// type names). <paramref name="clusterStoreName"/> lets a test put its own storage in front
+    /// of the map's (the management service always reads <see cref="StorageNames.ClusterStore"/>).
     /// </summary>
-    public static void AddPostgresGrainStorage(ISiloBuilder silo, string connectionString)
+    public static void AddPostgresStores(ISiloBuilder silo, string connectionString, string clusterStoreName = StorageNames.ClusterStore)
     {
-        foreach (var name in new[] { StorageNames.ClusterStore, StorageNames.PubSubStore })
+        silo.Services.AddSingleton<IClusterIdentityStore>(sp =>
+            new PostgresClusterIdentityStore(connectionString, sp.GetRequiredService<IOptions<ClusterOptions>>()));
+        foreach (var name in new[] { clusterStoreName, StorageNames.PubSubStore })
         {
             silo.AddAdoNetGrainStorage(name, (OptionsBuilder<AdoNetGrainStorageOptions> options) => options.Configure<Serializer>((o, serializer) =>
             {

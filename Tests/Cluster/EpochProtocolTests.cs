@@ -1,6 +1,7 @@
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
 using OrleansStorage.Storage;
+using OrleansStorage.Maps;
 using OrleansStorage.Tests.Infrastructure;
 using Xunit;
 
@@ -133,7 +134,13 @@ public sealed class EpochProtocolTests(StorageClusterFixture fixture)
         await fixture.Client.ResizeVolumeAsync(name, 8L * Segment); // same size: no change
         Assert.Equal(e0 + 2, (await fixture.Management.GetMapAsync()).Epoch);
         await fixture.Client.DeleteVolumeAsync(name);
-        Assert.Equal(e0 + 3, (await fixture.Management.GetMapAsync()).Epoch);
+        // Two changes: the volume becomes a tombstone, then the Up hosts' confirmed purges come off it
+        // (and it is pruned when no host is left to confirm).
+        var afterDelete = await fixture.Management.GetMapAsync();
+        Assert.Equal(e0 + 4, afterDelete.Epoch);
+        Assert.Null(afterDelete.FindVolume(name));
+        var upHosts = afterDelete.Hosts.Where(h => h.State == HostState.Up).Select(h => h.HostId);
+        Assert.All(afterDelete.Tombstones, t => Assert.Empty(t.PendingHosts.Intersect(upHosts)));
     }
 
     [SkippableFact]

@@ -69,7 +69,7 @@ public class StorageClusterFixture : IAsyncLifetime
         {
             var fixture = _configuring!;
             var hostId = fixture.HostIdForSilo(options.SiloName);
-            SiloConfiguration.AddPostgresGrainStorage(silo, connectionString);
+            SiloConfiguration.AddPostgresStores(silo, connectionString);
             silo.AddOrleansStorageHost(o =>
             {
                 o.HostId = hostId;

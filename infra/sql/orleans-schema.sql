@@ -219,3 +219,17 @@ INSERT INTO OrleansQuery (QueryKey, QueryText) VALUES
       AND version = @GrainStateVersion::integer
     RETURNING version AS "Version"')
 ON CONFLICT (QueryKey) DO UPDATE SET QueryText = EXCLUDED.QueryText;
+
+------------------------------------------------------------------------------------------------
+-- The cluster's identity (OrleansStorage's own, not an Orleans provider's): which cluster this
+-- database holds the map of, and which Orleans deployment (ClusterId) runs it. Written once, with
+-- the first map or by 'ostor cluster recover-map'; read by every silo before it starts.
+------------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS ostor_cluster_identity
+(
+    service_id         varchar(150) NOT NULL PRIMARY KEY,
+    cluster_id         uuid         NOT NULL,
+    orleans_cluster_id varchar(150) NOT NULL,
+    created_at         timestamptz  NOT NULL
+);

@@ -1,0 +1,112 @@
+using System.Runtime.InteropServices;
+
+namespace OrleansStorage.Files;
+
+/// <summary>
+/// The few POSIX calls that make metadata survive a power loss, in one place: fsync of a
+/// directory (so a created, renamed or deleted entry is on disk), a file replaced atomically
+/// (temporary file, fsync, rename, fsync of the directory), and an exclusive advisory lock on a
+/// directory that dies with the process holding it.
+/// </summary>
+public static partial class DurableFiles
+{
+    private const int ReadOnly = 0;
+    private const int DirectoryOnly = 0x10000; // O_DIRECTORY on Linux
+    private const int CloseOnExec = 0x80000;   // O_CLOEXEC
+    private const int LockExclusive = 2;       // LOCK_EX
+    private const int LockNonBlocking = 4;     // LOCK_NB
+    private const int WouldBlock = 11;         // EWOULDBLOCK
+
+    /// <summary>Makes the entries of <paramref name="directory"/> durable. A failure is an error: the caller must not report success.</summary>
+    public static void FsyncDirectory(string directory)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+        var fd = Open(directory, ReadOnly | DirectoryOnly | CloseOnExec);
+        if (fd < 0)
+        {
+            throw new IOException($"cannot open directory '{directory}' to fsync it (errno {Marshal.GetLastPInvokeError()})");
+        }
+        try
+        {
+            if (Fsync(fd) != 0)
+            {
+                throw new IOException($"fsync of directory '{directory}' failed (errno {Marshal.GetLastPInvokeError()})");
+            }
+        }
+        finally
+        {
+            _ = Close(fd);
+        }
+    }
+
+    /// <summary>
+    /// Replaces <paramref name="path"/> with <paramref name="contents"/> so that after a crash it
+    /// holds either the old or the new contents, never a mix: written to a temporary file, fsynced,
+    /// renamed over the target, and the directory fsynced.
+    /// </summary>
+    public static void WriteAtomically(string path, ReadOnlySpan<byte> contents)
+    {
+        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        var temporary = path + ".tmp";
+        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            file.Write(contents);
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+        FsyncDirectory(directory);
+    }
+
+    /// <summary>
+    /// Takes an exclusive lock on <paramref name="directory"/> (flock), held until the returned
+    /// handle is disposed or the process ends. Null when another process holds it.
+    /// </summary>
+    public static IDisposable? TryLockDirectory(string directory)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return new DirectoryLock(-1);
+        }
+        var fd = Open(directory, ReadOnly | DirectoryOnly | CloseOnExec);
+        if (fd < 0)
+        {
+            throw new IOException($"cannot open directory '{directory}' (errno {Marshal.GetLastPInvokeError()})");
+        }
+        if (Flock(fd, LockExclusive | LockNonBlocking) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            _ = Close(fd);
+            return errno == WouldBlock ? null : throw new IOException($"cannot lock directory '{directory}' (errno {errno})");
+        }
+        return new DirectoryLock(fd);
+    }
+
+    private sealed class DirectoryLock(int fd) : IDisposable
+    {
+        private int _fd = fd;
+
+        public void Dispose()
+        {
+            var fd = Interlocked.Exchange(ref _fd, -1);
+            if (fd >= 0)
+            {
+                _ = Close(fd); // closing the last descriptor releases the flock
+            }
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
+    private static partial int Fsync(int fd);
+
+    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
+    private static partial int Flock(int fd, int operation);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}

@@ -1,0 +1,153 @@
+using OrleansStorage.Errors;
+using OrleansStorage.Files;
+using Orleans.Serialization;
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Identity;
+
+/// <summary>
+/// A host's data directory as a whole: locked for this process while it runs, its superblock (the
+/// cluster and host it belongs to), and the last cluster map the host adopted, kept next to the
+/// segments so that a lost database can be rebuilt from the disks (docs/epoch-protocol.md).
+/// Opened once by <see cref="DataDirectoryCheck"/> before the silo starts.
+/// </summary>
+public sealed class HostDisk(string root, string hostId, Serializer serializer) : IDisposable
+{
+    public const string MapFileName = "cluster-map.bin";
+    public const string VolumesFolderName = "volumes";
+
+    private readonly Lock _gate = new();
+    private IDisposable? _lock;
+    private Superblock? _superblock;
+
+    public string Root { get; } = Path.GetFullPath(root);
+
+    public string HostId { get; } = hostId;
+
+    public string SuperblockPath => Path.Combine(Root, Superblock.FileName);
+
+    public string MapPath => Path.Combine(Root, MapFileName);
+
+    public bool IsOpen => _lock is not null;
+
+    /// <summary>The superblock, or null for a data directory no cluster has claimed yet.</summary>
+    public Superblock? Superblock
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _superblock;
+            }
+        }
+    }
+
+    /// <summary>Whether segment files of any volume are present (a directory from before superblocks has data but none).</summary>
+    public bool HoldsSegments =>
+        Directory.Exists(Path.Combine(Root, VolumesFolderName))
+        && Directory.EnumerateFileSystemEntries(Path.Combine(Root, VolumesFolderName)).Any();
+
+    /// <summary>
+    /// Creates the directory if it does not exist, locks it, and reads its superblock. Refuses a
+    /// path that is not a directory, a directory another process has locked, an unreadable
+    /// superblock, and one of another host. Writes nothing but a missing, empty directory.
+    /// </summary>
+    public void Open()
+    {
+        if (File.Exists(Root))
+        {
+            throw new HostStartupException($"data directory '{Root}' is a file, not a directory");
+        }
+        try
+        {
+            Directory.CreateDirectory(Root);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new HostStartupException($"data directory '{Root}' cannot be created: {ex.Message}");
+        }
+        var directoryLock = DurableFiles.TryLockDirectory(Root)
+            ?? throw new HostStartupException($"data directory '{Root}' is in use by another running ostor-silo; one directory serves one silo");
+        try
+        {
+            var superblock = ReadSuperblock();
+            if (superblock is not null && !string.Equals(superblock.HostId, HostId, StringComparison.Ordinal))
+            {
+                throw new HostStartupException(
+                    $"data directory '{Root}' belongs to host '{superblock.HostId}' of cluster {superblock.ClusterId}, but this silo is configured as host '{HostId}'; start it with --host-id {superblock.HostId} or give it its own --data");
+            }
+            lock (_gate)
+            {
+                _superblock = superblock;
+                _lock = directoryLock;
+            }
+        }
+        catch
+        {
+            directoryLock.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Records that this directory belongs to <paramref name="clusterId"/>: writes the superblock if
+    /// there is none; refuses a directory that belongs to another cluster.
+    /// </summary>
+    public void Claim(Guid clusterId)
+    {
+        lock (_gate)
+        {
+            if (_superblock is { } existing)
+            {
+                if (existing.ClusterId != clusterId)
+                {
+                    throw new ForeignClusterException(
+                        $"host '{HostId}': data directory '{Root}' belongs to cluster {existing.ClusterId}, not to cluster {clusterId}");
+                }
+                return;
+            }
+            var created = new Superblock(Superblock.CurrentFormat, clusterId, HostId, DateTimeOffset.UtcNow);
+            DurableFiles.WriteAtomically(SuperblockPath, created.ToBytes());
+            _superblock = created;
+        }
+    }
+
+    /// <summary>
+    /// Keeps <paramref name="map"/> as the last adopted map, atomically, before the host acts on it.
+    /// Stored with the Orleans serializer, like the map in the database, so it follows the wire
+    /// types' [Alias] and [Id]s across versions.
+    /// </summary>
+    public void SaveMap(ClusterMap map) => DurableFiles.WriteAtomically(MapPath, serializer.SerializeToArray(map));
+
+    /// <summary>The last adopted map as saved, or null if the host never adopted one.</summary>
+    public ClusterMap? LoadMap() =>
+        File.Exists(MapPath) ? serializer.Deserialize<ClusterMap>(File.ReadAllBytes(MapPath))?.Normalized() : null;
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            _lock?.Dispose();
+            _lock = null;
+        }
+    }
+
+    private Superblock? ReadSuperblock()
+    {
+        if (!File.Exists(SuperblockPath))
+        {
+            return null;
+        }
+        try
+        {
+            return Superblock.Parse(SuperblockPath, File.ReadAllBytes(SuperblockPath));
+        }
+        catch (Exception ex) when (ex is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            throw new HostStartupException(ex.Message);
+        }
+    }
+}
+
+/// <summary>A silo must not start: the message is the one line the person starting it reads.</summary>
+public sealed class HostStartupException(string message) : Exception(message);
