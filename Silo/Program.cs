@@ -9,6 +9,8 @@ using OrleansStorage.Silo.Hosting;
 // Configuration: appsettings.json, then OSTOR_-prefixed environment variables
 // (OSTOR_Storage__HostId), then the command line (--host-id host-1 --data .data/host-1 ...).
 // Whatever stops it from starting is one line on standard error and exit code 2.
+// --recover is a flag; the configuration's command line wants a value for every switch.
+args = [.. args.Select(arg => arg == "--recover" ? "--recover=true" : arg)];
 var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
 {
     Args = args,

@@ -207,10 +207,11 @@ public static class OstorCommandLine
         }));
         cluster.Add(rebalance);
 
-        var recover = new Command("recover-map", "Rebuild a lost cluster map from the hosts' disks (hosts started with --recover); says what it chose where hosts differ");
+        var expectHosts = new Option<int>("--expect-hosts") { Description = "Refuse (and change nothing) until this many hosts are live; default: whoever is live" };
+        var recover = new Command("recover-map", "Rebuild a lost cluster map from the hosts' disks (hosts started with --recover); says what it chose where hosts differ") { expectHosts };
         recover.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
-            var report = await client.RecoverMapAsync();
+            var report = await client.RecoverMapAsync(parse.GetValue(expectHosts));
             foreach (var line in report.Lines)
             {
                 Console.WriteLine(line);

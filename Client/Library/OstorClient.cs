@@ -218,9 +218,9 @@ public sealed class OstorClient : IAsyncDisposable
     }
 
     /// <summary>Rebuilds a lost map from the live hosts' disks; see <see cref="IManagementServiceGrain.RecoverMapAsync"/>.</summary>
-    public async Task<MapRecoveryReport> RecoverMapAsync()
+    public async Task<MapRecoveryReport> RecoverMapAsync(int expectedHosts = 0)
     {
-        var report = await ManagementAsync(m => m.RecoverMapAsync(), idempotent: false);
+        var report = await ManagementAsync(m => m.RecoverMapAsync(expectedHosts), idempotent: false);
         Maps.Offer(report.Map);
         return report;
     }

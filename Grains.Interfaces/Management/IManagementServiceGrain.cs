@@ -79,10 +79,12 @@ public interface IManagementServiceGrain : IGrainWithStringKey
 
     /// <summary>
     /// Rebuilds the map from what the live hosts keep on disk, when the database holds none (it was
-    /// lost). Refused when the database holds a map. See docs/epoch-protocol.md, "Recovering the map".
+    /// lost). Refused when the database holds a map, and while fewer than
+    /// <paramref name="expectedHosts"/> hosts are live (0: whoever is live). See
+    /// docs/epoch-protocol.md, "Recovering the map".
     /// </summary>
     [Alias("RecoverMap")]
-    Task<MapRecoveryReport> RecoverMapAsync();
+    Task<MapRecoveryReport> RecoverMapAsync(int expectedHosts);
 
     /// <summary>
     /// A storage server saw a request whose epoch differs from its own. Counted per host; a

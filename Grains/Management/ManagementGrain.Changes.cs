@@ -137,7 +137,7 @@ public sealed partial class ManagementGrain
             $"the files of volume '{name}' are gone from {purged.Count(h => h is not null)} hosts");
     }
 
-    public async Task<MapRecoveryReport> RecoverMapAsync()
+    public async Task<MapRecoveryReport> RecoverMapAsync(int expectedHosts)
     {
         ThrowIfFailed();
         if (!_map.IsUnformed)
@@ -146,6 +146,10 @@ public sealed partial class ManagementGrain
         }
         var live = LiveHosts()?.Hosts
             ?? throw new ManagementUnavailableException("cluster membership is still settling; try again in a moment");
+        if (live.Count < expectedHosts)
+        {
+            throw new ManagementUnavailableException($"{live.Count} of the {expectedHosts} expected hosts are live ({string.Join(", ", live.Order(StringComparer.Ordinal))}); try again once they all run");
+        }
         var reports = await Task.WhenAll(live.Order(StringComparer.Ordinal).Select(async hostId =>
         {
             try

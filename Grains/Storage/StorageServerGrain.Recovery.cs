@@ -22,7 +22,7 @@ public sealed partial class StorageServerGrain
     {
         if (_map.Epoch < epoch)
         {
-            await CatchUpAsync();
+            await CatchUpAsync(epoch);
         }
         if (_deactivating)
         {

@@ -145,7 +145,7 @@ public sealed partial class StorageServerGrain(
     {
         if (epoch > _map.Epoch)
         {
-            await CatchUpAsync();
+            await CatchUpAsync(epoch);
         }
     }
 
@@ -153,7 +153,7 @@ public sealed partial class StorageServerGrain(
     {
         if (_map.Epoch < epoch)
         {
-            await CatchUpAsync();
+            await CatchUpAsync(epoch);
         }
         if (_map.FindTombstone(volumeId) is null)
         {
@@ -271,7 +271,7 @@ public sealed partial class StorageServerGrain(
             case EpochVerdict.ServerBehind:
                 Log.ServerBehind(logger, _hostId, _map.Epoch, requestEpoch);
                 ReportMismatch(requestEpoch);
-                await CatchUpAsync();
+                await CatchUpAsync(requestEpoch);
                 // Decide again on the pulled map: it may now be equal, or even past the request.
                 switch (EpochGate.Judge(requestEpoch, _map.Epoch))
                 {
@@ -293,15 +293,28 @@ public sealed partial class StorageServerGrain(
         return new StaleEpochException(requestEpoch, _map.Epoch, _hostId);
     }
 
-    /// <summary>Pulls the current map once, however many requests are waiting for it.</summary>
-    private Task CatchUpAsync()
+    /// <summary>
+    /// Pulls the current map, sharing one pull among every caller waiting at the same time. A
+    /// caller that knows of a newer epoch (<paramref name="atLeastEpoch"/>) than a pull already in
+    /// flight may have been asked for pulls again once it ends: that pull may have been answered
+    /// before the map moved to the caller's epoch.
+    /// </summary>
+    private async Task CatchUpAsync(long atLeastEpoch = long.MaxValue)
     {
-        if (_catchUp is { IsCompleted: false })
+        var pull = _catchUp;
+        if (pull is { IsCompleted: false })
         {
-            return _catchUp;
+            await pull;
+            if (_map.Epoch >= atLeastEpoch)
+            {
+                return;
+            }
         }
-        _catchUp = PullAsync();
-        return _catchUp;
+        if (_catchUp is null || _catchUp.IsCompleted || ReferenceEquals(_catchUp, pull))
+        {
+            _catchUp = PullAsync();
+        }
+        await _catchUp;
 
         async Task PullAsync() => await AdoptAsync(await Management.GetMapAsync(), "pulled");
     }
@@ -323,7 +336,7 @@ public sealed partial class StorageServerGrain(
         // the stream can publish): the persisted map is pulled from the management service.
         if (map.Epoch > _map.Epoch)
         {
-            await CatchUpAsync();
+            await CatchUpAsync(map.Epoch);
         }
     }
 
