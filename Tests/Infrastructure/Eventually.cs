@@ -52,4 +52,21 @@ public sealed class Eventually(ITestOutputHelper output)
             .Where(x => x.Group.Replicas.Length != x.Volume.ReplicationFactor || x.Group.IsMoving)
             .Take(8)
             .Select(x => $"{x.Volume.Name}/{x.Group.Index}: {x.Group.Describe()}"));
+
+    /// <summary>Calls <paramref name="call"/> until the management service stops answering "unavailable" (it reloads after a failed write), for up to 30 s.</summary>
+    public static async Task<T> RetryAsync<T>(Func<Task<T>> call)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            try
+            {
+                return await call();
+            }
+            catch (Errors.ManagementUnavailableException) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200);
+            }
+        }
+    }
 }

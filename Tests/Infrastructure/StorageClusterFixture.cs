@@ -69,7 +69,7 @@ public class StorageClusterFixture : IAsyncLifetime
         {
             var fixture = _configuring!;
             var hostId = fixture.HostIdForSilo(options.SiloName);
-            SiloConfiguration.AddPostgresStores(silo, connectionString);
+            SiloConfiguration.AddPostgresStores(silo, connectionString, fixture.PostgresClusterStoreName);
             silo.AddOrleansStorageHost(o =>
             {
                 o.HostId = hostId;
@@ -98,6 +98,9 @@ public class StorageClusterFixture : IAsyncLifetime
         Client = await OstorClient.AttachAsync(Cluster.Client);
         Available = true;
     }
+
+    /// <summary>The name the PostgreSQL storage of the map is registered under; another than the one management reads lets a fixture put its own storage in front.</summary>
+    protected virtual string PostgresClusterStoreName => StorageNames.ClusterStore;
 
     /// <summary>Extra configuration of every silo this fixture starts.</summary>
     protected virtual void ConfigureSilo(ISiloBuilder silo)

@@ -1,0 +1,165 @@
+using System.Diagnostics;
+using Npgsql;
+using OrleansStorage.Client.Cli;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>
+/// What a person meets when a start or a change cannot work: the ostor-silo program (a real
+/// process) prints one line on standard error and exits non-zero within 30 s; the ostor command
+/// line answers one line when PostgreSQL is gone, and the map stays as it was.
+/// </summary>
+public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "ostor-startup-" + Guid.NewGuid().ToString("N")[..8]);
+
+    public Task InitializeAsync()
+    {
+        Directory.CreateDirectory(_root);
+        return Task.CompletedTask;
+    }
+
+    public Task DisposeAsync()
+    {
+        Directory.Delete(_root, recursive: true);
+        return Task.CompletedTask;
+    }
+
+    public static TheoryData<string, string> BadStarts => new()
+    {
+        { "malformed --postgres", "the PostgreSQL connection string (--postgres) is not valid" },
+        { "unreachable --postgres", "did not answer" },
+        { "--data is a file", "is a file, not a directory" },
+        { "--data cannot be created", "cannot be created" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadStarts))]
+    public async Task A_silo_that_cannot_start_says_why_in_one_line_and_exits_non_zero(string what, string expected)
+    {
+        var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        var connection = postgres.ConnectionString("postgres");
+        var data = Path.Combine(_root, "data");
+        switch (what)
+        {
+            case "malformed --postgres":
+                connection = "Host=127.0.0.1;Port=notaport";
+                break;
+            case "unreachable --postgres":
+                connection = $"Host=127.0.0.1;Port={Ports.Free()};Username=postgres;Database=ostor";
+                break;
+            case "--data is a file":
+                await File.WriteAllTextAsync(data, "not a directory");
+                break;
+            case "--data cannot be created":
+                await File.WriteAllTextAsync(Path.Combine(_root, "file"), "x");
+                data = Path.Combine(_root, "file", "data");
+                break;
+        }
+        var started = Stopwatch.StartNew();
+        var (exitCode, stderr) = await RunSiloAsync("--host-id", "host-1", "--data", data, "--postgres", connection,
+            "--silo-port", Ports.Free().ToString(), "--gateway-port", Ports.Free().ToString());
+        output.WriteLine($"{what}: exit {exitCode} after {started.Elapsed.TotalSeconds:0.0} s: {stderr}");
+        var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("ostor-silo: ", lines[0], StringComparison.Ordinal);
+        Assert.Contains(expected, lines[0], StringComparison.Ordinal);
+        Assert.NotEqual(0, exitCode);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(30), $"took {started.Elapsed}");
+    }
+
+    [Fact]
+    public async Task Volume_create_while_the_database_is_gone_is_one_line_and_changes_nothing()
+    {
+        var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        await using var silos = new ConfiguredSilos(await postgres.CreateDatabaseAsync("ostor_down"), "down-" + Guid.NewGuid().ToString("N")[..6]);
+        await silos.StartAsync("host-1");
+        await using var client = await silos.ConnectAsync();
+        await new Eventually(output).MapAsync(client.GetMapAsync, m => m.Hosts.Length == 1, "host-1 registered");
+        var before = await client.GetMapAsync();
+
+        // PostgreSQL stops answering for this cluster's database: no connection is allowed any more.
+        var database = new NpgsqlConnectionStringBuilder(silos.ConnectionString).Database!;
+        await SetConnectionsAllowedAsync(postgres, database, allowed: false);
+        try
+        {
+            // A connected client's change is refused with our typed error, not the driver's exception.
+            var refused = await Assert.ThrowsAsync<Errors.ManagementUnavailableException>(() => client.CreateVolumeAsync("v", 4 << 20, 1));
+            output.WriteLine(refused.Message);
+            Assert.Contains("management service unavailable: the database did not answer", refused.Message, StringComparison.Ordinal);
+
+            // The command line answers one line and a non-zero exit code.
+            var stderr = new StringWriter();
+            var previous = Console.Error;
+            Console.SetError(stderr);
+            int exitCode;
+            try
+            {
+                exitCode = await OstorCommandLine.RunAsync(["--gateway", string.Join(',', silos.Gateways), "volume", "create", "v", "--size", "4MiB"]);
+            }
+            finally
+            {
+                Console.SetError(previous);
+            }
+            output.WriteLine($"exit {exitCode}: {stderr}");
+            var lines = stderr.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Single(lines);
+            Assert.StartsWith("ostor: ", lines[0], StringComparison.Ordinal);
+            Assert.NotEqual(0, exitCode);
+        }
+        finally
+        {
+            await SetConnectionsAllowedAsync(postgres, database, allowed: true);
+        }
+        var after = await Eventually.RetryAsync(client.GetMapAsync);
+        Assert.Equal(before.Epoch, after.Epoch);
+        Assert.Null(after.FindVolume("v"));
+    }
+
+    private static async Task SetConnectionsAllowedAsync(PrivatePostgres postgres, string database, bool allowed)
+    {
+        await using var admin = new NpgsqlConnection(postgres.ConnectionString("postgres"));
+        await admin.OpenAsync();
+        await using var alter = new NpgsqlCommand($"ALTER DATABASE \"{database}\" ALLOW_CONNECTIONS {(allowed ? "true" : "false")}", admin);
+        await alter.ExecuteNonQueryAsync();
+        if (!allowed)
+        {
+            await using var terminate = new NpgsqlCommand($"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'", admin);
+            await terminate.ExecuteNonQueryAsync();
+        }
+        NpgsqlConnection.ClearAllPools();
+    }
+
+    private static async Task<(int ExitCode, string Stderr)> RunSiloAsync(params string[] arguments)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "ostor-silo.dll"));
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start ostor-silo");
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException("ostor-silo was still running after 60 s");
+        }
+        await stdout;
+        return (process.ExitCode, await stderr);
+    }
+}
