@@ -5,8 +5,8 @@ using OrleansStorage.Management;
 namespace OrleansStorage.Maps;
 
 /// <summary>
-/// How hosts fail, return, join and leave, as pure functions from one map to the next (DESIGN.md,
-/// "Failures and growth"). Like <see cref="ClusterMapTransitions"/>: a change yields epoch + 1, no
+/// How hosts fail, return, join and leave, as pure functions from one map to the next
+/// (docs/failures.md). Like <see cref="ClusterMapTransitions"/>: a change yields epoch + 1, no
 /// change yields the same map, bad input throws and yields nothing.
 /// </summary>
 public static class HostLifecycle

@@ -27,7 +27,7 @@ public enum ReplicaRole
     Pending,
 }
 
-/// <summary>The epoch protocol of DESIGN.md, in one place.</summary>
+/// <summary>The epoch protocol of docs/epoch-protocol.md, in one place.</summary>
 public static class EpochGate
 {
     public static EpochVerdict Judge(long requestEpoch, long serverEpoch) =>

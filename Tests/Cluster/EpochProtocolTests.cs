@@ -7,7 +7,7 @@ using Xunit;
 
 namespace OrleansStorage.Tests.Cluster;
 
-/// <summary>The configuration-identifier protocol of DESIGN.md, observed from outside.</summary>
+/// <summary>The configuration-identifier protocol of docs/epoch-protocol.md, observed from outside.</summary>
 [Collection(StorageClusterCollection.Name)]
 public sealed class EpochProtocolTests(StorageClusterFixture fixture)
 {
