@@ -75,7 +75,8 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task Volume_create_while_the_database_is_gone_is_one_line_and_changes_nothing()
     {
         var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        await using var silos = new ConfiguredSilos(await postgres.CreateDatabaseAsync("ostor_down"), "down-" + Guid.NewGuid().ToString("N")[..6]);
+        // The Orleans ClusterId the command line uses by default; the database is this test's own.
+        await using var silos = new ConfiguredSilos(await postgres.CreateDatabaseAsync("ostor_down"), new Client.Library.OstorClientOptions().ClusterId);
         await silos.StartAsync("host-1");
         await using var client = await silos.ConnectAsync();
         await new Eventually(output).MapAsync(client.GetMapAsync, m => m.Hosts.Length == 1, "host-1 registered");
@@ -107,7 +108,7 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
             output.WriteLine($"exit {exitCode}: {stderr}");
             var lines = stderr.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
             Assert.Single(lines);
-            Assert.StartsWith("ostor: ", lines[0], StringComparison.Ordinal);
+            Assert.StartsWith("ostor: management service unavailable: the database did not answer", lines[0], StringComparison.Ordinal);
             Assert.NotEqual(0, exitCode);
         }
         finally
