@@ -55,7 +55,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
     [SkippableFact]
     public async Task Sigkill_of_a_silo_process_under_load_loses_no_acknowledged_write()
     {
-        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
         for (var host = 1; host <= Hosts; host++)
         {
             StartSilo(host);

@@ -49,7 +49,7 @@ public sealed class SiloProgramTests : IAsyncLifetime
     [SkippableFact]
     public async Task Two_silos_from_the_silo_configuration_form_one_cluster_through_postgres()
     {
-        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
         var gatewayA = Ports.Free();
         var gatewayB = Ports.Free();
         await StartSiloAsync("host-a", Ports.Free(), gatewayA);
@@ -88,7 +88,7 @@ public sealed class SiloProgramTests : IAsyncLifetime
     [SkippableFact]
     public async Task Grain_storage_on_our_schema_enforces_optimistic_concurrency()
     {
-        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
         var silo = await StartSiloAsync("host-s", Ports.Free(), Ports.Free());
         var storage = silo.Services.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
         var grainId = GrainId.Create("schema-test", Guid.NewGuid().ToString("N"));
@@ -126,7 +126,7 @@ public sealed class SiloProgramTests : IAsyncLifetime
     [SkippableFact]
     public async Task Schema_script_can_be_applied_again_without_harm()
     {
-        Skip.If(_connectionString.Length == 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
         await PrivatePostgres.ApplySchemaAsync(_connectionString);
         await PrivatePostgres.ApplySchemaAsync(_connectionString);
         await using var connection = new NpgsqlConnection(_connectionString);

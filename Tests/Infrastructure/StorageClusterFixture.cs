@@ -147,9 +147,9 @@ public class StorageClusterFixture : IAsyncLifetime
         }
     }
 
-    /// <summary>Skips the calling test, loudly, when PostgreSQL is not installed at all.</summary>
+    /// <summary>Skips the calling test, loudly, when PostgreSQL is not installed at all (fails it in CI).</summary>
     public void SkipIfUnavailable() =>
-        Skip.IfNot(Available, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        Prerequisites.Require(Available, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
 
     /// <summary>Marks a host's HostId free for the next silo to start (its silo was stopped or killed).</summary>
     public void ReleaseHostId(string siloName)

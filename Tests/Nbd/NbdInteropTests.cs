@@ -117,7 +117,7 @@ public sealed class NbdInteropTests(StorageClusterFixture fixture) : IAsyncLifet
     }
 
     private static void Require(string tool, string package) =>
-        Skip.IfNot(File.Exists($"/usr/bin/{tool}"), $"{tool} is not installed (Debian package {package}; .ci/run installs it)");
+        Prerequisites.Require(File.Exists($"/usr/bin/{tool}"), $"{tool} is not installed (Debian package {package}; .ci/run installs it)");
 
     private void SkipIfNoCluster() => fixture.SkipIfUnavailable();
 
