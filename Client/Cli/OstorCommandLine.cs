@@ -315,7 +315,7 @@ public static class OstorCommandLine
         map.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
             var current = await client.GetMapAsync();
-            Console.WriteLine($"epoch {current.Epoch}");
+            Console.WriteLine($"cluster {current.ClusterId}, epoch {current.Epoch}");
             Console.WriteLine($"hosts ({current.Hosts.Length}):");
             foreach (var h in current.Hosts.OrderBy(h => h.HostId, StringComparer.Ordinal))
             {
@@ -328,6 +328,14 @@ public static class OstorCommandLine
                 foreach (var pg in v.PlacementGroups)
                 {
                     Console.WriteLine($"    pg {pg.Index,3}: {pg.Describe()}");
+                }
+            }
+            if (!current.Tombstones.IsEmpty)
+            {
+                Console.WriteLine($"deleted volumes whose files some host still has to remove ({current.Tombstones.Length}):");
+                foreach (var t in current.Tombstones)
+                {
+                    Console.WriteLine($"  {t.Name} id {t.VolumeId}, deleted at epoch {t.DeletedAtEpoch}, waiting for {string.Join(", ", t.PendingHosts)}");
                 }
             }
         }));
