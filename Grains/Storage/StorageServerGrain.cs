@@ -295,9 +295,9 @@ public sealed partial class StorageServerGrain(
 
     /// <summary>
     /// Pulls the current map, sharing one pull among every caller waiting at the same time. A
-    /// caller that knows of a newer epoch (<paramref name="atLeastEpoch"/>) than a pull already in
-    /// flight may have been asked for pulls again once it ends: that pull may have been answered
-    /// before the map moved to the caller's epoch.
+    /// caller that finds a pull in flight waits for it, and pulls again if the map is still short
+    /// of <paramref name="atLeastEpoch"/>: that pull may have been answered before the map moved
+    /// to the epoch the caller heard of.
     /// </summary>
     private async Task CatchUpAsync(long atLeastEpoch = long.MaxValue)
     {
