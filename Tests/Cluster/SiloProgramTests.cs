@@ -1,11 +1,8 @@
-using System.Net;
-using System.Net.Sockets;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Npgsql;
 using Orleans.Storage;
-using OrleansStorage.Client.Library;
 using OrleansStorage.Management;
 using OrleansStorage.Silo.Hosting;
 using OrleansStorage.Tests.Infrastructure;
@@ -19,10 +16,9 @@ namespace OrleansStorage.Tests.Cluster;
 /// </summary>
 public sealed class SiloProgramTests : IAsyncLifetime
 {
-    private readonly List<IHost> _silos = [];
     private readonly string _clusterId = "silo-test-" + Guid.NewGuid().ToString("N")[..8];
-    private readonly string _dataRoot = Path.Combine(Path.GetTempPath(), "ostor-silo-test-" + Guid.NewGuid().ToString("N")[..8]);
     private string _connectionString = "";
+    private ConfiguredSilos? _silos;
 
     public async Task InitializeAsync()
     {
@@ -30,19 +26,15 @@ public sealed class SiloProgramTests : IAsyncLifetime
         if (postgres is not null)
         {
             _connectionString = await postgres.CreateDatabaseAsync("ostor_silo");
+            _silos = new ConfiguredSilos(_connectionString, _clusterId);
         }
     }
 
     public async Task DisposeAsync()
     {
-        foreach (var silo in _silos)
+        if (_silos is not null)
         {
-            await silo.StopAsync();
-            silo.Dispose();
-        }
-        if (Directory.Exists(_dataRoot))
-        {
-            Directory.Delete(_dataRoot, recursive: true);
+            await _silos.DisposeAsync();
         }
     }
 
@@ -50,10 +42,8 @@ public sealed class SiloProgramTests : IAsyncLifetime
     public async Task Two_silos_from_the_silo_configuration_form_one_cluster_through_postgres()
     {
         Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        var gatewayA = Ports.Free();
-        var gatewayB = Ports.Free();
-        await StartSiloAsync("host-a", Ports.Free(), gatewayA);
-        await StartSiloAsync("host-b", Ports.Free(), gatewayB);
+        await _silos!.StartAsync("host-a");
+        await _silos.StartAsync("host-b");
 
         // Both silos are Active (status 3) rows in our membership table.
         await using (var connection = new NpgsqlConnection(_connectionString))
@@ -65,10 +55,7 @@ public sealed class SiloProgramTests : IAsyncLifetime
         }
 
         // A client through one gateway sees both hosts register and a volume spanning both.
-        var options = new OstorClientOptions { ClusterId = _clusterId, ServiceId = "ostor" };
-        options.Gateways.Clear();
-        options.Gateways.Add($"127.0.0.1:{gatewayB}");
-        await using var client = await OstorClient.ConnectAsync(options);
+        await using var client = await _silos.ConnectAsync();
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while ((await client.GetMapAsync()).Hosts.Length < 2)
         {
@@ -89,7 +76,7 @@ public sealed class SiloProgramTests : IAsyncLifetime
     public async Task Grain_storage_on_our_schema_enforces_optimistic_concurrency()
     {
         Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        var silo = await StartSiloAsync("host-s", Ports.Free(), Ports.Free());
+        var silo = await _silos!.StartAsync("host-s");
         var storage = silo.Services.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
         var grainId = GrainId.Create("schema-test", Guid.NewGuid().ToString("N"));
 
@@ -142,38 +129,19 @@ public sealed class SiloProgramTests : IAsyncLifetime
     [InlineData("Cluster:PostgresConnectionString", "", "PostgresConnectionString (--postgres) is required")]
     public void Bad_silo_configuration_is_a_clear_error(string key, string value, string expected)
     {
-        var settings = SiloSettings("host-x", 11111, 30000, "Host=127.0.0.1");
-        settings[key] = value;
+        var settings = new Dictionary<string, string?>
+        {
+            ["Storage:HostId"] = "host-x",
+            ["Storage:DataDirectory"] = Path.Combine(Path.GetTempPath(), "ostor-never-created"),
+            ["Cluster:SiloPort"] = "11111",
+            ["Cluster:GatewayPort"] = "30000",
+            ["Cluster:PostgresConnectionString"] = "Host=127.0.0.1",
+            [key] = value,
+        };
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Configuration.AddInMemoryCollection(settings);
         var error = Assert.Throws<InvalidOperationException>(() =>
             builder.UseOrleans(silo => SiloConfiguration.ConfigureSilo(silo, builder.Configuration)));
         Assert.Contains(expected, error.Message, StringComparison.Ordinal);
     }
-
-    private async Task<IHost> StartSiloAsync(string hostId, int siloPort, int gatewayPort)
-    {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Configuration.AddInMemoryCollection(SiloSettings(hostId, siloPort, gatewayPort, _connectionString));
-        builder.UseOrleans(silo => SiloConfiguration.ConfigureSilo(silo, builder.Configuration));
-        var host = builder.Build();
-        _silos.Add(host);
-        await host.StartAsync();
-        return host;
-    }
-
-    private Dictionary<string, string?> SiloSettings(string hostId, int siloPort, int gatewayPort, string connectionString) => new()
-    {
-        ["Storage:HostId"] = hostId,
-        ["Storage:DataDirectory"] = Path.Combine(_dataRoot, hostId),
-        ["Storage:CapacityBytes"] = "1099511627776",
-        ["Cluster:ClusterId"] = _clusterId,
-        ["Cluster:ServiceId"] = "ostor",
-        ["Cluster:AdvertisedAddress"] = "127.0.0.1",
-        ["Cluster:SiloPort"] = siloPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        ["Cluster:GatewayPort"] = gatewayPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        ["Cluster:PostgresConnectionString"] = connectionString,
-        ["Management:SegmentSizeBytes"] = "1048576",
-    };
-
 }
