@@ -108,3 +108,14 @@ public sealed class ForeignClusterException : StorageException
 {
     public ForeignClusterException(string message) : base(message) { }
 }
+
+/// <summary>
+/// A host's disk failed an fsync. Linux may then have dropped the unwritten pages and marked them
+/// clean, so no later fsync on that host means anything: the host stops serving (fail-stop), leaves
+/// the map (Out), and comes back empty to be refilled from its peers (docs/failures.md).
+/// </summary>
+[GenerateSerializer, Alias("ostor.DiskFailedException")]
+public sealed class DiskFailedException : StorageException
+{
+    public DiskFailedException(string reason) : base($"disk failed: {reason}; this host serves nothing until it is restarted and refilled from its peers") { }
+}

@@ -66,6 +66,13 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Alias("ReportReplicaFailed")]
     Task ReportReplicaFailedAsync(ReplicaFailure failure);
 
+    /// <summary>
+    /// A host's disk failed (fsync): it stops serving until restarted. It is Out at once — its
+    /// data cannot be trusted, so its groups are refilled elsewhere and it returns empty.
+    /// </summary>
+    [Alias("HostFailed")]
+    Task HostFailedAsync(string hostId, string reason);
+
     /// <summary>A primary finished filling a pending replica.</summary>
     [Alias("CopyCompleted")]
     Task CopyCompletedAsync(CopyCompletion completion);

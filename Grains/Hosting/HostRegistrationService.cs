@@ -1,8 +1,10 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using OrleansStorage.Identity;
 using OrleansStorage.Logging;
 using OrleansStorage.Management;
+using OrleansStorage.Segments;
 using OrleansStorage.Storage;
 
 namespace OrleansStorage.Hosting;
@@ -18,11 +20,13 @@ namespace OrleansStorage.Hosting;
 internal sealed class HostRegistrationService(
     IGrainFactory grains,
     HostDisk disk,
+    IServiceProvider services,
     IOptions<StorageServerOptions> options,
     ILocalSiloDetails silo,
     ILogger<HostRegistrationService> logger) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
 {
     private readonly CancellationTokenSource _stopping = new();
+    private readonly TaskCompletionSource<string> _diskFailed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task _registration = Task.CompletedTask;
 
     public void Participate(ISiloLifecycle lifecycle) =>
@@ -30,7 +34,18 @@ internal sealed class HostRegistrationService(
 
     private Task OnStartAsync(CancellationToken cancellationToken)
     {
-        _registration = Task.Run(() => RegisterAsync(_stopping.Token), CancellationToken.None);
+        // Resolved only now: the store opens the data directory, which the start-up check has locked by this stage.
+        var store = services.GetRequiredService<SegmentStore>();
+        store.Failed += reason => _diskFailed.TrySetResult(reason);
+        if (store.Failure is { } failure)
+        {
+            _diskFailed.TrySetResult(failure);
+        }
+        _registration = Task.Run(async () =>
+        {
+            await RegisterAsync(_stopping.Token);
+            await ReportDiskFailureAsync(_stopping.Token);
+        }, CancellationToken.None);
         return Task.CompletedTask;
     }
 
@@ -47,7 +62,7 @@ internal sealed class HostRegistrationService(
         var registered = false;
         var inMap = true;
         var management = grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
-        while (!cancellationToken.IsCancellationRequested)
+        while (!cancellationToken.IsCancellationRequested && !_diskFailed.Task.IsCompleted)
         {
             try
             {
@@ -64,11 +79,40 @@ internal sealed class HostRegistrationService(
                     inMap = false;
                     Log.HostRemoved(logger, hostId);
                 }
-                await Task.Delay(options.Value.RegistrationInterval, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                await Task.WhenAny(Task.Delay(options.Value.RegistrationInterval, cancellationToken), _diskFailed.Task);
             }
             catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
             {
                 Log.HostRegistrationRetry(logger, ex, hostId);
+                await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Fail-stop: once the disk failed, this host never checks in again (a check-in would bring it
+    /// back Up); it tells management, which takes it Out, until that is heard.
+    /// </summary>
+    private async Task ReportDiskFailureAsync(CancellationToken cancellationToken)
+    {
+        if (!_diskFailed.Task.IsCompleted)
+        {
+            return;
+        }
+        var hostId = options.Value.HostId;
+        var reason = await _diskFailed.Task;
+        Log.HostFailStop(logger, hostId, reason);
+        var management = grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                await management.HostFailedAsync(hostId, reason);
+                return;
+            }
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+            {
+                Log.HostFailStopReportRetry(logger, ex, hostId);
                 await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             }
         }

@@ -54,10 +54,12 @@ public static class StorageSiloBuilderExtensions
             {
                 throw new InvalidOperationException($"the data directory '{disk.Root}' was not checked before use");
             }
-            return new SegmentStore(disk.Root, sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.MaxOpenSegmentFiles);
+            var faults = sp.GetRequiredService<IDiskFaults>();
+            return new SegmentStore(disk.Root, sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.MaxOpenSegmentFiles, _ => faults.FailsFsync(disk.HostId));
         });
         services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();
+        services.TryAddSingleton<IDiskFaults, NoDiskFaults>();
         services.AddSingleton<RecoveryLog>();
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, HostRegistrationService>();
         return silo;

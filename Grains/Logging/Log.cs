@@ -86,6 +86,9 @@ internal static partial class Log
     [LoggerMessage(1110, LogLevel.Warning, "Map recovery: {Line}")]
     public static partial void MapRecovered(ILogger logger, string line);
 
+    [LoggerMessage(1111, LogLevel.Error, "Host {HostId} reports a failed disk ({Reason}); it is Out and its groups are refilled elsewhere")]
+    public static partial void HostDiskFailed(ILogger logger, string hostId, string reason);
+
     [LoggerMessage(1200, LogLevel.Warning, "Storage server {HostId} cannot be placed: {Reason}")]
     public static partial void PinFailed(ILogger logger, string hostId, string reason);
 
@@ -94,6 +97,12 @@ internal static partial class Log
 
     [LoggerMessage(1302, LogLevel.Warning, "Host {HostId} was removed from the cluster map; it serves nothing now and joins again (empty) only when its silo restarts")]
     public static partial void HostRemoved(ILogger logger, string hostId);
+
+    [LoggerMessage(1303, LogLevel.Critical, "Host {HostId} stops serving: {Reason}. Restart it to have it refilled from its peers")]
+    public static partial void HostFailStop(ILogger logger, string hostId, string reason);
+
+    [LoggerMessage(1304, LogLevel.Warning, "Host {HostId} could not report its failed disk yet; retrying")]
+    public static partial void HostFailStopReportRetry(ILogger logger, Exception exception, string hostId);
 
     [LoggerMessage(1301, LogLevel.Warning, "Host {HostId} could not register yet; retrying")]
     public static partial void HostRegistrationRetry(ILogger logger, Exception exception, string hostId);

@@ -71,6 +71,15 @@ public sealed partial class ManagementGrain
         return _map;
     }
 
+    public async Task HostFailedAsync(string hostId, string reason)
+    {
+        Log.HostDiskFailed(logger, hostId, reason);
+        var now = Now;
+        await CommitAsync(HostLifecycle.MarkDown(_map, hostId, now), $"host '{hostId}' is Down: its disk failed ({reason})");
+        await CommitAsync(HostLifecycle.MarkOut(_map, hostId, now), $"host '{hostId}' is Out: a failed disk is not trusted again");
+        await CommitAsync(HostLifecycle.PlanRecovery(_map), "replacement replicas planned");
+    }
+
     public async Task ReportReplicaFailedAsync(ReplicaFailure failure)
     {
         Log.ReplicaFailed(logger, failure.HostId, failure.GroupIndex, failure.VolumeId, failure.ReportingHostId, failure.Reason);

@@ -34,8 +34,25 @@ public sealed partial class SegmentStore : IDisposable
 
     private readonly SegmentVersions _versions;
 
-    public SegmentStore(string dataDirectory, int maxOpenSegments = DefaultMaxOpenSegments)
+    // Volumes flushed since this store opened. The set of written-but-unsynced segments is kept
+    // in memory only, so the first flush of a volume after a restart syncs all of its segments:
+    // writes acknowledged before the restart may still sit in the page cache.
+    private readonly HashSet<Guid> _flushedSinceOpen = [];
+
+    // Set by the first failed fsync. The kernel may have dropped the pages it could not write and
+    // marked them clean, so a later fsync would report success over lost data ("fsyncgate"): from
+    // then on the store refuses every request (fail-stop).
+    private string? _failure;
+    // Sees the path of every fsync about to be made and decides whether it fails: disk failures
+    // on purpose, for tests. Production never fails one.
+    private readonly Func<string, bool> _failsFsync;
+
+    /// <summary>Raised once, when the disk has failed (see <see cref="Failure"/>).</summary>
+    public event Action<string>? Failed;
+
+    public SegmentStore(string dataDirectory, int maxOpenSegments = DefaultMaxOpenSegments, Func<string, bool>? failsFsync = null)
     {
+        _failsFsync = failsFsync ?? (_ => false);
         ArgumentException.ThrowIfNullOrWhiteSpace(dataDirectory);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxOpenSegments, 1);
         _volumesRoot = Path.Combine(Path.GetFullPath(dataDirectory), "volumes");
@@ -65,6 +82,18 @@ public sealed partial class SegmentStore : IDisposable
 
     public string VolumesRoot => _volumesRoot;
 
+    /// <summary>Why the disk is considered failed, or null while it is healthy.</summary>
+    public string? Failure
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _failure;
+            }
+        }
+    }
+
     public string SegmentPath(SegmentAddress segment) =>
         Path.Combine(VolumeDirectory(segment.VolumeId), segment.SegmentIndex.ToString("D10", CultureInfo.InvariantCulture) + SegmentExtension);
 
@@ -74,6 +103,7 @@ public sealed partial class SegmentStore : IDisposable
     public async ValueTask ReadAsync(SegmentAddress segment, int segmentSize, int offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         CheckRange(segmentSize, offset, destination.Length);
+        ThrowIfFailed();
         using var lease = Acquire(segment, create: false);
         var handle = lease.Handle;
         var filled = 0;
@@ -95,16 +125,23 @@ public sealed partial class SegmentStore : IDisposable
     public async ValueTask WriteAsync(SegmentAddress segment, int segmentSize, int offset, ReadOnlyMemory<byte> data, bool durable, CancellationToken cancellationToken = default)
     {
         CheckRange(segmentSize, offset, data.Length);
+        ThrowIfFailed();
         if (data.IsEmpty)
         {
             return;
         }
+        // A durable write into a new file must make the file's directory entry durable too.
+        var creates = durable && !File.Exists(SegmentPath(segment));
         using var lease = Acquire(segment, create: true);
         await RandomAccess.WriteAsync(lease.Handle!, data, offset, cancellationToken).ConfigureAwait(false);
         MarkDirty(segment);
         if (durable)
         {
-            await FlushHandleAsync(lease.Handle!).ConfigureAwait(false);
+            await FsyncAsync(lease.Handle!, segment).ConfigureAwait(false);
+            if (creates)
+            {
+                SyncDirectory(VolumeDirectory(segment.VolumeId));
+            }
         }
     }
 
@@ -112,6 +149,7 @@ public sealed partial class SegmentStore : IDisposable
     public async ValueTask TrimAsync(SegmentAddress segment, int segmentSize, int offset, int length, CancellationToken cancellationToken = default)
     {
         CheckRange(segmentSize, offset, length);
+        ThrowIfFailed();
         using var lease = Acquire(segment, create: false);
         var handle = lease.Handle;
         if (handle is null || length == 0)
@@ -187,13 +225,28 @@ public sealed partial class SegmentStore : IDisposable
         return [.. extents];
     }
 
-    /// <summary>Makes every completed write to the volume's segments durable (fsync).</summary>
+    /// <summary>
+    /// Makes every completed write to the volume's segments durable (fsync), with their write
+    /// versions and directory entries. The first flush of a volume since the store opened syncs
+    /// every segment of it, since what was written before a restart is not known.
+    /// </summary>
     public async Task FlushVolumeAsync(Guid volumeId)
     {
+        ThrowIfFailed();
         List<KeyValuePair<SegmentAddress, long>> written;
+        bool everything;
         lock (_gate)
         {
+            everything = !_flushedSinceOpen.Contains(volumeId);
             written = _dirty.Where(kv => kv.Key.VolumeId == volumeId).ToList();
+        }
+        if (everything)
+        {
+            var known = written.Select(kv => kv.Key).ToHashSet();
+            written.AddRange(ListSegments(volumeId)
+                .Select(index => new SegmentAddress(volumeId, index))
+                .Where(segment => !known.Contains(segment))
+                .Select(segment => new KeyValuePair<SegmentAddress, long>(segment, -1)));
         }
         await Task.WhenAll(written.Select(async kv =>
         {
@@ -201,7 +254,7 @@ public sealed partial class SegmentStore : IDisposable
             {
                 if (lease.Handle is not null)
                 {
-                    await FlushHandleAsync(lease.Handle).ConfigureAwait(false);
+                    await FsyncAsync(lease.Handle, kv.Key).ConfigureAwait(false);
                 }
             }
             lock (_gate)
@@ -213,11 +266,15 @@ public sealed partial class SegmentStore : IDisposable
                 }
             }
         })).ConfigureAwait(false);
-        _versions.Flush(volumeId);
+        SyncVersions(volumeId);
         // The directory entries of newly created segment files must be durable too.
         if (Directory.Exists(VolumeDirectory(volumeId)))
         {
-            DurableFiles.FsyncDirectory(VolumeDirectory(volumeId));
+            SyncDirectory(VolumeDirectory(volumeId));
+        }
+        lock (_gate)
+        {
+            _flushedSinceOpen.Add(volumeId);
         }
     }
 
@@ -242,7 +299,7 @@ public sealed partial class SegmentStore : IDisposable
             return false;
         }
         Directory.Delete(directory, recursive: true);
-        DurableFiles.FsyncDirectory(_volumesRoot);
+        SyncDirectory(_volumesRoot);
         return true;
     }
 
@@ -321,6 +378,7 @@ public sealed partial class SegmentStore : IDisposable
         {
             throw new InvalidRequestException($"segment image carries {bytes.Length} bytes for extents totalling {total}");
         }
+        ThrowIfFailed();
         using (var lease = Acquire(segment, create: true))
         {
             RandomAccess.SetLength(lease.Handle!, 0);
@@ -330,15 +388,18 @@ public sealed partial class SegmentStore : IDisposable
                 await RandomAccess.WriteAsync(lease.Handle!, bytes.Slice(at, extent.Length), extent.Offset).ConfigureAwait(false);
                 at += extent.Length;
             }
+            // Durable before the copy reports it: the leaving replica deletes its copy after that.
+            await FsyncAsync(lease.Handle!, segment).ConfigureAwait(false);
         }
-        MarkDirty(segment);
         _versions.Set(segment.VolumeId, segment.SegmentIndex, version);
+        SyncVersions(segment.VolumeId);
+        SyncDirectory(VolumeDirectory(segment.VolumeId));
     }
 
-    /// <summary>The volumes that have at least a directory on this host.</summary>
     /// <summary>The highest write version of any segment of any volume on this host.</summary>
     public long HighestVersion() => ListVolumes().Select(_versions.Highest).DefaultIfEmpty(0).Max();
 
+    /// <summary>The volumes that have at least a directory on this host.</summary>
     public IReadOnlyList<Guid> ListVolumes() =>
         Directory.EnumerateDirectories(_volumesRoot)
             .Select(Path.GetFileName)
@@ -502,14 +563,43 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
-    private static Task FlushHandleAsync(SafeFileHandle handle) =>
+    private void ThrowIfFailed()
+    {
+        if (Failure is { } failure)
+        {
+            throw new DiskFailedException(failure);
+        }
+    }
+
+    /// <summary>Records the first failure of the disk and throws it; every later request is refused.</summary>
+    [System.Diagnostics.CodeAnalysis.DoesNotReturn]
+    private void Fail(string reason)
+    {
+        bool first;
+        lock (_gate)
+        {
+            first = _failure is null;
+            _failure ??= reason;
+        }
+        if (first)
+        {
+            Failed?.Invoke(reason);
+        }
+        throw new DiskFailedException(Failure!);
+    }
+
+    private Task FsyncAsync(SafeFileHandle handle, SegmentAddress segment) =>
         Task.Run(() =>
         {
+            if (_failsFsync(SegmentPath(segment)))
+            {
+                Fail($"fsync of {SegmentPath(segment)} failed (injected)");
+            }
             if (OperatingSystem.IsLinux())
             {
                 if (Fsync(handle) != 0)
                 {
-                    throw new IOException($"fsync failed with errno {Marshal.GetLastPInvokeError()}");
+                    Fail($"fsync of {SegmentPath(segment)} failed with errno {Marshal.GetLastPInvokeError()}");
                 }
             }
             else
@@ -518,6 +608,38 @@ public sealed partial class SegmentStore : IDisposable
                 stream.Flush(flushToDisk: true);
             }
         });
+
+    private void SyncVersions(Guid volumeId)
+    {
+        try
+        {
+            if (_failsFsync(Path.Combine(VolumeDirectory(volumeId), SegmentVersions.FileName)))
+            {
+                throw new IOException("injected");
+            }
+            _versions.Flush(volumeId);
+        }
+        catch (IOException ex)
+        {
+            Fail($"fsync of the write versions of volume {volumeId} failed: {ex.Message}");
+        }
+    }
+
+    private void SyncDirectory(string directory)
+    {
+        try
+        {
+            if (_failsFsync(directory))
+            {
+                throw new IOException("injected");
+            }
+            DurableFiles.FsyncDirectory(directory);
+        }
+        catch (IOException ex)
+        {
+            Fail($"fsync of directory {directory} failed: {ex.Message}");
+        }
+    }
 
     private static bool PunchHole(SafeFileHandle handle, long offset, long length)
     {

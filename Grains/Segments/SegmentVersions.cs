@@ -14,7 +14,7 @@ namespace OrleansStorage.Segments;
 /// </summary>
 internal sealed class SegmentVersions(string volumesRoot) : IDisposable
 {
-    private const string FileName = "versions";
+    public const string FileName = "versions";
     private readonly Lock _gate = new();
     private readonly Dictionary<Guid, VolumeVersions> _volumes = [];
 

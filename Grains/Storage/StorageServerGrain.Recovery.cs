@@ -51,7 +51,9 @@ public sealed partial class StorageServerGrain
 
     public async Task InstallSegmentAsync(SegmentImage image)
     {
-        var (volume, group) = await AdmitAsync(image.Epoch, image.Segment, ReplicaRole.Pending);
+        var (volume, _) = await AdmitAsync(image.Epoch, image.Segment, ReplicaRole.Pending);
+        using var turn = await _writeOrder.EnterAsync(image.Segment, 0, volume.SegmentSizeBytes);
+        var (_, group) = AdmitCurrent(image.Epoch, image.Segment, ReplicaRole.Pending);
         await store.InstallImageAsync(image.Segment, volume.SegmentSizeBytes, image.Extents, image.Bytes, image.Version);
         InstalledFor(volume.VolumeId, group).Segments.Add(image.Segment.SegmentIndex);
     }

@@ -116,8 +116,12 @@ public sealed partial class StorageServerGrain(
 
     public async Task ReplicaWriteAsync(SegmentWrite request)
     {
-        var (volume, group) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
+        // Ordered with this host's other writes and copies of the segment; a forward from a primary
+        // deposed while it waited is rejected instead of landing after a copy read the segment.
+        using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
+        var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
         if (faults.ShouldFail(_hostId))
         {
             throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
@@ -128,8 +132,10 @@ public sealed partial class StorageServerGrain(
 
     public async Task ReplicaTrimAsync(SegmentTrim request)
     {
-        var (volume, group) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
+        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
+        var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
         await store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
         RecordReplicaVersion(group, request.Segment, request.Version);
     }

@@ -101,6 +101,39 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
     }
 
     [SkippableFact]
+    public async Task A_host_whose_fsync_fails_stops_serving_never_reports_a_later_flush_and_returns_refilled()
+    {
+        fixture.SkipIfUnavailable();
+        var loaded = await StartLoadAsync(("fsync-f2", 2), ("fsync-f3", 3));
+        var load = loaded.Load;
+        var victim = await PickVictimAsync();
+        var volume = (await fixture.Management.GetMapAsync()).FindVolume("fsync-f2")!;
+
+        fixture.DiskFaults.FailFsyncOn(victim);
+        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+        var failed = await Assert.ThrowsAsync<DiskFailedException>(() => fixture.Server(victim).FlushAsync(epoch, volume.VolumeId));
+        output.WriteLine(failed.Message);
+        // fsyncgate: the disk "healing" must not turn a later flush into a success over lost pages.
+        fixture.DiskFaults.Heal(victim);
+        await Assert.ThrowsAsync<DiskFailedException>(() => fixture.Server(victim).FlushAsync(epoch, volume.VolumeId));
+
+        // Fail-stop: the host is Out (it stopped checking in), its groups are refilled elsewhere, I/O goes on.
+        var outMap = await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Out, $"'{victim}' Out after its disk failed");
+        Assert.All(outMap.AllGroups(), x => Assert.DoesNotContain(victim, x.Group.Replicas));
+        await load.WaitForProgressAsync(50);
+        await (await fixture.Client.OpenVolumeAsync("fsync-f2")).FlushAsync(); // on the hosts that still serve
+        await WaitForMapAsync(GroupsFull, "every group back at full factor without the failed host", TimeSpan.FromSeconds(120));
+        await StopAndVerifyAsync(loaded);
+
+        // Restarted, it comes back empty and serves only what it is refilled with.
+        await fixture.KillHostAsync(victim);
+        Assert.Equal(victim, await fixture.StartSiloAsync(victim));
+        await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
+        await WaitUntilAsync(async () => (await fixture.Server(victim).GetStatusAsync()).SegmentFiles == 0, $"'{victim}' dropped its untrusted segment files");
+        await CleanUpAsync(loaded);
+    }
+
+    [SkippableFact]
     public async Task Killed_host_loses_no_acknowledged_write_and_its_groups_regain_their_factor()
     {
         fixture.SkipIfUnavailable();

@@ -40,6 +40,7 @@ public class StorageClusterFixture : IAsyncLifetime
     public string DataRoot { get; } = Path.Combine(Path.GetTempPath(), "ostor-test-hosts-" + Guid.NewGuid().ToString("N")[..12]);
     public SwitchablePushFilter PushFilter { get; } = new();
     public SwitchableReplicaFaults ReplicaFaults { get; } = new();
+    public SwitchableDiskFaults DiskFaults { get; } = new();
     public bool Available { get; private set; }
 
     public IManagementServiceGrain Management => Cluster.Client.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
@@ -78,6 +79,7 @@ public class StorageClusterFixture : IAsyncLifetime
             });
             silo.Services.AddSingleton<IClusterMapPushFilter>(fixture.PushFilter);
             silo.Services.AddSingleton<IReplicaWriteFaults>(fixture.ReplicaFaults);
+            silo.Services.AddSingleton<Segments.IDiskFaults>(fixture.DiskFaults);
             fixture.ConfigureSilo(silo);
             silo.Services.Configure<ManagementOptions>(o =>
             {

@@ -24,3 +24,15 @@ public sealed class SwitchableReplicaFaults : IReplicaWriteFaults
         return false;
     }
 }
+
+/// <summary>Makes a chosen host's fsyncs fail, on purpose, until told otherwise.</summary>
+public sealed class SwitchableDiskFaults : Segments.IDiskFaults
+{
+    private readonly ConcurrentDictionary<string, bool> _failing = new();
+
+    public void FailFsyncOn(string hostId) => _failing[hostId] = true;
+
+    public void Heal(string hostId) => _failing.TryRemove(hostId, out _);
+
+    public bool FailsFsync(string hostId) => _failing.ContainsKey(hostId);
+}

@@ -21,6 +21,48 @@ public sealed class SegmentStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task The_first_flush_after_a_restart_syncs_every_segment_written_before_it()
+    {
+        var volume = Guid.NewGuid();
+        await _store.WriteAsync(new SegmentAddress(volume, 1), Segment, 0, new byte[4096], durable: false);
+        await _store.WriteAsync(new SegmentAddress(volume, 2), Segment, 0, new byte[4096], durable: false);
+        _store.Dispose(); // a restart: what was written but not flushed is not known any more
+
+        var synced = new List<string>();
+        using var reopened = new SegmentStore(_root, failsFsync: path =>
+        {
+            lock (synced)
+            {
+                synced.Add(path);
+            }
+            return false;
+        });
+        await reopened.FlushVolumeAsync(volume);
+        Assert.Contains(reopened.SegmentPath(new SegmentAddress(volume, 1)), synced);
+        Assert.Contains(reopened.SegmentPath(new SegmentAddress(volume, 2)), synced);
+
+        synced.Clear();
+        await reopened.FlushVolumeAsync(volume); // nothing written since: no segment to sync again
+        Assert.DoesNotContain(synced, path => path.EndsWith(".seg", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task After_a_failed_fsync_the_store_refuses_everything_even_when_fsync_works_again()
+    {
+        var failing = true;
+        using var store = new SegmentStore(Path.Combine(_root, "failing"), failsFsync: _ => failing);
+        string? reported = null;
+        store.Failed += reason => reported = reason;
+        await Assert.ThrowsAsync<DiskFailedException>(() => store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: true).AsTask());
+        Assert.NotNull(reported);
+
+        failing = false;
+        await Assert.ThrowsAsync<DiskFailedException>(() => store.FlushVolumeAsync(_segment.VolumeId));
+        await Assert.ThrowsAsync<DiskFailedException>(() => store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false).AsTask());
+        await Assert.ThrowsAsync<DiskFailedException>(() => store.ReadAsync(_segment, Segment, 0, new byte[4096]).AsTask());
+    }
+
+    [Fact]
     public async Task Never_written_segments_read_as_zeros_and_create_no_file()
     {
         var buffer = new byte[8192];
