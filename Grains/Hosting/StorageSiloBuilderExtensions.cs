@@ -55,7 +55,7 @@ public static class StorageSiloBuilderExtensions
                 throw new InvalidOperationException($"the data directory '{disk.Root}' was not checked before use");
             }
             var faults = sp.GetRequiredService<IDiskFaults>();
-            return new SegmentStore(disk.Root, sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.MaxOpenSegmentFiles, _ => faults.FailsFsync(disk.HostId));
+            return new SegmentStore(disk.Root, sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.MaxOpenSegmentFiles, path => faults.FailsFsync(disk.HostId, path));
         });
         services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();

@@ -1,15 +1,16 @@
 namespace OrleansStorage.Segments;
 
 /// <summary>
-/// Decides whether a host's next fsync fails, as a dying disk's would. Production never does;
-/// tests make a host's disk fail to prove the host stops serving and is refilled from its peers.
+/// Sees every fsync a host's segment store is about to make (the path of a file or directory) and
+/// decides whether it fails, as a dying disk's would. Production never fails one; tests fail them
+/// to prove fail-stop, and record them to simulate a power loss (what was never fsynced is lost).
 /// </summary>
 public interface IDiskFaults
 {
-    bool FailsFsync(string hostId);
+    bool FailsFsync(string hostId, string path);
 }
 
 public sealed class NoDiskFaults : IDiskFaults
 {
-    public bool FailsFsync(string hostId) => false;
+    public bool FailsFsync(string hostId, string path) => false;
 }

@@ -33,6 +33,14 @@ public sealed partial class SegmentStore : IDisposable
     private long _writeGeneration;
 
     private readonly SegmentVersions _versions;
+    private readonly WriteIntents _intents;
+
+    /// <summary>Written by a clean shutdown, after every write was made durable; removed at open.</summary>
+    public const string CleanShutdownFileName = "clean-shutdown";
+
+    // Segment files created since their volume directory was last fsynced: their directory
+    // entries are not durable yet, so a durable write to one of them fsyncs the directory too.
+    private readonly Dictionary<Guid, HashSet<long>> _newFiles = [];
 
     // Volumes flushed since this store opened. The set of written-but-unsynced segments is kept
     // in memory only, so the first flush of a volume after a restart syncs all of its segments:
@@ -59,6 +67,55 @@ public sealed partial class SegmentStore : IDisposable
         _maxOpenSegments = maxOpenSegments;
         Directory.CreateDirectory(_volumesRoot);
         _versions = new SegmentVersions(_volumesRoot);
+        _intents = new WriteIntents(_volumesRoot, SyncIntents, SyncDirectory);
+        SuspectSegments = OpenAfterShutdown();
+    }
+
+    /// <summary>
+    /// Segments whose write version cannot be trusted because the store was not shut down cleanly
+    /// while they had writes that were not yet durable (the write-intent bitmap marks them). Their
+    /// versions are already 0 here; the storage server has them repaired from the primary, or, as
+    /// the primary, gives them a fresh version and has its replicas repaired.
+    /// </summary>
+    public IReadOnlyDictionary<Guid, long[]> SuspectSegments { get; private set; }
+
+    /// <summary>The suspect segments, once: whoever takes them has them repaired.</summary>
+    public IReadOnlyDictionary<Guid, long[]> TakeSuspectSegments()
+    {
+        lock (_gate)
+        {
+            var suspects = SuspectSegments;
+            SuspectSegments = new Dictionary<Guid, long[]>();
+            return suspects;
+        }
+    }
+
+    private IReadOnlyDictionary<Guid, long[]> OpenAfterShutdown()
+    {
+        var marker = Path.Combine(_volumesRoot, CleanShutdownFileName);
+        if (File.Exists(marker))
+        {
+            // Gone, durably, before anything is written: a crash from now on must look unclean.
+            File.Delete(marker);
+            SyncDirectory(_volumesRoot);
+            return new Dictionary<Guid, long[]>();
+        }
+        var suspects = new Dictionary<Guid, long[]>();
+        foreach (var volumeId in ListVolumes())
+        {
+            var marked = _intents.Marked(volumeId);
+            if (marked.Count == 0)
+            {
+                continue;
+            }
+            foreach (var index in marked)
+            {
+                _versions.Set(volumeId, index, 0);
+            }
+            SyncVersions(volumeId);
+            suspects[volumeId] = [.. marked];
+        }
+        return suspects;
     }
 
     public int OpenSegmentCount
@@ -130,17 +187,22 @@ public sealed partial class SegmentStore : IDisposable
         {
             return;
         }
-        // A durable write into a new file must make the file's directory entry durable too.
-        var creates = durable && !File.Exists(SegmentPath(segment));
+        await PrepareWriteAsync(segment).ConfigureAwait(false);
         using var lease = Acquire(segment, create: true);
         await RandomAccess.WriteAsync(lease.Handle!, data, offset, cancellationToken).ConfigureAwait(false);
-        MarkDirty(segment);
         if (durable)
         {
             await FsyncAsync(lease.Handle!, segment).ConfigureAwait(false);
-            if (creates)
+            // A file created since its directory was last fsynced (by this write or an earlier,
+            // non-durable one) has no durable directory entry yet: the data would be lost with it.
+            bool entryIsNew;
+            lock (_gate)
             {
-                SyncDirectory(VolumeDirectory(segment.VolumeId));
+                entryIsNew = _newFiles.TryGetValue(segment.VolumeId, out var created) && created.Contains(segment.SegmentIndex);
+            }
+            if (entryIsNew)
+            {
+                SyncVolumeDirectory(segment.VolumeId);
             }
         }
     }
@@ -161,6 +223,7 @@ public sealed partial class SegmentStore : IDisposable
         {
             return; // nothing was ever written there
         }
+        await PrepareWriteAsync(segment).ConfigureAwait(false);
         if (!PunchHole(handle, offset, length))
         {
             // File systems without hole punching: write zeros instead (same contents, no space freed).
@@ -172,7 +235,6 @@ public sealed partial class SegmentStore : IDisposable
                 await RandomAccess.WriteAsync(handle, zeros.AsMemory(0, count), at, cancellationToken).ConfigureAwait(false);
             }
         }
-        MarkDirty(segment);
     }
 
     /// <summary>
@@ -257,23 +319,28 @@ public sealed partial class SegmentStore : IDisposable
                     await FsyncAsync(lease.Handle, kv.Key).ConfigureAwait(false);
                 }
             }
-            lock (_gate)
-            {
-                // A write that landed after our snapshot has a newer generation and stays dirty.
-                if (_dirty.TryGetValue(kv.Key, out var generation) && generation == kv.Value)
-                {
-                    _dirty.Remove(kv.Key);
-                }
-            }
         })).ConfigureAwait(false);
         SyncVersions(volumeId);
         // The directory entries of newly created segment files must be durable too.
         if (Directory.Exists(VolumeDirectory(volumeId)))
         {
-            SyncDirectory(VolumeDirectory(volumeId));
+            SyncVolumeDirectory(volumeId);
         }
         lock (_gate)
         {
+            // Data and versions of these segments are durable now; a write that landed after our
+            // snapshot has a newer generation, stays dirty and keeps its intent.
+            var clean = new List<long>();
+            foreach (var (segment, generation) in written)
+            {
+                var current = _dirty.TryGetValue(segment, out var g) ? g : -1;
+                if (current == generation)
+                {
+                    _dirty.Remove(segment);
+                    clean.Add(segment.SegmentIndex);
+                }
+            }
+            _intents.Clear(volumeId, clean);
             _flushedSinceOpen.Add(volumeId);
         }
     }
@@ -291,8 +358,10 @@ public sealed partial class SegmentStore : IDisposable
             {
                 _dirty.Remove(key);
             }
+            _newFiles.Remove(volumeId);
         }
         _versions.Forget(volumeId);
+        _intents.Forget(volumeId);
         var directory = VolumeDirectory(volumeId);
         if (!Directory.Exists(directory))
         {
@@ -343,7 +412,22 @@ public sealed partial class SegmentStore : IDisposable
     public long Version(SegmentAddress segment) => _versions.Get(segment.VolumeId, segment.SegmentIndex);
 
     /// <summary>The primary's version for a new write at <paramref name="epoch"/>; recorded at once.</summary>
-    public long NextVersion(SegmentAddress segment, long epoch) => _versions.Next(segment.VolumeId, segment.SegmentIndex, epoch);
+    /// <summary>
+    /// As the primary after an unclean shutdown: gives the segment the repair version of
+    /// <paramref name="epoch"/>, which no replica can hold, so a resync copies it to every replica.
+    /// Writes to it are refused until the map moves past that epoch.
+    /// </summary>
+    public async ValueTask MarkForRepairAsync(SegmentAddress segment, long epoch)
+    {
+        await PrepareWriteAsync(segment).ConfigureAwait(false);
+        _versions.Set(segment.VolumeId, segment.SegmentIndex, SegmentVersions.RepairVersionOf(epoch));
+    }
+
+    public async ValueTask<long> NextVersionAsync(SegmentAddress segment, long epoch)
+    {
+        await PrepareWriteAsync(segment).ConfigureAwait(false);
+        return _versions.Next(segment.VolumeId, segment.SegmentIndex, epoch);
+    }
 
     /// <summary>A replica applied a write of <paramref name="version"/>.</summary>
     public void RaiseVersion(SegmentAddress segment, long version) => _versions.Raise(segment.VolumeId, segment.SegmentIndex, version);
@@ -379,6 +463,7 @@ public sealed partial class SegmentStore : IDisposable
             throw new InvalidRequestException($"segment image carries {bytes.Length} bytes for extents totalling {total}");
         }
         ThrowIfFailed();
+        await PrepareWriteAsync(segment).ConfigureAwait(false);
         using (var lease = Acquire(segment, create: true))
         {
             RandomAccess.SetLength(lease.Handle!, 0);
@@ -393,7 +478,7 @@ public sealed partial class SegmentStore : IDisposable
         }
         _versions.Set(segment.VolumeId, segment.SegmentIndex, version);
         SyncVersions(segment.VolumeId);
-        SyncDirectory(VolumeDirectory(segment.VolumeId));
+        SyncVolumeDirectory(segment.VolumeId);
     }
 
     /// <summary>The highest write version of any segment of any volume on this host.</summary>
@@ -420,8 +505,13 @@ public sealed partial class SegmentStore : IDisposable
         return (bytes, files);
     }
 
+    /// <summary>
+    /// A clean shutdown: every volume flushed, then the clean-shutdown marker written and made
+    /// durable, so the next start trusts every version. A failed disk or flush leaves no marker.
+    /// </summary>
     public void Dispose()
     {
+        var clean = ShutDownCleanly();
         lock (_gate)
         {
             foreach (var key in _open.Keys.ToList())
@@ -430,6 +520,42 @@ public sealed partial class SegmentStore : IDisposable
             }
         }
         _versions.Dispose();
+        _intents.Dispose();
+        if (clean)
+        {
+            try
+            {
+                using (var marker = new FileStream(Path.Combine(_volumesRoot, CleanShutdownFileName), FileMode.Create, FileAccess.Write))
+                {
+                    marker.Flush(flushToDisk: true);
+                }
+                SyncDirectory(_volumesRoot);
+            }
+            catch (Exception ex) when (ex is IOException or DiskFailedException or UnauthorizedAccessException)
+            {
+                // No marker: the next start repairs the segments the intents name. Safe, only slower.
+            }
+        }
+    }
+
+    private bool ShutDownCleanly()
+    {
+        if (Failure is not null)
+        {
+            return false;
+        }
+        try
+        {
+            foreach (var volumeId in ListVolumes())
+            {
+                FlushVolumeAsync(volumeId).GetAwaiter().GetResult();
+            }
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or DiskFailedException or UnauthorizedAccessException)
+        {
+            return false;
+        }
     }
 
     private static void CheckRange(int segmentSize, int offset, int length)
@@ -463,8 +589,27 @@ public sealed partial class SegmentStore : IDisposable
             if (create)
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+                try
+                {
+                    handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
+                    lock (_gate)
+                    {
+                        if (!_newFiles.TryGetValue(segment.VolumeId, out var created))
+                        {
+                            _newFiles[segment.VolumeId] = created = [];
+                        }
+                        created.Add(segment.SegmentIndex);
+                    }
+                }
+                catch (IOException) when (File.Exists(path))
+                {
+                    handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
+                }
             }
-            handle = File.OpenHandle(path, create ? FileMode.OpenOrCreate : FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
+            else
+            {
+                handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
+            }
         }
         catch (Exception ex) when (!create && ex is FileNotFoundException or DirectoryNotFoundException)
         {
@@ -533,11 +678,17 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
-    private void MarkDirty(SegmentAddress segment)
+    /// <summary>
+    /// Before any change to a segment's data or version: it is dirty (the next flush syncs it) and
+    /// its write intent is durable. Both under one lock with the flush's clearing, so a flush never
+    /// clears the intent of a write that has begun.
+    /// </summary>
+    private Task PrepareWriteAsync(SegmentAddress segment)
     {
         lock (_gate)
         {
             _dirty[segment] = ++_writeGeneration;
+            return _intents.Mark(segment.VolumeId, segment.SegmentIndex);
         }
     }
 
@@ -609,6 +760,22 @@ public sealed partial class SegmentStore : IDisposable
             }
         });
 
+    private void SyncIntents(string path, SafeFileHandle handle)
+    {
+        try
+        {
+            if (_failsFsync(path))
+            {
+                throw new IOException("injected");
+            }
+            RandomAccess.FlushToDisk(handle);
+        }
+        catch (IOException ex)
+        {
+            Fail($"fsync of the write intents {path} failed: {ex.Message}");
+        }
+    }
+
     private void SyncVersions(Guid volumeId)
     {
         try
@@ -622,6 +789,31 @@ public sealed partial class SegmentStore : IDisposable
         catch (IOException ex)
         {
             Fail($"fsync of the write versions of volume {volumeId} failed: {ex.Message}");
+        }
+    }
+
+    /// <summary>Fsyncs a volume's directory: every segment file created before it now has a durable entry.</summary>
+    private void SyncVolumeDirectory(Guid volumeId)
+    {
+        HashSet<long>? covered;
+        lock (_gate)
+        {
+            _newFiles.Remove(volumeId, out covered);
+        }
+        try
+        {
+            SyncDirectory(VolumeDirectory(volumeId));
+        }
+        catch
+        {
+            lock (_gate)
+            {
+                if (covered is not null)
+                {
+                    _newFiles.TryAdd(volumeId, covered); // still not durable
+                }
+            }
+            throw;
         }
     }
 

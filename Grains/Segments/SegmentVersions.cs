@@ -23,6 +23,12 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
 
     private static long FirstVersionOf(long epoch) => epoch << EpochShift;
 
+    /// <summary>
+    /// The last version of an epoch, never handed out to a write: a primary gives it to a segment
+    /// whose contents it must impose on its replicas, and no replica can hold it already.
+    /// </summary>
+    public static long RepairVersionOf(long epoch) => FirstVersionOf(epoch + 1) - 1;
+
     public long Get(Guid volumeId, long segmentIndex)
     {
         lock (_gate)
@@ -47,6 +53,12 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
         {
             var volume = Open(volumeId, create: true)!;
             var next = Math.Max(volume.Get(segmentIndex) + 1, FirstVersionOf(epoch));
+            if (next >= RepairVersionOf(epoch))
+            {
+                // The counter would reach the repair version, or run into the next epoch's versions,
+                // which another primary may hand out.
+                throw new Errors.StorageException($"segment {segmentIndex} of volume {volumeId} has used up the write versions of epoch {epoch}; the write is refused until the map moves on");
+            }
             volume.Set(segmentIndex, next);
             return next;
         }

@@ -237,4 +237,53 @@ public sealed partial class StorageServerGrain
     }
 
     private sealed record InstalledSegments(long SinceEpoch, HashSet<long> Segments);
+
+    /// <summary>
+    /// After an unclean shutdown, the segments the write-intent bitmap names may hold data and a
+    /// version that disagree (store.SuspectSegments; their versions are 0 now). Compare-and-repair
+    /// from the primary, once per process: as a replica, this host is resynced (its suspect
+    /// segments differ from the primary's, so they are copied); as the primary, its copy is the
+    /// truth (every write acknowledged as durable is in it), so the suspect segments get the
+    /// epoch's repair version, which no replica can hold, and the other replicas are resynced to match.
+    /// </summary>
+    private async Task RepairSuspectSegmentsAsync()
+    {
+        var epoch = _map.Epoch;
+        foreach (var (volumeId, segments) in store.TakeSuspectSegments())
+        {
+            if (_map.FindVolume(volumeId) is not { } volume)
+            {
+                continue; // deleted, or not this map's: nothing to serve from it
+            }
+            foreach (var bySegmentGroup in segments.GroupBy(segment => volume.PlacementGroupOf(segment).Index))
+            {
+                var group = volume.PlacementGroups[bySegmentGroup.Key];
+                IEnumerable<string> resync;
+                if (group.Primary == _hostId)
+                {
+                    resync = group.Receivers.Skip(1).ToList();
+                    if (!resync.Any())
+                    {
+                        continue; // no other copy to make agree: what survived is the data
+                    }
+                    foreach (var segment in bySegmentGroup)
+                    {
+                        // A version no replica can hold, even one that kept writes this host lost,
+                        // so the resync copies the segment to all of them.
+                        await store.MarkForRepairAsync(new SegmentAddress(volumeId, segment), epoch);
+                    }
+                }
+                else
+                {
+                    resync = group.Contains(_hostId) ? [_hostId] : [];
+                }
+                foreach (var hostId in resync)
+                {
+                    Log.SuspectSegmentsRepair(logger, _hostId, hostId, group.Index, volume.Name, bySegmentGroup.Count());
+                    var report = new ReplicaFailure(volumeId, group.Index, hostId, _hostId, "segments written before an unclean shutdown must be compared with the primary", epoch);
+                    await Management.ReportReplicaFailedAsync(report);
+                }
+            }
+        }
+    }
 }

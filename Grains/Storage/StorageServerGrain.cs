@@ -55,6 +55,7 @@ public sealed partial class StorageServerGrain(
         if (!_map.IsUnformed)
         {
             RemoveReleasedData(_map);
+            await RepairSuspectSegmentsAsync();
         }
 
         var stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
@@ -98,7 +99,7 @@ public sealed partial class StorageServerGrain(
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
         // The wait above may have spanned a map change: decide again on the current map.
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
-        var forwarded = request with { Version = store.NextVersion(request.Segment, _map.Epoch) };
+        var forwarded = request with { Version = await store.NextVersionAsync(request.Segment, _map.Epoch) };
         var local = store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask();
         await ForwardAsync(group, request.Segment, local, server => server.ReplicaWriteAsync(forwarded));
     }
@@ -109,7 +110,7 @@ public sealed partial class StorageServerGrain(
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
-        var forwarded = request with { Version = store.NextVersion(request.Segment, _map.Epoch) };
+        var forwarded = request with { Version = await store.NextVersionAsync(request.Segment, _map.Epoch) };
         var local = store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask();
         await ForwardAsync(group, request.Segment, local, server => server.ReplicaTrimAsync(forwarded));
     }
@@ -226,7 +227,7 @@ public sealed partial class StorageServerGrain(
         catch
         {
             var epoch = _map.Epoch;
-            store.NextVersion(segment, epoch);
+            await store.NextVersionAsync(segment, epoch);
             var targets = group.ForwardTargets.ToArray(); // the order the forwards were started in
             for (var i = 0; i < targets.Length; i++)
             {

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Identity;
 using OrleansStorage.Silo.Hosting;
@@ -24,6 +25,11 @@ public sealed class ConfiguredSilos(string connectionString, string clusterId) :
     public string ConnectionString { get; set; } = connectionString;
 
     public string ClusterId { get; } = clusterId;
+
+    /// <summary>Given to every silo started from now on as its <see cref="Segments.IDiskFaults"/> (fsync failures or a power-loss simulation).</summary>
+    public Segments.IDiskFaults? DiskFaults { get; set; }
+
+    public string VolumesRootOf(string hostId) => Path.Combine(DataDirectoryOf(hostId), HostDisk.VolumesFolderName);
 
     public string DataDirectoryOf(string hostId) => Path.Combine(Root, hostId);
 
@@ -49,6 +55,15 @@ public sealed class ConfiguredSilos(string connectionString, string clusterId) :
         }
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Configuration.AddInMemoryCollection(settings);
+        if (DiskFaults is { } faults)
+        {
+            builder.Services.AddSingleton(faults);
+        }
+        if (Environment.GetEnvironmentVariable("OSTOR_TEST_LOGS") is { Length: > 0 })
+        {
+            // The silos' own log lines (OrleansStorage only) on standard output, for a failing run.
+            builder.Logging.AddSimpleConsole(o => o.SingleLine = true).AddFilter((category, level) => category?.StartsWith("OrleansStorage", StringComparison.Ordinal) == true && level >= LogLevel.Information);
+        }
         builder.UseOrleans(silo => SiloConfiguration.ConfigureSilo(silo, builder.Configuration));
         var host = builder.Build();
         try

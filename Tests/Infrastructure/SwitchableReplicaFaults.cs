@@ -34,5 +34,5 @@ public sealed class SwitchableDiskFaults : Segments.IDiskFaults
 
     public void Heal(string hostId) => _failing.TryRemove(hostId, out _);
 
-    public bool FailsFsync(string hostId) => _failing.ContainsKey(hostId);
+    public bool FailsFsync(string hostId, string path) => _failing.ContainsKey(hostId);
 }

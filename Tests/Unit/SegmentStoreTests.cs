@@ -184,13 +184,13 @@ public sealed class SegmentStoreTests : IDisposable
     }
 
     [Fact]
-    public void Write_versions_rise_per_epoch_keep_the_highest_on_replicas_and_survive_a_restart()
+    public async Task Write_versions_rise_per_epoch_keep_the_highest_on_replicas_and_survive_a_restart()
     {
-        var first = _store.NextVersion(_segment, epoch: 7);
+        var first = await _store.NextVersionAsync(_segment, epoch: 7);
         Assert.Equal(7L << 32, first);
-        Assert.Equal(first + 1, _store.NextVersion(_segment, epoch: 7));
+        Assert.Equal(first + 1, await _store.NextVersionAsync(_segment, epoch: 7));
         // A later primary (epoch 9) never reuses a version an earlier one handed out.
-        Assert.Equal(9L << 32, _store.NextVersion(_segment, epoch: 9));
+        Assert.Equal(9L << 32, await _store.NextVersionAsync(_segment, epoch: 9));
 
         var replica = new SegmentAddress(_segment.VolumeId, 40);
         _store.RaiseVersion(replica, 12);
@@ -235,11 +235,59 @@ public sealed class SegmentStoreTests : IDisposable
         {
             var segment = new SegmentAddress(_segment.VolumeId, i);
             await _store.WriteAsync(segment, Segment, 0, data, durable: false);
-            _store.NextVersion(segment, epoch: 1);
+            await _store.NextVersionAsync(segment, epoch: 1);
         }
         Assert.Equal(3, _store.DeleteSegments(_segment.VolumeId, index => index % 2 == 1));
         Assert.Equal([0L, 2L, 4L], _store.ListSegments(_segment.VolumeId).Order());
         Assert.Equal(0, _store.Version(new SegmentAddress(_segment.VolumeId, 1)));
         Assert.NotEqual(0, _store.Version(new SegmentAddress(_segment.VolumeId, 2)));
+    }
+
+    [Fact]
+    public async Task Versions_of_an_epoch_never_run_into_the_next_epoch()
+    {
+        await _store.InstallImageAsync(_segment, Segment, [], ReadOnlyMemory<byte>.Empty, version: (7L << 32) + uint.MaxValue - 1);
+        await Assert.ThrowsAsync<StorageException>(() => _store.NextVersionAsync(_segment, epoch: 7).AsTask());
+        Assert.Equal(8L << 32, await _store.NextVersionAsync(_segment, epoch: 8));
+    }
+
+    [Fact]
+    public async Task After_an_unclean_shutdown_segments_with_unflushed_writes_are_suspect_and_lose_their_versions()
+    {
+        var flushed = new SegmentAddress(_segment.VolumeId, 1);
+        var unflushed = new SegmentAddress(_segment.VolumeId, 2);
+        var durableOnly = new SegmentAddress(_segment.VolumeId, 3);
+        foreach (var segment in new[] { flushed, unflushed, durableOnly })
+        {
+            await _store.NextVersionAsync(segment, epoch: 4);
+            await _store.WriteAsync(segment, Segment, 0, new byte[4096], durable: segment == durableOnly);
+        }
+        await _store.FlushVolumeAsync(_segment.VolumeId);
+        await _store.NextVersionAsync(unflushed, epoch: 4);
+        await _store.WriteAsync(unflushed, Segment, 0, new byte[4096], durable: false);
+        await _store.NextVersionAsync(durableOnly, epoch: 4);
+        await _store.WriteAsync(durableOnly, Segment, 0, new byte[4096], durable: true); // FUA, but no flush: its version is not durable
+
+        // A crash: the store is opened again without its clean shutdown.
+        using var reopened = new SegmentStore(_root);
+        var suspects = Assert.Single(reopened.SuspectSegments);
+        Assert.Equal(_segment.VolumeId, suspects.Key);
+        Assert.Equal([2L, 3L], suspects.Value.Order());
+        Assert.Equal(4L << 32, reopened.Version(flushed));
+        Assert.Equal(0, reopened.Version(unflushed));
+        Assert.Equal(0, reopened.Version(durableOnly));
+    }
+
+    [Fact]
+    public async Task A_clean_shutdown_leaves_nothing_suspect()
+    {
+        await _store.NextVersionAsync(_segment, epoch: 4);
+        await _store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
+        _store.Dispose();
+        using var reopened = new SegmentStore(_root);
+        Assert.Empty(reopened.SuspectSegments);
+        Assert.Equal(4L << 32, reopened.Version(_segment));
+        // The marker is gone at open: a crash from now on is unclean again.
+        Assert.False(File.Exists(Path.Combine(reopened.VolumesRoot, SegmentStore.CleanShutdownFileName)));
     }
 }

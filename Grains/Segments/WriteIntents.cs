@@ -1,0 +1,175 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace OrleansStorage.Segments;
+
+/// <summary>
+/// A write-intent bitmap, as Linux md keeps one: one byte per segment in <c>{volume}/intents</c>,
+/// set and made durable before a segment takes its first write since its last fsync, and cleared
+/// (lazily, without an fsync) once a flush has made the segment durable again. After an unclean
+/// shutdown, exactly the segments marked here may hold data and a write version that disagree —
+/// each reaches the disk on its own — so their versions are not trusted (docs/failures.md).
+/// </summary>
+internal sealed class WriteIntents(string volumesRoot, Action<string, SafeFileHandle> fsync, Action<string> fsyncDirectory) : IDisposable
+{
+    public const string FileName = "intents";
+    private readonly Lock _gate = new();
+    private readonly Dictionary<Guid, VolumeIntents> _volumes = [];
+
+    /// <summary>
+    /// Marks the segment; the task completes once the mark is durable. Free when it already is;
+    /// otherwise one byte written and the file fsynced (marks set meanwhile share the fsync).
+    /// </summary>
+    public Task Mark(Guid volumeId, long segmentIndex)
+    {
+        VolumeIntents volume;
+        lock (_gate)
+        {
+            volume = Open(volumeId, create: true)!;
+            if (volume.IsMarked(segmentIndex))
+            {
+                return volume.Durable; // marked; durable once the fsync that covers it is done
+            }
+            volume.Set(segmentIndex, true);
+            return volume.Durable = SyncAfter(volume, volume.Durable);
+        }
+    }
+
+    /// <summary>The flush made these segments durable: unmark them. Not fsynced: a lost clear only costs a needless repair.</summary>
+    public void Clear(Guid volumeId, IEnumerable<long> segmentIndexes)
+    {
+        lock (_gate)
+        {
+            if (Open(volumeId, create: false) is { } volume)
+            {
+                foreach (var index in segmentIndexes)
+                {
+                    volume.Set(index, false);
+                }
+            }
+        }
+    }
+
+    /// <summary>Every marked segment of the volume.</summary>
+    public IReadOnlyList<long> Marked(Guid volumeId)
+    {
+        lock (_gate)
+        {
+            return Open(volumeId, create: false)?.MarkedSegments() ?? [];
+        }
+    }
+
+    public void Forget(Guid volumeId)
+    {
+        lock (_gate)
+        {
+            if (_volumes.Remove(volumeId, out var volume))
+            {
+                volume.Handle.Dispose();
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var volume in _volumes.Values)
+            {
+                volume.Handle.Dispose();
+            }
+            _volumes.Clear();
+        }
+    }
+
+    /// <summary>One fsync after the previous one: marks set meanwhile ride along with it.</summary>
+    private async Task SyncAfter(VolumeIntents volume, Task previous)
+    {
+        await previous.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ForceYielding);
+        fsync(volume.Path, volume.Handle);
+    }
+
+    private VolumeIntents? Open(Guid volumeId, bool create)
+    {
+        if (_volumes.TryGetValue(volumeId, out var open))
+        {
+            return open;
+        }
+        var directory = System.IO.Path.Combine(volumesRoot, volumeId.ToString("N"));
+        var path = System.IO.Path.Combine(directory, FileName);
+        if (!create && !File.Exists(path))
+        {
+            return null;
+        }
+        var newDirectory = !Directory.Exists(directory);
+        var newFile = !File.Exists(path);
+        Directory.CreateDirectory(directory);
+        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
+        // A mark is only durable if the file that holds it is: its directory entries first. This
+        // is the first file of a volume any write creates, so the volume's directory is made durable here.
+        if (newFile)
+        {
+            fsyncDirectory(directory);
+        }
+        if (newDirectory)
+        {
+            fsyncDirectory(volumesRoot);
+        }
+        var bytes = new byte[RandomAccess.GetLength(handle)];
+        for (int read = 0, n; read < bytes.Length; read += n)
+        {
+            n = RandomAccess.Read(handle, bytes.AsSpan(read), read);
+            if (n == 0)
+            {
+                break;
+            }
+        }
+        open = new VolumeIntents(path, handle, bytes);
+        _volumes[volumeId] = open;
+        return open;
+    }
+
+    private sealed class VolumeIntents(string path, SafeFileHandle handle, byte[] marks)
+    {
+        private byte[] _marks = marks;
+
+        public string Path { get; } = path;
+
+        public SafeFileHandle Handle { get; } = handle;
+
+        /// <summary>Completes when every mark set so far is durable.</summary>
+        public Task Durable { get; set; } = Task.CompletedTask;
+
+        public bool IsMarked(long segmentIndex) => segmentIndex < _marks.Length && _marks[segmentIndex] != 0;
+
+        public void Set(long segmentIndex, bool marked)
+        {
+            if (segmentIndex >= _marks.Length)
+            {
+                if (!marked)
+                {
+                    return;
+                }
+                Array.Resize(ref _marks, (int)Math.Max(segmentIndex + 1, _marks.Length * 2L));
+            }
+            if ((_marks[segmentIndex] != 0) == marked)
+            {
+                return;
+            }
+            _marks[segmentIndex] = marked ? (byte)1 : (byte)0;
+            RandomAccess.Write(Handle, _marks.AsSpan((int)segmentIndex, 1), segmentIndex);
+        }
+
+        public List<long> MarkedSegments()
+        {
+            var marked = new List<long>();
+            for (var i = 0; i < _marks.Length; i++)
+            {
+                if (_marks[i] != 0)
+                {
+                    marked.Add(i);
+                }
+            }
+            return marked;
+        }
+    }
+}
