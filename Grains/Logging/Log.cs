@@ -56,6 +56,9 @@ internal static partial class Log
     [LoggerMessage(1015, LogLevel.Warning, "Storage server {HostId} restarted after an unclean shutdown: {Target} is resynced for {Segments} suspect segments of placement group {Group} of volume '{Volume}'")]
     public static partial void SuspectSegmentsRepair(ILogger logger, string hostId, string target, int group, string volume, int segments);
 
+    [LoggerMessage(1016, LogLevel.Warning, "Storage server {HostId} could not have its suspect segments repaired yet; its next activation tries again")]
+    public static partial void SuspectRepairFailed(ILogger logger, Exception exception, string hostId);
+
     [LoggerMessage(1100, LogLevel.Information, "Cluster map is now at epoch {Epoch}: {Change}")]
     public static partial void MapChanged(ILogger logger, long epoch, string change);
 

@@ -79,14 +79,15 @@ public sealed partial class SegmentStore : IDisposable
     /// </summary>
     public IReadOnlyDictionary<Guid, long[]> SuspectSegments { get; private set; }
 
-    /// <summary>The suspect segments, once: whoever takes them has them repaired.</summary>
-    public IReadOnlyDictionary<Guid, long[]> TakeSuspectSegments()
+    /// <summary>The suspect segments have been repaired (or handed to repair): they are suspect no more.</summary>
+    public void SuspectSegmentsRepaired(IReadOnlyDictionary<Guid, long[]> repaired)
     {
         lock (_gate)
         {
-            var suspects = SuspectSegments;
-            SuspectSegments = new Dictionary<Guid, long[]>();
-            return suspects;
+            if (ReferenceEquals(SuspectSegments, repaired))
+            {
+                SuspectSegments = new Dictionary<Guid, long[]>();
+            }
         }
     }
 
@@ -740,27 +741,28 @@ public sealed partial class SegmentStore : IDisposable
     }
 
     private Task FsyncAsync(SafeFileHandle handle, SegmentAddress segment) =>
-        Task.Run(() =>
+        Task.Run(() => Sync(SegmentPath(segment), () =>
         {
-            if (_failsFsync(SegmentPath(segment)))
-            {
-                Fail($"fsync of {SegmentPath(segment)} failed (injected)");
-            }
-            if (OperatingSystem.IsLinux())
-            {
-                if (Fsync(handle) != 0)
-                {
-                    Fail($"fsync of {SegmentPath(segment)} failed with errno {Marshal.GetLastPInvokeError()}");
-                }
-            }
-            else
+            if (!OperatingSystem.IsLinux())
             {
                 using var stream = new FileStream(handle, FileAccess.ReadWrite);
                 stream.Flush(flushToDisk: true);
             }
-        });
+            else if (Fsync(handle) != 0)
+            {
+                throw new IOException($"errno {Marshal.GetLastPInvokeError()}");
+            }
+        }));
 
-    private void SyncIntents(string path, SafeFileHandle handle)
+    private void SyncIntents(string path, SafeFileHandle handle) => Sync(path, () => RandomAccess.FlushToDisk(handle));
+
+    private void SyncVersions(Guid volumeId) =>
+        Sync(Path.Combine(VolumeDirectory(volumeId), SegmentVersions.FileName), () => _versions.Flush(volumeId));
+
+    private void SyncDirectory(string directory) => Sync(directory, () => DurableFiles.FsyncDirectory(directory));
+
+    /// <summary>One fsync, which the disk (or a test) may fail: then the store fails for good.</summary>
+    private void Sync(string path, Action fsync)
     {
         try
         {
@@ -768,27 +770,11 @@ public sealed partial class SegmentStore : IDisposable
             {
                 throw new IOException("injected");
             }
-            RandomAccess.FlushToDisk(handle);
+            fsync();
         }
         catch (IOException ex)
         {
-            Fail($"fsync of the write intents {path} failed: {ex.Message}");
-        }
-    }
-
-    private void SyncVersions(Guid volumeId)
-    {
-        try
-        {
-            if (_failsFsync(Path.Combine(VolumeDirectory(volumeId), SegmentVersions.FileName)))
-            {
-                throw new IOException("injected");
-            }
-            _versions.Flush(volumeId);
-        }
-        catch (IOException ex)
-        {
-            Fail($"fsync of the write versions of volume {volumeId} failed: {ex.Message}");
+            Fail($"fsync of {path} failed: {ex.Message}");
         }
     }
 
@@ -814,22 +800,6 @@ public sealed partial class SegmentStore : IDisposable
                 }
             }
             throw;
-        }
-    }
-
-    private void SyncDirectory(string directory)
-    {
-        try
-        {
-            if (_failsFsync(directory))
-            {
-                throw new IOException("injected");
-            }
-            DurableFiles.FsyncDirectory(directory);
-        }
-        catch (IOException ex)
-        {
-            Fail($"fsync of directory {directory} failed: {ex.Message}");
         }
     }
 

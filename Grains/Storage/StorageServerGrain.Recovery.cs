@@ -245,11 +245,14 @@ public sealed partial class StorageServerGrain
     /// segments differ from the primary's, so they are copied); as the primary, its copy is the
     /// truth (every write acknowledged as durable is in it), so the suspect segments get the
     /// epoch's repair version, which no replica can hold, and the other replicas are resynced to match.
+    /// Until every report was heard the segments stay suspect, and the next activation repeats it
+    /// (harmless: a new repair version, a resync asked for again).
     /// </summary>
     private async Task RepairSuspectSegmentsAsync()
     {
         var epoch = _map.Epoch;
-        foreach (var (volumeId, segments) in store.TakeSuspectSegments())
+        var suspects = store.SuspectSegments;
+        foreach (var (volumeId, segments) in suspects)
         {
             if (_map.FindVolume(volumeId) is not { } volume)
             {
@@ -285,5 +288,6 @@ public sealed partial class StorageServerGrain
                 }
             }
         }
+        store.SuspectSegmentsRepaired(suspects);
     }
 }

@@ -38,6 +38,7 @@ public sealed partial class StorageServerGrain(
     private ClusterMap? _savedMap;
     private string _hostId = "";
     private Task? _catchUp;
+    private bool _activated;
 
     private IManagementServiceGrain Management => GrainFactory.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
 
@@ -57,6 +58,7 @@ public sealed partial class StorageServerGrain(
             RemoveReleasedData(_map);
             await RepairSuspectSegmentsAsync();
         }
+        _activated = true;
 
         var stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
             .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
@@ -392,6 +394,12 @@ public sealed partial class StorageServerGrain(
             RemoveGroups(volume, released);
         }
         PurgeTombstoned(map);
+        if (_activated && previous.IsUnformed)
+        {
+            // The first map after a recovery (this server activated on an empty database).
+            RemoveReleasedData(map);
+            InBackground(RepairSuspectSegmentsAsync(), ex => Log.SuspectRepairFailed(logger, ex, _hostId));
+        }
         return Task.CompletedTask;
     }
 
