@@ -16,7 +16,7 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
 {
     public const string FileName = "versions";
     private readonly Lock _gate = new();
-    private readonly Dictionary<Guid, VolumeVersions> _volumes = [];
+    private readonly VolumeFiles<VolumeVersions> _volumes = new(volumesRoot, FileName, opening => new VolumeVersions(opening.Handle, Slots(opening.Contents)));
 
     /// <summary>A version's epoch is its high bits: version &gt;&gt; EpochShift.</summary>
     public const int EpochShift = 32;
@@ -103,10 +103,7 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
     {
         lock (_gate)
         {
-            if (_volumes.Remove(volumeId, out var volume))
-            {
-                volume.Handle.Dispose();
-            }
+            _volumes.Forget(volumeId);
         }
     }
 
@@ -114,46 +111,21 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
     {
         lock (_gate)
         {
-            foreach (var volume in _volumes.Values)
-            {
-                volume.Handle.Dispose();
-            }
-            _volumes.Clear();
+            _volumes.Dispose();
         }
     }
 
-    private VolumeVersions? Open(Guid volumeId, bool create)
+    private VolumeVersions? Open(Guid volumeId, bool create) => _volumes.Get(volumeId, create);
+
+    /// <summary>The slots are the file's bytes as longs in this machine's byte order (a torn last slot reads as never written).</summary>
+    private static long[] Slots(byte[] contents)
     {
-        if (_volumes.TryGetValue(volumeId, out var open))
-        {
-            return open;
-        }
-        var directory = Path.Combine(volumesRoot, volumeId.ToString("N"));
-        var path = Path.Combine(directory, FileName);
-        if (!create && !File.Exists(path))
-        {
-            return null;
-        }
-        Directory.CreateDirectory(directory);
-        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        // The slots are the file's bytes as longs in this machine's byte order, read straight into the array.
-        var slots = new long[RandomAccess.GetLength(handle) / sizeof(long)];
-        var bytes = MemoryMarshal.AsBytes(slots.AsSpan());
-        for (int read = 0, n; read < bytes.Length; read += n)
-        {
-            n = RandomAccess.Read(handle, bytes[read..], read);
-            if (n == 0)
-            {
-                bytes[read..].Clear(); // the file shrank meanwhile: the rest was never written
-                break;
-            }
-        }
-        open = new VolumeVersions(handle, slots);
-        _volumes[volumeId] = open;
-        return open;
+        var slots = new long[contents.Length / sizeof(long)];
+        contents.AsSpan(0, slots.Length * sizeof(long)).CopyTo(MemoryMarshal.AsBytes(slots.AsSpan()));
+        return slots;
     }
 
-    private sealed class VolumeVersions(SafeFileHandle handle, long[] slots)
+    private sealed class VolumeVersions(SafeFileHandle handle, long[] slots) : IVolumeFile
     {
         private long[] _slots = slots;
 

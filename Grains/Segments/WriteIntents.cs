@@ -13,7 +13,20 @@ internal sealed class WriteIntents(string volumesRoot, Action<string, SafeFileHa
 {
     public const string FileName = "intents";
     private readonly Lock _gate = new();
-    private readonly Dictionary<Guid, VolumeIntents> _volumes = [];
+    private readonly VolumeFiles<VolumeIntents> _volumes = new(volumesRoot, FileName, opening =>
+    {
+        // A mark is only durable if the file that holds it is: its directory entries first. This
+        // is the first file of a volume any write creates, so the volume's directory is made durable here.
+        if (opening.NewFile)
+        {
+            fsyncDirectory(System.IO.Path.GetDirectoryName(opening.Path)!);
+        }
+        if (opening.NewDirectory)
+        {
+            fsyncDirectory(volumesRoot);
+        }
+        return new VolumeIntents(opening.Path, opening.Handle, opening.Contents);
+    });
 
     /// <summary>
     /// Marks the segment; the task completes once the mark is durable. Free when it already is;
@@ -62,10 +75,7 @@ internal sealed class WriteIntents(string volumesRoot, Action<string, SafeFileHa
     {
         lock (_gate)
         {
-            if (_volumes.Remove(volumeId, out var volume))
-            {
-                volume.Handle.Dispose();
-            }
+            _volumes.Forget(volumeId);
         }
     }
 
@@ -73,11 +83,7 @@ internal sealed class WriteIntents(string volumesRoot, Action<string, SafeFileHa
     {
         lock (_gate)
         {
-            foreach (var volume in _volumes.Values)
-            {
-                volume.Handle.Dispose();
-            }
-            _volumes.Clear();
+            _volumes.Dispose();
         }
     }
 
@@ -88,47 +94,9 @@ internal sealed class WriteIntents(string volumesRoot, Action<string, SafeFileHa
         fsync(volume.Path, volume.Handle);
     }
 
-    private VolumeIntents? Open(Guid volumeId, bool create)
-    {
-        if (_volumes.TryGetValue(volumeId, out var open))
-        {
-            return open;
-        }
-        var directory = System.IO.Path.Combine(volumesRoot, volumeId.ToString("N"));
-        var path = System.IO.Path.Combine(directory, FileName);
-        if (!create && !File.Exists(path))
-        {
-            return null;
-        }
-        var newDirectory = !Directory.Exists(directory);
-        var newFile = !File.Exists(path);
-        Directory.CreateDirectory(directory);
-        var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
-        // A mark is only durable if the file that holds it is: its directory entries first. This
-        // is the first file of a volume any write creates, so the volume's directory is made durable here.
-        if (newFile)
-        {
-            fsyncDirectory(directory);
-        }
-        if (newDirectory)
-        {
-            fsyncDirectory(volumesRoot);
-        }
-        var bytes = new byte[RandomAccess.GetLength(handle)];
-        for (int read = 0, n; read < bytes.Length; read += n)
-        {
-            n = RandomAccess.Read(handle, bytes.AsSpan(read), read);
-            if (n == 0)
-            {
-                break;
-            }
-        }
-        open = new VolumeIntents(path, handle, bytes);
-        _volumes[volumeId] = open;
-        return open;
-    }
+    private VolumeIntents? Open(Guid volumeId, bool create) => _volumes.Get(volumeId, create);
 
-    private sealed class VolumeIntents(string path, SafeFileHandle handle, byte[] marks)
+    private sealed class VolumeIntents(string path, SafeFileHandle handle, byte[] marks) : IVolumeFile
     {
         private byte[] _marks = marks;
 
