@@ -587,34 +587,16 @@ public sealed partial class SegmentStore : IDisposable
         SafeFileHandle handle;
         try
         {
-            if (create)
-            {
-                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-                try
-                {
-                    handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
-                    lock (_gate)
-                    {
-                        if (!_newFiles.TryGetValue(segment.VolumeId, out var created))
-                        {
-                            _newFiles[segment.VolumeId] = created = [];
-                        }
-                        created.Add(segment.SegmentIndex);
-                    }
-                }
-                catch (IOException) when (File.Exists(path))
-                {
-                    handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
-                }
-            }
-            else
-            {
-                handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
-            }
+            // Most files exist: opening first costs no exception on the common path.
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
         }
-        catch (Exception ex) when (!create && ex is FileNotFoundException or DirectoryNotFoundException)
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
         {
-            return new Lease(this, null); // never written: reads as zeros
+            if (!create)
+            {
+                return new Lease(this, null); // never written: reads as zeros
+            }
+            handle = CreateSegmentFile(segment, path);
         }
         lock (_gate)
         {
@@ -690,6 +672,29 @@ public sealed partial class SegmentStore : IDisposable
         {
             _dirty[segment] = ++_writeGeneration;
             return _intents.Mark(segment.VolumeId, segment.SegmentIndex);
+        }
+    }
+
+    /// <summary>Creates a segment's file, remembering that its directory entry is not durable yet; a file created meanwhile by another request is opened instead.</summary>
+    private SafeFileHandle CreateSegmentFile(SegmentAddress segment, string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        try
+        {
+            var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
+            lock (_gate)
+            {
+                if (!_newFiles.TryGetValue(segment.VolumeId, out var created))
+                {
+                    _newFiles[segment.VolumeId] = created = [];
+                }
+                created.Add(segment.SegmentIndex);
+            }
+            return handle;
+        }
+        catch (IOException) when (File.Exists(path))
+        {
+            return File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
         }
     }
 
