@@ -182,7 +182,9 @@ public sealed class OstorClient : IAsyncDisposable
 
     public async Task<VolumeHandle> OpenVolumeAsync(string name)
     {
-        var map = Maps.Current.FindVolume(name) is null ? await Maps.RefreshAsync() : Maps.Current;
+        // Always the newest map: a client that held an old one (its pushes lost) would send its
+        // first requests to where the volume used to live, and cost every host a mismatch.
+        var map = await Maps.RefreshAsync();
         var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
         return new VolumeHandle(this, volume);
     }

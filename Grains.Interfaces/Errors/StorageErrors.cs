@@ -119,3 +119,15 @@ public sealed class DiskFailedException : StorageException
 {
     public DiskFailedException(string reason) : base($"disk failed: {reason}; this host serves nothing until it is restarted and refilled from its peers") { }
 }
+
+/// <summary>
+/// The primary may not serve right now: it holds no lease for the current epoch (the management
+/// service could not be reached to renew it), or an earlier primary of the group may still hold
+/// one. Nothing was read or written; retrying on a fresh map is safe (docs/failures.md, "Read leases").
+/// </summary>
+[GenerateSerializer, Alias("ostor.PrimaryLeaseException")]
+public sealed class PrimaryLeaseException : StorageException
+{
+    public PrimaryLeaseException(string hostId, long epoch, string reason)
+        : base($"host '{hostId}' holds no primary lease at epoch {epoch}: {reason}") { }
+}

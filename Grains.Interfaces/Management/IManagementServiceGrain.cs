@@ -1,4 +1,5 @@
 using Orleans.Concurrency;
+using OrleansStorage.Leases;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
 
@@ -23,6 +24,15 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     /// </summary>
     [Alias("RenewHost")]
     Task<bool> RenewHostAsync(HostRegistration registration);
+
+    /// <summary>
+    /// A storage server's primary lease, granted on the map the database holds now (checked with
+    /// a read of it, so a management service cut off from the database grants nothing). A server
+    /// whose map is older is told the epoch to catch up to. See docs/failures.md, "Read leases".
+    /// </summary>
+    [Alias("RenewLease")]
+    [AlwaysInterleave]
+    Task<LeaseGrant> RenewLeaseAsync(LeaseRequest request);
 
     [Alias("CreateVolume")]
     Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor);

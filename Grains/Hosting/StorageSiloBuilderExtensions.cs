@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Serialization;
 using OrleansStorage.Identity;
+using OrleansStorage.Leases;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Placement;
@@ -40,6 +41,9 @@ public static class StorageSiloBuilderExtensions
         services.AddOptions<StorageServerOptions>().Configure(configureStorage).ValidateDataAnnotations().ValidateOnStart();
         services.AddOptions<ManagementOptions>().ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<IValidateOptions<ManagementOptions>, ManagementOptionsValidator>();
+        services.AddOptions<LeaseOptions>().ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<IValidateOptions<LeaseOptions>, LeaseOptionsValidator>();
+        services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton(sp =>
         {
             var storage = sp.GetRequiredService<IOptions<StorageServerOptions>>().Value;
@@ -72,4 +76,10 @@ internal sealed class ManagementOptionsValidator : IValidateOptions<ManagementOp
         (options.SegmentSizeBytes & (options.SegmentSizeBytes - 1)) != 0
             ? ValidateOptionsResult.Fail($"Management:SegmentSizeBytes is {options.SegmentSizeBytes}; it must be a power of two")
             : ValidateOptionsResult.Success;
+}
+
+internal sealed class LeaseOptionsValidator : IValidateOptions<LeaseOptions>
+{
+    public ValidateOptionsResult Validate(string? name, LeaseOptions options) =>
+        options.Problem() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
 }

@@ -112,4 +112,13 @@ internal static partial class Log
 
     [LoggerMessage(1301, LogLevel.Warning, "Host {HostId} could not register yet; retrying")]
     public static partial void HostRegistrationRetry(ILogger logger, Exception exception, string hostId);
+
+    [LoggerMessage(1112, LogLevel.Error, "The database holds a map (epoch {StoredEpoch}) this activation did not write (it has epoch {Epoch}); it grants no leases and deactivates")]
+    public static partial void ManagementOvertaken(ILogger logger, long epoch, long storedEpoch);
+
+    [LoggerMessage(1400, LogLevel.Warning, "Host {HostId} could not renew its primary lease at epoch {Epoch}; it serves nothing as a primary once the lease runs out")]
+    public static partial void LeaseRenewalFailed(ILogger logger, Exception exception, string hostId, long epoch);
+
+    [LoggerMessage(1401, LogLevel.Information, "Host {HostId} holds its primary lease again at epoch {Epoch}")]
+    public static partial void LeaseRegained(ILogger logger, string hostId, long epoch);
 }

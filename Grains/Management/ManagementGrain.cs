@@ -7,6 +7,7 @@ using Orleans.Storage;
 using Orleans.Streams;
 using OrleansStorage.Errors;
 using OrleansStorage.Identity;
+using OrleansStorage.Leases;
 using OrleansStorage.Logging;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
@@ -31,6 +32,8 @@ public sealed partial class ManagementGrain(
     IClusterMembershipService membership,
     ISiloMetadataCache siloMetadata,
     ILocalSiloDetails silo,
+    IOptions<LeaseOptions> leaseOptions,
+    TimeProvider clock,
     ILogger<ManagementGrain> logger) : Grain, IManagementServiceGrain
 {
     /// <summary>The state name the map has always been stored under (it was a [PersistentState] of this name).</summary>
@@ -47,6 +50,10 @@ public sealed partial class ManagementGrain(
     private readonly List<CopyCompletion> _completedCopies = [];
     private readonly List<(string HostId, Guid VolumeId)> _confirmedPurges = [];
     private IGrainStorage _storage = null!;
+    private LeaseTable _leases = null!;
+
+    /// <summary>A map write is in flight: a lease renewal may see the database ahead of <see cref="_map"/> for a moment.</summary>
+    private bool _writing;
     private GrainState<ManagementState> _state = new(new ManagementState());
     private IAsyncStream<ClusterMap>? _stream;
     private DateTimeOffset _activatedAt;
@@ -64,6 +71,8 @@ public sealed partial class ManagementGrain(
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        // First: leases granted by an earlier activation are bounded from this moment on.
+        _leases = new LeaseTable(leaseOptions.Value, clock);
         _storage = ServiceProvider.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
         var identity = await FromDatabaseAsync(async () =>
         {
@@ -77,6 +86,7 @@ public sealed partial class ManagementGrain(
         _stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
             .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
         await CheckIdentityAsync(identity);
+        await FenceAsync();
         var interval = options.Value.ReconcileInterval;
         this.RegisterGrainTimer(ReconcileAsync, new GrainTimerCreationOptions(interval, interval) { KeepAlive = true });
         Log.ManagementActivated(logger, _map.Epoch, _map.Hosts.Length, _map.Volumes.Length);
@@ -156,6 +166,7 @@ public sealed partial class ManagementGrain(
         var state = _state.State!;
         var persisted = state.Map;
         state.Map = next;
+        _writing = true;
         try
         {
             await _storage.WriteStateAsync(StateName, this.GetGrainId(), _state);
@@ -170,7 +181,13 @@ public sealed partial class ManagementGrain(
             DeactivateOnIdle();
             ThrowIfFailed();
         }
+        finally
+        {
+            _writing = false;
+        }
+        var previous = _map;
         _map = next;
+        _leases.MapChanged(previous, next);
         Log.MapChanged(logger, next.Epoch, change);
         try
         {

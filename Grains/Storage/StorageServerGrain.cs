@@ -5,6 +5,7 @@ using Orleans.Streams;
 using OrleansStorage.Errors;
 using OrleansStorage.Hosting;
 using OrleansStorage.Identity;
+using OrleansStorage.Leases;
 using OrleansStorage.Logging;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
@@ -29,6 +30,8 @@ public sealed partial class StorageServerGrain(
     IReplicaWriteFaults faults,
     RecoveryLog recoveryLog,
     ILocalSiloDetails silo,
+    IOptions<LeaseOptions> leaseOptions,
+    TimeProvider clock,
     ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
 {
     private readonly SegmentWriteOrder _writeOrder = new();
@@ -52,6 +55,7 @@ public sealed partial class StorageServerGrain(
         }
 
         _savedMap = disk.LoadMap();
+        StartLeases();
         await AdoptAsync(await Management.GetMapAsync(), "activation");
         if (!_map.IsUnformed)
         {
@@ -121,6 +125,7 @@ public sealed partial class StorageServerGrain(
     {
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
+        await faults.BeforeWriteTurnAsync(_hostId, request.Segment);
         // Ordered with this host's other writes and copies of the segment; a forward from a primary
         // deposed while it waited is rejected instead of landing after a copy read the segment.
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
@@ -252,21 +257,32 @@ public sealed partial class StorageServerGrain(
             t => onFailure(t.Exception!),
             CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default).Ignore();
 
-    /// <summary>The epoch protocol, then the placement check, for one data request.</summary>
+    /// <summary>The epoch protocol, then the placement check, then (for a primary) the lease, for one data request.</summary>
     private async ValueTask<(VolumeInfo Volume, PlacementGroup Group)> AdmitAsync(long requestEpoch, SegmentAddress segment, ReplicaRole role)
     {
         await CheckEpochAsync(requestEpoch);
-        return EpochGate.Admit(_map, _hostId, segment, role);
+        var admitted = EpochGate.Admit(_map, _hostId, segment, role);
+        if (role != ReplicaRole.Primary || MayLead(admitted.Volume, admitted.Group))
+        {
+            return admitted;
+        }
+        await HoldLeaseAsync(requestEpoch, admitted.Volume, admitted.Group);
+        return AdmitCurrent(requestEpoch, segment, role);
     }
 
-    /// <summary>Admission without catching up: for re-checks after an await, where the epochs must still be equal.</summary>
+    /// <summary>Admission without catching up or waiting: for re-checks after an await, where the epochs must still be equal and the lease still held.</summary>
     private (VolumeInfo Volume, PlacementGroup Group) AdmitCurrent(long requestEpoch, SegmentAddress segment, ReplicaRole role)
     {
         if (EpochGate.Judge(requestEpoch, _map.Epoch) != EpochVerdict.Current)
         {
             throw RejectStale(requestEpoch);
         }
-        return EpochGate.Admit(_map, _hostId, segment, role);
+        var admitted = EpochGate.Admit(_map, _hostId, segment, role);
+        if (role == ReplicaRole.Primary && !MayLead(admitted.Volume, admitted.Group))
+        {
+            throw NoLease(requestEpoch, admitted.Volume, admitted.Group);
+        }
+        return admitted;
     }
 
     private async ValueTask CheckEpochAsync(long requestEpoch)
@@ -336,7 +352,7 @@ public sealed partial class StorageServerGrain(
 
     private async Task OnMapPushedAsync(ClusterMap map, StreamSequenceToken? token)
     {
-        if (!await pushFilter.AcceptAsync(_hostId, map))
+        if (!await pushFilter.AcceptAsync(_hostId, map.Epoch))
         {
             Log.PushDropped(logger, _hostId, map.Epoch);
             return;
@@ -380,6 +396,9 @@ public sealed partial class StorageServerGrain(
         var previous = _map;
         _map = map;
         Log.MapApplied(logger, _hostId, previous.Epoch, map.Epoch, source);
+        // Tells management at once that this host no longer serves the older epochs, so that groups
+        // it stopped leading need not wait for its lease; and gets the lease for this epoch.
+        RenewLeaseAsync().Ignore();
         foreach (var volume in map.Volumes)
         {
             var before = previous.FindVolume(volume.VolumeId);

@@ -7,6 +7,7 @@ using Orleans.Serialization;
 using Orleans.Storage;
 using OrleansStorage.Hosting;
 using OrleansStorage.Identity;
+using OrleansStorage.Leases;
 using OrleansStorage.Management;
 
 namespace OrleansStorage.Silo.Hosting;
@@ -55,6 +56,7 @@ public static class SiloConfiguration
         AddPostgresStores(silo, cluster.PostgresConnectionString);
         silo.AddOrleansStorageHost(o => storageSection.Bind(o));
         silo.Services.AddOptions<ManagementOptions>().Bind(configuration.GetSection(ManagementOptions.SectionName));
+        silo.Services.AddOptions<LeaseOptions>().Bind(configuration.GetSection(LeaseOptions.SectionName));
         // Orleans' failure detector: how fast a dead host is noticed, which is how long I/O to its
         // placement groups stalls before the map moves on without it.
         silo.Services.AddOptions<ClusterMembershipOptions>().Bind(configuration.GetSection(MembershipSectionName));

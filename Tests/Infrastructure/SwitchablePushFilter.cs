@@ -1,10 +1,9 @@
 using System.Collections.Concurrent;
-using OrleansStorage.Maps;
 using OrleansStorage.Storage;
 
 namespace OrleansStorage.Tests.Infrastructure;
 
-/// <summary>Drops map pushes to chosen hosts, on purpose, and counts what it dropped.</summary>
+/// <summary>Drops news of new epochs (pushes and lease answers) to chosen hosts, on purpose, and counts what it dropped.</summary>
 public sealed class SwitchablePushFilter : IClusterMapPushFilter
 {
     private readonly ConcurrentDictionary<string, int> _dropping = new();
@@ -16,7 +15,7 @@ public sealed class SwitchablePushFilter : IClusterMapPushFilter
 
     public int DroppedFor(string hostId) => _dropped.GetValueOrDefault(hostId);
 
-    public ValueTask<bool> AcceptAsync(string hostId, ClusterMap map)
+    public ValueTask<bool> AcceptAsync(string hostId, long epoch)
     {
         if (_dropping.ContainsKey(hostId))
         {

@@ -1,12 +1,47 @@
 using System.Collections.Concurrent;
+using OrleansStorage.Maps;
 using OrleansStorage.Storage;
 
 namespace OrleansStorage.Tests.Infrastructure;
 
-/// <summary>Makes a chosen live host fail its next forwarded writes, on purpose.</summary>
+/// <summary>Makes a chosen live host fail its next forwarded writes, or hold them, on purpose.</summary>
 public sealed class SwitchableReplicaFaults : IReplicaWriteFaults
 {
     private readonly ConcurrentDictionary<string, int> _remaining = new();
+    private readonly ConcurrentDictionary<(string, SegmentAddress), TaskCompletionSource> _holds = new();
+    private readonly ConcurrentDictionary<(string, SegmentAddress), TaskCompletionSource> _held = new();
+
+    /// <summary>
+    /// Holds the host's next forwarded writes to the segment after admission, before the write
+    /// turn, until <see cref="Release"/>. Returns a task that completes once one is held.
+    /// </summary>
+    public Task Hold(string hostId, SegmentAddress segment)
+    {
+        _holds[(hostId, segment)] = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _held[(hostId, segment)] = held;
+        return held.Task;
+    }
+
+    public void Release(string hostId, SegmentAddress segment)
+    {
+        if (_holds.TryRemove((hostId, segment), out var hold))
+        {
+            hold.TrySetResult();
+        }
+    }
+
+    public async ValueTask BeforeWriteTurnAsync(string hostId, SegmentAddress segment)
+    {
+        if (_holds.TryGetValue((hostId, segment), out var hold))
+        {
+            if (_held.TryGetValue((hostId, segment), out var held))
+            {
+                held.TrySetResult();
+            }
+            await hold.Task;
+        }
+    }
 
     public void FailNext(string hostId, int writes) => _remaining[hostId] = writes;
 

@@ -1,0 +1,127 @@
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Leases;
+
+/// <summary>
+/// The management service's side of primary leases: when each host's lease may last until, and
+/// which groups changed primary while the old primary may still be serving. One per activation of
+/// the management service, in memory: what it cannot know (leases granted by an earlier
+/// activation, or by one that is cut off but still running) is bounded by
+/// <see cref="_unknownLeasesUntil"/> (docs/failures.md, "Read leases").
+/// </summary>
+public sealed class LeaseTable
+{
+    private readonly LeaseOptions _options;
+    private readonly TimeProvider _clock;
+    private readonly Dictionary<string, long> _grantedUntil = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _adoptedEpoch = new(StringComparer.Ordinal);
+    private readonly List<Deposition> _depositions = [];
+
+    /// <summary>
+    /// Leases this activation did not grant end before this. Another activation grants only after
+    /// reading that the database still holds the state it loaded, so once this one has written
+    /// the state (<see cref="Fenced"/>), no lease of theirs starts later.
+    /// </summary>
+    private long _unknownLeasesUntil;
+    private bool _fenced;
+
+    public LeaseTable(LeaseOptions options, TimeProvider clock)
+    {
+        _options = options;
+        _clock = clock;
+        _unknownLeasesUntil = _clock.GetTimestamp() + Ticks(_options.Stretch(_options.Duration));
+    }
+
+    /// <summary>A group whose primary changed while <see cref="HostId"/> may still hold a lease it got as that group's primary.</summary>
+    private sealed record Deposition(Guid VolumeId, int GroupIndex, string HostId, long Epoch, long Until);
+
+    /// <summary>Depositions not yet settled, for tests and status.</summary>
+    public int Pending => _depositions.Count;
+
+    /// <summary>
+    /// This activation has written the state: any other activation's lease was granted before
+    /// that, and ends within one (stretched) lease from now.
+    /// </summary>
+    public void Fenced()
+    {
+        _fenced = true;
+        _unknownLeasesUntil = Math.Max(_unknownLeasesUntil, _clock.GetTimestamp() + Ticks(_options.Stretch(_options.Duration)));
+    }
+
+    /// <summary>
+    /// A new map is visible. Every group whose primary changed records its old primary's lease,
+    /// unless that host has already adopted the new map (it then rejects the old epoch) or its
+    /// lease has run out.
+    /// </summary>
+    public void MapChanged(ClusterMap previous, ClusterMap next)
+    {
+        if (!_fenced)
+        {
+            Fenced();
+        }
+        var now = _clock.GetTimestamp();
+        foreach (var volume in previous.Volumes)
+        {
+            // A deleted volume has no primary any more: nobody serves it, at any epoch.
+            if (next.FindVolume(volume.VolumeId) is not { } after)
+            {
+                continue;
+            }
+            foreach (var group in volume.PlacementGroups)
+            {
+                if (!group.IsAvailable || group.Index >= after.PlacementGroups.Length
+                    || after.PlacementGroups[group.Index].Primary == group.Primary)
+                {
+                    continue;
+                }
+                var until = Math.Max(_grantedUntil.GetValueOrDefault(group.Primary), _unknownLeasesUntil);
+                if (until > now && _adoptedEpoch.GetValueOrDefault(group.Primary) < next.Epoch)
+                {
+                    _depositions.Add(new Deposition(volume.VolumeId, group.Index, group.Primary, next.Epoch, until));
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Grants (or renews) a lease on <paramref name="map"/>, the map the database holds now. A host
+    /// whose map is older gets the epoch to catch up to instead.
+    /// </summary>
+    public LeaseGrant Grant(LeaseRequest request, ClusterMap map)
+    {
+        var now = _clock.GetTimestamp();
+        if (request.MapEpoch > _adoptedEpoch.GetValueOrDefault(request.HostId))
+        {
+            _adoptedEpoch[request.HostId] = request.MapEpoch;
+        }
+        _depositions.RemoveAll(d => d.Until <= now || _adoptedEpoch.GetValueOrDefault(d.HostId) >= d.Epoch);
+        if (request.MapEpoch != map.Epoch)
+        {
+            return new LeaseGrant(map.Epoch, false, TimeSpan.Zero, [], TimeSpan.Zero);
+        }
+        _grantedUntil[request.HostId] = now + Ticks(_options.Stretch(_options.Duration));
+        var waits = new Dictionary<(Guid, int), long>();
+        foreach (var deposition in _depositions)
+        {
+            if (deposition.HostId == request.HostId
+                || map.FindVolume(deposition.VolumeId) is not { } volume
+                || deposition.GroupIndex >= volume.PlacementGroups.Length
+                || volume.PlacementGroups[deposition.GroupIndex].Primary != request.HostId)
+            {
+                continue;
+            }
+            var key = (deposition.VolumeId, deposition.GroupIndex);
+            waits[key] = Math.Max(waits.GetValueOrDefault(key), deposition.Until - now);
+        }
+        return new LeaseGrant(
+            map.Epoch,
+            true,
+            _options.Duration,
+            [.. waits.Select(w => new GroupWait(w.Key.Item1, w.Key.Item2, Span(w.Value)))],
+            Span(Math.Max(0, _unknownLeasesUntil - now)));
+    }
+
+    private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * _clock.TimestampFrequency);
+
+    private TimeSpan Span(long ticks) => TimeSpan.FromSeconds((double)ticks / _clock.TimestampFrequency);
+}

@@ -1,0 +1,92 @@
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Leases;
+
+/// <summary>
+/// A storage server's side of its primary lease: whether it may serve a group as its primary
+/// now. It may when it holds an unexpired lease granted for the epoch of its map, and every
+/// earlier primary of the group that may still hold a lease has run out (docs/failures.md,
+/// "Read leases"). All times are this host's monotonic clock.
+/// </summary>
+public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvider clock)
+{
+    private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _servableFrom = [];
+    private long _epoch = -1;
+    private long _validUntil;
+    private ClusterMap? _grantedOn;
+
+    /// <summary>Taken just before a lease request is sent: the lease counts from here, never from the (later) answer.</summary>
+    public long Now() => clock.GetTimestamp();
+
+    /// <summary>The epoch of the lease held now, or -1.</summary>
+    public long Epoch => Now() < _validUntil ? _epoch : -1;
+
+    /// <summary>
+    /// Takes a grant made on <paramref name="map"/> (same epoch) for a request sent at
+    /// <paramref name="sentAt"/>. Groups this host leads now but did not lead under the lease it
+    /// held until now wait out leases management cannot account for.
+    /// </summary>
+    public void Apply(LeaseGrant grant, ClusterMap map, long sentAt)
+    {
+        if (!grant.Granted || grant.Epoch != map.Epoch)
+        {
+            throw new ArgumentException($"grant for epoch {grant.Epoch} (granted: {grant.Granted}) does not fit the map at epoch {map.Epoch}", nameof(grant));
+        }
+        var now = Now();
+        var held = now < _validUntil ? _grantedOn : null;
+        foreach (var wait in grant.Waits)
+        {
+            Delay((wait.VolumeId, wait.GroupIndex), now + Ticks(options.Stretch(wait.Remaining)));
+        }
+        if (grant.UnknownLeasesFor > TimeSpan.Zero)
+        {
+            var until = now + Ticks(options.Stretch(grant.UnknownLeasesFor));
+            foreach (var volume in map.Volumes)
+            {
+                var before = held?.FindVolume(volume.VolumeId);
+                foreach (var group in volume.PlacementGroups)
+                {
+                    var ledBefore = before is not null && group.Index < before.PlacementGroups.Length
+                        && before.PlacementGroups[group.Index].Primary == hostId;
+                    if (group.Primary == hostId && !ledBefore)
+                    {
+                        Delay((volume.VolumeId, group.Index), until);
+                    }
+                }
+            }
+        }
+        _epoch = grant.Epoch;
+        _validUntil = sentAt + Ticks(grant.Duration);
+        _grantedOn = map;
+        foreach (var key in _servableFrom.Where(e => e.Value <= now).Select(e => e.Key).ToList())
+        {
+            _servableFrom.Remove(key);
+        }
+    }
+
+    /// <summary>
+    /// How long until this host may serve the group as the primary of <paramref name="map"/>:
+    /// zero when it may now, null when it holds no lease for the map's epoch (renew first).
+    /// </summary>
+    public TimeSpan? WaitBeforeServing(ClusterMap map, Guid volumeId, int groupIndex)
+    {
+        var now = Now();
+        if (_epoch != map.Epoch || now >= _validUntil)
+        {
+            return null;
+        }
+        return _servableFrom.TryGetValue((volumeId, groupIndex), out var from) && from > now
+            ? Span(from - now)
+            : TimeSpan.Zero;
+    }
+
+    /// <summary>Gives the lease up: this host serves nothing as a primary until it is granted another.</summary>
+    public void Drop() => _validUntil = 0;
+
+    private void Delay((Guid, int) group, long until) =>
+        _servableFrom[group] = Math.Max(_servableFrom.GetValueOrDefault(group), until);
+
+    private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * clock.TimestampFrequency);
+
+    private TimeSpan Span(long ticks) => TimeSpan.FromSeconds((double)ticks / clock.TimestampFrequency);
+}

@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Errors;
+using OrleansStorage.Maps;
+using OrleansStorage.Storage;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>
+/// A primary that loses its groups while it is alive, and never hears of it, serves nothing old
+/// to a client that still holds its epoch: its lease runs out before the new primary serves
+/// (docs/failures.md, "Read leases"). The partition variant, over a real network, is in
+/// <c>PartitionTests</c>.
+/// </summary>
+[Collection(FailureClusterCollection.Name)]
+public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutputHelper output)
+{
+    private const int Segment = StorageClusterFixture.SegmentSize;
+    private readonly Eventually _eventually = new(output);
+
+    [SkippableFact]
+    public async Task A_primary_judged_failed_while_alive_with_its_map_news_dropped_serves_no_old_data()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Healthy, "a healthy cluster before the test");
+        var name = "deposed-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        // Primary balancing may still reorder the new volume's groups: wait for a map at rest.
+        var atRest = await fixture.Management.GetMapAsync();
+        await _eventually.UntilAsync(async () =>
+        {
+            await Task.Delay(1500);
+            var again = await fixture.Management.GetMapAsync();
+            (var unchanged, atRest) = (again.Epoch == atRest.Epoch, again);
+            return unchanged;
+        }, "the map at rest");
+        var volume = atRest.FindVolume(name)!;
+        var deposed = volume.PlacementGroupOf(0).Primary;
+        var writer = await fixture.Client.OpenVolumeAsync(name);
+        var old = Replicas.RandomBytes(64 * 1024, seed: 1);
+        var fresh = Replicas.RandomBytes(64 * 1024, seed: 2);
+        await writer.WriteAsync(0, old);
+
+        // The reader never follows pushes: it keeps the epoch at which the deposed host led.
+        await using var readerClient = await OstorClient.AttachAsync(fixture.Cluster.Client, new OstorClientOptions { SubscribeToMapChanges = false });
+        var reader = await readerClient.OpenVolumeAsync(name);
+        var back = new byte[old.Length];
+        await reader.ReadAsync(0, back);
+        Assert.Equal(old, back);
+        var readerEpoch = readerClient.Maps.Current.Epoch;
+        Assert.Equal(deposed, readerClient.Maps.Current.FindVolume(name)!.PlacementGroupOf(0).Primary);
+        output.WriteLine($"epoch {readerEpoch}: '{deposed}' leads group 0; management on {(await fixture.Management.GetStatusAsync()).Silo}");
+
+        fixture.PushFilter.DropPushesTo(deposed);
+        try
+        {
+            // What a partition from management looks like to the rest: the host is judged failed
+            // and its groups get new primaries, while it runs on and hears nothing of it.
+            await fixture.Management.HostFailedAsync(deposed, "judged failed by the test while it runs");
+            var changed = await fixture.Management.GetMapAsync();
+            Assert.NotEqual(deposed, changed.FindVolume(name)!.PlacementGroupOf(0).Primary);
+            // The writer on the new map (its push may still be on the way; a write on the old map
+            // would still be the deposed host's to serve, legitimately, while its lease lasts).
+            await fixture.Client.Maps.RefreshAsync(changed.Epoch);
+
+            var stall = Stopwatch.StartNew();
+            await writer.WriteAsync(0, fresh);
+            output.WriteLine($"the first write to the group after the change waited {stall.ElapsedMilliseconds} ms (the new primary waits out the deposed one's lease)");
+
+            Assert.Equal(readerEpoch, (await fixture.Server(deposed).GetStatusAsync()).Epoch);
+            // Straight to the deposed host, at the epoch it still holds: refused, never the old bytes.
+            var refused = await Assert.ThrowsAsync<PrimaryLeaseException>(() =>
+                fixture.Server(deposed).ReadAsync(new SegmentRead(readerEpoch, new SegmentAddress(volume.VolumeId, 0), 0, old.Length)));
+            output.WriteLine(refused.Message);
+            // Through the client: it is refused there, refreshes and reads the new primary.
+            await reader.ReadAsync(0, back);
+            Assert.Equal(fresh, back);
+            Assert.True(readerClient.Maps.Current.Epoch > readerEpoch);
+        }
+        finally
+        {
+            fixture.PushFilter.DeliverAll();
+        }
+
+        // The host checks in again (it was never down), returns empty and is refilled.
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(deposed)!.State == HostState.Up && Healthy(m), $"'{deposed}' back and every group full", TimeSpan.FromSeconds(120));
+        await writer.ReadAsync(0, back);
+        Assert.Equal(fresh, back);
+        await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    [SkippableFact]
+    public async Task A_forward_held_past_a_map_change_and_a_copy_is_refused_and_the_new_replica_joins_with_every_acknowledged_write()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Healthy, "a healthy cluster before the test");
+        var name = "race-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        var writer = await fixture.Client.OpenVolumeAsync(name);
+        var before = Replicas.RandomBytes(Segment, seed: 3);
+        await writer.WriteAsync(0, before);
+        var map = await fixture.Management.GetMapAsync();
+        var volume = map.FindVolume(name)!;
+        var group = volume.PlacementGroupOf(0);
+        var (primary, replica) = (group.Replicas[0], group.Replicas[1]);
+        var segment = new SegmentAddress(volume.VolumeId, 0);
+        output.WriteLine($"epoch {map.Epoch}: segment 0 on {primary} (primary) and {replica}");
+
+        // The primary's forward reaches the replica, is admitted at this epoch, and then waits
+        // (a slow network) while the map moves on and the replica, now primary, fills a new one.
+        var held = fixture.ReplicaFaults.Hold(replica, segment);
+        var write = fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, Replicas.RandomBytes(64 * 1024, seed: 4), false));
+        await held.WaitAsync(TimeSpan.FromSeconds(30));
+        await fixture.Management.HostFailedAsync(primary, "judged failed by the test while its forward is on the way");
+        var filled = await _eventually.MapAsync(() => fixture.Management.GetMapAsync(),
+            m => m.FindVolume(name)!.PlacementGroupOf(0) is var g && g.Replicas.Length == 2 && !g.Replicas.Contains(primary) && g.Pending.IsEmpty,
+            "a new replica filled by the new primary while the forward is held", TimeSpan.FromSeconds(60));
+        var joined = filled.FindVolume(name)!.PlacementGroupOf(0).Replicas.Single(h => h != replica);
+        fixture.ReplicaFaults.Release(replica, segment);
+
+        var acknowledged = true;
+        try
+        {
+            await write;
+        }
+        catch (StaleEpochException ex)
+        {
+            acknowledged = false;
+            output.WriteLine("the held forward was refused: " + ex.Message);
+        }
+        // Had the forward landed after the copy, the write would be acknowledged and missing on
+        // the replica that just joined.
+        Assert.False(acknowledged, "a forward admitted before the map change was applied after the copy had read the segment");
+        var held1 = (await fixture.Server(replica).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        var held2 = (await fixture.Server(joined).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        Assert.Equal(before, held1);
+        Assert.Equal(before, held2);
+        Assert.Empty(await (await fixture.Client.OpenVolumeAsync(name)).VerifyReplicasAsync());
+
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(primary)!.State == HostState.Up && Healthy(m), $"'{primary}' back and every group full", TimeSpan.FromSeconds(120));
+        await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    private static bool Healthy(ClusterMap map) =>
+        map.Hosts.All(h => h.State is HostState.Up or HostState.Out) && Eventually.GroupsFull(map);
+}

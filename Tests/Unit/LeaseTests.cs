@@ -1,0 +1,192 @@
+using OrleansStorage.Leases;
+using OrleansStorage.Maps;
+using Xunit;
+
+namespace OrleansStorage.Tests.Unit;
+
+/// <summary>
+/// Primary leases on one manual clock (docs/failures.md, "Read leases"): a new primary serves a
+/// group only once every earlier primary that may still serve it has run out or has adopted the
+/// map that deposed it.
+/// </summary>
+public class LeaseTests
+{
+    private static readonly LeaseOptions Options = new() { Duration = TimeSpan.FromSeconds(8), RenewInterval = TimeSpan.FromSeconds(1), ClockDriftBound = 0.01 };
+    private static readonly TimeSpan Stretched = Options.Stretch(Options.Duration);
+
+    /// <summary>A monotonic clock that moves only when told (one tick per microsecond).</summary>
+    private sealed class ManualClock : TimeProvider
+    {
+        public long Ticks { get; private set; } = 1_000_000;
+
+        public override long TimestampFrequency => 1_000_000;
+
+        public override long GetTimestamp() => Ticks;
+
+        public void Advance(TimeSpan span) => Ticks += (long)(span.TotalSeconds * TimestampFrequency);
+    }
+
+    /// <summary>Three hosts, one volume of factor 2 with 4 groups; host-1 leads group 0.</summary>
+    private static (ClusterMap Map, Guid VolumeId) Layout()
+    {
+        var transitions = TestMaps.Transitions(4);
+        var volumeId = Guid.NewGuid();
+        var map = transitions.CreateVolume(TestMaps.WithHosts(transitions, 3), volumeId, "v", 8 << 20, 2);
+        var primary = map.FindVolume(volumeId)!.PlacementGroups[0].Primary;
+        Assert.Equal("host-1", primary);
+        return (map, volumeId);
+    }
+
+    /// <summary>A table whose own activation began long ago: only leases it granted count.</summary>
+    private static LeaseTable SettledTable(ManualClock clock, ClusterMap map)
+    {
+        var table = new LeaseTable(Options, clock);
+        table.MapChanged(map, map with { });
+        clock.Advance(Stretched + TimeSpan.FromSeconds(1));
+        return table;
+    }
+
+    private static PrimaryLease Holder(string hostId, ManualClock clock, LeaseTable table, ClusterMap map)
+    {
+        var lease = new PrimaryLease(hostId, Options, clock);
+        var sent = lease.Now();
+        lease.Apply(table.Grant(new LeaseRequest(hostId, map.Epoch), map), map, sent);
+        return lease;
+    }
+
+    [Fact]
+    public void A_new_primary_waits_out_the_lease_of_a_deposed_primary_that_never_heard_of_the_change()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var table = SettledTable(clock, map);
+        var old = Holder("host-1", clock, table, map);
+        Assert.Equal(TimeSpan.Zero, old.WaitBeforeServing(map, volumeId, 0));
+
+        clock.Advance(TimeSpan.FromSeconds(2));
+        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        table.MapChanged(map, next);
+        var successor = next.FindVolume(volumeId)!.PlacementGroups[0].Primary;
+        var lease = Holder(successor, clock, table, next);
+
+        var wait = lease.WaitBeforeServing(next, volumeId, 0);
+        Assert.NotNull(wait);
+        // host-1 may serve until 8 s after it asked; the successor waits at least the 6 s left.
+        Assert.True(wait >= TimeSpan.FromSeconds(6), $"waited only {wait}");
+        Assert.True(wait <= Options.Stretch(Stretched), $"waited {wait}");
+        // Groups host-1 did not lead are not held up.
+        var other = next.FindVolume(volumeId)!.PlacementGroups.First(g => g.Primary == successor && map.FindVolume(volumeId)!.PlacementGroups[g.Index].Primary == successor);
+        Assert.Equal(TimeSpan.Zero, lease.WaitBeforeServing(next, volumeId, other.Index));
+
+        // The old primary itself stops within its own lease: 8 s after it asked, on its clock.
+        clock.Advance(TimeSpan.FromSeconds(6) - TimeSpan.FromTicks(10));
+        Assert.Equal(TimeSpan.Zero, old.WaitBeforeServing(map, volumeId, 0));
+        clock.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Null(old.WaitBeforeServing(map, volumeId, 0));
+        Assert.NotEqual(TimeSpan.Zero, lease.WaitBeforeServing(next, volumeId, 0));
+
+        // Past the wait (the successor renewed meanwhile, as its timer does), it serves.
+        clock.Advance(wait!.Value);
+        var sent = lease.Now();
+        lease.Apply(table.Grant(new LeaseRequest(successor, next.Epoch), next), next, sent);
+        Assert.Equal(TimeSpan.Zero, lease.WaitBeforeServing(next, volumeId, 0));
+        Assert.Equal(0, table.Pending);
+    }
+
+    [Fact]
+    public void A_deposed_primary_that_adopted_the_new_map_releases_its_groups_at_once()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var table = SettledTable(clock, map);
+        Holder("host-1", clock, table, map);
+
+        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        table.MapChanged(map, next);
+        Assert.True(table.Pending > 0);
+        // host-1 asks on the new map: it now rejects the old epoch, so nobody need wait for it.
+        var answer = table.Grant(new LeaseRequest("host-1", next.Epoch), next);
+        Assert.True(answer.Granted);
+        Assert.Equal(0, table.Pending);
+
+        var successor = next.FindVolume(volumeId)!.PlacementGroups[0].Primary;
+        var lease = Holder(successor, clock, table, next);
+        Assert.Equal(TimeSpan.Zero, lease.WaitBeforeServing(next, volumeId, 0));
+    }
+
+    [Fact]
+    public void A_host_behind_the_map_is_told_the_epoch_and_granted_nothing()
+    {
+        var clock = new ManualClock();
+        var (map, _) = Layout();
+        var table = SettledTable(clock, map);
+        var next = HostLifecycle.MarkDown(map, "host-3", TestMaps.Now);
+        table.MapChanged(map, next);
+
+        var answer = table.Grant(new LeaseRequest("host-1", map.Epoch), next);
+
+        Assert.False(answer.Granted);
+        Assert.Equal(next.Epoch, answer.Epoch);
+        var lease = new PrimaryLease("host-1", Options, clock);
+        Assert.Throws<ArgumentException>(() => lease.Apply(answer, map, lease.Now()));
+    }
+
+    [Fact]
+    public void A_lease_counts_from_when_it_was_asked_for_and_serves_only_its_own_epoch()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var table = SettledTable(clock, map);
+        var lease = new PrimaryLease("host-1", Options, clock);
+        var sent = lease.Now();
+        clock.Advance(TimeSpan.FromSeconds(3)); // a slow answer
+        lease.Apply(table.Grant(new LeaseRequest("host-1", map.Epoch), map), map, sent);
+
+        Assert.Equal(map.Epoch, lease.Epoch);
+        Assert.Null(lease.WaitBeforeServing(map with { Epoch = map.Epoch + 1 }, volumeId, 0));
+        clock.Advance(TimeSpan.FromSeconds(5));
+        Assert.Null(lease.WaitBeforeServing(map, volumeId, 0));
+        Assert.Equal(-1, lease.Epoch);
+    }
+
+    [Fact]
+    public void After_a_management_failover_newly_led_groups_wait_for_leases_it_cannot_know_and_continuing_ones_do_not()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var before = SettledTable(clock, map);
+        var host2 = Holder("host-2", clock, before, map);
+        var continuing = map.FindVolume(volumeId)!.PlacementGroups.First(g => g.Primary == "host-2").Index;
+
+        // The management service moves (its old activation granted host-1 a lease just now) and the
+        // new one marks host-1 Down: it knows nothing of host-1's lease.
+        Holder("host-1", clock, before, map);
+        var after = new LeaseTable(Options, clock);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        after.MapChanged(map, next);
+        Assert.Equal("host-2", next.FindVolume(volumeId)!.PlacementGroups[0].Primary);
+
+        var sent = host2.Now();
+        host2.Apply(after.Grant(new LeaseRequest("host-2", next.Epoch), next), next, sent);
+
+        Assert.True(host2.WaitBeforeServing(next, volumeId, 0) >= TimeSpan.FromSeconds(7));
+        Assert.Equal(TimeSpan.Zero, host2.WaitBeforeServing(next, volumeId, continuing));
+    }
+
+    [Fact]
+    public void A_host_whose_lease_ran_out_waits_like_a_new_one_after_a_failover()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var before = SettledTable(clock, map);
+        var host1 = Holder("host-1", clock, before, map);
+        clock.Advance(TimeSpan.FromSeconds(9)); // cut off: no renewal for longer than the lease
+        var after = new LeaseTable(Options, clock);
+
+        var sent = host1.Now();
+        host1.Apply(after.Grant(new LeaseRequest("host-1", map.Epoch), map), map, sent);
+
+        Assert.NotEqual(TimeSpan.Zero, host1.WaitBeforeServing(map, volumeId, 0));
+    }
+}
