@@ -5,11 +5,13 @@
 
 OSTOR_PG_PORT=${OSTOR_PG_PORT:-55432}
 OSTOR_PG_DB=${OSTOR_PG_DB:-ostor}
-OSTOR_PG_DATA=${OSTOR_PG_DATA:-$OSTOR_ROOT/.data/pg}
-OSTOR_PG_LOG=${OSTOR_PG_LOG:-$OSTOR_ROOT/.data/logs/postgres.log}
+OSTOR_PG_DATA=${OSTOR_PG_DATA:-${OSTOR_DATA:-$OSTOR_ROOT/.data}/pg}
+OSTOR_PG_LOG=${OSTOR_PG_LOG:-${OSTOR_DATA:-$OSTOR_ROOT/.data}/logs/postgres.log}
+# Where it listens: loopback, plus the cluster's bridge when the hosts run in network namespaces.
+OSTOR_PG_LISTEN=${OSTOR_PG_LISTEN:-127.0.0.1}
 
 pg_connection_string() {
-  echo "Host=127.0.0.1;Port=$OSTOR_PG_PORT;Username=postgres;Database=$OSTOR_PG_DB;Maximum Pool Size=30"
+  echo "Host=${1:-127.0.0.1};Port=$OSTOR_PG_PORT;Username=postgres;Database=$OSTOR_PG_DB;Maximum Pool Size=30"
 }
 
 pg_bindir() {
@@ -75,10 +77,14 @@ pg_start() {
     echo "initializing PostgreSQL in $OSTOR_PG_DATA" >&2
     pg_as_owner "$bin/initdb" -D "$OSTOR_PG_DATA" -U postgres -A trust -E UTF8 --no-locale >/dev/null
   fi
+  # Trust for the namespaces' subnet only when the hosts run there (OSTOR_PG_TRUST_SUBNET, a CIDR).
+  if [ -n "${OSTOR_PG_TRUST_SUBNET:-}" ] && ! grep -q "^host all all $OSTOR_PG_TRUST_SUBNET trust" "$OSTOR_PG_DATA/pg_hba.conf"; then
+    echo "host all all $OSTOR_PG_TRUST_SUBNET trust" >>"$OSTOR_PG_DATA/pg_hba.conf"
+  fi
   if ! pg_is_running; then
     # A crash leaves a stale pid file; pg_ctl start handles it when the pid is not alive.
     pg_as_owner "$bin/pg_ctl" -D "$OSTOR_PG_DATA" -l "$OSTOR_PG_LOG" -w -t 60 start \
-      -o "-p $OSTOR_PG_PORT -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=200" >/dev/null
+      -o "-p $OSTOR_PG_PORT -c listen_addresses=$OSTOR_PG_LISTEN -k /tmp -c max_connections=200" >/dev/null
   fi
   local psql="env PGOPTIONS=--client-min-messages=warning $bin/psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p $OSTOR_PG_PORT -U postgres"
   if ! $psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$OSTOR_PG_DB'" | grep -q 1; then

@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace OrleansStorage.Tests.Infrastructure;
+
+/// <summary>
+/// The local cluster of <c>infra/cluster</c> (with <c>--netns</c>: every host in its own network
+/// namespace), driven through the scripts a person would type, in a data folder, namespaces,
+/// subnet and ports of its own (so it never touches the developer's cluster in .data).
+/// <see cref="PartitionAsync"/> and <see cref="HealAsync"/> are <c>infra/partition</c>.
+/// </summary>
+public sealed class ScriptedCluster : IAsyncDisposable
+{
+    private readonly Dictionary<string, string> _environment;
+    private readonly Action<string> _log;
+
+    /// <param name="log">Where the scripts' output goes (a test's output).</param>
+    public ScriptedCluster(Action<string> log, int hosts, bool netns)
+    {
+        _log = log;
+        Hosts = hosts;
+        Netns = netns;
+        Data = Path.Combine(Path.GetTempPath(), "ostor-scripted-" + Guid.NewGuid().ToString("N")[..8]);
+        var id = Environment.ProcessId % 200 + 20;
+        _environment = new()
+        {
+            ["OSTOR_DATA"] = Data,
+            ["OSTOR_NO_BUILD"] = "1",
+            ["OSTOR_PG_PORT"] = Ports.Free().ToString(CultureInfo.InvariantCulture),
+            ["OSTOR_NETNS_PREFIX"] = "ostt" + id.ToString(CultureInfo.InvariantCulture),
+            ["OSTOR_NETNS_SUBNET"] = $"10.231.{id}",
+            // Fixed bases (infra/cluster numbers the hosts' ports from them), away from the
+            // developer's cluster (11111, 30000) and from the ephemeral range the tests' own silos use.
+            ["OSTOR_SILO_PORT_BASE"] = netns ? "21111" : "21211",
+            ["OSTOR_GATEWAY_PORT_BASE"] = netns ? "31000" : "31100",
+        };
+    }
+
+    public int Hosts { get; }
+
+    public bool Netns { get; }
+
+    public string Data { get; }
+
+    public static string RepositoryRoot
+    {
+        get
+        {
+            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+            {
+                if (File.Exists(Path.Combine(dir.FullName, "infra", "cluster")))
+                {
+                    return dir.FullName;
+                }
+            }
+            throw new InvalidOperationException("infra/cluster not found above " + AppContext.BaseDirectory);
+        }
+    }
+
+    /// <summary>Why this machine cannot run the cluster in namespaces, or null.</summary>
+    public static string? NetnsUnavailable()
+    {
+        if (Environment.UserName != "root")
+        {
+            return "network namespaces need root";
+        }
+        try
+        {
+            using var probe = Process.Start(new ProcessStartInfo("ip", "netns list") { RedirectStandardOutput = true, RedirectStandardError = true })!;
+            probe.WaitForExit();
+            return probe.ExitCode == 0 ? null : "'ip netns list' failed: " + probe.StandardError.ReadToEnd().Trim();
+        }
+        catch (Exception ex)
+        {
+            return "iproute2's 'ip' cannot run: " + ex.Message;
+        }
+    }
+
+    public string[] Gateways => File.ReadAllText(Path.Combine(Data, "gateways")).Trim().Split(',');
+
+    public string GatewayOf(int host) => Gateways[host - 1];
+
+    public Task UpAsync() => Netns
+        ? RunAsync("cluster", "up", "--netns", "--hosts", Hosts.ToString(CultureInfo.InvariantCulture))
+        : RunAsync("cluster", "up", "--hosts", Hosts.ToString(CultureInfo.InvariantCulture));
+
+    public Task PartitionAsync(int host, params string[] from) =>
+        from.Length == 0 ? RunAsync("partition", $"host-{host}") : RunAsync("partition", [$"host-{host}", "--from", .. from]);
+
+    public Task HealAsync() => RunAsync("partition", "--heal");
+
+    /// <summary>Whether host N's silo process runs.</summary>
+    public bool IsRunning(int host)
+    {
+        var pidFile = Path.Combine(Data, "pids", $"host-{host}.pid");
+        if (!File.Exists(pidFile) || !int.TryParse(File.ReadAllText(pidFile).Trim(), out var pid))
+        {
+            return false;
+        }
+        try
+        {
+            using var process = Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Runs infra/<paramref name="script"/> on this cluster; its output goes to the log; a non-zero exit throws.</summary>
+    public Task<string> RunAsync(string script, params string[] arguments) => RunAsync(script, TimeSpan.FromMinutes(4), arguments);
+
+    public async Task<string> RunAsync(string script, TimeSpan timeout, params string[] arguments)
+    {
+        var start = new ProcessStartInfo(Path.Combine(RepositoryRoot, "infra", script))
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+        foreach (var (key, value) in _environment)
+        {
+            start.Environment[key] = value;
+        }
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(deadline.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"infra/{script} {string.Join(' ', arguments)} ran longer than {timeout}");
+        }
+        var output = (await stdout) + (await stderr);
+        _log($"$ infra/{script} {string.Join(' ', arguments)}\n{output.TrimEnd()}");
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"infra/{script} {string.Join(' ', arguments)} exited with {process.ExitCode}: {output}");
+        }
+        return output;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Netns)
+        {
+            try
+            {
+                await RunAsync("partition", "--heal");
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
+        try
+        {
+            await RunAsync("cluster", "down");
+        }
+        finally
+        {
+            try
+            {
+                Directory.Delete(Data, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+}
