@@ -347,14 +347,15 @@ public static class OstorCommandLine
         var volume = new Argument<string>("VOLUME") { Description = "Volume name" };
         var file = new Argument<string>("FILE") { Description = "Local file to copy into the volume" };
         var offset = new Option<string>("--offset") { Description = "Byte offset in the volume", DefaultValueFactory = _ => "0" };
-        var put = new Command("put", "Copy a local file into a volume") { volume, file, offset };
+        var fua = new Option<bool>("--fua") { Description = "Make every chunk durable on every replica before it counts as written (forced unit access), not only at the final flush" };
+        var put = new Command("put", "Copy a local file into a volume") { volume, file, offset, fua };
         put.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
             var handle = await client.OpenVolumeAsync(parse.GetValue(volume)!);
             var path = parse.GetValue(file)!;
             var length = File.Exists(path) ? new FileInfo(path).Length : 0;
             using var progress = new TransferProgress("put", length);
-            await VolumeTransfer.PutAsync(handle, path, ByteSize.Parse(parse.GetValue(offset)!), progress, ct);
+            await VolumeTransfer.PutAsync(handle, path, ByteSize.Parse(parse.GetValue(offset)!), progress, ct, parse.GetValue(fua));
             progress.Dispose();
             Console.WriteLine($"put '{path}' into '{handle.Name}': {progress.Summary()}");
         }));

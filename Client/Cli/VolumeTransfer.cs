@@ -12,8 +12,12 @@ public static class VolumeTransfer
     public const int ChunkSize = 4 << 20;
     public const int ChunksInFlight = 8;
 
-    /// <summary>File → volume at <paramref name="volumeOffset"/>. Returns the bytes written.</summary>
-    public static async Task<long> PutAsync(VolumeHandle volume, string path, long volumeOffset, TransferProgress? progress, CancellationToken cancellationToken)
+    /// <summary>
+    /// File → volume at <paramref name="volumeOffset"/>, then a flush. With
+    /// <paramref name="forceUnitAccess"/> every chunk is durable on every replica when acknowledged.
+    /// Returns the bytes written.
+    /// </summary>
+    public static async Task<long> PutAsync(VolumeHandle volume, string path, long volumeOffset, TransferProgress? progress, CancellationToken cancellationToken, bool forceUnitAccess = false)
     {
         using var file = OpenForRead(path);
         var length = RandomAccess.GetLength(file);
@@ -33,7 +37,7 @@ public static class VolumeTransfer
                     throw new IOException($"'{path}' shrank while it was being read");
                 }
                 var started = Stopwatch.GetTimestamp();
-                await volume.WriteAsync(volumeOffset + position, buffer.AsMemory(0, count), cancellationToken: cancellationToken);
+                await volume.WriteAsync(volumeOffset + position, buffer.AsMemory(0, count), forceUnitAccess, cancellationToken);
                 progress?.Add(count, Stopwatch.GetElapsedTime(started));
             }
             finally
