@@ -49,6 +49,13 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("RefreshMap")]
     Task RefreshMapAsync(long epoch);
 
+    /// <summary>
+    /// A hint from the management service: an earlier primary of a group this host now leads gave
+    /// its lease up, so a renewal lets this host serve the group at once. Never a grant itself.
+    /// </summary>
+    [Alias("LeaseReleased")]
+    Task LeaseReleasedAsync();
+
     /// <summary>What this host's disk says about the cluster: superblock, last adopted map, newest write version. For map recovery.</summary>
     [Alias("GetDiskReport")]
     Task<HostDiskReport> GetDiskReportAsync();

@@ -19,7 +19,7 @@ public sealed class LeaseOptions
     public TimeSpan Duration { get; set; } = TimeSpan.FromSeconds(8);
 
     /// <summary>How often a storage server renews its lease; well under <see cref="Duration"/>, so a slow renewal or two costs nothing.</summary>
-    public TimeSpan RenewInterval { get; set; } = TimeSpan.FromSeconds(1);
+    public TimeSpan RenewInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>
     /// The largest rate at which two hosts' monotonic clocks may drift apart (0.01: 10 ms per

@@ -16,6 +16,7 @@ public sealed class LeaseTable
     private readonly Dictionary<string, long> _grantedUntil = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _adoptedEpoch = new(StringComparer.Ordinal);
     private readonly List<Deposition> _depositions = [];
+    private readonly HashSet<(Guid VolumeId, int GroupIndex)> _released = [];
 
     /// <summary>
     /// Leases this activation did not grant end before this. Another activation grants only after
@@ -94,7 +95,15 @@ public sealed class LeaseTable
         {
             _adoptedEpoch[request.HostId] = request.MapEpoch;
         }
-        _depositions.RemoveAll(d => d.Until <= now || _adoptedEpoch.GetValueOrDefault(d.HostId) >= d.Epoch);
+        _depositions.RemoveAll(d =>
+        {
+            if (_adoptedEpoch.GetValueOrDefault(d.HostId) >= d.Epoch)
+            {
+                _released.Add((d.VolumeId, d.GroupIndex));
+                return true;
+            }
+            return d.Until <= now;
+        });
         if (request.MapEpoch != map.Epoch)
         {
             return new LeaseGrant(map.Epoch, false, TimeSpan.Zero, [], TimeSpan.Zero);
@@ -119,6 +128,26 @@ public sealed class LeaseTable
             _options.Duration,
             [.. waits.Select(w => new GroupWait(w.Key.Item1, w.Key.Item2, Span(w.Value)))],
             Span(Math.Max(0, _unknownLeasesUntil - now)));
+    }
+
+    /// <summary>
+    /// The primaries of groups whose earlier primary gave its lease up since the last call (it
+    /// adopted the map that deposed it): told at once, they renew and serve without waiting for
+    /// their next renewal. A group that another deposition still holds up is told again later.
+    /// </summary>
+    public List<string> TakeReleased(ClusterMap map)
+    {
+        var leaders = new List<string>();
+        foreach (var (volumeId, groupIndex) in _released)
+        {
+            if (map.FindVolume(volumeId) is { } volume && groupIndex < volume.PlacementGroups.Length
+                && volume.PlacementGroups[groupIndex].IsAvailable)
+            {
+                leaders.Add(volume.PlacementGroups[groupIndex].Primary);
+            }
+        }
+        _released.Clear();
+        return [.. leaders.Distinct(StringComparer.Ordinal)];
     }
 
     private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * _clock.TimestampFrequency);

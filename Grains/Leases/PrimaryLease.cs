@@ -10,7 +10,11 @@ namespace OrleansStorage.Leases;
 /// </summary>
 public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvider clock)
 {
-    private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _servableFrom = [];
+    /// <summary>Waits for earlier primaries management knows of: each grant replaces them (one that gave its lease up is gone).</summary>
+    private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _depositionWaits = [];
+
+    /// <summary>Waits for leases management cannot know of (granted before its activation): they only run out.</summary>
+    private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _unknownWaits = [];
     private long _epoch = -1;
     private long _validUntil;
     private ClusterMap? _grantedOn;
@@ -34,9 +38,10 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         }
         var now = Now();
         var held = now < _validUntil ? _grantedOn : null;
+        _depositionWaits.Clear();
         foreach (var wait in grant.Waits)
         {
-            Delay((wait.VolumeId, wait.GroupIndex), now + Ticks(options.Stretch(wait.Remaining)));
+            Delay(_depositionWaits, (wait.VolumeId, wait.GroupIndex), now + Ticks(options.Stretch(wait.Remaining)));
         }
         if (grant.UnknownLeasesFor > TimeSpan.Zero)
         {
@@ -50,7 +55,7 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
                         && before.PlacementGroups[group.Index].Primary == hostId;
                     if (group.Primary == hostId && !ledBefore)
                     {
-                        Delay((volume.VolumeId, group.Index), until);
+                        Delay(_unknownWaits, (volume.VolumeId, group.Index), until);
                     }
                 }
             }
@@ -58,9 +63,9 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         _epoch = grant.Epoch;
         _validUntil = sentAt + Ticks(grant.Duration);
         _grantedOn = map;
-        foreach (var key in _servableFrom.Where(e => e.Value <= now).Select(e => e.Key).ToList())
+        foreach (var key in _unknownWaits.Where(e => e.Value <= now).Select(e => e.Key).ToList())
         {
-            _servableFrom.Remove(key);
+            _unknownWaits.Remove(key);
         }
     }
 
@@ -75,16 +80,15 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         {
             return null;
         }
-        return _servableFrom.TryGetValue((volumeId, groupIndex), out var from) && from > now
-            ? Span(from - now)
-            : TimeSpan.Zero;
+        var from = Math.Max(_depositionWaits.GetValueOrDefault((volumeId, groupIndex)), _unknownWaits.GetValueOrDefault((volumeId, groupIndex)));
+        return from > now ? Span(from - now) : TimeSpan.Zero;
     }
 
     /// <summary>Gives the lease up: this host serves nothing as a primary until it is granted another.</summary>
     public void Drop() => _validUntil = 0;
 
-    private void Delay((Guid, int) group, long until) =>
-        _servableFrom[group] = Math.Max(_servableFrom.GetValueOrDefault(group), until);
+    private static void Delay(Dictionary<(Guid, int), long> waits, (Guid, int) group, long until) =>
+        waits[group] = Math.Max(waits.GetValueOrDefault(group), until);
 
     private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * clock.TimestampFrequency);
 

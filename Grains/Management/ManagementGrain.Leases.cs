@@ -2,6 +2,7 @@ using Orleans.Storage;
 using OrleansStorage.Errors;
 using OrleansStorage.Leases;
 using OrleansStorage.Logging;
+using OrleansStorage.Storage;
 
 namespace OrleansStorage.Management;
 
@@ -18,7 +19,16 @@ public sealed partial class ManagementGrain
             // stored. The read starts after the request was sent, which is what the lease counts from.
             await ConfirmMapIsStoredAsync();
         }
-        return _leases.Grant(request, _map);
+        var grant = _leases.Grant(request, _map);
+        foreach (var leader in _leases.TakeReleased(_map))
+        {
+            if (leader != request.HostId)
+            {
+                // A lost hint costs the leader only its next renewal.
+                GrainFactory.GetGrain<IStorageServerGrain>(leader).LeaseReleasedAsync().Ignore();
+            }
+        }
+        return grant;
     }
 
     /// <summary>

@@ -22,6 +22,15 @@ public sealed partial class StorageServerGrain
     private long _leaseRenewalEpoch = -1;
     private bool _leaseLost;
 
+    public Task LeaseReleasedAsync()
+    {
+        // Renew on our own map even when a renewal is in flight: that one may have been answered
+        // before the release.
+        _leaseRenewalEpoch = -1;
+        RenewLeaseAsync().Ignore();
+        return Task.CompletedTask;
+    }
+
     private void StartLeases()
     {
         _lease = new PrimaryLease(_hostId, leaseOptions.Value, clock);

@@ -28,16 +28,7 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
         await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Healthy, "a healthy cluster before the test");
         var name = "deposed-" + Guid.NewGuid().ToString("N")[..12];
         await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
-        // Primary balancing may still reorder the new volume's groups: wait for a map at rest.
-        var atRest = await fixture.Management.GetMapAsync();
-        await _eventually.UntilAsync(async () =>
-        {
-            await Task.Delay(1500);
-            var again = await fixture.Management.GetMapAsync();
-            (var unchanged, atRest) = (again.Epoch == atRest.Epoch, again);
-            return unchanged;
-        }, "the map at rest");
-        var volume = atRest.FindVolume(name)!;
+        var volume = (await MapAtRestAsync()).FindVolume(name)!;
         var deposed = volume.PlacementGroupOf(0).Primary;
         var writer = await fixture.Client.OpenVolumeAsync(name);
         var old = Replicas.RandomBytes(64 * 1024, seed: 1);
@@ -142,6 +133,92 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
 
         await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(primary)!.State == HostState.Up && Healthy(m), $"'{primary}' back and every group full", TimeSpan.FromSeconds(120));
         await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    [SkippableTheory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task An_evacuated_primary_serves_no_old_data_to_a_reader_still_on_its_epoch(bool newsDropped)
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Healthy, "a healthy cluster before the test");
+        var name = "evacuated-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        var deposed = (await MapAtRestAsync()).FindVolume(name)!.PlacementGroupOf(0).Primary;
+        var writer = await fixture.Client.OpenVolumeAsync(name);
+        await using var readerClient = await OstorClient.AttachAsync(fixture.Cluster.Client, new OstorClientOptions { SubscribeToMapChanges = false, RetryTimeout = TimeSpan.FromSeconds(2) });
+        var reader = await readerClient.OpenVolumeAsync(name);
+        var history = new RegisterHistory(0);
+        Assert.True(await history.WriteNextAsync(writer));
+
+        using var stop = new CancellationTokenSource();
+        var writes = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await history.WriteNextAsync(writer);
+                await Task.Delay(20);
+            }
+        });
+        var reads = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await history.ReadAsync(reader);
+                await Task.Delay(10);
+            }
+        });
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        if (newsDropped)
+        {
+            // It still hears of each step through the requests it serves as the group's primary
+            // (the copies, the writer); of the last, that hands the group over, nothing.
+            fixture.PushFilter.DropPushesTo(deposed);
+        }
+        try
+        {
+            await fixture.Management.EvacuateHostAsync(deposed);
+            await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => !m.FindVolume(name)!.PlacementGroupOf(0).References(deposed),
+                $"the block's group moved off '{deposed}'", TimeSpan.FromSeconds(120));
+            await Task.Delay(TimeSpan.FromSeconds(10)); // past the deposed host's lease
+        }
+        finally
+        {
+            fixture.PushFilter.DeliverAll();
+            await stop.CancelAsync();
+            await Task.WhenAll(writes, reads);
+        }
+
+        output.WriteLine($"'{deposed}' evacuated{(newsDropped ? " with its map news dropped" : "")}: {history.Writes} writes, {history.Reads} reads, {history.FailedReads} failed reads; longest write {history.LongestWrite.TotalMilliseconds:0} ms, longest read {history.LongestRead.TotalMilliseconds:0} ms");
+        foreach (var error in history.ReadErrors().Take(3))
+        {
+            output.WriteLine("read error: " + error);
+        }
+        var violations = history.Violations();
+        Assert.True(violations.Count == 0, $"{violations.Count} stale reads, e.g. {string.Join("; ", violations.Take(3))}");
+
+        // Leave the cluster as it was: the evacuated host leaves the map, restarts and joins again.
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => Eventually.GroupsFull(m) && !m.AllGroups().Any(x => x.Group.References(deposed)),
+            $"every group moved off '{deposed}'", TimeSpan.FromSeconds(120));
+        await fixture.Management.RemoveHostAsync(deposed);
+        await fixture.KillHostAsync(deposed);
+        Assert.Equal(deposed, await fixture.StartSiloAsync(deposed));
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(deposed)?.State == HostState.Up && Healthy(m), $"'{deposed}' joined again", TimeSpan.FromSeconds(120));
+        await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    /// <summary>Primary balancing may still reorder a new volume's groups: the map once it stopped moving.</summary>
+    private async Task<ClusterMap> MapAtRestAsync()
+    {
+        var atRest = await fixture.Management.GetMapAsync();
+        await _eventually.UntilAsync(async () =>
+        {
+            await Task.Delay(1500);
+            var again = await fixture.Management.GetMapAsync();
+            (var unchanged, atRest) = (again.Epoch == atRest.Epoch, again);
+            return unchanged;
+        }, "the map at rest");
+        return atRest;
     }
 
     private static bool Healthy(ClusterMap map) =>

@@ -18,6 +18,8 @@ public sealed class RegisterHistory(long offset)
     private readonly ConcurrentQueue<(long Version, long AcknowledgedAt)> _writes = new();
     private readonly ConcurrentQueue<(long StartedAt, long? Version, string? Error)> _reads = new();
     private long _nextVersion;
+    private long _longestWriteTicks;
+    private long _longestReadTicks;
 
     public int Writes => _writes.Count;
 
@@ -26,6 +28,12 @@ public sealed class RegisterHistory(long offset)
     public int FailedReads => _reads.Count(r => r.Version is null);
 
     public long Now() => Stopwatch.GetTimestamp();
+
+    /// <summary>The slowest acknowledged write: how long the block could not be written (a primary change, a lease to wait out).</summary>
+    public TimeSpan LongestWrite => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _longestWriteTicks));
+
+    /// <summary>The slowest successful read.</summary>
+    public TimeSpan LongestRead => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _longestReadTicks));
 
     /// <summary>Writes the next version; records it only once acknowledged. False (and nothing recorded) when the write failed.</summary>
     public async Task<bool> WriteNextAsync(VolumeHandle volume)
@@ -36,6 +44,7 @@ public sealed class RegisterHistory(long offset)
         {
             BinaryPrimitives.WriteInt64LittleEndian(block.AsSpan(i), version);
         }
+        var started = Now();
         try
         {
             await volume.WriteAsync(offset, block);
@@ -44,7 +53,9 @@ public sealed class RegisterHistory(long offset)
         {
             return false;
         }
-        _writes.Enqueue((version, Now()));
+        var acknowledged = Now();
+        _writes.Enqueue((version, acknowledged));
+        Longest(ref _longestWriteTicks, acknowledged - started);
         return true;
     }
 
@@ -71,6 +82,18 @@ public sealed class RegisterHistory(long offset)
             }
         }
         _reads.Enqueue((started, version, null));
+        Longest(ref _longestReadTicks, Now() - started);
+    }
+
+    private static void Longest(ref long longest, long ticks)
+    {
+        for (var seen = Interlocked.Read(ref longest); ticks > seen; seen = Interlocked.Read(ref longest))
+        {
+            if (Interlocked.CompareExchange(ref longest, ticks, seen) == seen)
+            {
+                return;
+            }
+        }
     }
 
     /// <summary>Every read that returned less than what was acknowledged before it started (or a torn block), as lines for a person.</summary>

@@ -104,13 +104,22 @@ public class LeaseTests
         var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
         table.MapChanged(map, next);
         Assert.True(table.Pending > 0);
-        // host-1 asks on the new map: it now rejects the old epoch, so nobody need wait for it.
+        // The successor asks first: it must wait for host-1.
+        var successor = next.FindVolume(volumeId)!.PlacementGroups[0].Primary;
+        var lease = Holder(successor, clock, table, next);
+        Assert.NotEqual(TimeSpan.Zero, lease.WaitBeforeServing(next, volumeId, 0));
+
+        // host-1 asks on the new map: it now rejects the old epoch, so nobody need wait for it,
+        // and the successor is named to be told so.
         var answer = table.Grant(new LeaseRequest("host-1", next.Epoch), next);
         Assert.True(answer.Granted);
         Assert.Equal(0, table.Pending);
+        Assert.Contains(successor, table.TakeReleased(next));
+        Assert.Empty(table.TakeReleased(next));
 
-        var successor = next.FindVolume(volumeId)!.PlacementGroups[0].Primary;
-        var lease = Holder(successor, clock, table, next);
+        // Its next grant lifts the wait.
+        var sent = lease.Now();
+        lease.Apply(table.Grant(new LeaseRequest(successor, next.Epoch), next), next, sent);
         Assert.Equal(TimeSpan.Zero, lease.WaitBeforeServing(next, volumeId, 0));
     }
 
