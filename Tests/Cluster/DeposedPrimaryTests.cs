@@ -152,22 +152,7 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
         Assert.True(await history.WriteNextAsync(writer));
 
         using var stop = new CancellationTokenSource();
-        var writes = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                await history.WriteNextAsync(writer);
-                await Task.Delay(20);
-            }
-        });
-        var reads = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                await history.ReadAsync(reader);
-                await Task.Delay(10);
-            }
-        });
+        var running = history.RunAsync(writer, reader, stop.Token);
         await Task.Delay(TimeSpan.FromSeconds(1));
         if (newsDropped)
         {
@@ -186,7 +171,7 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
         {
             fixture.PushFilter.DeliverAll();
             await stop.CancelAsync();
-            await Task.WhenAll(writes, reads);
+            await running;
         }
 
         output.WriteLine($"'{deposed}' evacuated{(newsDropped ? " with its map news dropped" : "")}: {history.Writes} writes, {history.Reads} reads, {history.FailedReads} failed reads; longest write {history.LongestWrite.TotalMilliseconds:0} ms, longest read {history.LongestRead.TotalMilliseconds:0} ms");
@@ -204,6 +189,64 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
         await fixture.KillHostAsync(deposed);
         Assert.Equal(deposed, await fixture.StartSiloAsync(deposed));
         await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(deposed)?.State == HostState.Up && Healthy(m), $"'{deposed}' joined again", TimeSpan.FromSeconds(120));
+        await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    [SkippableFact]
+    public async Task Primaries_moved_by_a_rebalance_serve_no_old_data_to_a_reader_still_on_their_epoch()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Healthy, "a healthy cluster before the test");
+        var name = "rebalanced-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        var before = (await MapAtRestAsync()).FindVolume(name)!;
+        var writer = await fixture.Client.OpenVolumeAsync(name);
+        await using var readerClient = await OstorClient.AttachAsync(fixture.Cluster.Client, new OstorClientOptions { SubscribeToMapChanges = false, RetryTimeout = TimeSpan.FromSeconds(2) });
+        var reader = await readerClient.OpenVolumeAsync(name);
+        // A register in every segment (one per group): whichever groups the rebalance moves, a
+        // writer and a reader on the epoch from before it are at work on them.
+        var histories = Enumerable.Range(0, (int)before.SegmentCount).Select(s => new RegisterHistory(s * (long)Segment)).ToArray();
+        foreach (var history in histories)
+        {
+            Assert.True(await history.WriteNextAsync(writer));
+        }
+
+        using var stop = new CancellationTokenSource();
+        var running = Task.WhenAll(histories.Select(h => h.RunAsync(writer, reader, stop.Token)));
+        string joined;
+        try
+        {
+            joined = await fixture.StartSiloAsync();
+            await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(joined)?.State == HostState.Up, $"'{joined}' joined");
+            for (var step = 0; step < 10; step++)
+            {
+                var planned = await fixture.Management.GetMapAsync();
+                if ((await fixture.Management.RebalanceAsync()).Epoch == planned.Epoch)
+                {
+                    break;
+                }
+                await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Eventually.GroupsFull, "rebalance step finished");
+            }
+            await Task.Delay(TimeSpan.FromSeconds(2));
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await running;
+        }
+
+        var after = (await fixture.Management.GetMapAsync()).FindVolume(name)!;
+        var moved = before.PlacementGroups.Count(g => after.PlacementGroups[g.Index].Primary != g.Primary);
+        output.WriteLine($"'{joined}' joined; the rebalance moved the primary of {moved} of {before.PlacementGroups.Length} groups; {histories.Sum(h => h.Writes)} writes, {histories.Sum(h => h.Reads)} reads, {histories.Sum(h => h.FailedReads)} failed reads; longest write {histories.Max(h => h.LongestWrite).TotalMilliseconds:0} ms, longest read {histories.Max(h => h.LongestRead).TotalMilliseconds:0} ms");
+        Assert.True(moved > 0, "the rebalance moved no primary of the test's volume");
+        var violations = histories.SelectMany(h => h.Violations()).ToList();
+        Assert.True(violations.Count == 0, $"{violations.Count} stale reads, e.g. {string.Join("; ", violations.Take(3))}");
+
+        // Leave the cluster as it was: the new host goes again, through evacuation.
+        await fixture.Management.EvacuateHostAsync(joined);
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => Eventually.GroupsFull(m) && !m.AllGroups().Any(x => x.Group.References(joined)), $"'{joined}' evacuated", TimeSpan.FromSeconds(120));
+        await fixture.Management.RemoveHostAsync(joined);
+        await fixture.KillHostAsync(joined);
         await fixture.Client.DeleteVolumeAsync(name);
     }
 

@@ -53,22 +53,7 @@ public sealed class PartitionTests(ITestOutputHelper output)
         var reader = await readerClient.OpenVolumeAsync("partitioned");
 
         using var stop = new CancellationTokenSource();
-        var writes = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                await history.WriteNextAsync(writer);
-                await Task.Delay(20);
-            }
-        });
-        var reads = Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                await history.ReadAsync(reader);
-                await Task.Delay(10);
-            }
-        });
+        var running = history.RunAsync(writer, reader, stop.Token);
 
         await Task.Delay(TimeSpan.FromSeconds(3));
         var before = (history.Writes, history.Reads);
@@ -83,9 +68,10 @@ public sealed class PartitionTests(ITestOutputHelper output)
         await cluster.HealAsync();
         await Task.Delay(TimeSpan.FromSeconds(3));
         await stop.CancelAsync();
-        await Task.WhenAll(writes, reads);
+        await running;
 
         output.WriteLine($"before the partition: {before.Writes} writes, {before.Reads} reads; during and after: {during.Writes} writes, {during.Reads} successful reads, {during.Failed} failed reads");
+        output.WriteLine($"longest write {history.LongestWrite.TotalSeconds:0.0} s (failure detection, then the cut-off primary's lease if it had not run out yet)");
         foreach (var error in history.ReadErrors().Take(5))
         {
             output.WriteLine("read error: " + error);

@@ -35,6 +35,26 @@ public sealed class RegisterHistory(long offset)
     /// <summary>The slowest successful read.</summary>
     public TimeSpan LongestRead => Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _longestReadTicks));
 
+    /// <summary>A writer (every 20 ms) and a reader (every 10 ms), each one request at a time, until <paramref name="stop"/>.</summary>
+    public Task RunAsync(VolumeHandle writer, VolumeHandle reader, CancellationToken stop) =>
+        Task.WhenAll(
+            Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    await WriteNextAsync(writer);
+                    await Task.Delay(20, CancellationToken.None);
+                }
+            }, CancellationToken.None),
+            Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    await ReadAsync(reader);
+                    await Task.Delay(10, CancellationToken.None);
+                }
+            }, CancellationToken.None));
+
     /// <summary>Writes the next version; records it only once acknowledged. False (and nothing recorded) when the write failed.</summary>
     public async Task<bool> WriteNextAsync(VolumeHandle volume)
     {
