@@ -84,9 +84,6 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         return from > now ? Span(from - now) : TimeSpan.Zero;
     }
 
-    /// <summary>Gives the lease up: this host serves nothing as a primary until it is granted another.</summary>
-    public void Drop() => _validUntil = 0;
-
     private static void Delay(Dictionary<(Guid, int), long> waits, (Guid, int) group, long until) =>
         waits[group] = Math.Max(waits.GetValueOrDefault(group), until);
 
