@@ -126,9 +126,8 @@ internal sealed class HostRegistrationService(
         {
             return options.Value.CapacityBytes;
         }
-        var root = Path.GetPathRoot(Path.GetFullPath(options.Value.DataDirectory)) ?? "/";
         // The disk's size, not its free space: free space moves with every write and would
         // change the map (and its epoch) on each restart.
-        return new DriveInfo(root).TotalSize;
+        return disk.FilesystemSize;
     }
 }

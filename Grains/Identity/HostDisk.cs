@@ -30,6 +30,14 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
 
     public bool IsOpen => _lock is not null;
 
+    /// <summary>
+    /// The size of the filesystem that holds the data directory (not of the root filesystem: a
+    /// data directory on its own disk offers that disk).
+    /// </summary>
+    public long FilesystemSize => FilesystemSizeOf(Root);
+
+    public static long FilesystemSizeOf(string directory) => new DriveInfo(Path.GetFullPath(directory)).TotalSize;
+
     /// <summary>The superblock, or null for a data directory no cluster has claimed yet.</summary>
     public Superblock? Superblock
     {
