@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Npgsql;
@@ -102,32 +101,8 @@ public sealed class PrivatePostgres
     }
 
 
-    private static async Task RunAsync(string program, string[] arguments, bool asPostgres)
-    {
-        var start = new ProcessStartInfo(asPostgres ? "runuser" : program)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        if (asPostgres)
-        {
-            foreach (var a in new[] { "-u", "postgres", "--", program })
-            {
-                start.ArgumentList.Add(a);
-            }
-        }
-        foreach (var a in arguments)
-        {
-            start.ArgumentList.Add(a);
-        }
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync();
-        if (process.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{program} failed ({process.ExitCode}): {await stderr}{await stdout}");
-        }
-    }
+    private static Task RunAsync(string program, string[] arguments, bool asPostgres) =>
+        asPostgres
+            ? ExternalProgram.RunAsync("runuser", ["-u", "postgres", "--", program, .. arguments])
+            : ExternalProgram.RunAsync(program, arguments);
 }

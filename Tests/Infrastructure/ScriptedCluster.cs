@@ -113,39 +113,18 @@ public sealed class ScriptedCluster : IAsyncDisposable
 
     public async Task<string> RunAsync(string script, TimeSpan timeout, params string[] arguments)
     {
-        var start = new ProcessStartInfo(Path.Combine(RepositoryRoot, "infra", script))
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-        foreach (var (key, value) in _environment)
-        {
-            start.Environment[key] = value;
-        }
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var deadline = new CancellationTokenSource(timeout);
+        var command = $"infra/{script} {string.Join(' ', arguments)}";
         try
         {
-            await process.WaitForExitAsync(deadline.Token);
+            var output = await ExternalProgram.RunAsync(Path.Combine(RepositoryRoot, "infra", script), arguments, timeout, _environment);
+            _log($"$ {command}\n{output.All.TrimEnd()}");
+            return output.All;
         }
-        catch (OperationCanceledException)
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
         {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"infra/{script} {string.Join(' ', arguments)} ran longer than {timeout}");
+            _log($"$ {command}\n{ex.Message}");
+            throw;
         }
-        var output = (await stdout) + (await stderr);
-        _log($"$ infra/{script} {string.Join(' ', arguments)}\n{output.TrimEnd()}");
-        if (process.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"infra/{script} {string.Join(' ', arguments)} exited with {process.ExitCode}: {output}");
-        }
-        return output;
     }
 
     public async ValueTask DisposeAsync()

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
@@ -124,18 +123,7 @@ public sealed class NbdInteropTests(StorageClusterFixture fixture) : IAsyncLifet
     private async Task<string> RunAsync(string program, params string[] arguments)
     {
         SkipIfNoCluster();
-        var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-        await process.WaitForExitAsync(timeout.Token);
-        Assert.True(process.ExitCode == 0, $"{program} {string.Join(' ', arguments)} exited {process.ExitCode}: {await stderr}{await stdout}");
-        return await stdout;
+        return (await ExternalProgram.RunAsync(program, arguments)).Stdout;
     }
 
     /// <summary>A raw image of <paramref name="totalBytes"/>: random data first, then a hole.</summary>

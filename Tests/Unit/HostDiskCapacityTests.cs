@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using OrleansStorage.Identity;
 using OrleansStorage.Tests.Infrastructure;
 using Xunit;
@@ -9,12 +8,12 @@ namespace OrleansStorage.Tests.Unit;
 public class HostDiskCapacityTests
 {
     [SkippableFact]
-    public void A_data_directory_on_a_filesystem_of_its_own_offers_that_filesystems_size()
+    public async Task A_data_directory_on_a_filesystem_of_its_own_offers_that_filesystems_size()
     {
         Prerequisites.Require(Environment.UserName == "root", "mounting a tmpfs needs root");
         var mount = Path.Combine(Path.GetTempPath(), "ostor-capacity-" + Guid.NewGuid().ToString("N")[..8]);
         Directory.CreateDirectory(mount);
-        Run("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mount);
+        await ExternalProgram.RunAsync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mount]);
         try
         {
             var data = Path.Combine(mount, "host-1");
@@ -25,21 +24,8 @@ public class HostDiskCapacityTests
         }
         finally
         {
-            Run("umount", mount);
+            await ExternalProgram.RunAsync("umount", [mount]);
             Directory.Delete(mount);
         }
-    }
-
-    private static void Run(string program, params string[] arguments)
-    {
-        var start = new ProcessStartInfo(program) { RedirectStandardError = true };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        Assert.True(process.ExitCode == 0, $"{program} {string.Join(' ', arguments)}: {error}");
     }
 }
