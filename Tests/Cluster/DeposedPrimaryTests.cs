@@ -264,6 +264,5 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
         return atRest;
     }
 
-    private static bool Healthy(ClusterMap map) =>
-        map.Hosts.All(h => h.State is HostState.Up or HostState.Out) && Eventually.GroupsFull(map);
+    private static bool Healthy(ClusterMap map) => Eventually.Healthy(map);
 }

@@ -512,8 +512,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
 
     private static bool GroupsFull(ClusterMap map) => Eventually.GroupsFull(map);
 
-    private static bool Healthy(ClusterMap map) =>
-        map.Hosts.All(h => h.State is HostState.Up or HostState.Out) && GroupsFull(map);
+    private static bool Healthy(ClusterMap map) => Eventually.Healthy(map);
 
     private Task<ClusterMap> WaitForMapAsync(Func<ClusterMap, bool> condition, string what, TimeSpan? timeout = null) =>
         _eventually.MapAsync(() => fixture.Management.GetMapAsync(), condition, what, timeout);

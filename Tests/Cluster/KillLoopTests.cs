@@ -17,9 +17,7 @@ public sealed class KillLoopTests(ITestOutputHelper output)
     [SkippableFact]
     public async Task Random_hosts_killed_under_a_writer_with_fua_and_flushes_lose_nothing()
     {
-        var postgres = Directory.Exists("/usr/lib/postgresql")
-            && Directory.GetDirectories("/usr/lib/postgresql").Any(d => File.Exists(Path.Combine(d, "bin", "initdb")));
-        Prerequisites.Require(postgres, "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)");
+        Prerequisites.Require(PrivatePostgres.FindBinDirectory() is not null, "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)");
         var rounds = Environment.GetEnvironmentVariable("OSTOR_KILL_ROUNDS") is { Length: > 0 } r ? r : "3";
         var seed = Environment.GetEnvironmentVariable("OSTOR_KILL_SEED") is { Length: > 0 } s
             ? s

@@ -40,6 +40,10 @@ public sealed class Eventually(ITestOutputHelper output)
         return map!;
     }
 
+    /// <summary>No host Down (Out is fine once its groups live elsewhere) and every group at full factor.</summary>
+    public static bool Healthy(ClusterMap map) =>
+        map.Hosts.All(h => h.State is HostState.Up or HostState.Out) && GroupsFull(map);
+
     /// <summary>Every group at its factor, nothing pending or leaving.</summary>
     public static bool GroupsFull(ClusterMap map) =>
         map.AllGroups().All(x => x.Group.Replicas.Length == x.Volume.ReplicationFactor && !x.Group.IsMoving);

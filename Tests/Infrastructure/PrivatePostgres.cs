@@ -57,11 +57,15 @@ public sealed class PrivatePostgres
         await command.ExecuteNonQueryAsync();
     }
 
-    private static async Task<PrivatePostgres?> StartAsync()
-    {
-        var bin = Directory.Exists("/usr/lib/postgresql")
+    /// <summary>The PostgreSQL binaries of the Debian package, or null when it is not installed.</summary>
+    public static string? FindBinDirectory() =>
+        Directory.Exists("/usr/lib/postgresql")
             ? Directory.GetDirectories("/usr/lib/postgresql").Select(d => Path.Combine(d, "bin")).FirstOrDefault(d => File.Exists(Path.Combine(d, "initdb")))
             : null;
+
+    private static async Task<PrivatePostgres?> StartAsync()
+    {
+        var bin = FindBinDirectory();
         if (bin is null)
         {
             _unavailableReason = "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); .ci/run installs it with apt-get install postgresql";
