@@ -80,6 +80,10 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         {
             return null;
         }
+        if (_depositionWaits.Count == 0 && _unknownWaits.Count == 0)
+        {
+            return TimeSpan.Zero; // the steady state: every request of a primary passes here
+        }
         var from = Math.Max(_depositionWaits.GetValueOrDefault((volumeId, groupIndex)), _unknownWaits.GetValueOrDefault((volumeId, groupIndex)));
         return from > now ? Span(from - now) : TimeSpan.Zero;
     }
