@@ -66,7 +66,7 @@ public sealed partial class SegmentStore : IDisposable
         _volumesRoot = Path.Combine(Path.GetFullPath(dataDirectory), "volumes");
         _maxOpenSegments = maxOpenSegments;
         Directory.CreateDirectory(_volumesRoot);
-        _versions = new SegmentVersions(_volumesRoot);
+        _versions = new SegmentVersions(_volumesRoot, SyncDirectory);
         _intents = new WriteIntents(_volumesRoot, SyncIntents, SyncDirectory);
         SuspectSegments = OpenAfterShutdown();
     }
@@ -74,8 +74,9 @@ public sealed partial class SegmentStore : IDisposable
     /// <summary>
     /// Segments whose write version cannot be trusted because the store was not shut down cleanly
     /// while they had writes that were not yet durable (the write-intent bitmap marks them). Their
-    /// versions are already 0 here; the storage server has them repaired from the primary, or, as
-    /// the primary, gives them a fresh version and has its replicas repaired.
+    /// versions are already <see cref="SegmentVersions.Unknown"/> here; the storage server has them
+    /// repaired from the primary, or, as the primary, gives them a fresh version and has its
+    /// replicas repaired.
     /// </summary>
     public IReadOnlyDictionary<Guid, long[]> SuspectSegments { get; private set; }
 
@@ -111,7 +112,7 @@ public sealed partial class SegmentStore : IDisposable
             }
             foreach (var index in marked)
             {
-                _versions.Set(volumeId, index, 0);
+                _versions.Set(volumeId, index, SegmentVersions.Unknown);
             }
             SyncVersions(volumeId);
             suspects[volumeId] = [.. marked];
@@ -409,7 +410,7 @@ public sealed partial class SegmentStore : IDisposable
         return removed;
     }
 
-    /// <summary>The write version of a segment on this host (0: never written here).</summary>
+    /// <summary>The write version of a segment on this host (0: never written here; <see cref="SegmentVersions.Unknown"/>: suspect since an unclean shutdown).</summary>
     public long Version(SegmentAddress segment) => _versions.Get(segment.VolumeId, segment.SegmentIndex);
 
     /// <summary>The primary's version for a new write at <paramref name="epoch"/>; recorded at once.</summary>

@@ -12,11 +12,19 @@ namespace OrleansStorage.Segments;
 /// A slot is written through on every change (it survives a killed process with the page cache)
 /// and fsynced with the volume's data on flush.
 /// </summary>
-internal sealed class SegmentVersions(string volumesRoot) : IDisposable
+internal sealed class SegmentVersions(string volumesRoot, Action<string> fsyncDirectory) : IDisposable
 {
     public const string FileName = "versions";
     private readonly Lock _gate = new();
-    private readonly VolumeFiles<VolumeVersions> _volumes = new(volumesRoot, FileName, opening => new VolumeVersions(opening.Handle, Slots(opening.Contents)));
+    private readonly VolumeFiles<VolumeVersions> _volumes = new(volumesRoot, FileName, fsyncDirectory, opening => new VolumeVersions(opening.Handle, Slots(opening.Contents)));
+
+    /// <summary>
+    /// The version of a suspect segment after an unclean shutdown: its data may have lost writes
+    /// its last version claims. It equals no version a primary hands out, so a resync always copies
+    /// the segment; forwarded writes do not raise it (the rest of the segment is still unknown);
+    /// only an installed copy, or the primary's own repair, replaces it.
+    /// </summary>
+    public const long Unknown = -1;
 
     /// <summary>A version's epoch is its high bits: version &gt;&gt; EpochShift.</summary>
     public const int EpochShift = 32;
@@ -64,13 +72,14 @@ internal sealed class SegmentVersions(string volumesRoot) : IDisposable
         }
     }
 
-    /// <summary>A replica applied a forwarded write: keep the highest version seen.</summary>
+    /// <summary>A replica applied a forwarded write: keep the highest version seen (an unknown version stays unknown).</summary>
     public void Raise(Guid volumeId, long segmentIndex, long version)
     {
         lock (_gate)
         {
             var volume = Open(volumeId, create: true)!;
-            if (version > volume.Get(segmentIndex))
+            var current = volume.Get(segmentIndex);
+            if (current != Unknown && version > current)
             {
                 volume.Set(segmentIndex, version);
             }

@@ -12,11 +12,16 @@ internal interface IVolumeFile
 /// The open <typeparamref name="TFile"/> of every volume that has one: opened (and read whole) on
 /// first use, closed when the volume is forgotten. Not thread-safe: its owner calls it under its own lock.
 /// </summary>
-/// <param name="load">
-/// Builds the file from its path, handle and contents, told whether the file and the volume's
-/// directory were just created (so it can make their entries durable).
+/// <param name="fsyncDirectory">
+/// Makes a directory's entries durable. A volume's directory created here is made durable in the
+/// volumes root at once: whichever of the volume's files comes first (a replica's first change
+/// can be a version alone), what is later made durable inside it must not vanish with its directory.
 /// </param>
-internal sealed class VolumeFiles<TFile>(string volumesRoot, string fileName, Func<VolumeFileOpening, TFile> load) : IDisposable
+/// <param name="load">
+/// Builds the file from its path, handle and contents, told whether the file was just created (so
+/// it can make its entry durable when it needs to).
+/// </param>
+internal sealed class VolumeFiles<TFile>(string volumesRoot, string fileName, Action<string> fsyncDirectory, Func<VolumeFileOpening, TFile> load) : IDisposable
     where TFile : class, IVolumeFile
 {
     private readonly Dictionary<Guid, TFile> _open = [];
@@ -35,8 +40,11 @@ internal sealed class VolumeFiles<TFile>(string volumesRoot, string fileName, Fu
         {
             return null;
         }
-        var newDirectory = !Directory.Exists(directory);
-        Directory.CreateDirectory(directory);
+        if (!Directory.Exists(directory))
+        {
+            Directory.CreateDirectory(directory);
+            fsyncDirectory(volumesRoot);
+        }
         var handle = File.OpenHandle(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.ReadWrite);
         var contents = new byte[RandomAccess.GetLength(handle)];
         var read = 0;
@@ -49,7 +57,7 @@ internal sealed class VolumeFiles<TFile>(string volumesRoot, string fileName, Fu
             }
             read += n;
         }
-        file = load(new VolumeFileOpening(path, handle, contents.AsSpan(0, read).ToArray(), newFile, newDirectory));
+        file = load(new VolumeFileOpening(path, handle, contents.AsSpan(0, read).ToArray(), newFile));
         _open[volumeId] = file;
         return file;
     }
@@ -72,4 +80,4 @@ internal sealed class VolumeFiles<TFile>(string volumesRoot, string fileName, Fu
     }
 }
 
-internal readonly record struct VolumeFileOpening(string Path, SafeFileHandle Handle, byte[] Contents, bool NewFile, bool NewDirectory);
+internal readonly record struct VolumeFileOpening(string Path, SafeFileHandle Handle, byte[] Contents, bool NewFile);

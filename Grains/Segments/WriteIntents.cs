@@ -13,17 +13,12 @@ internal sealed class WriteIntents(string volumesRoot, Action<string, SafeFileHa
 {
     public const string FileName = "intents";
     private readonly Lock _gate = new();
-    private readonly VolumeFiles<VolumeIntents> _volumes = new(volumesRoot, FileName, opening =>
+    private readonly VolumeFiles<VolumeIntents> _volumes = new(volumesRoot, FileName, fsyncDirectory, opening =>
     {
-        // A mark is only durable if the file that holds it is: its directory entries first. This
-        // is the first file of a volume any write creates, so the volume's directory is made durable here.
+        // A mark is only durable if the file that holds it is: its directory entry first.
         if (opening.NewFile)
         {
             fsyncDirectory(System.IO.Path.GetDirectoryName(opening.Path)!);
-        }
-        if (opening.NewDirectory)
-        {
-            fsyncDirectory(volumesRoot);
         }
         return new VolumeIntents(opening.Path, opening.Handle, opening.Contents);
     });

@@ -1,6 +1,7 @@
 using OrleansStorage.Errors;
 using OrleansStorage.Logging;
 using OrleansStorage.Maps;
+using OrleansStorage.Segments;
 
 namespace OrleansStorage.Storage;
 
@@ -100,7 +101,10 @@ public sealed partial class StorageServerGrain
             {
                 var segment = new SegmentAddress(job.VolumeId, segments[i]);
                 ThrowIfAbandoned(run);
-                var differs = store.Version(segment) != (i < targetVersions.Length ? targetVersions[i] : 0);
+                var ours = store.Version(segment);
+                var theirs = i < targetVersions.Length ? targetVersions[i] : 0;
+                // An unknown version (a suspect segment, ours or theirs) never proves two copies equal.
+                var differs = ours != theirs || ours == SegmentVersions.Unknown;
                 // A new replica gets every segment the primary has, whatever the versions say.
                 if (differs || (!job.Resync && store.HasFile(segment)))
                 {
@@ -240,7 +244,7 @@ public sealed partial class StorageServerGrain
 
     /// <summary>
     /// After an unclean shutdown, the segments the write-intent bitmap names may hold data and a
-    /// version that disagree (store.SuspectSegments; their versions are 0 now). Compare-and-repair
+    /// version that disagree (store.SuspectSegments; their versions are unknown now). Compare-and-repair
     /// from the primary, once per process: as a replica, this host is resynced (its suspect
     /// segments differ from the primary's, so they are copied); as the primary, its copy is the
     /// truth (every write acknowledged as durable is in it), so the suspect segments get the

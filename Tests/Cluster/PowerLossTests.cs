@@ -201,6 +201,24 @@ public sealed class PowerLossTests(ITestOutputHelper output) : IAsyncLifetime
             return string.Join(", ", parts);
         }
 
+        /// <summary>The write version of every segment on every host holding it, and the fsync history of its files: for a failure message.</summary>
+        private static async Task<string> DescribeDivergenceAsync(OstorClient client, VolumeInfo volume, PowerLossSimulator power)
+        {
+            var map = await client.GetMapAsync();
+            var parts = new List<string>();
+            foreach (var group in volume.PlacementGroups)
+            {
+                foreach (var host in group.Replicas)
+                {
+                    var versions = await client.Cluster.GetGrain<Storage.IStorageServerGrain>(host).GetSegmentVersionsAsync(map.Epoch, volume.VolumeId, group.Index);
+                    parts.Add($"group {group.Index} on {host}: versions {string.Join(",", versions.Select(v => $"{v >> 32}.{v & 0xffffffff}"))}");
+                }
+            }
+            var directory = $"{volume.VolumeId:N}"[..8];
+            parts.AddRange(Hosts.Select(h => $"{h} history: {power.History(h, directory, last: 80)}"));
+            return string.Join("; ", parts);
+        }
+
         public async Task CheckAfterPowerLossAsync(OstorClient client, PowerLossSimulator power, int seed, int round)
         {
             var handle = await client.OpenVolumeAsync(Name);
@@ -217,9 +235,12 @@ public sealed class PowerLossTests(ITestOutputHelper output) : IAsyncLifetime
                 }
             }
             var problems = await handle.VerifyReplicasAsync();
-            Assert.True(problems.Count == 0,
-                $"seed {seed}, round {round}: volume '{Name}': {string.Join("; ", problems)}; groups at epoch {handle.Info.PlacementGroups.Length}: "
-                + string.Join(" | ", handle.Info.PlacementGroups.Select(pg => $"{pg.Index}: {pg.Describe()}")));
+            if (problems.Count > 0)
+            {
+                Assert.Fail($"seed {seed}, round {round}: volume '{Name}': {string.Join("; ", problems)}; groups: "
+                    + string.Join(" | ", handle.Info.PlacementGroups.Select(pg => $"{pg.Index}: {pg.Describe()}"))
+                    + "; " + await DescribeDivergenceAsync(client, handle.Info, power));
+            }
             // What reads now is the new truth. Bytes that were not durable stay so: hosts whose
             // power stayed on may still hold them only in their page cache, until a flush.
             now.CopyTo(Acknowledged, 0);

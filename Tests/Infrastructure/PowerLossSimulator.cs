@@ -29,7 +29,7 @@ public sealed class PowerLossSimulator : IDiskFaults
     public void PowerOff(string hostId) => _hosts.GetOrAdd(hostId, _ => new HostDisk()).PowerOff();
 
     /// <summary>The fsyncs recorded for files whose path ends with <paramref name="suffix"/>, oldest first: for a failure message.</summary>
-    public string History(string hostId, string suffix) => _hosts.TryGetValue(hostId, out var host) ? host.History(suffix) : "";
+    public string History(string hostId, string suffix, int last = 16) => _hosts.TryGetValue(hostId, out var host) ? host.History(suffix, last) : "";
 
     /// <summary>Rolls every file back to what was durable; returns how many files lost something.</summary>
     public int RestoreAfterPowerLoss(string hostId, string volumesRoot) => _hosts[hostId].Restore(volumesRoot);
@@ -42,11 +42,11 @@ public sealed class PowerLossSimulator : IDiskFaults
         private readonly List<string> _history = [];
         private bool _off;
 
-        public string History(string suffix)
+        public string History(string suffix, int last)
         {
             lock (_gate)
             {
-                return string.Join(" ", _history.Where(h => h.Contains(suffix, StringComparison.Ordinal) || h.StartsWith('[')).Where(h => !h.StartsWith("[off]", StringComparison.Ordinal) || h.Contains(suffix, StringComparison.Ordinal)).TakeLast(16));
+                return string.Join(" ", _history.Where(h => h.Contains(suffix, StringComparison.Ordinal) || h.StartsWith('[')).Where(h => !h.StartsWith("[off]", StringComparison.Ordinal) || h.Contains(suffix, StringComparison.Ordinal)).TakeLast(last));
             }
         }
 
@@ -130,6 +130,7 @@ public sealed class PowerLossSimulator : IDiskFaults
                     if (!_entries.Contains(file))
                     {
                         File.Delete(file);
+                        _history.Add($"[off]{Short(file)}:deleted");
                         lost++;
                         continue;
                     }
@@ -137,6 +138,7 @@ public sealed class PowerLossSimulator : IDiskFaults
                     if (!before.AsSpan().SequenceEqual(durable))
                     {
                         File.WriteAllBytes(file, durable);
+                        _history.Add($"[off]{Short(file)}:rolled back from {before.Length} to {durable.Length} bytes");
                         lost++;
                     }
                 }

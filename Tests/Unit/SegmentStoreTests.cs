@@ -274,8 +274,48 @@ public sealed class SegmentStoreTests : IDisposable
         Assert.Equal(_segment.VolumeId, suspects.Key);
         Assert.Equal([2L, 3L], suspects.Value.Order());
         Assert.Equal(4L << 32, reopened.Version(flushed));
-        Assert.Equal(0, reopened.Version(unflushed));
-        Assert.Equal(0, reopened.Version(durableOnly));
+        Assert.Equal(SegmentVersions.Unknown, reopened.Version(unflushed));
+        Assert.Equal(SegmentVersions.Unknown, reopened.Version(durableOnly));
+    }
+
+    [Fact]
+    public async Task A_suspect_segment_stays_unknown_through_forwarded_writes_until_a_copy_installs_it()
+    {
+        await _store.NextVersionAsync(_segment, epoch: 4);
+        await _store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
+        using var reopened = new SegmentStore(_root); // a crash: the segment is suspect
+
+        // A forwarded write reaches the replica before its resync: it is applied, but its version
+        // must not make the rest of the segment, which the crash may have lost, look current.
+        await reopened.WriteAsync(_segment, Segment, 0, new byte[] { 9 }, durable: false);
+        reopened.RaiseVersion(_segment, (5L << 32) + 1);
+        Assert.Equal(SegmentVersions.Unknown, reopened.Version(_segment));
+
+        await reopened.InstallImageAsync(_segment, Segment, [new DataExtent(0, 1)], new byte[] { 9 }, (5L << 32) + 1);
+        Assert.Equal((5L << 32) + 1, reopened.Version(_segment));
+    }
+
+    [Fact]
+    public async Task A_volume_directory_first_made_by_a_replica_version_survives_a_power_loss_with_its_flushed_data()
+    {
+        // A replica's first change to a volume can be a version alone (a trim of a segment it holds
+        // no file of): that creates the volume's directory before any data file does.
+        var power = new Infrastructure.PowerLossSimulator();
+        var root = Path.Combine(_root, "power");
+        using (var first = new SegmentStore(root, failsFsync: path => power.FailsFsync("host", path)))
+        {
+            power.Baseline("host", first.VolumesRoot);
+            first.RaiseVersion(new SegmentAddress(_segment.VolumeId, 1), 4L << 32);
+            await first.WriteAsync(_segment, Segment, 0, new byte[] { 1, 2, 3 }, durable: false);
+            await first.FlushVolumeAsync(_segment.VolumeId);
+            power.PowerOff("host");
+        }
+        power.RestoreAfterPowerLoss("host", Path.Combine(root, "volumes"));
+
+        using var reopened = new SegmentStore(root);
+        var back = new byte[3];
+        await reopened.ReadAsync(_segment, Segment, 0, back);
+        Assert.Equal(new byte[] { 1, 2, 3 }, back);
     }
 
     [Fact]
