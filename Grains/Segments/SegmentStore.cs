@@ -68,6 +68,7 @@ public sealed partial class SegmentStore : IDisposable
         Directory.CreateDirectory(_volumesRoot);
         _versions = new SegmentVersions(_volumesRoot, SyncDirectory);
         _intents = new WriteIntents(_volumesRoot, SyncIntents, SyncDirectory);
+        ChecksumEverySegmentOnce();
         SuspectSegments = OpenAfterShutdown();
     }
 
@@ -113,6 +114,9 @@ public sealed partial class SegmentStore : IDisposable
             foreach (var index in marked)
             {
                 _versions.Set(volumeId, index, SegmentVersions.Unknown);
+                // Data and checksums reach the disk apart: the data that survived is what the
+                // primary serves (or what the resync replaces), so its checksums follow it.
+                RebuildChecksums(new SegmentAddress(volumeId, index));
             }
             SyncVersions(volumeId);
             suspects[volumeId] = [.. marked];
@@ -158,30 +162,31 @@ public sealed partial class SegmentStore : IDisposable
 
     private string VolumeDirectory(Guid volumeId) => Path.Combine(_volumesRoot, volumeId.ToString("N"));
 
-    /// <summary>Reads <paramref name="destination"/>.Length bytes at <paramref name="offset"/>; holes read as zeros.</summary>
+    /// <summary>
+    /// Reads <paramref name="destination"/>.Length bytes at <paramref name="offset"/>; holes read as
+    /// zeros. Every block the range touches is checked against its checksum first: a mismatch
+    /// throws <see cref="CorruptBlocksException"/> and returns nothing.
+    /// </summary>
     public async ValueTask ReadAsync(SegmentAddress segment, int segmentSize, int offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         CheckRange(segmentSize, offset, destination.Length);
         ThrowIfFailed();
         using var lease = Acquire(segment, create: false);
-        var handle = lease.Handle;
-        var filled = 0;
-        if (handle is not null)
+        if (lease.Handle is null || destination.IsEmpty)
         {
-            while (filled < destination.Length)
-            {
-                var read = await RandomAccess.ReadAsync(handle, destination[filled..], offset + filled, cancellationToken).ConfigureAwait(false);
-                if (read == 0)
-                {
-                    break; // end of file: the rest was never written
-                }
-                filled += read;
-            }
+            destination.Span.Clear(); // never written here: zeros, with no checksum to disagree
+            return;
         }
-        destination.Span[filled..].Clear();
+        await ReadVerifiedAsync(lease, segment, segmentSize, offset, destination, cancellationToken).ConfigureAwait(false);
     }
 
-    public async ValueTask WriteAsync(SegmentAddress segment, int segmentSize, int offset, ReadOnlyMemory<byte> data, bool durable, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Writes <paramref name="data"/> at <paramref name="offset"/> with the checksums of the blocks
+    /// it touches. A block the write covers only in part is read first and must match its
+    /// checksum (else <see cref="CorruptBlocksException"/>, nothing written), unless
+    /// <paramref name="verifyPartialBlocks"/> is false: a replica whose segment is to be recopied anyway.
+    /// </summary>
+    public async ValueTask WriteAsync(SegmentAddress segment, int segmentSize, int offset, ReadOnlyMemory<byte> data, bool durable, CancellationToken cancellationToken = default, bool verifyPartialBlocks = true)
     {
         CheckRange(segmentSize, offset, data.Length);
         ThrowIfFailed();
@@ -191,10 +196,12 @@ public sealed partial class SegmentStore : IDisposable
         }
         await PrepareWriteAsync(segment).ConfigureAwait(false);
         using var lease = Acquire(segment, create: true);
+        var (firstBlock, checksums) = await ChecksumsAfterWriteAsync(lease, segment, segmentSize, offset, data, data.Length, verifyPartialBlocks, cancellationToken).ConfigureAwait(false);
         await RandomAccess.WriteAsync(lease.Handle!, data, offset, cancellationToken).ConfigureAwait(false);
+        BlockChecksums.Write(lease.Checksums!, firstBlock, checksums);
         if (durable)
         {
-            await FsyncAsync(lease.Handle!, segment).ConfigureAwait(false);
+            await FsyncAsync(lease, segment).ConfigureAwait(false);
             // A file created since its directory was last fsynced (by this write or an earlier,
             // non-durable one) has no durable directory entry yet: the data would be lost with it.
             bool entryIsNew;
@@ -226,6 +233,7 @@ public sealed partial class SegmentStore : IDisposable
             return; // nothing was ever written there
         }
         await PrepareWriteAsync(segment).ConfigureAwait(false);
+        var (firstBlock, checksums) = await ChecksumsAfterWriteAsync(lease, segment, segmentSize, offset, null, length, verifyPartialBlocks: true, cancellationToken).ConfigureAwait(false);
         if (!PunchHole(handle, offset, length))
         {
             // File systems without hole punching: write zeros instead (same contents, no space freed).
@@ -237,6 +245,7 @@ public sealed partial class SegmentStore : IDisposable
                 await RandomAccess.WriteAsync(handle, zeros.AsMemory(0, count), at, cancellationToken).ConfigureAwait(false);
             }
         }
+        BlockChecksums.Write(lease.Checksums!, firstBlock, checksums);
     }
 
     /// <summary>
@@ -318,7 +327,7 @@ public sealed partial class SegmentStore : IDisposable
             {
                 if (lease.Handle is not null)
                 {
-                    await FsyncAsync(lease.Handle, kv.Key).ConfigureAwait(false);
+                    await FsyncAsync(lease, kv.Key).ConfigureAwait(false);
                 }
             }
         })).ConfigureAwait(false);
@@ -404,6 +413,7 @@ public sealed partial class SegmentStore : IDisposable
                 _dirty.Remove(segment);
             }
             File.Delete(SegmentPath(segment));
+            File.Delete(ChecksumPath(segment));
             _versions.Set(volumeId, index, 0);
             removed++;
         }
@@ -475,8 +485,11 @@ public sealed partial class SegmentStore : IDisposable
                 await RandomAccess.WriteAsync(lease.Handle!, bytes.Slice(at, extent.Length), extent.Offset).ConfigureAwait(false);
                 at += extent.Length;
             }
+            var checksums = ImageChecksums(segmentSize, extents, bytes.Span);
+            RandomAccess.SetLength(lease.Checksums!, 0);
+            BlockChecksums.Write(lease.Checksums!, 0, checksums);
             // Durable before the copy reports it: the leaving replica deletes its copy after that.
-            await FsyncAsync(lease.Handle!, segment).ConfigureAwait(false);
+            await FsyncAsync(lease, segment).ConfigureAwait(false);
         }
         _versions.Set(segment.VolumeId, segment.SegmentIndex, version);
         SyncVersions(segment.VolumeId);
@@ -599,16 +612,18 @@ public sealed partial class SegmentStore : IDisposable
             }
             handle = CreateSegmentFile(segment, path);
         }
+        var checksums = OpenChecksumFile(segment);
         lock (_gate)
         {
             if (_open.TryGetValue(segment, out var raced))
             {
                 handle.Dispose(); // another request opened it meanwhile
+                checksums.Dispose();
                 raced.Leases++;
                 raced.LastUse = ++_useClock;
                 return new Lease(this, raced);
             }
-            var opened = new OpenSegment(segment, handle) { Leases = 1, LastUse = ++_useClock };
+            var opened = new OpenSegment(segment, handle, checksums) { Leases = 1, LastUse = ++_useClock };
             _open[segment] = opened;
             EvictIdleLocked();
             return new Lease(this, opened);
@@ -622,7 +637,7 @@ public sealed partial class SegmentStore : IDisposable
             segment.Leases--;
             if (segment.Closed && segment.Leases == 0)
             {
-                segment.Handle.Dispose();
+                segment.Dispose();
             }
             EvictIdleLocked();
         }
@@ -657,7 +672,7 @@ public sealed partial class SegmentStore : IDisposable
             open.Closed = true;
             if (open.Leases == 0)
             {
-                open.Handle.Dispose();
+                open.Dispose();
             }
         }
     }
@@ -683,14 +698,7 @@ public sealed partial class SegmentStore : IDisposable
         try
         {
             var handle = File.OpenHandle(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous);
-            lock (_gate)
-            {
-                if (!_newFiles.TryGetValue(segment.VolumeId, out var created))
-                {
-                    _newFiles[segment.VolumeId] = created = [];
-                }
-                created.Add(segment.SegmentIndex);
-            }
+            RememberNewFile(segment);
             return handle;
         }
         catch (IOException) when (File.Exists(path))
@@ -699,10 +707,31 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
-    private sealed class OpenSegment(SegmentAddress segment, SafeFileHandle handle)
+    /// <summary>A file of the segment was created: its directory entry is not durable until the volume's directory is fsynced.</summary>
+    private void RememberNewFile(SegmentAddress segment)
+    {
+        lock (_gate)
+        {
+            if (!_newFiles.TryGetValue(segment.VolumeId, out var created))
+            {
+                _newFiles[segment.VolumeId] = created = [];
+            }
+            created.Add(segment.SegmentIndex);
+        }
+    }
+
+    private sealed class OpenSegment(SegmentAddress segment, SafeFileHandle handle, SafeFileHandle checksums) : IDisposable
     {
         public SegmentAddress Segment { get; } = segment;
         public SafeFileHandle Handle { get; } = handle;
+        public SafeFileHandle Checksums { get; } = checksums;
+
+        public void Dispose()
+        {
+            Handle.Dispose();
+            Checksums.Dispose();
+        }
+
         public int Leases { get; set; }
         public long LastUse { get; set; }
         public bool Closed { get; set; }
@@ -711,6 +740,9 @@ public sealed partial class SegmentStore : IDisposable
     private readonly struct Lease(SegmentStore store, OpenSegment? segment) : IDisposable
     {
         public SafeFileHandle? Handle => segment?.Handle;
+
+        /// <summary>The segment's checksum file: open whenever <see cref="Handle"/> is.</summary>
+        public SafeFileHandle? Checksums => segment?.Checksums;
 
         public void Dispose()
         {
@@ -746,19 +778,25 @@ public sealed partial class SegmentStore : IDisposable
         throw new DiskFailedException(Failure!);
     }
 
-    private Task FsyncAsync(SafeFileHandle handle, SegmentAddress segment) =>
-        Task.Run(() => Sync(SegmentPath(segment), () =>
+    /// <summary>Fsyncs a segment's data and then its checksums.</summary>
+    private Task FsyncAsync(Lease lease, SegmentAddress segment) =>
+        Task.Run(() =>
         {
-            if (!OperatingSystem.IsLinux())
-            {
-                using var stream = new FileStream(handle, FileAccess.ReadWrite);
-                stream.Flush(flushToDisk: true);
-            }
-            else if (Fsync(handle) != 0)
-            {
-                throw new IOException($"errno {Marshal.GetLastPInvokeError()}");
-            }
-        }));
+            Sync(SegmentPath(segment), () => FsyncHandle(lease.Handle!));
+            Sync(ChecksumPath(segment), () => FsyncHandle(lease.Checksums!));
+        });
+
+    private static void FsyncHandle(SafeFileHandle handle)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            RandomAccess.FlushToDisk(handle);
+        }
+        else if (Fsync(handle) != 0)
+        {
+            throw new IOException($"errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
 
     private void SyncIntents(string path, SafeFileHandle handle) => Sync(path, () => RandomAccess.FlushToDisk(handle));
 

@@ -49,8 +49,9 @@ public sealed class SegmentStoreTests : IDisposable
     [Fact]
     public async Task After_a_failed_fsync_the_store_refuses_everything_even_when_fsync_works_again()
     {
-        var failing = true;
+        var failing = false;
         using var store = new SegmentStore(Path.Combine(_root, "failing"), failsFsync: _ => failing);
+        failing = true;
         string? reported = null;
         store.Failed += reason => reported = reason;
         await Assert.ThrowsAsync<DiskFailedException>(() => store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: true).AsTask());
