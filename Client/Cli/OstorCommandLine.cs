@@ -107,26 +107,41 @@ public static class OstorCommandLine
         }));
         volume.Add(delete);
 
-        var verifyName = new Argument<string>("NAME") { Description = "Volume name" };
-        var verify = new Command("verify", "Compare every replica of every segment, read straight from each host") { verifyName };
-        verify.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        volume.Add(ScrubCommand("verify", "Check every block of every replica against its checksum and the other replicas; change nothing", repair: false));
+        volume.Add(ScrubCommand("scrub", "Check every block of every replica, and rewrite bad or different copies from a good one", repair: true));
+        volume.Add(ScrubCommand("repair", "Rewrite every bad or different copy of a block from a good one (what verify found)", repair: true));
+        return volume;
+    }
+
+    /// <summary>verify, scrub and repair: one pass over every block of every replica, told whether to fix what it finds.</summary>
+    private static Command ScrubCommand(string name, string description, bool repair)
+    {
+        var volumeName = new Argument<string>("NAME") { Description = "Volume name" };
+        var command = new Command(name, description) { volumeName };
+        command.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
-            var handle = await client.OpenVolumeAsync(parse.GetValue(verifyName)!);
-            using var progress = new TransferProgress("verify", handle.SizeBytes);
-            var problems = await handle.VerifyReplicasAsync(bytes => progress.Add(bytes), ct);
+            var handle = await client.OpenVolumeAsync(parse.GetValue(volumeName)!);
+            using var progress = new TransferProgress(name, handle.SizeBytes);
+            var result = await handle.ScrubAsync(repair, bytes => progress.Add(bytes), ct);
             progress.Dispose();
-            foreach (var problem in problems)
+            foreach (var problem in result.Problems)
             {
                 Console.WriteLine(problem);
             }
-            if (problems.Count > 0)
+            var checkedBytes = ByteSize.Format(result.BytesChecked);
+            if (result.BlocksLost > 0)
             {
-                throw new StorageException($"volume '{handle.Name}': {problems.Count} problems found");
+                throw new DataCorruptException($"volume '{handle.Name}': {result.BlocksLost} block(s) have no good copy on any replica; reads of them fail ({result.BlocksRepaired} block copies repaired)");
             }
-            Console.WriteLine($"volume '{handle.Name}': every replica of all {handle.Info.SegmentCount} segments is identical ({progress.Summary()})");
+            if (result.Problems.Count > 0 && !repair)
+            {
+                throw new StorageException($"volume '{handle.Name}': {result.Problems.Count} problems found; 'ostor volume repair {handle.Name}' fixes them");
+            }
+            Console.WriteLine(result.Problems.Count == 0
+                ? $"volume '{handle.Name}': every block of every replica of all {handle.Info.SegmentCount} segments is checksum-true and identical ({checkedBytes} checked, {progress.Summary()})"
+                : $"volume '{handle.Name}': {result.BlocksRepaired} block copies repaired from good ones ({checkedBytes} checked, {progress.Summary()})");
         }));
-        volume.Add(verify);
-        return volume;
+        return command;
     }
 
     private static Command HostCommands()

@@ -277,10 +277,10 @@ public sealed class OstorClient : IAsyncDisposable
                     continue; // a fresh map is usually all it takes: retry at once
                 }
             }
-            catch (Exception ex) when (ex is not (InvalidRequestException or VolumeNotFoundException or OperationCanceledException))
+            catch (Exception ex) when (ex is not (InvalidRequestException or VolumeNotFoundException or DataCorruptException or OperationCanceledException))
             {
-                // A host or the management service may be failing over: anything but bad input is
-                // worth another try on a fresh map until the deadline.
+                // A host or the management service may be failing over: anything but bad input (or
+                // data no replica holds a good copy of) is worth another try on a fresh map until the deadline.
                 failure = ex;
                 await TryRefreshAsync(map.Epoch + 1);
             }

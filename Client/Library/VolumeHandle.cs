@@ -114,40 +114,55 @@ public sealed class VolumeHandle
     }
 
     /// <summary>
-    /// Reads every segment from every acting replica, straight from each host, and returns the
-    /// segments whose replicas differ (or whose group is not at full factor): a scrub that a
-    /// person can run after a failure.
+    /// Checks every block of every segment on every acting replica against its checksum and
+    /// against the other replicas (the primary of each group does it, with writes to that segment
+    /// waiting meanwhile), and with <paramref name="repair"/> rewrites each bad or different copy
+    /// from a good one. Never-written segments cost nothing.
     /// </summary>
-    public async Task<IReadOnlyList<string>> VerifyReplicasAsync(Action<long>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<VolumeScrubResult> ScrubAsync(bool repair, Action<long>? progress = null, CancellationToken cancellationToken = default)
     {
         var volume = Info;
         var problems = new System.Collections.Concurrent.ConcurrentBag<(long Segment, string Problem)>();
+        long repaired = 0, lost = 0, bytesChecked = 0;
         await Parallel.ForAsync(0L, volume.SegmentCount, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = cancellationToken }, async (segment, ct) =>
         {
-            var group = volume.PlacementGroupOf(segment);
-            if (group.Replicas.Length != volume.ReplicationFactor)
+            SegmentScrub? scrub = null;
+            await _client.RetryAsync(async map =>
             {
-                problems.Add((segment, $"segment {segment}: placement group {group.Index} has {group.Replicas.Length} of {volume.ReplicationFactor} replicas acting"));
-            }
-            var address = new SegmentAddress(VolumeId, segment);
-            var length = (int)Math.Min(volume.SegmentSizeBytes, volume.SizeBytes - segment * volume.SegmentSizeBytes);
-            ReadOnlyMemory<byte>? reference = null;
-            foreach (var host in group.Replicas)
+                var current = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
+                var group = current.PlacementGroupOf(segment);
+                if (!group.IsAvailable)
+                {
+                    throw new PlacementGroupUnavailableException(Name, group.Index, map.Epoch, []);
+                }
+                if (group.Replicas.Length != current.ReplicationFactor)
+                {
+                    problems.Add((segment, $"segment {segment}: placement group {group.Index} has {group.Replicas.Length} of {current.ReplicationFactor} replicas acting"));
+                }
+                scrub = await _client.StorageServer(group.Primary).ScrubSegmentAsync(map.Epoch, new SegmentAddress(VolumeId, segment), repair);
+            }, ct);
+            foreach (var problem in scrub!.Problems)
             {
-                var held = (await _client.StorageServer(host).ReadLocalAsync(address, 0, length)).Bytes;
-                if (reference is null)
-                {
-                    reference = held;
-                }
-                else if (!reference.Value.Span.SequenceEqual(held.Span))
-                {
-                    problems.Add((segment, $"segment {segment}: the replica on {host} differs from the one on {group.Primary}"));
-                }
+                problems.Add((segment, $"segment {segment}: {problem}"));
             }
-            progress?.Invoke(length);
+            Interlocked.Add(ref repaired, scrub.BlocksRepaired);
+            Interlocked.Add(ref lost, scrub.BlocksLost);
+            Interlocked.Add(ref bytesChecked, scrub.BytesChecked);
+            progress?.Invoke(Math.Min(volume.SegmentSizeBytes, volume.SizeBytes - (segment * volume.SegmentSizeBytes)));
         });
-        return [.. problems.OrderBy(p => p.Segment).Select(p => p.Problem)];
+        return new VolumeScrubResult([.. problems.OrderBy(p => p.Segment).Select(p => p.Problem)], repaired, lost, bytesChecked);
     }
+
+    /// <summary>What <see cref="ScrubAsync"/> found and did, for the whole volume; every problem is one line for a person.</summary>
+    public sealed record VolumeScrubResult(IReadOnlyList<string> Problems, long BlocksRepaired, long BlocksLost, long BytesChecked);
+
+    /// <summary>
+    /// The problems a scrub without repair finds: blocks that fail their checksums, copies that
+    /// differ from the majority of good ones, groups not at full factor. Empty when every replica
+    /// of every segment holds the same, checksum-true data.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> VerifyReplicasAsync(Action<long>? progress = null, CancellationToken cancellationToken = default) =>
+        (await ScrubAsync(repair: false, progress, cancellationToken)).Problems;
 
     private VolumeInfo CheckRange(long offset, long length)
     {

@@ -131,3 +131,14 @@ public sealed class PrimaryLeaseException : StorageException
     public PrimaryLeaseException(string hostId, long epoch, string reason)
         : base($"host '{hostId}' holds no primary lease at epoch {epoch}: {reason}") { }
 }
+
+/// <summary>
+/// Blocks failed their checksums on every replica that was asked: no good copy of them is left
+/// (or none could be reached). Never answered with the bad bytes; reading them again will not help
+/// until a replica with a good copy returns.
+/// </summary>
+[GenerateSerializer, Alias("ostor.DataCorruptException")]
+public sealed class DataCorruptException : StorageException
+{
+    public DataCorruptException(string message) : base(message) { }
+}

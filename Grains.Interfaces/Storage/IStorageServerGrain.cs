@@ -85,6 +85,27 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("InstallSegment")]
     Task InstallSegmentAsync(SegmentImage image);
 
+    /// <summary>
+    /// As the PG's primary: checks every block of the segment on every acting replica against its
+    /// checksum and against the others (a block's good copies decide by majority, the primary's
+    /// breaking a tie), and with <paramref name="repair"/> rewrites every bad or different copy
+    /// from a good one. Writes to the segment wait meanwhile.
+    /// </summary>
+    [Alias("ScrubSegment")]
+    Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair);
+
+    /// <summary>As a replica, for the primary's scrub: every block's checksum and the blocks that fail theirs.</summary>
+    [Alias("CheckSegment")]
+    Task<SegmentCheck> CheckSegmentAsync(long epoch, SegmentAddress segment);
+
+    /// <summary>As a replica, for the primary: blocks read and checked (a copy to repair another replica's bad blocks from).</summary>
+    [Alias("ReadForRepair")]
+    Task<SegmentData> ReadForRepairAsync(SegmentRead request);
+
+    /// <summary>As a replica, for the primary's scrub: take these blocks as this host's copy.</summary>
+    [Alias("RepairBlocks")]
+    Task RepairBlocksAsync(BlockRepair repair);
+
     /// <summary>Reads the raw bytes one replica holds, bypassing the primary; for verification tools and tests.</summary>
     [Alias("ReadLocal")]
     Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length);

@@ -58,7 +58,3 @@ public sealed record ReplicaFailure(
     [property: Id(3)] string ReportingHostId,
     [property: Id(4)] string Reason,
     [property: Id(5)] long Epoch);
-
-/// <summary>What a segment holds on one host, block by block: the stored value of each 4 KiB block's data, and the blocks that fail their checksum.</summary>
-[GenerateSerializer, Immutable, Alias("ostor.SegmentCheck")]
-public sealed record SegmentCheck([property: Id(0)] uint[] Checksums, [property: Id(1)] int[] BadBlocks);

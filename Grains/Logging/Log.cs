@@ -121,4 +121,16 @@ internal static partial class Log
 
     [LoggerMessage(1401, LogLevel.Information, "Host {HostId} holds its primary lease again at epoch {Epoch}")]
     public static partial void LeaseRegained(ILogger logger, string hostId, long epoch);
+
+    [LoggerMessage(1500, LogLevel.Warning, "Primary {HostId} repaired {Blocks} block(s) of volume '{Volume}' segment {Segment} from block {FirstBlock}: they failed their checksums here; good copy from {Source}")]
+    public static partial void BlocksRepaired(ILogger logger, string hostId, string volume, long segment, int firstBlock, int blocks, string source);
+
+    [LoggerMessage(1501, LogLevel.Error, "Primary {HostId}: {Blocks} block(s) of volume '{Volume}' segment {Segment} from block {FirstBlock} fail their checksums and no other replica has a good copy; reads of them fail")]
+    public static partial void BlocksLost(ILogger logger, string hostId, string volume, long segment, int firstBlock, int blocks);
+
+    [LoggerMessage(1502, LogLevel.Warning, "Replica {HostId}: segment {Segment} of volume {VolumeId} is bad here ({Reason}); it asks to be resynced")]
+    public static partial void ReplicaCopyBad(ILogger logger, string hostId, Guid volumeId, long segment, string reason);
+
+    [LoggerMessage(1503, LogLevel.Warning, "Scrub by {HostId} of volume '{Volume}' segment {Segment}: {Problems}; {Repaired} block copies repaired")]
+    public static partial void ScrubFound(ILogger logger, string hostId, string volume, long segment, string problems, int repaired);
 }

@@ -216,8 +216,8 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
-    /// <summary>Punches a hole so the range reads as zeros and frees its blocks.</summary>
-    public async ValueTask TrimAsync(SegmentAddress segment, int segmentSize, int offset, int length, CancellationToken cancellationToken = default)
+    /// <summary>Punches a hole so the range reads as zeros and frees its blocks; partial blocks are checked as a write's are.</summary>
+    public async ValueTask TrimAsync(SegmentAddress segment, int segmentSize, int offset, int length, CancellationToken cancellationToken = default, bool verifyPartialBlocks = true)
     {
         CheckRange(segmentSize, offset, length);
         ThrowIfFailed();
@@ -233,7 +233,7 @@ public sealed partial class SegmentStore : IDisposable
             return; // nothing was ever written there
         }
         await PrepareWriteAsync(segment).ConfigureAwait(false);
-        var (firstBlock, checksums) = await ChecksumsAfterWriteAsync(lease, segment, segmentSize, offset, null, length, verifyPartialBlocks: true, cancellationToken).ConfigureAwait(false);
+        var (firstBlock, checksums) = await ChecksumsAfterWriteAsync(lease, segment, segmentSize, offset, null, length, verifyPartialBlocks, cancellationToken).ConfigureAwait(false);
         if (!PunchHole(handle, offset, length))
         {
             // File systems without hole punching: write zeros instead (same contents, no space freed).
@@ -439,6 +439,13 @@ public sealed partial class SegmentStore : IDisposable
     {
         await PrepareWriteAsync(segment).ConfigureAwait(false);
         return _versions.Next(segment.VolumeId, segment.SegmentIndex, epoch);
+    }
+
+    /// <summary>This host's copy of the segment is bad: its version becomes unknown (durably), so the next resync copies it whatever the versions say.</summary>
+    public void ForgetVersion(SegmentAddress segment)
+    {
+        _versions.Set(segment.VolumeId, segment.SegmentIndex, SegmentVersions.Unknown);
+        SyncVersions(segment.VolumeId);
     }
 
     /// <summary>A replica applied a write of <paramref name="version"/>.</summary>

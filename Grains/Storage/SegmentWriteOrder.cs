@@ -2,7 +2,7 @@ namespace OrleansStorage.Storage;
 
 /// <summary>
 /// Orders overlapping writes per segment on a primary. A write enters once every earlier write
-/// to the same segment that overlaps its byte range has left (first come, first served), and
+/// to the same segment that overlaps its byte range (widened to whole 4 KiB checksum blocks) has left (first come, first served), and
 /// stays in until every replica applied it. Overlapping writes therefore reach every replica one
 /// at a time, in the same order, while writes to disjoint ranges proceed in parallel. There is
 /// no global lock.
@@ -14,6 +14,11 @@ public sealed class SegmentWriteOrder
 
     public async ValueTask<IDisposable> EnterAsync(SegmentAddress segment, long offset, long length)
     {
+        // Whole checksum blocks: two writes to different bytes of one 4 KiB block both rewrite its
+        // checksum, so they must not overlap in time either.
+        var end = offset + length;
+        offset -= offset % Segments.BlockChecksums.BlockSize;
+        length = ((end + Segments.BlockChecksums.BlockSize - 1) / Segments.BlockChecksums.BlockSize * Segments.BlockChecksums.BlockSize) - offset;
         InFlight entry;
         List<Task>? earlier = null;
         lock (_gate)

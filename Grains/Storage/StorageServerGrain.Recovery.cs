@@ -135,7 +135,11 @@ public sealed partial class StorageServerGrain
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
         ThrowIfAbandoned(run);
         var version = store.Version(segment);
-        var (extents, bytes) = await store.ReadImageAsync(segment, volume.SegmentSizeBytes);
+        // Bad blocks here are repaired from another acting replica first: a copy never spreads them.
+        DataExtent[] extents = [];
+        byte[] bytes = [];
+        var group = (_map.FindVolume(segment.VolumeId) ?? volume).PlacementGroupOf(segment.SegmentIndex);
+        await WithOwnRepairAsync(volume, group, async () => (extents, bytes) = await store.ReadImageAsync(segment, volume.SegmentSizeBytes));
         await AtCurrentEpochAsync(run, async epoch =>
         {
             await target.InstallSegmentAsync(new SegmentImage(epoch, segment, version, extents, bytes));

@@ -87,7 +87,14 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         var buffer = new byte[request.Length];
-        await store.ReadAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, buffer);
+        try
+        {
+            await store.ReadAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, buffer);
+        }
+        catch (CorruptBlocksException)
+        {
+            await ReadRepairingAsync(request, volume, buffer);
+        }
         return new SegmentData(buffer);
     }
 
@@ -106,7 +113,7 @@ public sealed partial class StorageServerGrain(
         // The wait above may have spanned a map change: decide again on the current map.
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
         var forwarded = request with { Version = await store.NextVersionAsync(request.Segment, _map.Epoch) };
-        var local = store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask();
+        var local = WithOwnRepairAsync(volume, group, () => store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask());
         await ForwardAsync(group, request.Segment, local, server => server.ReplicaWriteAsync(forwarded));
     }
 
@@ -117,7 +124,7 @@ public sealed partial class StorageServerGrain(
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
         var forwarded = request with { Version = await store.NextVersionAsync(request.Segment, _map.Epoch) };
-        var local = store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask();
+        var local = WithOwnRepairAsync(volume, group, () => store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask());
         await ForwardAsync(group, request.Segment, local, server => server.ReplicaTrimAsync(forwarded));
     }
 
@@ -134,7 +141,14 @@ public sealed partial class StorageServerGrain(
         {
             throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
         }
-        await store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess);
+        try
+        {
+            await store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess);
+        }
+        catch (CorruptBlocksException bad)
+        {
+            await WriteOverBadCopyAsync(group, bad, () => store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess, verifyPartialBlocks: false).AsTask());
+        }
         RecordReplicaVersion(group, request.Segment, request.Version);
     }
 
@@ -144,7 +158,14 @@ public sealed partial class StorageServerGrain(
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
-        await store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
+        try
+        {
+            await store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
+        }
+        catch (CorruptBlocksException bad)
+        {
+            await WriteOverBadCopyAsync(group, bad, () => store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length, verifyPartialBlocks: false).AsTask());
+        }
         RecordReplicaVersion(group, request.Segment, request.Version);
     }
 
@@ -202,7 +223,14 @@ public sealed partial class StorageServerGrain(
         var volume = _map.FindVolume(segment.VolumeId) ?? throw new VolumeNotFoundException(segment.VolumeId, _map.Epoch);
         EpochGate.CheckRange(volume, segment.SegmentIndex, offset, length);
         var buffer = new byte[length];
-        await store.ReadAsync(segment, volume.SegmentSizeBytes, offset, buffer);
+        try
+        {
+            await store.ReadAsync(segment, volume.SegmentSizeBytes, offset, buffer);
+        }
+        catch (CorruptBlocksException bad)
+        {
+            throw new DataCorruptException($"host '{_hostId}': {bad.Message}");
+        }
         return new SegmentData(buffer);
     }
 
