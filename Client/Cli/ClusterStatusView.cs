@@ -35,6 +35,9 @@ public static class ClusterStatusView
         });
         Table.Print(text, ["HOST", "STATE", "SINCE", "PRIMARY", "ACTING", "FILLING", "ABSENT", "USED", "EPOCH", ""], rows);
 
+        text.AppendLine();
+        RenderScrubs(text, status, now);
+
         var copies = status.Copies.OrderBy(c => c.Job.TargetHostId, StringComparer.Ordinal).ThenBy(c => c.Job.GroupIndex).ToList();
         text.AppendLine();
         var recent = LastEpisode(status.FinishedCopies.Where(c => c.Failure is null && now - c.Finished!.Value < RecentWindow));
@@ -60,6 +63,30 @@ public static class ClusterStatusView
                 $"  {volume}/pg {copy.Job.GroupIndex,-3} {copy.SourceHostId} -> {copy.Job.TargetHostId} {(copy.Job.Resync ? "resync" : "fill  ")} {ProgressBar.Render(fraction, 20)} {copy.SegmentsDone}/{copy.SegmentsTotal} segments, {ByteSize.Format(copy.BytesCopied)} at {copy.BytesPerSecond(now) / (1 << 20):0.0} MiB/s"));
         }
         return text.ToString();
+    }
+
+    /// <summary>
+    /// Per volume, the background scrub: each primary scrubs the groups it leads, so a volume's
+    /// last complete scrub is the oldest pass among its primaries; what they repaired is summed.
+    /// </summary>
+    private static void RenderScrubs(StringBuilder text, ClusterStatus status, DateTimeOffset now)
+    {
+        var servers = status.Hosts.Where(h => h.Server is not null).Select(h => h.Server!).ToList();
+        var repaired = servers.Sum(s => s.BlocksRepaired);
+        var lost = servers.Sum(s => s.BlocksLost);
+        text.AppendLine(Invariant($"bad blocks since the hosts started: {repaired} repaired from good copies, {lost} with no good copy"));
+        foreach (var volume in status.Map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal))
+        {
+            var primaries = volume.PlacementGroups.Where(pg => pg.IsAvailable).Select(pg => pg.Primary).Distinct().Count();
+            var records = servers.SelectMany(s => s.Scrubs).Where(r => r.VolumeId == volume.VolumeId).ToList();
+            if (records.Count == 0)
+            {
+                text.AppendLine(Invariant($"  scrub {volume.Name}: not yet"));
+                continue;
+            }
+            text.AppendLine(Invariant(
+                $"  scrub {volume.Name}: last complete {Ago(now - records.Min(r => r.Finished))} by {records.Count} of {primaries} primaries, {records.Sum(r => r.Segments)} segments, {records.Sum(r => r.BlocksRepaired)} blocks repaired, {records.Sum(r => r.BlocksLost)} lost"));
+        }
     }
 
     /// <summary>The latest run of copies that overlap or follow each other within a few seconds: one recovery.</summary>

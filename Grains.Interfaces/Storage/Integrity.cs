@@ -27,3 +27,16 @@ public sealed record SegmentScrub(
     [property: Id(3)] ImmutableArray<string> Problems,
     [property: Id(4)] int BlocksRepaired,
     [property: Id(5)] int BlocksLost);
+
+/// <summary>
+/// The last complete background scrub pass of one host over the segments of a volume it leads:
+/// when it ended, how many segments it checked, how many block copies it rewrote from good ones,
+/// and how many blocks had no good copy anywhere.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("ostor.VolumeScrubRecord")]
+public sealed record VolumeScrubRecord(
+    [property: Id(0)] Guid VolumeId,
+    [property: Id(1)] DateTimeOffset Finished,
+    [property: Id(2)] long Segments,
+    [property: Id(3)] long BlocksRepaired,
+    [property: Id(4)] long BlocksLost);

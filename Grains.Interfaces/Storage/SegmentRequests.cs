@@ -35,7 +35,11 @@ public sealed record SegmentTrim(
     [property: Id(3)] int Length,
     [property: Id(4)] long Version = 0);
 
-/// <summary>What a storage server reports about itself.</summary>
+/// <summary>
+/// What a storage server reports about itself: use, copies in progress and recently finished,
+/// its last background scrub of each volume it leads, and how many bad blocks it repaired (or
+/// found with no good copy) since it started.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.StorageServerStatus")]
 public sealed record StorageServerStatus(
     [property: Id(0)] string HostId,
@@ -44,7 +48,10 @@ public sealed record StorageServerStatus(
     [property: Id(3)] int SegmentFiles,
     [property: Id(4)] string SiloAddress,
     [property: Id(5)] ImmutableArray<CopyProgress> Copies,
-    [property: Id(6)] ImmutableArray<CopyProgress> FinishedCopies);
+    [property: Id(6)] ImmutableArray<CopyProgress> FinishedCopies,
+    [property: Id(7)] ImmutableArray<VolumeScrubRecord> Scrubs,
+    [property: Id(8)] long BlocksRepaired,
+    [property: Id(9)] long BlocksLost);
 
 /// <summary>A byte range inside one segment that holds written data (everything else reads as zeros).</summary>
 [GenerateSerializer, Immutable, Alias("ostor.DataExtent")]

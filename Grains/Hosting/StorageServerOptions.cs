@@ -33,6 +33,19 @@ public sealed class StorageServerOptions
     [Range(1024 * 1024, long.MaxValue)]
     public long RecoveryBandwidthBytesPerSecond { get; set; } = 64L * 1024 * 1024;
 
+    /// <summary>
+    /// Bytes per second the background scrub reads (on every replica together) to check the
+    /// segments this host leads; 0 turns it off. It pauses while clients are doing I/O here.
+    /// </summary>
+    [Range(0, long.MaxValue)]
+    public long ScrubBytesPerSecond { get; set; } = 16L * 1024 * 1024;
+
+    /// <summary>From the start of one background scrub pass over this host's segments to the start of the next.</summary>
+    public TimeSpan ScrubInterval { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>The background scrub waits until no client request has reached this host for this long.</summary>
+    public TimeSpan ScrubIdleAfterClientIo { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Copies to pending replicas this host runs at once as a primary.</summary>
     [Range(1, 64)]
     public int MaxConcurrentCopies { get; set; } = 2;

@@ -133,4 +133,7 @@ internal static partial class Log
 
     [LoggerMessage(1503, LogLevel.Warning, "Scrub by {HostId} of volume '{Volume}' segment {Segment}: {Problems}; {Repaired} block copies repaired")]
     public static partial void ScrubFound(ILogger logger, string hostId, string volume, long segment, string problems, int repaired);
+
+    [LoggerMessage(1504, LogLevel.Warning, "Background scrub by {HostId} of volume '{Volume}' segment {Segment} failed; the next pass tries again")]
+    public static partial void ScrubFailed(ILogger logger, Exception exception, string hostId, string volume, long segment);
 }

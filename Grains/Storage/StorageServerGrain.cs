@@ -56,6 +56,7 @@ public sealed partial class StorageServerGrain(
 
         _savedMap = disk.LoadMap();
         StartLeases();
+        StartScrub();
         await AdoptAsync(await Management.GetMapAsync(), "activation");
         if (!_map.IsUnformed)
         {
@@ -84,6 +85,7 @@ public sealed partial class StorageServerGrain(
 
     public async Task<SegmentData> ReadAsync(SegmentRead request)
     {
+        _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         var buffer = new byte[request.Length];
@@ -107,6 +109,7 @@ public sealed partial class StorageServerGrain(
 
     public async Task WriteAsync(SegmentWrite request)
     {
+        _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
@@ -119,6 +122,7 @@ public sealed partial class StorageServerGrain(
 
     public async Task TrimAsync(SegmentTrim request)
     {
+        _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
@@ -211,7 +215,8 @@ public sealed partial class StorageServerGrain(
         var (bytes, files) = store.Usage();
         return Task.FromResult(new StorageServerStatus(
             _hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString(),
-            [.. _copies.Values.Select(run => run.Progress())], recoveryLog.Recent()));
+            [.. _copies.Values.Select(run => run.Progress())], recoveryLog.Recent(),
+            [.. _scrubs.Values], _blocksRepaired, _blocksLost));
     }
 
     public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)

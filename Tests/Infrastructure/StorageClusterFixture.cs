@@ -76,6 +76,8 @@ public class StorageClusterFixture : IAsyncLifetime
                 o.HostId = hostId;
                 o.DataDirectory = fixture.DataDirectoryOf(hostId);
                 o.CapacityBytes = 1L << 40;
+                // The silent-corruption tests decide when a scrub runs; BackgroundScrubTests runs the background one.
+                o.ScrubBytesPerSecond = 0;
             });
             silo.Services.AddSingleton<IClusterMapPushFilter>(fixture.PushFilter);
             silo.Services.AddSingleton<IReplicaWriteFaults>(fixture.ReplicaFaults);
