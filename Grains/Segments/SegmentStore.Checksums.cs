@@ -24,6 +24,19 @@ public sealed partial class SegmentStore
     /// </summary>
     public async Task<SegmentCheck> CheckAsync(SegmentAddress segment, int segmentSize, CancellationToken cancellationToken = default)
     {
+        try
+        {
+            return await CheckCoreAsync(segment, segmentSize, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"check of segment {segment.SegmentIndex} of volume {segment.VolumeId} failed: {ex.Message}");
+            throw; // not reached: Fail throws
+        }
+    }
+
+    private async Task<SegmentCheck> CheckCoreAsync(SegmentAddress segment, int segmentSize, CancellationToken cancellationToken = default)
+    {
         ThrowIfFailed();
         using var lease = Acquire(segment, create: false);
         if (lease.Handle is null)
@@ -70,6 +83,18 @@ public sealed partial class SegmentStore
     /// replica already holds, so the write version does not change.
     /// </summary>
     public async Task RepairBlocksAsync(SegmentAddress segment, int segmentSize, int firstBlock, ReadOnlyMemory<byte> bytes)
+    {
+        try
+        {
+            await RepairBlocksCoreAsync(segment, segmentSize, firstBlock, bytes).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"repair of segment {segment.SegmentIndex} of volume {segment.VolumeId} failed: {ex.Message}");
+        }
+    }
+
+    private async Task RepairBlocksCoreAsync(SegmentAddress segment, int segmentSize, int firstBlock, ReadOnlyMemory<byte> bytes)
     {
         var offset = firstBlock * BlockChecksums.BlockSize;
         CheckRange(segmentSize, offset, bytes.Length);

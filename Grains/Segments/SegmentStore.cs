@@ -169,6 +169,18 @@ public sealed partial class SegmentStore : IDisposable
     /// </summary>
     public async ValueTask ReadAsync(SegmentAddress segment, int segmentSize, int offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
+        try
+        {
+            await ReadCoreAsync(segment, segmentSize, offset, destination, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"read of segment {segment.SegmentIndex} of volume {segment.VolumeId} failed: {ex.Message}");
+        }
+    }
+
+    private async ValueTask ReadCoreAsync(SegmentAddress segment, int segmentSize, int offset, Memory<byte> destination, CancellationToken cancellationToken = default)
+    {
         CheckRange(segmentSize, offset, destination.Length);
         ThrowIfFailed();
         using var lease = Acquire(segment, create: false);
@@ -187,6 +199,18 @@ public sealed partial class SegmentStore : IDisposable
     /// <paramref name="verifyPartialBlocks"/> is false: a replica whose segment is to be recopied anyway.
     /// </summary>
     public async ValueTask WriteAsync(SegmentAddress segment, int segmentSize, int offset, ReadOnlyMemory<byte> data, bool durable, CancellationToken cancellationToken = default, bool verifyPartialBlocks = true)
+    {
+        try
+        {
+            await WriteCoreAsync(segment, segmentSize, offset, data, durable, cancellationToken, verifyPartialBlocks).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"write to segment {segment.SegmentIndex} of volume {segment.VolumeId} failed: {ex.Message}");
+        }
+    }
+
+    private async ValueTask WriteCoreAsync(SegmentAddress segment, int segmentSize, int offset, ReadOnlyMemory<byte> data, bool durable, CancellationToken cancellationToken = default, bool verifyPartialBlocks = true)
     {
         CheckRange(segmentSize, offset, data.Length);
         ThrowIfFailed();
@@ -218,6 +242,18 @@ public sealed partial class SegmentStore : IDisposable
 
     /// <summary>Punches a hole so the range reads as zeros and frees its blocks; partial blocks are checked as a write's are.</summary>
     public async ValueTask TrimAsync(SegmentAddress segment, int segmentSize, int offset, int length, CancellationToken cancellationToken = default, bool verifyPartialBlocks = true)
+    {
+        try
+        {
+            await TrimCoreAsync(segment, segmentSize, offset, length, cancellationToken, verifyPartialBlocks).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"trim of segment {segment.SegmentIndex} of volume {segment.VolumeId} failed: {ex.Message}");
+        }
+    }
+
+    private async ValueTask TrimCoreAsync(SegmentAddress segment, int segmentSize, int offset, int length, CancellationToken cancellationToken = default, bool verifyPartialBlocks = true)
     {
         CheckRange(segmentSize, offset, length);
         ThrowIfFailed();
@@ -437,6 +473,19 @@ public sealed partial class SegmentStore : IDisposable
 
     public async ValueTask<long> NextVersionAsync(SegmentAddress segment, long epoch)
     {
+        try
+        {
+            return await NextVersionCoreAsync(segment, epoch).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"version of segment {segment.SegmentIndex} of volume {segment.VolumeId} not recorded: {ex.Message}");
+            throw; // not reached: Fail throws
+        }
+    }
+
+    private async ValueTask<long> NextVersionCoreAsync(SegmentAddress segment, long epoch)
+    {
         await PrepareWriteAsync(segment).ConfigureAwait(false);
         return _versions.Next(segment.VolumeId, segment.SegmentIndex, epoch);
     }
@@ -449,7 +498,17 @@ public sealed partial class SegmentStore : IDisposable
     }
 
     /// <summary>A replica applied a write of <paramref name="version"/>.</summary>
-    public void RaiseVersion(SegmentAddress segment, long version) => _versions.Raise(segment.VolumeId, segment.SegmentIndex, version);
+    public void RaiseVersion(SegmentAddress segment, long version)
+    {
+        try
+        {
+            _versions.Raise(segment.VolumeId, segment.SegmentIndex, version);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"version of segment {segment.SegmentIndex} of volume {segment.VolumeId} not recorded: {ex.Message}");
+        }
+    }
 
     /// <summary>
     /// The whole segment as its data extents and their bytes, back to back: what a copy to
@@ -470,6 +529,18 @@ public sealed partial class SegmentStore : IDisposable
 
     /// <summary>Replaces the segment with a copy from another replica, with that replica's version.</summary>
     public async Task InstallImageAsync(SegmentAddress segment, int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes, long version)
+    {
+        try
+        {
+            await InstallImageCoreAsync(segment, segmentSize, extents, bytes, version).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"copy into segment {segment.SegmentIndex} of volume {segment.VolumeId} failed: {ex.Message}");
+        }
+    }
+
+    private async Task InstallImageCoreAsync(SegmentAddress segment, int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes, long version)
     {
         long total = 0;
         foreach (var extent in extents)
@@ -759,6 +830,14 @@ public sealed partial class SegmentStore : IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// An error of the disk itself (EIO, ENOSPC, EROFS, EPERM on an immutable file): the store fails
+    /// for good, as on a failed fsync, and the host goes Out. A file that is simply not there (a
+    /// volume deleted meanwhile) is not one.
+    /// </summary>
+    private static bool IsDiskError(Exception ex) =>
+        ex is (IOException and not FileNotFoundException and not DirectoryNotFoundException) or UnauthorizedAccessException;
 
     private void ThrowIfFailed()
     {

@@ -134,6 +134,41 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
     }
 
     [SkippableFact]
+    public async Task A_host_whose_disk_turns_read_only_goes_out_within_a_few_epochs_and_clients_see_no_error()
+    {
+        fixture.SkipIfUnavailable();
+        Prerequisites.Require(Environment.UserName == "root", "chattr +i needs root");
+        var loaded = await StartLoadAsync(("ro-f2", 2), ("ro-f3", 3));
+        var victim = await PickVictimAsync();
+        var volumes = Path.Combine(fixture.DataDirectoryOf(victim), "volumes");
+        var before = (await fixture.Management.GetMapAsync()).Epoch;
+
+        // The disk refuses every write from now on (EPERM, also through open files), as a file
+        // system remounted read-only after errors does.
+        await ExternalProgram.RunAsync("chattr", ["-R", "+i", volumes]);
+        try
+        {
+            var outMap = await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Out, $"'{victim}' Out after its disk refused writes");
+            Assert.All(outMap.AllGroups(), x => Assert.DoesNotContain(victim, x.Group.Replicas));
+            var whole = await WaitForMapAsync(GroupsFull, "every group back at full factor without the read-only host", TimeSpan.FromSeconds(120));
+            output.WriteLine($"epoch {before} -> {whole.Epoch} from the failure to full factor");
+            Assert.True(whole.Epoch - before < 10, $"the epoch moved {whole.Epoch - before} times for one failed disk");
+            // The load's clients saw no error: every write was acknowledged (after retries) and reads back.
+            await StopAndVerifyAsync(loaded);
+        }
+        finally
+        {
+            await ExternalProgram.RunAsync("chattr", ["-R", "-i", volumes]);
+        }
+
+        // With its disk writable again and restarted, it comes back empty.
+        await fixture.KillHostAsync(victim);
+        Assert.Equal(victim, await fixture.StartSiloAsync(victim));
+        await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
+        await CleanUpAsync(loaded);
+    }
+
+    [SkippableFact]
     public async Task Killed_host_loses_no_acknowledged_write_and_its_groups_regain_their_factor()
     {
         fixture.SkipIfUnavailable();

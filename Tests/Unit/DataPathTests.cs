@@ -77,13 +77,26 @@ public sealed class SegmentWriteOrderTests
     }
 
     [Fact]
-    public async Task Disjoint_writes_and_other_segments_proceed_together()
+    public async Task Writes_to_disjoint_blocks_and_other_segments_proceed_together()
     {
         var order = new SegmentWriteOrder();
         using var a = await order.EnterAsync(_segment, 0, 100);
-        using var b = await order.EnterAsync(_segment, 100, 100).AsTask().WaitAsync(TimeSpan.FromSeconds(1));
+        using var b = await order.EnterAsync(_segment, 4096, 100).AsTask().WaitAsync(TimeSpan.FromSeconds(1));
         using var c = await order.EnterAsync(_segment with { SegmentIndex = 1 }, 0, 100).AsTask().WaitAsync(TimeSpan.FromSeconds(1));
         Assert.Equal(3, order.InFlightCount);
+    }
+
+    [Fact]
+    public async Task Writes_to_different_bytes_of_one_checksum_block_take_turns()
+    {
+        // Both rewrite the block's checksum from the block as they see it: they must not overlap.
+        var order = new SegmentWriteOrder();
+        var first = await order.EnterAsync(_segment, 0, 100);
+        var second = order.EnterAsync(_segment, 200, 100).AsTask();
+        await Task.Delay(50);
+        Assert.False(second.IsCompleted);
+        first.Dispose();
+        (await second.WaitAsync(TimeSpan.FromSeconds(5))).Dispose();
     }
 }
 
