@@ -38,8 +38,8 @@ internal static partial class Log
     [LoggerMessage(1009, LogLevel.Information, "Primary {HostId} filled {Target} for placement group {Group} of volume {VolumeId}: {Copied} of {Total} segments copied, {Bytes} bytes")]
     public static partial void CopyFinished(ILogger logger, string hostId, string target, Guid volumeId, int group, long copied, long total, long bytes);
 
-    [LoggerMessage(1010, LogLevel.Warning, "Primary {HostId} stopped filling {Target} for placement group {Group} of volume {VolumeId}: {Reason}")]
-    public static partial void CopyFailed(ILogger logger, string hostId, string target, Guid volumeId, int group, string reason);
+    [LoggerMessage(1010, LogLevel.Warning, "Primary {HostId} stopped filling {Target} for placement group {Group} of volume {VolumeId}: {Reason}; it tries again in {RetrySeconds} s at the earliest")]
+    public static partial void CopyFailed(ILogger logger, string hostId, string target, Guid volumeId, int group, string reason, double retrySeconds);
 
     [LoggerMessage(1011, LogLevel.Warning, "Could not report that {HostId} missed a write")]
     public static partial void ReplicaFailureReportFailed(ILogger logger, Exception exception, string hostId);

@@ -17,6 +17,7 @@ public sealed partial class StorageServerGrain
     private bool _deactivating;
     private readonly Dictionary<(Guid VolumeId, int Group), InstalledSegments> _installed = [];
     private SemaphoreSlim? _copySlots;
+    private CopyBackoff? _copyBackoff;
     private BandwidthLimiter? _bandwidth;
 
     public async Task EnsureCopiesAsync(long epoch, CopyJob[] jobs)
@@ -31,9 +32,10 @@ public sealed partial class StorageServerGrain
         }
         _copySlots ??= new SemaphoreSlim(options.Value.MaxConcurrentCopies);
         _bandwidth ??= new BandwidthLimiter(options.Value.RecoveryBandwidthBytesPerSecond, TimeProvider.System);
+        _copyBackoff ??= new CopyBackoff(clock);
         foreach (var job in jobs)
         {
-            if (_copies.ContainsKey(job) || StillCopying(job, _map.Epoch) is not null)
+            if (_copies.ContainsKey(job) || StillCopying(job, _map.Epoch) is not null || !_copyBackoff.MayStart(job))
             {
                 continue;
             }
@@ -210,6 +212,7 @@ public sealed partial class StorageServerGrain
     private void FinishCopy(CopyRun run, string? failure)
     {
         _copies.Remove(run.Job);
+        var retryIn = _copyBackoff!.Finished(run.Job, succeeded: failure is null);
         var progress = run.Progress() with { Finished = DateTimeOffset.UtcNow, Failure = failure };
         recoveryLog.Add(progress);
         if (failure is null)
@@ -218,7 +221,7 @@ public sealed partial class StorageServerGrain
         }
         else
         {
-            Log.CopyFailed(logger, _hostId, run.Job.TargetHostId, run.Job.VolumeId, run.Job.GroupIndex, failure);
+            Log.CopyFailed(logger, _hostId, run.Job.TargetHostId, run.Job.VolumeId, run.Job.GroupIndex, failure, retryIn.TotalSeconds);
         }
     }
 
