@@ -154,7 +154,7 @@ public static class OstorCommandLine
             var rows = hosts.OrderBy(h => h.Host.HostId, StringComparer.Ordinal).Select(h => new[]
             {
                 h.Host.HostId,
-                h.Host.State.ToString(),
+                h.Host.NearFull ? $"{h.Host.State} (near full: no new replicas)" : h.Host.State.ToString(),
                 ByteSize.Format(h.Host.CapacityBytes),
                 h.Server is null ? "-" : ByteSize.Format(h.Server.BytesUsed),
                 h.Server is null ? "-" : h.Server.Epoch.ToString(CultureInfo.InvariantCulture),

@@ -79,6 +79,9 @@ public sealed record ClusterMap(
     /// <summary>The hosts that take new replicas: Up (not Draining, Down or Out).</summary>
     public IEnumerable<string> UpHostIds() => Hosts.Where(h => h.State == HostState.Up).Select(h => h.HostId);
 
+    /// <summary>The hosts new replicas may go to: Up and not near full.</summary>
+    public IEnumerable<string> PlacementHostIds() => Hosts.Where(h => h.State == HostState.Up && !h.NearFull).Select(h => h.HostId);
+
     /// <summary>Some group is being filled or is shedding a replica.</summary>
     public bool IsMoving() => AllGroups().Any(x => x.Group.IsMoving);
 
@@ -121,7 +124,8 @@ public sealed record HostInfo(
     [property: Id(1)] HostState State,
     [property: Id(2)] long CapacityBytes,
     [property: Id(3)] string Endpoint,
-    [property: Id(4)] DateTimeOffset StateSince = default);
+    [property: Id(4)] DateTimeOffset StateSince = default,
+    [property: Id(5)] bool NearFull = false);
 
 public enum VolumeState
 {

@@ -66,7 +66,7 @@ internal sealed class HostRegistrationService(
         {
             try
             {
-                var registration = new HostRegistration(hostId, Capacity(), gateway.ToString(), disk.Superblock?.ClusterId ?? Guid.Empty);
+                var registration = new HostRegistration(hostId, Capacity(), gateway.ToString(), disk.Superblock?.ClusterId ?? Guid.Empty, NearFull());
                 if (!registered)
                 {
                     var map = await management.RegisterHostAsync(registration);
@@ -119,6 +119,18 @@ internal sealed class HostRegistrationService(
     }
 
     public void Dispose() => _stopping.Dispose();
+
+    /// <summary>
+    /// Whether what this host offers is used at or above the near-full ratio: the configured
+    /// capacity by our segment files, or else the data directory's file system by anything.
+    /// </summary>
+    private bool NearFull()
+    {
+        var ratio = options.Value.NearFullRatio;
+        return options.Value.CapacityBytes > 0
+            ? services.GetRequiredService<SegmentStore>().Usage().BytesUsed >= ratio * options.Value.CapacityBytes
+            : disk.FilesystemUsedFraction >= ratio;
+    }
 
     private long Capacity()
     {

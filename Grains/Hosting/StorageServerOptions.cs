@@ -46,6 +46,14 @@ public sealed class StorageServerOptions
     /// <summary>The background scrub waits until no client request has reached this host for this long.</summary>
     public TimeSpan ScrubIdleAfterClientIo { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Used share of what this host offers (<see cref="CapacityBytes"/> by its segment files when
+    /// set, else the data directory's file system) at which it is near full: it keeps what it
+    /// holds but takes no new replicas.
+    /// </summary>
+    [Range(0.5, 1.0)]
+    public double NearFullRatio { get; set; } = 0.90;
+
     /// <summary>Copies to pending replicas this host runs at once as a primary.</summary>
     [Range(1, 64)]
     public int MaxConcurrentCopies { get; set; } = 2;

@@ -38,6 +38,16 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
 
     public static long FilesystemSizeOf(string directory) => new DriveInfo(Path.GetFullPath(directory)).TotalSize;
 
+    /// <summary>The share of the data directory's file system that is in use (by anything, not only by us).</summary>
+    public double FilesystemUsedFraction
+    {
+        get
+        {
+            var drive = new DriveInfo(Path.GetFullPath(Root));
+            return drive.TotalSize == 0 ? 1 : 1 - ((double)drive.AvailableFreeSpace / drive.TotalSize);
+        }
+    }
+
     /// <summary>The superblock, or null for a data directory no cluster has claimed yet.</summary>
     public Superblock? Superblock
     {

@@ -23,7 +23,13 @@ public sealed partial class ManagementGrain
             return false;
         }
         var map = await MapForHostAsync(registration);
-        await CommitAsync(_transitions.RegisterHost(map, registration, Now), $"host '{registration.HostId}' is back at {registration.Endpoint}");
+        var before = map.FindHost(registration.HostId);
+        var reason = before is not null && before.NearFull != registration.NearFull && before.Endpoint == registration.Endpoint && before.State == HostState.Up
+            ? registration.NearFull
+                ? $"host '{registration.HostId}' is near full: it takes no new replicas"
+                : $"host '{registration.HostId}' has room again: it takes new replicas"
+            : $"host '{registration.HostId}' is back at {registration.Endpoint}";
+        await CommitAsync(_transitions.RegisterHost(map, registration, Now), reason);
         return true;
     }
 

@@ -38,6 +38,7 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
             throw new InvalidRequestException($"a volume named '{name}' already exists");
         }
         var upHosts = map.Hosts.Count(h => h.State == HostState.Up);
+        var roomy = map.PlacementHostIds().Count();
         if (replicationFactor < 1 || replicationFactor > 3)
         {
             throw new InvalidRequestException($"replication factor {replicationFactor} is out of range: it must be 1, 2 or 3");
@@ -45,6 +46,11 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
         if (replicationFactor > upHosts)
         {
             throw new InvalidRequestException($"replication factor {replicationFactor} needs {replicationFactor} Up hosts; the cluster has {upHosts}");
+        }
+        if (replicationFactor > roomy)
+        {
+            var full = string.Join(", ", map.Hosts.Where(h => h.State == HostState.Up && h.NearFull).Select(h => h.HostId));
+            throw new InvalidRequestException($"replication factor {replicationFactor} needs {replicationFactor} Up hosts with room; {roomy} have room ({full} near full)");
         }
         var segmentCount = (sizeBytes + options.SegmentSizeBytes - 1) / options.SegmentSizeBytes;
         var pgCount = (int)Math.Min(options.PlacementGroupsPerVolume, segmentCount);

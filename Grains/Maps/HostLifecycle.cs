@@ -21,7 +21,7 @@ public static class HostLifecycle
         var existing = map.FindHost(registration.HostId);
         if (existing is null)
         {
-            var added = new HostInfo(registration.HostId, HostState.Up, registration.CapacityBytes, registration.Endpoint, now);
+            var added = new HostInfo(registration.HostId, HostState.Up, registration.CapacityBytes, registration.Endpoint, now, registration.NearFull);
             return map with { Epoch = map.Epoch + 1, Hosts = map.Hosts.Add(added) };
         }
         var state = existing.State is HostState.Down or HostState.Out ? HostState.Up : existing.State;
@@ -31,6 +31,7 @@ public static class HostLifecycle
             CapacityBytes = registration.CapacityBytes,
             Endpoint = registration.Endpoint,
             StateSince = state == existing.State ? existing.StateSince : now,
+            NearFull = registration.NearFull,
         };
         if (updated == existing)
         {
@@ -273,7 +274,7 @@ public static class HostLifecycle
         {
             return map;
         }
-        var up = map.UpHostIds().ToList();
+        var up = map.PlacementHostIds().ToList();
         if (up.Count < 2)
         {
             return map;
@@ -399,10 +400,10 @@ public static class HostLifecycle
         };
     }
 
-    /// <summary>Acting and pending replicas per Up host, over all volumes.</summary>
+    /// <summary>Acting and pending replicas per host that may take new ones (Up, not near full), over all volumes.</summary>
     private static Dictionary<string, int> ReplicaLoad(ClusterMap map)
     {
-        var up = map.UpHostIds().ToList();
+        var up = map.PlacementHostIds().ToList();
         return Totals(CountPerVolume(map, up, pg => pg.Receivers), up);
     }
 

@@ -5,7 +5,7 @@ namespace OrleansStorage.Placement;
 
 /// <summary>
 /// Chooses the replica sets of a new volume's placement groups. Spreads primaries and replicas
-/// evenly over the Up hosts, counting what the map already places on each host, and never puts
+/// evenly over the Up hosts that are not near full, counting what the map already places on each host, and never puts
 /// two replicas of one placement group on the same host. Deterministic: the same map and
 /// arguments always give the same placement.
 /// </summary>
@@ -14,11 +14,11 @@ public static class PlacementPlanner
     public static ImmutableArray<PlacementGroup> PlaceVolume(ClusterMap map, int placementGroupCount, int replicationFactor)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(placementGroupCount, 1);
-        var hosts = map.UpHostIds().Order(StringComparer.Ordinal).ToArray();
+        var hosts = map.PlacementHostIds().Order(StringComparer.Ordinal).ToArray();
         if (replicationFactor < 1 || replicationFactor > hosts.Length)
         {
             throw new ArgumentOutOfRangeException(nameof(replicationFactor), replicationFactor,
-                $"replication factor must be between 1 and the {hosts.Length} Up hosts");
+                $"replication factor must be between 1 and the {hosts.Length} Up hosts that are not near full");
         }
 
         var primaries = new Dictionary<string, int>(StringComparer.Ordinal);

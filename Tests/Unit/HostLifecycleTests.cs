@@ -53,6 +53,25 @@ public sealed class HostLifecycleTests
     }
 
     [Fact]
+    public void A_host_turning_near_full_is_one_map_change_and_takes_no_replacement_replicas()
+    {
+        var map = Cluster(4, 2);
+        var full = HostLifecycle.Register(map, TestMaps.Registration("host-4") with { NearFull = true }, Now);
+        Assert.Equal(map.Epoch + 1, full.Epoch);
+        Assert.True(full.FindHost("host-4")!.NearFull);
+        Assert.Same(full, HostLifecycle.Register(full, TestMaps.Registration("host-4") with { NearFull = true }, Now)); // no change, no epoch
+
+        // host-1 dies and is Out: its groups are refilled, never on the near-full host.
+        var down = HostLifecycle.MarkDown(full, "host-1", Now);
+        var recovering = HostLifecycle.PlanRecovery(HostLifecycle.MarkOut(down, "host-1", Now));
+        Assert.Contains(Groups(recovering), pg => !pg.Pending.IsEmpty);
+        Assert.All(Groups(recovering), pg => Assert.Null(pg.FindPending("host-4")));
+
+        var roomy = HostLifecycle.Register(full, TestMaps.Registration("host-4"), Now);
+        Assert.False(roomy.FindHost("host-4")!.NearFull);
+    }
+
+    [Fact]
     public void Group_with_every_replica_down_is_unavailable_and_only_the_last_to_leave_takes_it_back()
     {
         var map = Cluster(2, 2);

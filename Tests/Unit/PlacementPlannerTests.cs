@@ -59,6 +59,15 @@ public sealed class PlacementPlannerTests
     }
 
     [Fact]
+    public void A_near_full_host_receives_nothing_new()
+    {
+        var map = MapWithHosts(4);
+        map = map with { Hosts = map.Hosts.Replace(map.FindHost("host-3")!, map.FindHost("host-3")! with { NearFull = true }) };
+        var groups = PlacementPlanner.PlaceVolume(map, 32, 3);
+        Assert.DoesNotContain(groups.SelectMany(g => g.Replicas), h => h == "host-3");
+    }
+
+    [Fact]
     public void Factor_above_the_up_hosts_is_refused()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => PlacementPlanner.PlaceVolume(MapWithHosts(2), 8, 3));
