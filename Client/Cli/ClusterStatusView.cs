@@ -85,7 +85,7 @@ public static class ClusterStatusView
                 continue;
             }
             text.AppendLine(Invariant(
-                $"  scrub {volume.Name}: last complete {Ago(now - records.Min(r => r.Finished))} by {records.Count} of {primaries} primaries, {records.Sum(r => r.Segments)} segments, {records.Sum(r => r.BlocksRepaired)} blocks repaired, {records.Sum(r => r.BlocksLost)} lost"));
+                $"  scrub {volume.Name}: last complete {Ago(now - records.Min(r => r.Finished))} by {records.Count} of {primaries} primaries, {records.Sum(r => r.Segments)} segments, {ByteSize.Format(records.Sum(r => r.BytesChecked))} checked at {records.Max(r => r.BytesPerSecond) / (1 << 20):0.0} MiB/s, {records.Sum(r => r.BlocksRepaired)} blocks repaired, {records.Sum(r => r.BlocksLost)} lost"));
         }
     }
 

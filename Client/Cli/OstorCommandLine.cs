@@ -107,22 +107,31 @@ public static class OstorCommandLine
         }));
         volume.Add(delete);
 
-        volume.Add(ScrubCommand("verify", "Check every block of every replica against its checksum and the other replicas; change nothing", repair: false));
-        volume.Add(ScrubCommand("scrub", "Check every block of every replica, and rewrite bad or different copies from a good one", repair: true));
-        volume.Add(ScrubCommand("repair", "Rewrite every bad or different copy of a block from a good one (what verify found)", repair: true));
+        volume.Add(ScrubCommand("verify", "Check every block of every replica against its checksum and the other replicas; change nothing", repair: false, lightByDefault: false));
+        volume.Add(ScrubCommand("scrub", "Compare every segment's write version across its replicas and resync those that differ; --deep: check every block, rewrite bad or different copies", repair: true, lightByDefault: true));
+        volume.Add(ScrubCommand("repair", "Rewrite every bad or different copy of a block from a good one (what verify found)", repair: true, lightByDefault: false));
         return volume;
     }
 
-    /// <summary>verify, scrub and repair: one pass over every block of every replica, told whether to fix what it finds.</summary>
-    private static Command ScrubCommand(string name, string description, bool repair)
+    /// <summary>
+    /// verify, scrub and repair: one pass over every segment's replicas, told whether to fix what it
+    /// finds. Deep (every block against its checksum) unless <paramref name="lightByDefault"/> and no --deep.
+    /// </summary>
+    private static Command ScrubCommand(string name, string description, bool repair, bool lightByDefault)
     {
         var volumeName = new Argument<string>("NAME") { Description = "Volume name" };
+        var deepOption = new Option<bool>("--deep") { Description = "Read and check every block on every replica, not only the write versions" };
         var command = new Command(name, description) { volumeName };
+        if (lightByDefault)
+        {
+            command.Add(deepOption);
+        }
         command.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
+            var deep = !lightByDefault || parse.GetValue(deepOption);
             var handle = await client.OpenVolumeAsync(parse.GetValue(volumeName)!);
             using var progress = new TransferProgress(name, handle.SizeBytes);
-            var result = await handle.ScrubAsync(repair, bytes => progress.Add(bytes), ct);
+            var result = await handle.ScrubAsync(repair, bytes => progress.Add(bytes), ct, deep);
             progress.Dispose();
             foreach (var problem in result.Problems)
             {
@@ -137,9 +146,13 @@ public static class OstorCommandLine
             {
                 throw new StorageException($"volume '{handle.Name}': {result.Problems.Count} problems found; 'ostor volume repair {handle.Name}' fixes them");
             }
-            Console.WriteLine(result.Problems.Count == 0
-                ? $"volume '{handle.Name}': every block of every replica of all {handle.Info.SegmentCount} segments is checksum-true and identical ({checkedBytes} checked, {progress.Summary()})"
-                : $"volume '{handle.Name}': {result.BlocksRepaired} block copies repaired from good ones ({checkedBytes} checked, {progress.Summary()})");
+            Console.WriteLine((deep, result.Problems.Count) switch
+            {
+                (true, 0) => $"volume '{handle.Name}': every block of every replica of all {handle.Info.SegmentCount} segments is checksum-true and identical ({checkedBytes} checked, {progress.Summary()})",
+                (true, _) => $"volume '{handle.Name}': {result.BlocksRepaired} block copies repaired from good ones ({checkedBytes} checked, {progress.Summary()})",
+                (false, 0) => $"volume '{handle.Name}': every replica of all {handle.Info.SegmentCount} segments holds the primary's write version (light scrub; --deep reads every block)",
+                (false, _) => $"volume '{handle.Name}': {result.Problems.Count} replicas differ from their primary's write version and are being resynced (light scrub)",
+            });
         }));
         return command;
     }

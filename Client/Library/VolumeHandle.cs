@@ -117,9 +117,11 @@ public sealed class VolumeHandle
     /// Checks every block of every segment on every acting replica against its checksum and
     /// against the other replicas (the primary of each group does it, with writes to that segment
     /// waiting meanwhile), and with <paramref name="repair"/> rewrites each bad or different copy
-    /// from a good one. Never-written segments cost nothing.
+    /// from a good one. Never-written segments cost nothing. Without <paramref name="deep"/>, a
+    /// light scrub: only each segment's write version is compared across its replicas (no data is
+    /// read), and with <paramref name="repair"/> a replica that differs is resynced.
     /// </summary>
-    public async Task<VolumeScrubResult> ScrubAsync(bool repair, Action<long>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<VolumeScrubResult> ScrubAsync(bool repair, Action<long>? progress = null, CancellationToken cancellationToken = default, bool deep = true)
     {
         var volume = Info;
         var problems = new System.Collections.Concurrent.ConcurrentBag<(long Segment, string Problem)>();
@@ -139,7 +141,7 @@ public sealed class VolumeHandle
                 {
                     problems.Add((segment, $"segment {segment}: placement group {group.Index} has {group.Replicas.Length} of {current.ReplicationFactor} replicas acting"));
                 }
-                scrub = await _client.StorageServer(group.Primary).ScrubSegmentAsync(map.Epoch, new SegmentAddress(VolumeId, segment), repair);
+                scrub = await _client.StorageServer(group.Primary).ScrubSegmentAsync(map.Epoch, new SegmentAddress(VolumeId, segment), repair, deep);
             }, ct);
             foreach (var problem in scrub!.Problems)
             {

@@ -86,13 +86,20 @@ public interface IStorageServerGrain : IGrainWithStringKey
     Task InstallSegmentAsync(SegmentImage image);
 
     /// <summary>
-    /// As the PG's primary: checks every block of the segment on every acting replica against its
-    /// checksum and against the others (a block's good copies decide by majority, the primary's
-    /// breaking a tie), and with <paramref name="repair"/> rewrites every bad or different copy
-    /// from a good one. Writes to the segment wait meanwhile.
+    /// As the PG's primary, with <paramref name="deep"/>: checks every block of the segment on
+    /// every acting replica against its checksum and against the others (a block's good copies
+    /// decide by majority, the primary's breaking a tie), and with <paramref name="repair"/>
+    /// rewrites every bad or different copy from a good one. Without <paramref name="deep"/>
+    /// (light, no data read): compares the segment's write version on every acting replica with
+    /// the primary's, and with <paramref name="repair"/> has each that differs resynced. Writes to
+    /// the segment wait meanwhile.
     /// </summary>
     [Alias("ScrubSegment")]
-    Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair);
+    Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair, bool deep);
+
+    /// <summary>As a replica, for the primary's light scrub: the segment's write version here.</summary>
+    [Alias("GetSegmentVersion")]
+    Task<long> GetSegmentVersionAsync(long epoch, SegmentAddress segment);
 
     /// <summary>As a replica, for the primary's scrub: every block's checksum and the blocks that fail theirs.</summary>
     [Alias("CheckSegment")]

@@ -55,12 +55,65 @@ public sealed partial class StorageServerGrain
         await store.RepairBlocksAsync(repair.Segment, volume.SegmentSizeBytes, repair.FirstBlock, repair.Bytes);
     }
 
-    public async Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair)
+    public async Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair, bool deep)
     {
         var (volume, _) = await AdmitAsync(epoch, segment, ReplicaRole.Primary);
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
         var (_, group) = AdmitCurrent(epoch, segment, ReplicaRole.Primary);
-        return await ScrubUnderTurnAsync(volume, group, segment, repair);
+        return deep
+            ? await ScrubUnderTurnAsync(volume, group, segment, repair)
+            : await CompareVersionsUnderTurnAsync(volume, group, segment, repair);
+    }
+
+    public async Task<long> GetSegmentVersionAsync(long epoch, SegmentAddress segment)
+    {
+        await AdmitAsync(epoch, segment, ReplicaRole.Member);
+        return store.Version(segment);
+    }
+
+    /// <summary>
+    /// The light scrub of one segment: with no write to it in flight (the caller holds its whole
+    /// write turn), every acting replica must hold the primary's write version. One that does not
+    /// (or whose version is unknown) missed a write: with <paramref name="repair"/> it is resynced.
+    /// </summary>
+    private async Task<SegmentScrub> CompareVersionsUnderTurnAsync(VolumeInfo volume, PlacementGroup group, SegmentAddress segment, bool repair)
+    {
+        var epoch = _map.Epoch;
+        var mine = store.Version(segment);
+        var problems = new List<string>();
+        if (mine == SegmentVersions.Unknown)
+        {
+            problems.Add($"{_hostId}: the primary's write version is unknown (a suspect segment after an unclean shutdown)");
+        }
+        foreach (var hostId in group.Replicas.Skip(1))
+        {
+            long theirs;
+            try
+            {
+                theirs = await Server(hostId).GetSegmentVersionAsync(epoch, segment);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                problems.Add($"{hostId}: not checked ({ex.Message})");
+                continue;
+            }
+            if (theirs == mine && theirs != SegmentVersions.Unknown)
+            {
+                continue;
+            }
+            problems.Add($"{hostId}: write version {Describe(theirs)} differs from the primary's {Describe(mine)}" + (repair ? "; resync requested" : ""));
+            if (repair)
+            {
+                await Management.ReportReplicaFailedAsync(new ReplicaFailure(volume.VolumeId, group.Index, hostId, _hostId, "a light scrub found its write version differing from the primary's", epoch));
+            }
+        }
+        if (problems.Count > 0)
+        {
+            Log.ScrubFound(logger, _hostId, volume.Name, segment.SegmentIndex, string.Join("; ", problems), 0);
+        }
+        return new SegmentScrub(segment, group.Replicas.Length, 0, [.. problems], 0, 0);
+
+        static string Describe(long version) => version == SegmentVersions.Unknown ? "unknown" : $"{version >> SegmentVersions.EpochShift}.{version & 0xffffffff}";
     }
 
     /// <summary>A scrub of one segment; the caller holds the segment's whole write turn, so the copies hold still.</summary>

@@ -41,7 +41,7 @@ public sealed partial class StorageServerGrain
             {
                 return;
             }
-            _scrubPass = ScrubPass.Plan(_map, _hostId, store);
+            _scrubPass = ScrubPass.Plan(_map, _hostId, store, clock.GetUtcNow());
             _nextScrubPass = clock.GetUtcNow() + options.Value.ScrubInterval;
         }
         var pass = _scrubPass;
@@ -49,7 +49,7 @@ public sealed partial class StorageServerGrain
         {
             foreach (var (volumeId, tally) in pass.Tallies)
             {
-                _scrubs[volumeId] = new VolumeScrubRecord(volumeId, clock.GetUtcNow(), tally.Segments, tally.Repaired, tally.Lost);
+                _scrubs[volumeId] = new VolumeScrubRecord(volumeId, clock.GetUtcNow(), tally.Segments, tally.Repaired, tally.Lost, pass.Started, tally.BytesChecked);
             }
             _scrubPass = null;
             return;
@@ -82,14 +82,16 @@ public sealed partial class StorageServerGrain
     }
 
     /// <summary>The segments one pass visits, in order, and what it found per volume so far.</summary>
-    private sealed class ScrubPass(List<SegmentAddress> segments, Dictionary<Guid, ScrubTally> tallies)
+    private sealed class ScrubPass(List<SegmentAddress> segments, Dictionary<Guid, ScrubTally> tallies, DateTimeOffset started)
     {
         private int _next;
+
+        public DateTimeOffset Started { get; } = started;
 
         public IReadOnlyDictionary<Guid, ScrubTally> Tallies => tallies;
 
         /// <summary>Every segment of every group this host leads that it holds data of; every volume it leads gets a record, data or not.</summary>
-        public static ScrubPass Plan(Maps.ClusterMap map, string hostId, Segments.SegmentStore store)
+        public static ScrubPass Plan(Maps.ClusterMap map, string hostId, Segments.SegmentStore store, DateTimeOffset now)
         {
             var segments = new List<SegmentAddress>();
             var tallies = new Dictionary<Guid, ScrubTally>();
@@ -106,7 +108,7 @@ public sealed partial class StorageServerGrain
                     .Order()
                     .Select(index => new SegmentAddress(volume.VolumeId, index)));
             }
-            return new ScrubPass(segments, tallies);
+            return new ScrubPass(segments, tallies, now);
         }
 
         public SegmentAddress? Next() => _next < segments.Count ? segments[_next++] : null;
@@ -118,6 +120,7 @@ public sealed partial class StorageServerGrain
                 tally.Segments++;
                 tally.Repaired += scrub.BlocksRepaired;
                 tally.Lost += scrub.BlocksLost;
+                tally.BytesChecked += scrub.BytesChecked;
             }
         }
     }
@@ -127,5 +130,6 @@ public sealed partial class StorageServerGrain
         public long Segments { get; set; }
         public long Repaired { get; set; }
         public long Lost { get; set; }
+        public long BytesChecked { get; set; }
     }
 }

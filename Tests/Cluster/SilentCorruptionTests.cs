@@ -116,6 +116,22 @@ public sealed class SilentCorruptionTests(StorageClusterFixture fixture, ITestOu
     }
 
     [SkippableFact]
+    public async Task A_light_scrub_reads_no_data_and_sees_equal_versions_where_a_deep_one_sees_a_bad_block()
+    {
+        fixture.SkipIfUnavailable();
+        var (volume, _) = await CreateWrittenAsync(2, seed: 35);
+        Corrupt(volume, volume.Info.PlacementGroupOf(0).Replicas[1], 2 * Block, Flip.OneByte);
+
+        // Bit rot leaves the write versions alone: only the deep scrub, which reads, finds it.
+        var light = await volume.ScrubAsync(repair: false, deep: false);
+        Assert.Empty(light.Problems);
+        Assert.Equal(0, light.BytesChecked);
+        var deep = await volume.ScrubAsync(repair: false);
+        Assert.Single(deep.Problems);
+        Assert.True(deep.BytesChecked > 0);
+    }
+
+    [SkippableFact]
     public async Task A_block_bad_in_every_copy_fails_with_an_io_error_never_with_wrong_data()
     {
         fixture.SkipIfUnavailable();

@@ -25,7 +25,7 @@ public sealed class ClusterStatusViewTests
             SegmentsTotal: 4, SegmentsDone: 2, SegmentsCopied: 1, BytesCopied: 1 << 20, Started: Now.AddSeconds(-1), Finished: null, Failure: null);
         var hosts = map.Hosts.Select(h => new HostStatus(h, 0,
             new StorageServerStatus(h.HostId, map.Epoch, 1 << 20, 2, "silo", h.HostId == pending.Primary ? [copy] : [], [],
-                h.HostId == pending.Primary ? [new VolumeScrubRecord(volumeId, Now.AddMinutes(-5), 12, 3, 0)] : [], BlocksRepaired: 3, BlocksLost: 0), null)).ToList();
+                h.HostId == pending.Primary ? [new VolumeScrubRecord(volumeId, Now.AddMinutes(-5), 12, 3, 0, Now.AddMinutes(-5).AddSeconds(-6), 96L << 20)] : [], BlocksRepaired: 3, BlocksLost: 0), null)).ToList();
         var text = ClusterStatusView.Render(new ClusterStatus(new ManagementStatus("silo-1", map.Epoch, map.Epoch, Now), map, hosts), Now);
 
         Assert.Contains($"epoch {map.Epoch}", text, StringComparison.Ordinal);
@@ -34,7 +34,7 @@ public sealed class ClusterStatusViewTests
         Assert.Contains("host-3", text, StringComparison.Ordinal);
         Assert.Contains($"v/pg {pending.Index}", text, StringComparison.Ordinal);
         Assert.Contains("resync [##########..........] 2/4 segments", text, StringComparison.Ordinal);
-        Assert.Matches(@"scrub \S+: last complete 5m ago by 1 of \d primaries, 12 segments, 3 blocks repaired, 0 lost", text);
+        Assert.Matches(@"scrub \S+: last complete 5m ago by 1 of \d primaries, 12 segments, 96.0 MiB checked at 16.0 MiB/s, 3 blocks repaired, 0 lost", text);
         Assert.Contains($"bad blocks since the hosts started: {3 * map.Hosts.Length} repaired", text, StringComparison.Ordinal);
     }
 }
