@@ -16,7 +16,7 @@ public class SegmentStoreBenchmarks
     private byte[] _buffer = null!;
     private int _next;
 
-    [Params(64 * 1024, 1024 * 1024)]
+    [Params(4096, 64 * 1024, 1024 * 1024)]
     public int PayloadBytes { get; set; }
 
     [GlobalSetup]

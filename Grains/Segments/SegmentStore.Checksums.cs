@@ -157,6 +157,15 @@ public sealed partial class SegmentStore
         var (first, end) = BlockChecksums.BlocksOf(offset, length);
         var checksums = new uint[end - first];
         var writeEnd = offset + length;
+        // Blocks the write covers whole come from the data alone, in one run (a trimmed one is zeros).
+        var wholeFirst = BlockChecksums.BlocksOf(offset, 0).First + (offset % BlockChecksums.BlockSize == 0 ? 0 : 1);
+        var wholeEnd = writeEnd >= segmentSize ? end : writeEnd / BlockChecksums.BlockSize;
+        if (data is { } all && wholeEnd > wholeFirst)
+        {
+            var from = (wholeFirst * BlockChecksums.BlockSize) - offset;
+            var to = Math.Min(wholeEnd * BlockChecksums.BlockSize, writeEnd) - offset;
+            BlockChecksums.Compute(all.Span[from..to], checksums.AsSpan(wholeFirst - first, wholeEnd - wholeFirst));
+        }
         List<int>? bad = null;
         byte[]? block = null;
         for (var b = first; b < end; b++)
@@ -165,9 +174,7 @@ public sealed partial class SegmentStore
             var blockLength = Math.Min(BlockChecksums.BlockSize, segmentSize - blockStart);
             if (offset <= blockStart && writeEnd >= blockStart + blockLength)
             {
-                // Covered whole: from the data alone (interior blocks; a trimmed one is zeros).
-                checksums[b - first] = data is { } whole ? BlockChecksums.Stored(whole.Span.Slice(blockStart - offset, blockLength)) : 0;
-                continue;
+                continue; // covered whole: computed above
             }
             block ??= new byte[BlockChecksums.BlockSize];
             var old = block.AsMemory(0, blockLength);

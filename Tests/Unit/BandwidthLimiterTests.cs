@@ -1,18 +1,11 @@
 using OrleansStorage.Storage;
+using OrleansStorage.Tests.Infrastructure;
 using Xunit;
 
 namespace OrleansStorage.Tests.Unit;
 
 public sealed class BandwidthLimiterTests
 {
-    /// <summary>A clock that moves only when told to.</summary>
-    private sealed class ManualClock : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; } = new(2026, 11, 26, 0, 0, 0, TimeSpan.Zero);
-
-        public override DateTimeOffset GetUtcNow() => Now;
-    }
-
     [Fact]
     public void Bookings_are_paced_to_the_rate_after_a_small_burst()
     {

@@ -40,6 +40,21 @@ public sealed class BlockChecksumTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public void Four_blocks_at_a_time_give_the_same_checksums_as_one_at_a_time()
+    {
+        var bytes = Pattern((9 * Block) + 100, 9);
+        var together = new uint[11];
+        BlockChecksums.Compute(bytes, together);
+        for (var i = 0; i < together.Length; i++)
+        {
+            var start = i * Block;
+            var alone = start >= bytes.Length ? 0 : BlockChecksums.Stored(bytes.AsSpan(start, Math.Min(Block, bytes.Length - start)));
+            Assert.Equal(alone, together[i]);
+        }
+        Assert.Equal(0u, BlockChecksums.Stored(new byte[Block])); // a zero block stores 0
+    }
+
+    [Fact]
     public async Task A_flipped_bit_fails_the_read_of_its_block_only()
     {
         var data = Pattern(4 * Block, 1);

@@ -1,17 +1,11 @@
 using OrleansStorage.Storage;
+using OrleansStorage.Tests.Infrastructure;
 using Xunit;
 
 namespace OrleansStorage.Tests.Unit;
 
 public sealed class CopyBackoffTests
 {
-    private sealed class ManualClock : TimeProvider
-    {
-        public DateTimeOffset Now { get; set; } = new(2026, 11, 28, 0, 0, 0, TimeSpan.Zero);
-
-        public override DateTimeOffset GetUtcNow() => Now;
-    }
-
     private static readonly CopyJob Job = new(Guid.NewGuid(), 3, "host-2", Resync: true);
 
     [Fact]

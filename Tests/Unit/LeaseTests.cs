@@ -1,5 +1,6 @@
 using OrleansStorage.Leases;
 using OrleansStorage.Maps;
+using OrleansStorage.Tests.Infrastructure;
 using Xunit;
 
 namespace OrleansStorage.Tests.Unit;
@@ -13,18 +14,6 @@ public class LeaseTests
 {
     private static readonly LeaseOptions Options = new() { Duration = TimeSpan.FromSeconds(8), RenewInterval = TimeSpan.FromSeconds(1), ClockDriftBound = 0.01 };
     private static readonly TimeSpan Stretched = Options.Stretch(Options.Duration);
-
-    /// <summary>A monotonic clock that moves only when told (one tick per microsecond).</summary>
-    private sealed class ManualClock : TimeProvider
-    {
-        public long Ticks { get; private set; } = 1_000_000;
-
-        public override long TimestampFrequency => 1_000_000;
-
-        public override long GetTimestamp() => Ticks;
-
-        public void Advance(TimeSpan span) => Ticks += (long)(span.TotalSeconds * TimestampFrequency);
-    }
 
     /// <summary>Three hosts, one volume of factor 2 with 4 groups; host-1 leads group 0.</summary>
     private static (ClusterMap Map, Guid VolumeId) Layout()
