@@ -19,7 +19,10 @@ public sealed class BlockChecksumTests(ITestOutputHelper output) : IDisposable
     public void Dispose()
     {
         _store?.Dispose();
-        Directory.Delete(_root, recursive: true);
+        if (Directory.Exists(_root))
+        {
+            Directory.Delete(_root, recursive: true);
+        }
     }
 
     private static byte[] Pattern(int length, int seed)
