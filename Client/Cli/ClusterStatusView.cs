@@ -75,6 +75,17 @@ public static class ClusterStatusView
         var repaired = servers.Sum(s => s.BlocksRepaired);
         var lost = servers.Sum(s => s.BlocksLost);
         text.AppendLine(Invariant($"bad blocks since the hosts started: {repaired} repaired from good copies, {lost} with no good copy"));
+        foreach (var server in servers.OrderBy(s => s.HostId, StringComparer.Ordinal))
+        {
+            // A pass covers every volume the host leads; its records share the pass's start.
+            var pass = server.Scrubs.GroupBy(r => r.Started).MaxBy(g => g.Key);
+            if (pass is not null)
+            {
+                var bytes = pass.Sum(r => r.BytesChecked);
+                var seconds = Math.Max((pass.Max(r => r.Finished) - pass.Key).TotalSeconds, 0.001);
+                text.AppendLine(Invariant($"  {server.HostId}: last scrub pass {ByteSize.Format(bytes)} in {seconds:0} s = {bytes / seconds / (1 << 20):0.0} MiB/s (pauses for client I/O included)"));
+            }
+        }
         foreach (var volume in status.Map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal))
         {
             var primaries = volume.PlacementGroups.Where(pg => pg.IsAvailable).Select(pg => pg.Primary).Distinct().Count();
@@ -85,7 +96,7 @@ public static class ClusterStatusView
                 continue;
             }
             text.AppendLine(Invariant(
-                $"  scrub {volume.Name}: last complete {Ago(now - records.Min(r => r.Finished))} by {records.Count} of {primaries} primaries, {records.Sum(r => r.Segments)} segments, {ByteSize.Format(records.Sum(r => r.BytesChecked))} checked at {records.Max(r => r.BytesPerSecond) / (1 << 20):0.0} MiB/s, {records.Sum(r => r.BlocksRepaired)} blocks repaired, {records.Sum(r => r.BlocksLost)} lost"));
+                $"  scrub {volume.Name}: last complete {Ago(now - records.Min(r => r.Finished))} by {records.Count} of {primaries} primaries, {records.Sum(r => r.Segments)} segments, {ByteSize.Format(records.Sum(r => r.BytesChecked))} checked, {records.Sum(r => r.BlocksRepaired)} blocks repaired, {records.Sum(r => r.BlocksLost)} lost"));
         }
     }
 

@@ -97,6 +97,10 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("ScrubSegment")]
     Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair, bool deep);
 
+    /// <summary>How long since a client request last reached this host: a primary's background scrub waits while any replica it would read is busy.</summary>
+    [Alias("TimeSinceClientRequest")]
+    Task<TimeSpan> TimeSinceClientRequestAsync();
+
     /// <summary>As a replica, for the primary's light scrub: the segment's write version here.</summary>
     [Alias("GetSegmentVersion")]
     Task<long> GetSegmentVersionAsync(long epoch, SegmentAddress segment);

@@ -30,8 +30,9 @@ public sealed record SegmentScrub(
 
 /// <summary>
 /// The last complete background scrub pass of one host over the segments of a volume it leads:
-/// when it started and ended, how many segments and bytes (on all replicas) it checked, how many
-/// block copies it rewrote from good ones, and how many blocks had no good copy anywhere.
+/// when the pass (over every volume the host leads) started and ended, how many segments and bytes
+/// (on all replicas) of this volume it checked, how many block copies it rewrote from good ones,
+/// and how many blocks had no good copy anywhere.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.VolumeScrubRecord")]
 public sealed record VolumeScrubRecord(
@@ -41,8 +42,4 @@ public sealed record VolumeScrubRecord(
     [property: Id(3)] long BlocksRepaired,
     [property: Id(4)] long BlocksLost,
     [property: Id(5)] DateTimeOffset Started,
-    [property: Id(6)] long BytesChecked)
-{
-    /// <summary>The pass's pace over its whole duration, pauses for client I/O included.</summary>
-    public double BytesPerSecond => BytesChecked / Math.Max((Finished - Started).TotalSeconds, 0.001);
-}
+    [property: Id(6)] long BytesChecked);

@@ -136,4 +136,7 @@ internal static partial class Log
 
     [LoggerMessage(1504, LogLevel.Warning, "Background scrub by {HostId} of volume '{Volume}' segment {Segment} failed; the next pass tries again")]
     public static partial void ScrubFailed(ILogger logger, Exception exception, string hostId, string volume, long segment);
+
+    [LoggerMessage(1505, LogLevel.Information, "Background scrub by {HostId} finished a pass: {Segments} segments, {MiB} MiB on all replicas in {Seconds:0} s ({Rate:0.0} MiB/s, pauses for client I/O included), {Repaired} block copies repaired, {Lost} blocks with no good copy")]
+    public static partial void ScrubPassFinished(ILogger logger, string hostId, long segments, long miB, double seconds, double rate, long repaired, long lost);
 }

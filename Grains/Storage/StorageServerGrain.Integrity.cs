@@ -65,6 +65,8 @@ public sealed partial class StorageServerGrain
             : await CompareVersionsUnderTurnAsync(volume, group, segment, repair);
     }
 
+    public Task<TimeSpan> TimeSinceClientRequestAsync() => Task.FromResult(clock.GetElapsedTime(_lastClientRequest));
+
     public async Task<long> GetSegmentVersionAsync(long epoch, SegmentAddress segment)
     {
         await AdmitAsync(epoch, segment, ReplicaRole.Member);

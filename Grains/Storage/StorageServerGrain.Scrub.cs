@@ -5,8 +5,9 @@ namespace OrleansStorage.Storage;
 /// <summary>
 /// The background scrub: once per <c>ScrubInterval</c>, this host checks every segment it leads
 /// (that it holds data of) on every acting replica, one segment at a time under the segment's
-/// write turn, and repairs what it finds, as <c>ostor volume scrub</c> does. Paced to
-/// <c>ScrubBytesPerSecond</c> and paused while clients are doing I/O on this host.
+/// write turn, and repairs what it finds, as <c>ostor volume scrub --deep</c> does. Paced to
+/// <c>ScrubBytesPerSecond</c>, and paused while clients are doing I/O on this host or on any other
+/// replica of the segment next in turn (the scrub reads every replica).
 /// </summary>
 public sealed partial class StorageServerGrain
 {
@@ -45,12 +46,16 @@ public sealed partial class StorageServerGrain
             _nextScrubPass = clock.GetUtcNow() + options.Value.ScrubInterval;
         }
         var pass = _scrubPass;
-        if (pass.Next() is not { } segment)
+        if (pass.Peek() is not { } segment)
         {
             foreach (var (volumeId, tally) in pass.Tallies)
             {
                 _scrubs[volumeId] = new VolumeScrubRecord(volumeId, clock.GetUtcNow(), tally.Segments, tally.Repaired, tally.Lost, pass.Started, tally.BytesChecked);
             }
+            var seconds = Math.Max((clock.GetUtcNow() - pass.Started).TotalSeconds, 0.001);
+            var bytes = pass.Tallies.Values.Sum(t => t.BytesChecked);
+            Log.ScrubPassFinished(logger, _hostId, pass.Tallies.Values.Sum(t => t.Segments), bytes >> 20, seconds, bytes / seconds / (1 << 20),
+                pass.Tallies.Values.Sum(t => t.Repaired), pass.Tallies.Values.Sum(t => t.Lost));
             _scrubPass = null;
             return;
         }
@@ -58,10 +63,19 @@ public sealed partial class StorageServerGrain
         var group = volume?.PlacementGroupOf(segment.SegmentIndex);
         if (volume is null || group is null || group.Primary != _hostId)
         {
+            pass.Advance();
             return; // the map moved on: the segment is another host's to scrub now
         }
         try
         {
+            foreach (var hostId in group.Replicas.Skip(1))
+            {
+                if (await Server(hostId).TimeSinceClientRequestAsync() < options.Value.ScrubIdleAfterClientIo)
+                {
+                    return; // the same segment again at a later tick
+                }
+            }
+            pass.Advance();
             SegmentScrub scrub;
             using (await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes))
             {
@@ -77,6 +91,11 @@ public sealed partial class StorageServerGrain
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
+            // A replica down or the map moving: this segment waits for the next pass.
+            if (pass.Peek() == segment)
+            {
+                pass.Advance();
+            }
             Log.ScrubFailed(logger, ex, _hostId, volume.Name, segment.SegmentIndex);
         }
     }
@@ -111,7 +130,10 @@ public sealed partial class StorageServerGrain
             return new ScrubPass(segments, tallies, now);
         }
 
-        public SegmentAddress? Next() => _next < segments.Count ? segments[_next++] : null;
+        /// <summary>The segment to scrub next; it stays next until <see cref="Advance"/>.</summary>
+        public SegmentAddress? Peek() => _next < segments.Count ? segments[_next] : null;
+
+        public void Advance() => _next++;
 
         public void Count(Guid volumeId, SegmentScrub scrub)
         {

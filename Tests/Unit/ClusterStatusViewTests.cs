@@ -34,7 +34,8 @@ public sealed class ClusterStatusViewTests
         Assert.Contains("host-3", text, StringComparison.Ordinal);
         Assert.Contains($"v/pg {pending.Index}", text, StringComparison.Ordinal);
         Assert.Contains("resync [##########..........] 2/4 segments", text, StringComparison.Ordinal);
-        Assert.Matches(@"scrub \S+: last complete 5m ago by 1 of \d primaries, 12 segments, 96.0 MiB checked at 16.0 MiB/s, 3 blocks repaired, 0 lost", text);
+        Assert.Matches(@"scrub \S+: last complete 5m ago by 1 of \d primaries, 12 segments, 96.0 MiB checked, 3 blocks repaired, 0 lost", text);
+        Assert.Contains($"{pending.Primary}: last scrub pass 96.0 MiB in 6 s = 16.0 MiB/s", text, StringComparison.Ordinal);
         Assert.Contains($"bad blocks since the hosts started: {3 * map.Hosts.Length} repaired", text, StringComparison.Ordinal);
     }
 }
