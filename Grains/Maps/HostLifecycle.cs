@@ -108,19 +108,27 @@ public static class HostLifecycle
 
     /// <summary>
     /// Gives every available group short of its factor a pending replica on the least loaded Up
-    /// host that it does not already name. Groups with no acting replica have no source to copy
-    /// from and wait.
+    /// host that it does not already name. A host absent from an available group while it is Up
+    /// is resynced first: it came back while the group had no replica and was not the last to
+    /// leave, so it could not take the group back, and its return left it absent. Groups with no
+    /// acting replica have no source to copy from and wait.
     /// </summary>
     public static ClusterMap PlanRecovery(ClusterMap map)
     {
         var load = ReplicaLoad(map);
         var epoch = map.Epoch + 1;
         var changed = false;
+        var back = map.Hosts.Where(h => h.State is HostState.Up or HostState.Draining).Select(h => h.HostId).ToHashSet(StringComparer.Ordinal);
         var next = MapGroups(map, (volume, pg) =>
         {
             if (!pg.IsAvailable)
             {
                 return pg;
+            }
+            foreach (var returned in pg.Absent.Where(back.Contains).ToList())
+            {
+                pg = Rejoin(pg, returned, epoch);
+                changed = true;
             }
             var deficit = pg.Deficit(volume.ReplicationFactor);
             while (deficit-- > 0)

@@ -98,8 +98,9 @@ internal static class ScrubPlanner
             .GroupBy(f => (f.HostId, f.Problem))
             .SelectMany(g => Ranges(g.Select(f => f.Block).Order()).Select(r => (g.Key.HostId, g.Key.Problem, r.First, r.Last)))
             .OrderBy(f => f.First)
-            .Select(f => $"{f.HostId}: {(f.First == f.Last ? $"block {f.First}" : $"blocks {f.First}-{f.Last}")} "
-                + (f.Problem == BlockProblem.FailsChecksum ? "fail their checksum" : "differ from the majority of good copies"));
+            .Select(f => f.First == f.Last
+                ? $"{f.HostId}: block {f.First} " + (f.Problem == BlockProblem.FailsChecksum ? "fails its checksum" : "differs from the majority of good copies")
+                : $"{f.HostId}: blocks {f.First}-{f.Last} " + (f.Problem == BlockProblem.FailsChecksum ? "fail their checksums" : "differ from the majority of good copies"));
 
     private static IEnumerable<(int First, int Last)> Ranges(IEnumerable<int> sorted)
     {

@@ -90,7 +90,7 @@ public sealed class SilentCorruptionTests(StorageClusterFixture fixture, ITestOu
 
         await AssertReadsBackAsync(volume, data);
         var problem = Assert.Single(await volume.VerifyReplicasAsync());
-        Assert.Contains($"{secondary}: block 7 fail their checksum", problem);
+        Assert.Contains($"{secondary}: block 7 fails its checksum", problem);
 
         var scrub = await volume.ScrubAsync(repair: true);
         Assert.Equal(1, scrub.BlocksRepaired);

@@ -53,6 +53,28 @@ public sealed class HostLifecycleTests
     }
 
     [Fact]
+    public void A_host_that_returned_before_the_last_to_leave_is_resynced_once_the_group_is_back()
+    {
+        // Both replicas leave (host-2 last); host-1 returns first and cannot take the group (it
+        // may lack writes host-2 took); host-2 returns and takes it back. host-1 is Up: it must
+        // not stay absent forever, leaving the group degraded with no recovery planned.
+        var map = Cluster(2, 2);
+        map = HostLifecycle.MarkDown(map, "host-1", Now);
+        map = HostLifecycle.MarkDown(map, "host-2", Now);
+        map = HostLifecycle.Register(map, TestMaps.Registration("host-1"), Now);
+        map = HostLifecycle.Register(map, TestMaps.Registration("host-2"), Now);
+        Assert.Contains(Groups(map), pg => pg.Absent.Contains("host-1"));
+
+        var planned = HostLifecycle.PlanRecovery(map);
+        Assert.All(Groups(planned), pg =>
+        {
+            Assert.True(pg.Replicas.SequenceEqual(["host-2"]), pg.Describe());
+            Assert.Empty(pg.Absent);
+            Assert.True(pg.FindPending("host-1") is { Resync: true }, pg.Describe());
+        });
+    }
+
+    [Fact]
     public void A_host_turning_near_full_is_one_map_change_and_takes_no_replacement_replicas()
     {
         var map = Cluster(4, 2);

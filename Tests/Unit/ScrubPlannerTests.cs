@@ -25,7 +25,7 @@ public sealed class ScrubPlannerTests
         Assert.Equal(0, repair.Block);
         Assert.Equal("a", repair.Source);
         Assert.Equal(["p"], repair.Targets);
-        Assert.Contains(ScrubPlanner.Describe(plan.Findings), line => line == "p: block 0 differ from the majority of good copies");
+        Assert.Contains(ScrubPlanner.Describe(plan.Findings), line => line == "p: block 0 differs from the majority of good copies");
     }
 
     [Fact]
