@@ -168,6 +168,7 @@ public sealed partial class SegmentStore
         }
         List<int>? bad = null;
         byte[]? block = null;
+        uint[]? stored = null;
         for (var b = first; b < end; b++)
         {
             var blockStart = b * BlockChecksums.BlockSize;
@@ -181,7 +182,7 @@ public sealed partial class SegmentStore
             await ReadFullyAsync(lease.Handle!, old, blockStart, cancellationToken).ConfigureAwait(false);
             if (verifyPartialBlocks)
             {
-                var stored = new uint[1];
+                stored ??= new uint[1];
                 BlockChecksums.Read(lease.Checksums, b, stored);
                 if (BlockChecksums.Stored(old.Span) != stored[0])
                 {

@@ -102,7 +102,8 @@ internal static class ScrubPlanner
                 ? $"{f.HostId}: block {f.First} " + (f.Problem == BlockProblem.FailsChecksum ? "fails its checksum" : "differs from the majority of good copies")
                 : $"{f.HostId}: blocks {f.First}-{f.Last} " + (f.Problem == BlockProblem.FailsChecksum ? "fail their checksums" : "differ from the majority of good copies"));
 
-    private static IEnumerable<(int First, int Last)> Ranges(IEnumerable<int> sorted)
+    /// <summary>Sorted block numbers as ranges of consecutive ones, first and last of each.</summary>
+    public static IEnumerable<(int First, int Last)> Ranges(IEnumerable<int> sorted)
     {
         int? first = null, last = null;
         foreach (var block in sorted)

@@ -215,8 +215,9 @@ public sealed partial class StorageServerGrain
     private async Task RepairOwnBlocksAsync(VolumeInfo volume, PlacementGroup group, CorruptBlocksException bad)
     {
         var failures = new List<string>();
-        foreach (var (firstBlock, blocks) in Runs(bad.Blocks))
+        foreach (var (firstBlock, lastBlock) in ScrubPlanner.Ranges(bad.Blocks))
         {
+            var blocks = lastBlock - firstBlock + 1;
             var offset = firstBlock * BlockChecksums.BlockSize;
             var length = (int)Math.Min((long)blocks * BlockChecksums.BlockSize, volume.SegmentSizeBytes - offset);
             var repaired = false;
@@ -261,19 +262,4 @@ public sealed partial class StorageServerGrain
     }
 
     private IStorageServerGrain Server(string hostId) => GrainFactory.GetGrain<IStorageServerGrain>(hostId);
-
-    private static IEnumerable<(int FirstBlock, int Blocks)> Runs(IReadOnlyList<int> sortedBlocks)
-    {
-        for (var i = 0; i < sortedBlocks.Count;)
-        {
-            var first = sortedBlocks[i];
-            var count = 1;
-            while (i + count < sortedBlocks.Count && sortedBlocks[i + count] == first + count)
-            {
-                count++;
-            }
-            yield return (first, count);
-            i += count;
-        }
-    }
 }

@@ -18,8 +18,7 @@ public sealed class BackgroundScrubTests(ITestOutputHelper output) : IAsyncLifet
 
     public async Task InitializeAsync()
     {
-        var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        _silos = new ConfiguredSilos(await postgres.CreateDatabaseAsync("ostor_scrub"), "scrub-" + Guid.NewGuid().ToString("N")[..6]);
+        _silos = await ConfiguredSilos.OnNewDatabaseAsync("ostor_scrub", "scrub");
     }
 
     public async Task DisposeAsync() => await _silos.DisposeAsync();

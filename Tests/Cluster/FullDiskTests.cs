@@ -20,8 +20,7 @@ public sealed class FullDiskTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task InitializeAsync()
     {
         Prerequisites.Require(Environment.UserName == "root", "mounting a tmpfs needs root");
-        var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        _silos = new ConfiguredSilos(await postgres.CreateDatabaseAsync("ostor_full"), "full-" + Guid.NewGuid().ToString("N")[..6]);
+        _silos = await ConfiguredSilos.OnNewDatabaseAsync("ostor_full", "full");
     }
 
     public async Task DisposeAsync()

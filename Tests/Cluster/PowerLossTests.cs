@@ -25,8 +25,8 @@ public sealed class PowerLossTests(ITestOutputHelper output) : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        _silos = new ConfiguredSilos(await postgres.CreateDatabaseAsync("ostor_power"), "power-" + Guid.NewGuid().ToString("N")[..6]) { DiskFaults = _power };
+        _silos = await ConfiguredSilos.OnNewDatabaseAsync("ostor_power", "power");
+        _silos.DiskFaults = _power;
     }
 
     public async Task DisposeAsync() => await _silos.DisposeAsync();

@@ -20,6 +20,13 @@ public sealed class ConfiguredSilos(string connectionString, string clusterId) :
     private readonly Dictionary<string, IHost> _running = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (int Silo, int Gateway)> _ports = new(StringComparer.Ordinal);
 
+    /// <summary>Silos of a cluster of their own (id <paramref name="clusterPrefix"/>-random) on a new database of the private PostgreSQL.</summary>
+    public static async Task<ConfiguredSilos> OnNewDatabaseAsync(string database, string clusterPrefix)
+    {
+        var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
+        return new ConfiguredSilos(await postgres.CreateDatabaseAsync(database), clusterPrefix + "-" + Guid.NewGuid().ToString("N")[..6]);
+    }
+
     public string Root { get; } = Path.Combine(Path.GetTempPath(), "ostor-silos-" + Guid.NewGuid().ToString("N")[..8]);
 
     public string ConnectionString { get; set; } = connectionString;
