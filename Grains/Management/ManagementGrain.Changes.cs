@@ -137,8 +137,8 @@ public sealed partial class ManagementGrain
         {
             try
             {
-                // Bounded: a host whose silo died a moment ago must not hold up the management service.
-                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).PurgeVolumeAsync(volumeId, _map.Epoch).WaitAsync(PurgeTimeout);
+                // Bounded: a host whose silo died or restarted a moment ago must not hold up the management service.
+                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).PurgeVolumeAsync(volumeId, _map.Epoch).WaitAsync(HostAnswerTimeout);
                 return hostId;
             }
             catch (Exception ex)
@@ -169,7 +169,7 @@ public sealed partial class ManagementGrain
         {
             try
             {
-                return await GrainFactory.GetGrain<IStorageServerGrain>(hostId).GetDiskReportAsync().WaitAsync(PurgeTimeout);
+                return await GrainFactory.GetGrain<IStorageServerGrain>(hostId).GetDiskReportAsync().WaitAsync(HostAnswerTimeout);
             }
             catch (Exception ex)
             {

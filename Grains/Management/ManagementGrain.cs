@@ -42,8 +42,12 @@ public sealed partial class ManagementGrain(
     /// <summary>How long management waits on a storage server; a dead one must not stall it.</summary>
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(2);
 
-    /// <summary>Removing a volume's files may take a while on a big volume; past this the host finishes on its own.</summary>
-    private static readonly TimeSpan PurgeTimeout = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// How long a volume deletion or a map recovery waits on each host: under the client's default
+    /// request timeout (5 s), so the caller hears management's answer rather than a timeout while a
+    /// host restarts. A host that purges later confirms on its own when it adopts the map.
+    /// </summary>
+    private static readonly TimeSpan HostAnswerTimeout = TimeSpan.FromSeconds(3);
 
     private readonly ClusterMapTransitions _transitions = new(options.Value);
     private readonly Dictionary<string, long> _mismatchReports = new(StringComparer.Ordinal);
