@@ -52,7 +52,8 @@ public sealed class FioComparison(string outputDirectory, TimeSpan runtime, long
             }
         }
         Directory.CreateDirectory(outputDirectory);
-        var options = new OstorClientOptions();
+        // infra/bench runs the local cluster, which speaks TLS with the certificates in .data/pki.
+        var options = new OstorClientOptions { PkiDirectory = Environment.GetEnvironmentVariable("OSTOR_PKI") ?? "" };
         options.Gateways.Clear();
         foreach (var gateway in gateways)
         {

@@ -11,7 +11,7 @@ using OrleansStorage.Maps;
 namespace OrleansStorage.Client.Cli;
 
 /// <summary>The <c>ostor</c> command line: volume admin, host and map views, file transfers.</summary>
-public static class OstorCommandLine
+public static partial class OstorCommandLine
 {
     public const string GatewayEnvironmentVariable = "OSTOR_GATEWAY";
 
@@ -21,9 +21,25 @@ public static class OstorCommandLine
         Recursive = true,
     };
 
+    public const string PkiEnvironmentVariable = "OSTOR_PKI";
+
+    public const string ClientEnvironmentVariable = "OSTOR_CLIENT";
+
+    private static readonly Option<string?> Pki = new("--pki")
+    {
+        Description = $"The cluster's certificates folder (TLS to the gateways); default ${PkiEnvironmentVariable}, or plain text when neither is set",
+        Recursive = true,
+    };
+
+    private static readonly Option<string?> ClientName = new("--client")
+    {
+        Description = $"Whose client certificate to present; default ${ClientEnvironmentVariable} or '{OstorClientOptions.DefaultClientName}'",
+        Recursive = true,
+    };
+
     public static RootCommand Build()
     {
-        var root = new RootCommand("ostor: administer and use OrleansStorage volumes") { Gateway };
+        var root = new RootCommand("ostor: administer and use OrleansStorage volumes") { Gateway, Pki, ClientName };
         root.Add(VolumeCommands());
         root.Add(HostCommands());
         root.Add(ClusterCommands());
@@ -32,6 +48,7 @@ public static class OstorCommandLine
         root.Add(PutCommand());
         root.Add(GetCommand());
         root.Add(NbdCommands());
+        root.Add(PkiCommands());
         return root;
     }
 
@@ -56,7 +73,7 @@ public static class OstorCommandLine
             Console.Error.WriteLine($"ostor: {ex.Message}");
             return 1;
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or OperationCanceledException or TimeoutException or OrleansException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or OperationCanceledException or TimeoutException or OrleansException or System.Security.Cryptography.CryptographicException)
         {
             Console.Error.WriteLine($"ostor: {ex.GetType().Name}: {ex.Message}");
             return 1;
@@ -456,7 +473,12 @@ public static class OstorCommandLine
 
     private static async Task<int> WithClientAsync(ParseResult parse, Func<OstorClient, Task> action, bool subscribe = false)
     {
-        var options = new OstorClientOptions { SubscribeToMapChanges = subscribe };
+        var options = new OstorClientOptions
+        {
+            SubscribeToMapChanges = subscribe,
+            PkiDirectory = PkiDirectoryOf(parse) ?? "",
+            ClientName = parse.GetValue(ClientName) ?? NonEmpty(Environment.GetEnvironmentVariable(ClientEnvironmentVariable)) ?? OstorClientOptions.DefaultClientName,
+        };
         var gateways = parse.GetValue(Gateway) ?? Environment.GetEnvironmentVariable(GatewayEnvironmentVariable);
         if (!string.IsNullOrWhiteSpace(gateways))
         {

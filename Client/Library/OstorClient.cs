@@ -64,6 +64,7 @@ public sealed class OstorClient : IAsyncDisposable
     public static async Task<OstorClient> ConnectAsync(OstorClientOptions options, CancellationToken cancellationToken = default)
     {
         var gateways = options.Gateways.Select(ParseGateway).ToArray();
+        var tls = options.PkiDirectory.Length > 0 ? ClientTls.Load(options.PkiDirectory, options.ClientName) : null;
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         builder.Logging.SetMinimumLevel(LogLevel.Critical);
         builder.UseOrleansClient(client =>
@@ -79,6 +80,7 @@ public sealed class OstorClient : IAsyncDisposable
             {
                 client.AddMemoryStreams(ClusterMapStream.ProviderName);
             }
+            tls?.Configure(client);
         });
         var host = builder.Build();
         try
@@ -90,7 +92,11 @@ public sealed class OstorClient : IAsyncDisposable
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             host.Dispose();
-            throw new StorageException($"cannot reach the cluster at {string.Join(", ", options.Gateways)}: {ex.Message}", ex);
+            // A TLS mismatch looks like silence from here: the gateway drops the handshake and Orleans retries.
+            var hint = options.PkiDirectory.Length == 0
+                ? "; if its gateways use TLS, give the cluster's certificates (--pki or $OSTOR_PKI)"
+                : $"; or the gateways refused client '{options.ClientName}' or are not hosts of the authority in {options.PkiDirectory}";
+            throw new StorageException($"cannot reach the cluster at {string.Join(", ", options.Gateways)} ({ex.Message}){hint}", ex);
         }
         var client = new OstorClient(host.Services.GetRequiredService<IClusterClient>(), host, options);
         await client.StartAsync();

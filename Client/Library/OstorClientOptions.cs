@@ -10,6 +10,19 @@ public sealed class OstorClientOptions
 
     public string ClusterId { get; set; } = "ostor";
 
+    /// <summary>
+    /// The cluster's certificates (<see cref="OrleansStorage.Security.PkiDirectory"/>): with it the
+    /// client speaks mutual TLS to the gateways as <see cref="ClientName"/> and takes only hosts of
+    /// this cluster. Empty: plain text, which a cluster with TLS refuses.
+    /// </summary>
+    public string PkiDirectory { get; set; } = "";
+
+    /// <summary>Whose client certificate in <see cref="PkiDirectory"/> this client presents.</summary>
+    public string ClientName { get; set; } = DefaultClientName;
+
+    /// <summary>The client <c>infra/cluster up</c> issues a certificate for: the local administrator.</summary>
+    public const string DefaultClientName = "admin";
+
     public string ServiceId { get; set; } = "ostor";
 
     /// <summary>

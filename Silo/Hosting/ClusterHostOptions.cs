@@ -23,6 +23,13 @@ public sealed class ClusterHostOptions
     [Range(1, 65535)]
     public int GatewayPort { get; set; } = 30000;
 
+    /// <summary>
+    /// The cluster's certificates (<see cref="OrleansStorage.Security.PkiDirectory"/>): with it,
+    /// every silo and gateway connection is mutual TLS and takes only this cluster's certificates.
+    /// Without it the silo serves in plain text, on a loopback address only.
+    /// </summary>
+    public string PkiDirectory { get; set; } = "";
+
     /// <summary>PostgreSQL holding membership, the cluster map and stream pub-sub state.</summary>
     [Required]
     public string PostgresConnectionString { get; set; } = "";

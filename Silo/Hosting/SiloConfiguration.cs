@@ -8,7 +8,9 @@ using Orleans.Storage;
 using OrleansStorage.Hosting;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
+using OrleansStorage.Errors;
 using OrleansStorage.Management;
+using OrleansStorage.Security;
 
 namespace OrleansStorage.Silo.Hosting;
 
@@ -24,6 +26,7 @@ public static class SiloConfiguration
         ["--silo-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.SiloPort)}",
         ["--gateway-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.GatewayPort)}",
         ["--postgres"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PostgresConnectionString)}",
+        ["--pki"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PkiDirectory)}",
         ["--recover"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.RecoverMap)}",
     };
 
@@ -36,10 +39,28 @@ public static class SiloConfiguration
     {
         var cluster = configuration.GetSection(ClusterHostOptions.SectionName).Get<ClusterHostOptions>() ?? new ClusterHostOptions();
         var storageSection = configuration.GetSection(StorageServerOptions.SectionName);
-        var problems = Validate(cluster, storageSection.Get<StorageServerOptions>() ?? new StorageServerOptions());
+        var storage = storageSection.Get<StorageServerOptions>() ?? new StorageServerOptions();
+        var problems = Validate(cluster, storage);
         if (problems.Count > 0)
         {
             throw new InvalidOperationException("invalid configuration: " + string.Join("; ", problems));
+        }
+        // Ours before Orleans binds: a port that another process holds is one line, never a shared port.
+        if (PortCheck.Taken(IPAddress.Parse(cluster.AdvertisedAddress), ("silo", cluster.SiloPort), ("gateway", cluster.GatewayPort)) is { } taken)
+        {
+            throw new InvalidOperationException(taken);
+        }
+        if (cluster.PkiDirectory.Length > 0)
+        {
+            var pki = new PkiDirectory(cluster.PkiDirectory);
+            try
+            {
+                SiloTls.Configure(silo, pki.LoadTrust(), pki.LoadIdentity(CertificateRole.Host, storage.HostId));
+            }
+            catch (Exception ex) when (ex is StorageException or IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+            {
+                throw new InvalidOperationException($"TLS (--pki {cluster.PkiDirectory}): {ex.Message}", ex);
+            }
         }
 
         silo.Configure<ClusterOptions>(o =>
@@ -102,6 +123,10 @@ public static class SiloConfiguration
         if (!IPAddress.TryParse(cluster.AdvertisedAddress, out _))
         {
             problems.Add($"Cluster:AdvertisedAddress '{cluster.AdvertisedAddress}' is not an IP address");
+        }
+        else if (cluster.PkiDirectory.Length == 0 && !IPAddress.IsLoopback(IPAddress.Parse(cluster.AdvertisedAddress)))
+        {
+            problems.Add($"Cluster:AdvertisedAddress {cluster.AdvertisedAddress} is not a loopback address, and without TLS (--pki) every volume would be open to that network: give the cluster's certificates with --pki");
         }
         if (cluster.SiloPort is < 1 or > 65535 || cluster.GatewayPort is < 1 or > 65535 || cluster.SiloPort == cluster.GatewayPort)
         {

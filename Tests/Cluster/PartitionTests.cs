@@ -26,7 +26,7 @@ public sealed class PartitionTests(ITestOutputHelper output)
 
         VolumeInfo volume;
         string management;
-        await using (var admin = await OstorClient.ConnectAsync(Options(cluster.Gateways)))
+        await using (var admin = await OstorClient.ConnectAsync(Options(cluster, cluster.Gateways)))
         {
             volume = await admin.CreateVolumeAsync("partitioned", 64L << 20, 2);
             var status = await admin.GetStatusAsync();
@@ -40,14 +40,14 @@ public sealed class PartitionTests(ITestOutputHelper output)
 
         // The writer is a client on the majority's side: through a gateway on the cut-off host its
         // requests would stall with it (a client that reaches the cluster only there is the reader).
-        await using var writerClient = await OstorClient.ConnectAsync(Options(Enumerable.Range(1, Hosts).Where(h => h != victim).Select(cluster.GatewayOf)));
+        await using var writerClient = await OstorClient.ConnectAsync(Options(cluster, Enumerable.Range(1, Hosts).Where(h => h != victim).Select(cluster.GatewayOf)));
         var history = new RegisterHistory(segment * (long)volume.SegmentSizeBytes);
         var writer = await writerClient.OpenVolumeAsync("partitioned");
         Assert.True(await history.WriteNextAsync(writer));
 
         // The reader reaches the cluster only through the victim's gateway, and gives up on a read
         // quickly: it sees the victim's side of the partition, read by read.
-        var readerOptions = Options([cluster.GatewayOf(victim)]);
+        var readerOptions = Options(cluster, [cluster.GatewayOf(victim)]);
         readerOptions.SubscribeToMapChanges = false;
         readerOptions.RetryTimeout = TimeSpan.FromSeconds(2);
         await using var readerClient = await OstorClient.ConnectAsync(readerOptions);
@@ -91,9 +91,9 @@ public sealed class PartitionTests(ITestOutputHelper output)
         Assert.Empty(history.Violations());
     }
 
-    private static OstorClientOptions Options(IEnumerable<string> gateways)
+    private static OstorClientOptions Options(ScriptedCluster cluster, IEnumerable<string> gateways)
     {
-        var options = new OstorClientOptions { ConnectTimeout = TimeSpan.FromSeconds(60) };
+        var options = new OstorClientOptions { ConnectTimeout = TimeSpan.FromSeconds(60), PkiDirectory = cluster.Pki };
         options.Gateways.Clear();
         foreach (var gateway in gateways)
         {

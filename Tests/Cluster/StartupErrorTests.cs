@@ -34,6 +34,10 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
         { "unreachable --postgres", "did not answer" },
         { "--data is a file", "is a file, not a directory" },
         { "--data cannot be created", "cannot be created" },
+        { "a taken --silo-port", "is not free (AddressAlreadyInUse): another process, perhaps another cluster's silo, holds it" },
+        { "a taken --gateway-port", "the gateway port 127.0.0.1:" },
+        { "a network address without TLS", "is not a loopback address, and without TLS (--pki) every volume would be open to that network" },
+        { "--pki without this host's certificate", "no host certificate for 'host-1'" },
     };
 
     [Theory]
@@ -43,6 +47,10 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
         var postgres = await PrivatePostgres.GetAsync() ?? throw new InvalidOperationException("PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
         var connection = postgres.ConnectionString("postgres");
         var data = Path.Combine(_root, "data");
+        var siloPort = Ports.Free();
+        var gatewayPort = Ports.Free();
+        string[] more = [];
+        using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, what == "a taken --silo-port" ? siloPort : gatewayPort);
         switch (what)
         {
             case "malformed --postgres":
@@ -58,10 +66,22 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
                 await File.WriteAllTextAsync(Path.Combine(_root, "file"), "x");
                 data = Path.Combine(_root, "file", "data");
                 break;
+            case "a taken --silo-port" or "a taken --gateway-port":
+                // Another process (here: this test) holds the port, as another cluster's silo would.
+                holder.Start();
+                break;
+            case "a network address without TLS":
+                more = ["--Cluster:AdvertisedAddress", "10.1.2.3"];
+                break;
+            case "--pki without this host's certificate":
+                var pki = new Security.PkiDirectory(Path.Combine(_root, "pki"));
+                pki.CreateAuthority("test", DateTimeOffset.UtcNow).Dispose();
+                more = ["--pki", pki.Path];
+                break;
         }
         var started = Stopwatch.StartNew();
-        var (exitCode, stderr) = await RunSiloAsync("--host-id", "host-1", "--data", data, "--postgres", connection,
-            "--silo-port", Ports.Free().ToString(), "--gateway-port", Ports.Free().ToString());
+        var (exitCode, stderr) = await RunSiloAsync(["--host-id", "host-1", "--data", data, "--postgres", connection,
+            "--silo-port", siloPort.ToString(), "--gateway-port", gatewayPort.ToString(), .. more]);
         output.WriteLine($"{what}: exit {exitCode} after {started.Elapsed.TotalSeconds:0.0} s: {stderr}");
         var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Single(lines);

@@ -31,7 +31,7 @@ public sealed class ScriptedCluster : IAsyncDisposable
             ["OSTOR_NETNS_SUBNET"] = $"10.231.{id}",
             // Fixed bases (infra/cluster numbers the hosts' ports from them), away from the
             // developer's cluster (11111, 30000) and from the ephemeral range the tests' own silos use.
-            ["OSTOR_SILO_PORT_BASE"] = netns ? "21111" : "21211",
+            ["OSTOR_SILO_PORT_BASE"] = SiloPortOf(1).ToString(CultureInfo.InvariantCulture),
             ["OSTOR_GATEWAY_PORT_BASE"] = netns ? "31000" : "31100",
         };
     }
@@ -75,6 +75,12 @@ public sealed class ScriptedCluster : IAsyncDisposable
             return "iproute2's 'ip' cannot run: " + ex.Message;
         }
     }
+
+    /// <summary>The certificates <c>infra/cluster up</c> made; clients present its admin certificate.</summary>
+    public string Pki => Path.Combine(Data, "pki");
+
+    /// <summary>Host N's silo port (silo-to-silo traffic only).</summary>
+    public int SiloPortOf(int host) => (Netns ? 21111 : 21211) + host - 1;
 
     public string[] Gateways => File.ReadAllText(Path.Combine(Data, "gateways")).Trim().Split(',');
 

@@ -17,5 +17,10 @@ ostor_cli() {
     OSTOR_GATEWAY=$(cat "$gateways")
     export OSTOR_GATEWAY
   fi
+  # The local cluster speaks TLS with the certificates infra/cluster up made.
+  if [ -z "${OSTOR_PKI:-}" ] && [ -f "${OSTOR_DATA:-$OSTOR_ROOT/.data}/pki/ca.crt" ]; then
+    OSTOR_PKI=${OSTOR_DATA:-$OSTOR_ROOT/.data}/pki
+    export OSTOR_PKI
+  fi
   dotnet "$dll" "$@"
 }

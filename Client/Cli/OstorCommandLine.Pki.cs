@@ -1,0 +1,84 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using OrleansStorage.Errors;
+using OrleansStorage.Security;
+
+namespace OrleansStorage.Client.Cli;
+
+/// <summary><c>ostor pki</c>: the cluster's certificate authority and the certificates it issues.</summary>
+public static partial class OstorCommandLine
+{
+    private static Command PkiCommands()
+    {
+        var pki = new Command("pki", "The cluster's certificates: an authority, a certificate per host and per client (folder: --pki or $OSTOR_PKI)");
+
+        var clusterName = new Option<string>("--cluster") { Description = "Name in the authority's certificate", DefaultValueFactory = _ => "ostor" };
+        var init = new Command("init", "Create the cluster's authority (once; its key issues every other certificate)") { clusterName };
+        init.SetAction(parse =>
+        {
+            var folder = RequiredPkiDirectory(parse);
+            using var authority = folder.CreateAuthority(parse.GetValue(clusterName)!, DateTimeOffset.UtcNow);
+            Console.WriteLine($"created the authority of cluster '{parse.GetValue(clusterName)}' in {folder.AuthorityCertificatePath} (key {folder.AuthorityKeyPath}, mode 0600), valid until {authority.NotAfter:yyyy-MM-dd}");
+        });
+        pki.Add(init);
+
+        var hostName = new Argument<string>("HOST") { Description = "Host id, e.g. host-4" };
+        var addresses = new Option<string[]>("--address") { Description = "An address the host is reached at (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = true };
+        var issueHost = new Command("issue-host", "Issue (or reissue, replacing) a host's certificate; copy ca.crt and hosts/HOST.* to that host") { hostName, addresses };
+        issueHost.SetAction(parse =>
+        {
+            var folder = RequiredPkiDirectory(parse);
+            var ips = parse.GetValue(addresses)!.Select(a => IPAddress.TryParse(a, out var ip) ? ip : throw new InvalidRequestException($"--address '{a}' is not an IP address")).ToArray();
+            using var issued = folder.IssueHost(parse.GetValue(hostName)!, ips, DateTimeOffset.UtcNow);
+            Console.WriteLine($"issued {folder.CertificatePath(CertificateRole.Host, parse.GetValue(hostName)!)} for {string.Join(", ", ips.Select(i => i.ToString()))}, valid until {issued.NotAfter:yyyy-MM-dd}");
+        });
+        pki.Add(issueHost);
+
+        var clientName = new Argument<string>("NAME") { Description = "Client name, e.g. backup" };
+        var issueClient = new Command("issue-client", "Issue (or reissue, replacing) a client's certificate; copy ca.crt and clients/NAME.* to the client") { clientName };
+        issueClient.SetAction(parse =>
+        {
+            var folder = RequiredPkiDirectory(parse);
+            using var issued = folder.IssueClient(parse.GetValue(clientName)!, DateTimeOffset.UtcNow);
+            Console.WriteLine($"issued {folder.CertificatePath(CertificateRole.Client, parse.GetValue(clientName)!)}, valid until {issued.NotAfter:yyyy-MM-dd}");
+        });
+        pki.Add(issueClient);
+
+        var list = new Command("list", "List the certificates in the folder, with their role and expiry");
+        list.SetAction(parse =>
+        {
+            var folder = RequiredPkiDirectory(parse);
+            var trust = folder.LoadTrust();
+            var rows = new List<string[]> { Row(trust.Authority, "authority", null) };
+            foreach (var role in new[] { CertificateRole.Host, CertificateRole.Client })
+            {
+                var under = Path.GetDirectoryName(folder.CertificatePath(role, "x"))!;
+                foreach (var file in Directory.Exists(under) ? Directory.GetFiles(under, "*.crt").Order(StringComparer.Ordinal).ToArray() : [])
+                {
+                    using var certificate = X509CertificateLoader.LoadCertificateFromFile(file);
+                    rows.Add(Row(certificate, role.ToString().ToLowerInvariant(), trust.Refusal(certificate, role)));
+                }
+            }
+            PrintTable(["NAME", "ROLE", "EXPIRES", "STATE"], rows);
+        });
+        pki.Add(list);
+        return pki;
+
+        static string[] Row(X509Certificate2 certificate, string role, string? refusal) =>
+        [
+            ClusterCertificates.NameOf(certificate),
+            role,
+            certificate.NotAfter.ToUniversalTime().ToString("yyyy-MM-dd", CultureInfo.InvariantCulture),
+            refusal ?? "valid",
+        ];
+    }
+
+    private static string? PkiDirectoryOf(ParseResult parse) => parse.GetValue(Pki) ?? NonEmpty(Environment.GetEnvironmentVariable(PkiEnvironmentVariable));
+
+    private static PkiDirectory RequiredPkiDirectory(ParseResult parse) =>
+        new(PkiDirectoryOf(parse) ?? throw new InvalidRequestException($"give the certificates folder with --pki DIR or ${PkiEnvironmentVariable}"));
+
+    private static string? NonEmpty(string? text) => string.IsNullOrWhiteSpace(text) ? null : text;
+}

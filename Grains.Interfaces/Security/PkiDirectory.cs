@@ -1,0 +1,156 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.RegularExpressions;
+using OrleansStorage.Errors;
+
+namespace OrleansStorage.Security;
+
+/// <summary>
+/// A folder of the cluster's certificates in PEM, the layout every part reads:
+/// <c>ca.crt</c> and <c>ca.key</c> (the authority; the key stays where certificates are issued),
+/// <c>hosts/NAME.crt|key</c> and <c>clients/NAME.crt|key</c>. A host needs only <c>ca.crt</c>
+/// and its own pair, a client the same. Keys are written 0600 in folders of mode 0700.
+/// </summary>
+public sealed partial class PkiDirectory(string path)
+{
+    private const UnixFileMode PrivateFile = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+    private const UnixFileMode PrivateFolder = PrivateFile | UnixFileMode.UserExecute;
+
+    public string Path { get; } = System.IO.Path.GetFullPath(path);
+
+    public string AuthorityCertificatePath => System.IO.Path.Combine(Path, "ca.crt");
+
+    public string AuthorityKeyPath => System.IO.Path.Combine(Path, "ca.key");
+
+    public bool HasAuthority => File.Exists(AuthorityCertificatePath);
+
+    public string CertificatePath(CertificateRole role, string name) => System.IO.Path.Combine(Path, Folder(role), CheckedName(name) + ".crt");
+
+    public string KeyPath(CertificateRole role, string name) => System.IO.Path.Combine(Path, Folder(role), CheckedName(name) + ".key");
+
+    public bool Has(CertificateRole role, string name) => File.Exists(CertificatePath(role, name)) && File.Exists(KeyPath(role, name));
+
+    /// <summary>Creates the authority; refuses to replace one, which would orphan every certificate it issued.</summary>
+    public X509Certificate2 CreateAuthority(string clusterName, DateTimeOffset now)
+    {
+        if (HasAuthority)
+        {
+            throw new InvalidRequestException($"{AuthorityCertificatePath} exists; this folder already has a cluster authority");
+        }
+        var authority = ClusterCertificates.CreateAuthority(clusterName, now);
+        Write(AuthorityCertificatePath, AuthorityKeyPath, authority);
+        return authority;
+    }
+
+    /// <summary>Issues (or reissues, replacing the old pair) a host's certificate with the authority's key.</summary>
+    public X509Certificate2 IssueHost(string hostId, IReadOnlyCollection<IPAddress> addresses, DateTimeOffset now)
+    {
+        using var authority = LoadAuthorityWithKey();
+        var issued = ClusterCertificates.IssueHost(authority, CheckedName(hostId), addresses, now);
+        Write(CertificatePath(CertificateRole.Host, hostId), KeyPath(CertificateRole.Host, hostId), issued);
+        return issued;
+    }
+
+    /// <summary>Issues (or reissues) a client's certificate with the authority's key.</summary>
+    public X509Certificate2 IssueClient(string clientName, DateTimeOffset now)
+    {
+        using var authority = LoadAuthorityWithKey();
+        var issued = ClusterCertificates.IssueClient(authority, CheckedName(clientName), now);
+        Write(CertificatePath(CertificateRole.Client, clientName), KeyPath(CertificateRole.Client, clientName), issued);
+        return issued;
+    }
+
+    /// <summary>The trust of whoever holds this folder: the authority's certificate alone.</summary>
+    public ClusterTrust LoadTrust()
+    {
+        if (!HasAuthority)
+        {
+            throw new InvalidRequestException($"no cluster authority at {AuthorityCertificatePath} (create one with 'ostor pki init')");
+        }
+        return new ClusterTrust(X509CertificateLoader.LoadCertificateFromFile(AuthorityCertificatePath));
+    }
+
+    /// <summary>A host's or client's certificate with its private key, checked against the authority.</summary>
+    public X509Certificate2 LoadIdentity(CertificateRole role, string name)
+    {
+        var certificatePath = CertificatePath(role, name);
+        var keyPath = KeyPath(role, name);
+        if (!File.Exists(certificatePath) || !File.Exists(keyPath))
+        {
+            throw new InvalidRequestException($"no {role.ToString().ToLowerInvariant()} certificate for '{name}' in {Path} (expected {certificatePath} and {keyPath}; issue one with 'ostor pki issue-{role.ToString().ToLowerInvariant()}')");
+        }
+        RefuseOpenKey(keyPath);
+        var identity = X509Certificate2.CreateFromPemFile(certificatePath, keyPath);
+        if (LoadTrust().Refusal(identity, role) is { } refusal)
+        {
+            identity.Dispose();
+            throw new InvalidRequestException($"{certificatePath}: {refusal}");
+        }
+        return identity;
+    }
+
+    /// <summary>Host and client names: what a file name and a certificate's common name can both hold.</summary>
+    public static string CheckedName(string name) =>
+        NamePattern().IsMatch(name) ? name : throw new InvalidRequestException($"'{name}' is not a valid host or client name (1-63 of a-z, A-Z, 0-9, '.', '_', '-', starting with a letter or digit)");
+
+    private X509Certificate2 LoadAuthorityWithKey()
+    {
+        if (!File.Exists(AuthorityKeyPath))
+        {
+            throw new InvalidRequestException($"no authority key at {AuthorityKeyPath}: certificates are issued where the authority's key is (create one with 'ostor pki init')");
+        }
+        RefuseOpenKey(AuthorityKeyPath);
+        return X509Certificate2.CreateFromPemFile(AuthorityCertificatePath, AuthorityKeyPath);
+    }
+
+    /// <summary>A key others can read is a key others may have: say so rather than use it (as ssh does).</summary>
+    private static void RefuseOpenKey(string keyPath)
+    {
+        if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(keyPath) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
+        {
+            throw new InvalidRequestException($"{keyPath} is readable by others (mode {Convert.ToString((int)File.GetUnixFileMode(keyPath), 8)}); chmod 600 it");
+        }
+    }
+
+    private static void Write(string certificatePath, string keyPath, X509Certificate2 certificate)
+    {
+        var folder = System.IO.Path.GetDirectoryName(certificatePath)!;
+        if (OperatingSystem.IsWindows())
+        {
+            Directory.CreateDirectory(folder);
+        }
+        else
+        {
+            Directory.CreateDirectory(folder, PrivateFolder);
+        }
+        using var key = certificate.GetECDsaPrivateKey() ?? throw new InvalidOperationException("issued certificates carry an ECDSA key");
+        // The key first and private from its first byte; the certificate replaces the old one last.
+        WriteAtomically(keyPath, key.ExportPkcs8PrivateKeyPem(), PrivateFile);
+        WriteAtomically(certificatePath, certificate.ExportCertificatePem(), PrivateFile | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+    }
+
+    private static void WriteAtomically(string path, string text, UnixFileMode mode)
+    {
+        var temporary = path + ".tmp";
+        File.Delete(temporary); // a leftover would keep its old mode
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = mode;
+        }
+        using (var file = new FileStream(temporary, options))
+        using (var writer = new StreamWriter(file))
+        {
+            writer.Write(text);
+            writer.Flush();
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    private static string Folder(CertificateRole role) => role == CertificateRole.Host ? "hosts" : "clients";
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+    private static partial Regex NamePattern();
+}
