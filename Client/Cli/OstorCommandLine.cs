@@ -390,19 +390,20 @@ public static partial class OstorCommandLine
     private static Command PutCommand()
     {
         var volume = new Argument<string>("VOLUME") { Description = "Volume name" };
-        var file = new Argument<string>("FILE") { Description = "Local file to copy into the volume" };
+        var file = new Argument<string>("FILE") { Description = "Local file, block device, pipe or character device to copy into the volume ('-': standard input)" };
         var offset = new Option<string>("--offset") { Description = "Byte offset in the volume", DefaultValueFactory = _ => "0" };
+        var length = new Option<string?>("--length") { Description = "How many bytes (default: all the source holds; a stream is read to its end)" };
         var fua = new Option<bool>("--fua") { Description = "Make every chunk durable on every replica before it counts as written (forced unit access), not only at the final flush" };
-        var put = new Command("put", "Copy a local file into a volume") { volume, file, offset, fua };
+        var put = new Command("put", "Copy a local file or device into a volume") { volume, file, offset, length, fua };
         put.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
             var handle = await client.OpenVolumeAsync(parse.GetValue(volume)!);
-            var path = parse.GetValue(file)!;
-            var length = File.Exists(path) ? new FileInfo(path).Length : 0;
-            using var progress = new TransferProgress("put", length);
-            await VolumeTransfer.PutAsync(handle, path, ByteSize.Parse(parse.GetValue(offset)!), progress, ct, parse.GetValue(fua));
+            using var source = TransferSource.Open(parse.GetValue(file)!);
+            long? count = parse.GetValue(length) is { } text ? ByteSize.Parse(text) : null;
+            using var progress = new TransferProgress("put", count ?? source.Length ?? 0);
+            await VolumeTransfer.PutAsync(handle, source, ByteSize.Parse(parse.GetValue(offset)!), count, progress, ct, parse.GetValue(fua));
             progress.Dispose();
-            Console.WriteLine($"put '{path}' into '{handle.Name}': {progress.Summary()}");
+            Console.WriteLine($"put '{source.Path}' into '{handle.Name}': {progress.Summary()}");
         }));
         return put;
     }
