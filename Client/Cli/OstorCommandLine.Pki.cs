@@ -46,13 +46,37 @@ public static partial class OstorCommandLine
         });
         pki.Add(issueClient);
 
+        var serverName = new Argument<string>("NAME") { Description = "Server name, e.g. nbd" };
+        var serverAddresses = new Option<string[]>("--address") { Description = "An address clients reach the server at (repeat for several)", DefaultValueFactory = _ => ["127.0.0.1"], AllowMultipleArgumentsPerToken = true };
+        var dnsNames = new Option<string[]>("--dns") { Description = "A DNS name clients reach the server at (repeat for several)", DefaultValueFactory = _ => ["localhost"], AllowMultipleArgumentsPerToken = true };
+        var issueServer = new Command("issue-server", "Issue (or reissue) a TLS server certificate for an NBD export ('ostor nbd serve --tls-certificate NAME')") { serverName, serverAddresses, dnsNames };
+        issueServer.SetAction(parse =>
+        {
+            var folder = RequiredPkiDirectory(parse);
+            var ips = parse.GetValue(serverAddresses)!.Select(a => IPAddress.TryParse(a, out var ip) ? ip : throw new InvalidRequestException($"--address '{a}' is not an IP address")).ToArray();
+            using var issued = folder.IssueServer(parse.GetValue(serverName)!, ips, parse.GetValue(dnsNames)!, DateTimeOffset.UtcNow);
+            Console.WriteLine($"issued {folder.CertificatePath(CertificateRole.Server, parse.GetValue(serverName)!)} for {string.Join(", ", [.. ips.Select(i => i.ToString()), .. parse.GetValue(dnsNames)!])}, valid until {issued.NotAfter:yyyy-MM-dd}");
+        });
+        pki.Add(issueServer);
+
+        var dirClient = new Argument<string>("NAME") { Description = "Client name" };
+        var dirPath = new Argument<string>("DIR") { Description = "Folder to write (made 0700)" };
+        var clientDir = new Command("client-dir", "Write a client's certificate, key and the authority as qemu (tls-creds-x509 dir=) and libnbd (tls-certificates=) read them") { dirClient, dirPath };
+        clientDir.SetAction(parse =>
+        {
+            var folder = RequiredPkiDirectory(parse);
+            folder.ExportForNbdClient(parse.GetValue(dirClient)!, parse.GetValue(dirPath)!);
+            Console.WriteLine($"wrote ca-cert.pem, client-cert.pem and client-key.pem of '{parse.GetValue(dirClient)}' to {Path.GetFullPath(parse.GetValue(dirPath)!)}");
+        });
+        pki.Add(clientDir);
+
         var list = new Command("list", "List the certificates in the folder, with their role and expiry");
         list.SetAction(parse =>
         {
             var folder = RequiredPkiDirectory(parse);
             var trust = folder.LoadTrust();
             var rows = new List<string[]> { Row(trust.Authority, "authority", null) };
-            foreach (var role in new[] { CertificateRole.Host, CertificateRole.Client })
+            foreach (var role in Enum.GetValues<CertificateRole>())
             {
                 var under = Path.GetDirectoryName(folder.CertificatePath(role, "x"))!;
                 foreach (var file in Directory.Exists(under) ? Directory.GetFiles(under, "*.crt").Order(StringComparer.Ordinal).ToArray() : [])

@@ -434,10 +434,38 @@ public static partial class OstorCommandLine
         var nbd = new Command("nbd", "Export volumes as network block devices");
         var listen = new Option<string>("--listen") { Description = "Address and port to listen on", DefaultValueFactory = _ => "127.0.0.1:10809" };
         var exports = new Option<string[]>("--export") { Description = "Export only these volumes (repeatable); default: every volume", AllowMultipleArgumentsPerToken = true };
-        var serve = new Command("serve", "Serve volumes over NBD until interrupted (qemu, nbd-client, nbdcopy, fio ...)") { listen, exports };
+        var tls = new Option<string?>("--tls") { Description = "require (TLS-only exports), allow or off; default require with the cluster's certificates (--pki), else off" };
+        var tlsCertificate = new Option<string>("--tls-certificate") { Description = "The server certificate in the certificates folder (ostor pki issue-server NAME)", DefaultValueFactory = _ => "nbd" };
+        var insecure = new Option<bool>("--insecure") { Description = "Serve plain text on a non-loopback address: every volume open to that network (warned at every start)" };
+        var serve = new Command("serve", "Serve volumes over NBD until interrupted (qemu, nbd-client, nbdcopy, fio ...)") { listen, exports, tls, tlsCertificate, insecure };
         serve.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
             var endpoint = ParseEndpoint(parse.GetValue(listen)!);
+            var pkiPath = PkiDirectoryOf(parse);
+            var options = new NbdServerOptions
+            {
+                Listen = endpoint,
+                Exports = parse.GetValue(exports) ?? [],
+                Tls = parse.GetValue(tls) switch
+                {
+                    null => pkiPath is null ? NbdTlsMode.Off : NbdTlsMode.Require,
+                    "require" => NbdTlsMode.Require,
+                    "allow" => NbdTlsMode.Allow,
+                    "off" => NbdTlsMode.Off,
+                    var other => throw new InvalidRequestException($"--tls '{other}' is not require, allow or off"),
+                },
+            };
+            if (options.Tls != NbdTlsMode.Off)
+            {
+                var pki = new Security.PkiDirectory(pkiPath ?? throw new InvalidRequestException($"--tls {parse.GetValue(tls)} needs the cluster's certificates (--pki or ${PkiEnvironmentVariable})"));
+                options.TlsCertificate = pki.LoadIdentity(Security.CertificateRole.Server, parse.GetValue(tlsCertificate)!);
+                options.TlsClientTrust = pki.LoadTrust();
+            }
+            var open = options.Tls != NbdTlsMode.Require;
+            if (open && !IPAddress.IsLoopback(endpoint.Address) && !parse.GetValue(insecure))
+            {
+                throw new InvalidRequestException($"--listen {endpoint} is not a loopback address, and without --tls require every exported volume would be open to that network; use TLS, or give --insecure");
+            }
             using var logging = LoggerFactory.Create(b => b
                 .SetMinimumLevel(LogLevel.Information)
                 .AddSimpleConsole(o =>
@@ -445,11 +473,17 @@ public static partial class OstorCommandLine
                     o.SingleLine = true;
                     o.TimestampFormat = "HH:mm:ss.fff ";
                 })
-                .AddFilter("Orleans", LogLevel.Warning));
-            var options = new NbdServerOptions { Listen = endpoint, Exports = parse.GetValue(exports) ?? [] };
+                // Orleans' own categories at Warning; a prefix filter "Orleans" would also silence ours ("OrleansStorage.Nbd").
+                .AddFilter((category, level) => level >= (category?.StartsWith("OrleansStorage.", StringComparison.Ordinal) == true ? LogLevel.Information : LogLevel.Warning)));
+            if (open)
+            {
+                Console.Error.WriteLine($"ostor: warning: plain-text NBD on {endpoint}: whoever can connect there reads and writes the exported volumes without credentials");
+            }
             await using var server = new NbdServer(client, options, logging.CreateLogger("OrleansStorage.Nbd"));
             server.Start();
-            Console.Error.WriteLine($"ostor: serving NBD on {server.LocalEndpoint} (e.g. nbdinfo nbd://{server.LocalEndpoint}/VOLUME); Ctrl+C stops");
+            Console.Error.WriteLine(options.Tls == NbdTlsMode.Require
+                ? $"ostor: serving NBD over TLS only on {server.LocalEndpoint} (e.g. nbdinfo 'nbds://{server.LocalEndpoint}/VOLUME?tls-certificates=DIR', DIR from 'ostor pki client-dir'); Ctrl+C stops"
+                : $"ostor: serving NBD on {server.LocalEndpoint} (e.g. nbdinfo nbd://{server.LocalEndpoint}/VOLUME); Ctrl+C stops");
             try
             {
                 await server.Completion.WaitAsync(ct);

@@ -1,11 +1,15 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
+using OrleansStorage.Security;
 using static OrleansStorage.Client.Nbd.NbdProtocol;
 
 namespace OrleansStorage.Client.Nbd;
@@ -31,7 +35,7 @@ internal sealed class NbdConnection : IAsyncDisposable
     private static readonly byte[] Zeroes = new byte[1 << 20];
 
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private Stream _stream;
     private readonly NbdExports _exports;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
@@ -45,6 +49,9 @@ internal sealed class NbdConnection : IAsyncDisposable
     private string? _allocationContextExport;
     private VolumeHandle? _volume;
     private long _exportSize;
+
+    /// <summary>Who the client is once TLS is up: the name in its certificate.</summary>
+    private string? _tlsClient;
 
     public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, ILogger logger)
     {
@@ -66,7 +73,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         {
             if (await HandshakeAsync(cancellationToken))
             {
-                NbdLog.Connected(_logger, _remote, _volume!.Name, _exportSize, _structuredReplies);
+                NbdLog.Connected(_logger, _remote, _tlsClient ?? "(plain text)", _volume!.Name, _exportSize, _structuredReplies);
                 await TransmitAsync(cancellationToken);
             }
             NbdLog.Disconnected(_logger, _remote);
@@ -74,6 +81,10 @@ internal sealed class NbdConnection : IAsyncDisposable
         catch (NbdProtocolException ex)
         {
             NbdLog.ProtocolViolation(_logger, _remote, ex.Message);
+        }
+        catch (AuthenticationException ex)
+        {
+            NbdLog.TlsRefused(_logger, _remote, ex.Message);
         }
         catch (Exception ex) when (ex is EndOfStreamException or IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
@@ -128,6 +139,17 @@ internal sealed class NbdConnection : IAsyncDisposable
             var data = new byte[length];
             await _stream.ReadExactlyAsync(data, cancellationToken);
 
+            if (_options.Tls == NbdTlsMode.Require && _tlsClient is null && option is not (OptStartTls or OptAbort))
+            {
+                if (option == OptExportName)
+                {
+                    // No reply can carry an error here: the protocol says to close.
+                    throw new NbdProtocolException("NBD_OPT_EXPORT_NAME in plain text on a server that requires TLS");
+                }
+                await RefuseOptionAsync(option, RepErrTlsRequired, "this server requires TLS: send NBD_OPT_STARTTLS first", cancellationToken);
+                continue;
+            }
+
             switch (option)
             {
                 case OptExportName:
@@ -164,7 +186,19 @@ internal sealed class NbdConnection : IAsyncDisposable
                     await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
                     break;
                 case OptStartTls:
-                    await RefuseOptionAsync(option, RepErrPolicy, "TLS is not offered by this server", cancellationToken);
+                    if (_options.Tls == NbdTlsMode.Off)
+                    {
+                        await RefuseOptionAsync(option, RepErrPolicy, "TLS is not offered by this server", cancellationToken);
+                    }
+                    else if (length != 0 || _tlsClient is not null)
+                    {
+                        await RefuseOptionAsync(option, RepErrInvalid, length != 0 ? "NBD_OPT_STARTTLS takes no data" : "TLS is already on", cancellationToken);
+                    }
+                    else
+                    {
+                        await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
+                        await StartTlsAsync(cancellationToken);
+                    }
                     break;
                 case OptInfo:
                 case OptGo:
@@ -191,6 +225,47 @@ internal sealed class NbdConnection : IAsyncDisposable
                     break;
             }
         }
+    }
+
+    /// <summary>
+    /// The TLS handshake on the same socket, after STARTTLS was acknowledged: the client must
+    /// present a client certificate of the cluster's authority, which names it. What was
+    /// negotiated in plain text is forgotten, as the protocol asks.
+    /// </summary>
+    private async Task StartTlsAsync(CancellationToken cancellationToken)
+    {
+        var trust = _options.TlsClientTrust ?? throw new InvalidOperationException("TLS without the authority to check clients against");
+        string? refusal = null;
+        var tls = new SslStream(_stream, leaveInnerStreamOpen: false, (_, certificate, _, _) =>
+        {
+            using var presented = certificate is null ? null : new X509Certificate2(certificate);
+            refusal = trust.Refusal(presented, CertificateRole.Client);
+            return refusal is null;
+        });
+        _stream = tls;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_options.TlsHandshakeTimeout);
+        try
+        {
+            await tls.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+            {
+                ServerCertificate = _options.TlsCertificate,
+                ClientCertificateRequired = true,
+                CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+            }, timeout.Token);
+        }
+        catch (AuthenticationException ex) when (refusal is not null)
+        {
+            throw new AuthenticationException(refusal, ex);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new AuthenticationException($"the TLS handshake took longer than {_options.TlsHandshakeTimeout.TotalSeconds:0} s");
+        }
+        using var client = new X509Certificate2(tls.RemoteCertificate!);
+        _tlsClient = ClusterCertificates.NameOf(client);
+        _structuredReplies = false;
+        _allocationContextExport = null;
     }
 
     private async Task<bool> BindExportAsync(string name)

@@ -9,8 +9,8 @@ internal static partial class NbdLog
     [LoggerMessage(2000, LogLevel.Information, "NBD server listening on {Endpoint}")]
     public static partial void Listening(ILogger logger, IPEndPoint endpoint);
 
-    [LoggerMessage(2001, LogLevel.Information, "NBD client {Remote} connected to export '{Export}' ({Size} bytes, structured replies {Structured})")]
-    public static partial void Connected(ILogger logger, EndPoint? remote, string export, long size, bool structured);
+    [LoggerMessage(2001, LogLevel.Information, "NBD client {Remote} ({Client}) connected to export '{Export}' ({Size} bytes, structured replies {Structured})")]
+    public static partial void Connected(ILogger logger, EndPoint? remote, string client, string export, long size, bool structured);
 
     [LoggerMessage(2002, LogLevel.Information, "NBD client {Remote} disconnected")]
     public static partial void Disconnected(ILogger logger, EndPoint? remote);
@@ -23,6 +23,9 @@ internal static partial class NbdLog
 
     [LoggerMessage(2005, LogLevel.Information, "NBD client {Remote} went away: {Reason}")]
     public static partial void ConnectionLost(ILogger logger, EndPoint? remote, string reason);
+
+    [LoggerMessage(2007, LogLevel.Warning, "NBD client {Remote}: TLS refused: {Reason}")]
+    public static partial void TlsRefused(ILogger logger, EndPoint? remote, string reason);
 
     [LoggerMessage(2006, LogLevel.Debug, "NBD client {Remote}: option {Option} refused: {Reason}")]
     public static partial void OptionRefused(ILogger logger, EndPoint? remote, uint option, string reason);

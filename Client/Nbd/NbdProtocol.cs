@@ -46,6 +46,7 @@ internal static class NbdProtocol
     public const uint RepErrPolicy = 0x80000002;
     public const uint RepErrInvalid = 0x80000003;
     public const uint RepErrUnknown = 0x80000006;
+    public const uint RepErrTlsRequired = 0x80000005;
 
     // NBD_OPT_INFO / NBD_OPT_GO information types.
     public const ushort InfoExport = 0;

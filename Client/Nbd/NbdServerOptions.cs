@@ -1,6 +1,21 @@
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using OrleansStorage.Security;
 
 namespace OrleansStorage.Client.Nbd;
+
+/// <summary>Whether the export offers NBD_OPT_STARTTLS, and whether it insists on it.</summary>
+public enum NbdTlsMode
+{
+    /// <summary>Plain text only (STARTTLS is refused): anyone who can connect reads and writes.</summary>
+    Off,
+
+    /// <summary>TLS for clients that ask, plain text for the rest.</summary>
+    Allow,
+
+    /// <summary>Every option but STARTTLS and ABORT is refused until TLS is up.</summary>
+    Require,
+}
 
 public sealed class NbdServerOptions
 {
@@ -14,6 +29,17 @@ public sealed class NbdServerOptions
 
     /// <summary>Payload bytes one connection may have in flight; bounds memory per connection.</summary>
     public long MaxInFlightBytesPerConnection { get; set; } = 64L << 20;
+
+    public NbdTlsMode Tls { get; set; } = NbdTlsMode.Off;
+
+    /// <summary>The server's certificate (role Server of the cluster's authority) for STARTTLS.</summary>
+    public X509Certificate2? TlsCertificate { get; set; }
+
+    /// <summary>Whose client certificates are taken: a client must present one of this authority's.</summary>
+    public ClusterTrust? TlsClientTrust { get; set; }
+
+    /// <summary>How long a client may take over the TLS handshake.</summary>
+    public TimeSpan TlsHandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Largest option a client may send during the handshake (names are at most 4096 bytes).</summary>
     public int MaxOptionBytes { get; set; } = 64 << 10;

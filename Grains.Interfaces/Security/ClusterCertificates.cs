@@ -12,14 +12,17 @@ public enum CertificateRole
 
     /// <summary>A client (the CLI, the .NET library, an NBD server): only the gateways take it.</summary>
     Client,
+
+    /// <summary>A TLS server that is not a host (an NBD export): it serves clients and joins nothing.</summary>
+    Server,
 }
 
 /// <summary>
 /// Issues the cluster's certificates with .NET's own <see cref="CertificateRequest"/>: one
 /// authority per cluster and, under it, a certificate per host and per client. The role is in
-/// the extended key usage — a host certificate serves TLS (server and client authentication),
-/// a client certificate only authenticates a client — so a client certificate cannot stand in
-/// for a host on the silo port. Keys are ECDSA P-256: small, fast handshakes, and what every TLS
+/// the extended key usage — a host certificate serves TLS and connects to other hosts (server
+/// and client authentication), a client certificate only authenticates a client, a server
+/// certificate (an NBD export's) only serves — so neither stands in for a host on the silo port. Keys are ECDSA P-256: small, fast handshakes, and what every TLS
 /// stack we interoperate with (OpenSSL, GnuTLS in qemu) accepts.
 /// </summary>
 public static class ClusterCertificates
@@ -56,6 +59,21 @@ public static class ClusterCertificates
         return Issue(authority, hostId, CertificateRole.Host, names, now);
     }
 
+    /// <summary>A server's certificate (an NBD export), naming the addresses and DNS names clients reach it at.</summary>
+    public static X509Certificate2 IssueServer(X509Certificate2 authority, string name, IEnumerable<IPAddress> addresses, IEnumerable<string> dnsNames, DateTimeOffset now)
+    {
+        var names = new SubjectAlternativeNameBuilder();
+        foreach (var dns in dnsNames)
+        {
+            names.AddDnsName(dns);
+        }
+        foreach (var address in addresses)
+        {
+            names.AddIpAddress(address);
+        }
+        return Issue(authority, name, CertificateRole.Server, names, now);
+    }
+
     /// <summary>A client's certificate; its common name is the client's name.</summary>
     public static X509Certificate2 IssueClient(X509Certificate2 authority, string clientName, DateTimeOffset now) =>
         Issue(authority, clientName, CertificateRole.Client, names: null, now);
@@ -64,9 +82,13 @@ public static class ClusterCertificates
     public static CertificateRole? RoleOf(X509Certificate2 certificate)
     {
         var usages = certificate.Extensions.OfType<X509EnhancedKeyUsageExtension>().SelectMany(e => e.EnhancedKeyUsages.Cast<Oid>()).Select(o => o.Value).ToHashSet();
-        return usages.Contains(ServerAuthenticationOid) ? CertificateRole.Host
-            : usages.Contains(ClientAuthenticationOid) ? CertificateRole.Client
-            : null;
+        return (usages.Contains(ServerAuthenticationOid), usages.Contains(ClientAuthenticationOid)) switch
+        {
+            (true, true) => CertificateRole.Host,
+            (true, false) => CertificateRole.Server,
+            (false, true) => CertificateRole.Client,
+            _ => null,
+        };
     }
 
     /// <summary>The host or client name a certificate was issued to.</summary>
@@ -75,12 +97,16 @@ public static class ClusterCertificates
     private static X509Certificate2 Issue(X509Certificate2 authority, string name, CertificateRole role, SubjectAlternativeNameBuilder? names, DateTimeOffset now)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var unit = role == CertificateRole.Host ? "ostor-host" : "ostor-client";
+        var unit = "ostor-" + role.ToString().ToLowerInvariant();
         var request = new CertificateRequest(Subject(name, unit), key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(certificateAuthority: false, hasPathLengthConstraint: false, pathLengthConstraint: 0, critical: true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature | X509KeyUsageFlags.KeyAgreement, critical: true));
-        var usages = new OidCollection { new(ClientAuthenticationOid) };
-        if (role == CertificateRole.Host)
+        var usages = new OidCollection();
+        if (role is CertificateRole.Host or CertificateRole.Client)
+        {
+            usages.Add(new Oid(ClientAuthenticationOid));
+        }
+        if (role is CertificateRole.Host or CertificateRole.Server)
         {
             usages.Add(new Oid(ServerAuthenticationOid));
         }

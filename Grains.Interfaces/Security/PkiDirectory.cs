@@ -9,8 +9,9 @@ namespace OrleansStorage.Security;
 /// <summary>
 /// A folder of the cluster's certificates in PEM, the layout every part reads:
 /// <c>ca.crt</c> and <c>ca.key</c> (the authority; the key stays where certificates are issued),
-/// <c>hosts/NAME.crt|key</c> and <c>clients/NAME.crt|key</c>. A host needs only <c>ca.crt</c>
-/// and its own pair, a client the same. Keys are written 0600 in folders of mode 0700.
+/// <c>hosts/NAME.crt|key</c>, <c>clients/NAME.crt|key</c> and <c>servers/NAME.crt|key</c> (NBD
+/// exports). A host needs only <c>ca.crt</c> and its own pair, a client or server the same.
+/// Keys are written 0600 in folders of mode 0700.
 /// </summary>
 public sealed partial class PkiDirectory(string path)
 {
@@ -59,6 +60,29 @@ public sealed partial class PkiDirectory(string path)
         var issued = ClusterCertificates.IssueClient(authority, CheckedName(clientName), now);
         Write(CertificatePath(CertificateRole.Client, clientName), KeyPath(CertificateRole.Client, clientName), issued);
         return issued;
+    }
+
+    /// <summary>Issues (or reissues) a TLS server's certificate (an NBD export) with the authority's key.</summary>
+    public X509Certificate2 IssueServer(string name, IReadOnlyCollection<IPAddress> addresses, IReadOnlyCollection<string> dnsNames, DateTimeOffset now)
+    {
+        using var authority = LoadAuthorityWithKey();
+        var issued = ClusterCertificates.IssueServer(authority, CheckedName(name), addresses, dnsNames, now);
+        Write(CertificatePath(CertificateRole.Server, name), KeyPath(CertificateRole.Server, name), issued);
+        return issued;
+    }
+
+    /// <summary>
+    /// A client's certificate, key and the authority under the file names qemu's
+    /// <c>tls-creds-x509</c> and libnbd's <c>tls-certificates</c> read from a folder.
+    /// </summary>
+    public void ExportForNbdClient(string clientName, string folder)
+    {
+        using var identity = LoadIdentity(CertificateRole.Client, clientName);
+        CreatePrivateFolder(folder);
+        using var key = identity.GetECDsaPrivateKey()!;
+        WriteAtomically(System.IO.Path.Combine(folder, "client-key.pem"), key.ExportPkcs8PrivateKeyPem(), PrivateFile);
+        WriteAtomically(System.IO.Path.Combine(folder, "client-cert.pem"), identity.ExportCertificatePem(), PrivateFile | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        WriteAtomically(System.IO.Path.Combine(folder, "ca-cert.pem"), File.ReadAllText(AuthorityCertificatePath), PrivateFile | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
     }
 
     /// <summary>The trust of whoever holds this folder: the authority's certificate alone.</summary>
@@ -115,7 +139,15 @@ public sealed partial class PkiDirectory(string path)
 
     private static void Write(string certificatePath, string keyPath, X509Certificate2 certificate)
     {
-        var folder = System.IO.Path.GetDirectoryName(certificatePath)!;
+        CreatePrivateFolder(System.IO.Path.GetDirectoryName(certificatePath)!);
+        using var key = certificate.GetECDsaPrivateKey() ?? throw new InvalidOperationException("issued certificates carry an ECDSA key");
+        // The key first and private from its first byte; the certificate replaces the old one last.
+        WriteAtomically(keyPath, key.ExportPkcs8PrivateKeyPem(), PrivateFile);
+        WriteAtomically(certificatePath, certificate.ExportCertificatePem(), PrivateFile | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+    }
+
+    private static void CreatePrivateFolder(string folder)
+    {
         if (OperatingSystem.IsWindows())
         {
             Directory.CreateDirectory(folder);
@@ -124,10 +156,6 @@ public sealed partial class PkiDirectory(string path)
         {
             Directory.CreateDirectory(folder, PrivateFolder);
         }
-        using var key = certificate.GetECDsaPrivateKey() ?? throw new InvalidOperationException("issued certificates carry an ECDSA key");
-        // The key first and private from its first byte; the certificate replaces the old one last.
-        WriteAtomically(keyPath, key.ExportPkcs8PrivateKeyPem(), PrivateFile);
-        WriteAtomically(certificatePath, certificate.ExportCertificatePem(), PrivateFile | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
     }
 
     private static void WriteAtomically(string path, string text, UnixFileMode mode)
@@ -149,7 +177,12 @@ public sealed partial class PkiDirectory(string path)
         File.Move(temporary, path, overwrite: true);
     }
 
-    private static string Folder(CertificateRole role) => role == CertificateRole.Host ? "hosts" : "clients";
+    private static string Folder(CertificateRole role) => role switch
+    {
+        CertificateRole.Host => "hosts",
+        CertificateRole.Client => "clients",
+        _ => "servers",
+    };
 
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
     private static partial Regex NamePattern();

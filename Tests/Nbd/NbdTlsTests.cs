@@ -1,0 +1,120 @@
+using System.Net;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging.Abstractions;
+using OrleansStorage.Client.Nbd;
+using OrleansStorage.Security;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+
+namespace OrleansStorage.Tests.Nbd;
+
+/// <summary>
+/// A TLS-only export (NBD_OPT_STARTTLS, x509 both ways) against real clients: qemu-img through
+/// tls-creds-x509, nbdinfo with nbds://; and what it refuses: plain text, another authority's
+/// client certificate, a local user who cannot read the client's key.
+/// </summary>
+[Collection(StorageClusterCollection.Name)]
+public sealed class NbdTlsTests(StorageClusterFixture fixture) : IAsyncLifetime
+{
+    private readonly string _volume = "tls-" + Guid.NewGuid().ToString("N")[..12];
+    private readonly string _scratch = Directory.CreateTempSubdirectory("ostor-nbd-tls-").FullName;
+    private PkiDirectory? _pki;
+    private NbdServer? _server;
+
+    private string Address => $"127.0.0.1:{_server!.LocalEndpoint.Port}";
+
+    /// <summary>A folder of client credentials as qemu and libnbd read them.</summary>
+    private string ClientDirectory => Path.Combine(_scratch, "client");
+
+    public async Task InitializeAsync()
+    {
+        if (!fixture.Available)
+        {
+            return;
+        }
+        var now = DateTimeOffset.UtcNow;
+        _pki = new PkiDirectory(Path.Combine(_scratch, "pki"));
+        _pki.CreateAuthority("nbd-tls-test", now).Dispose();
+        _pki.IssueServer("nbd", [IPAddress.Loopback], ["localhost"], now).Dispose();
+        _pki.IssueClient("backup", now).Dispose();
+        _pki.ExportForNbdClient("backup", ClientDirectory);
+        await fixture.Client.CreateVolumeAsync(_volume, 16L << 20, 2);
+        _server = new NbdServer(fixture.Client, new NbdServerOptions
+        {
+            Listen = new IPEndPoint(IPAddress.Loopback, 0),
+            Tls = NbdTlsMode.Require,
+            TlsCertificate = _pki.LoadIdentity(CertificateRole.Server, "nbd"),
+            TlsClientTrust = _pki.LoadTrust(),
+        }, NullLogger.Instance);
+        _server.Start();
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_server is not null)
+        {
+            await _server.DisposeAsync();
+        }
+        Directory.Delete(_scratch, recursive: true);
+    }
+
+    [SkippableFact]
+    public async Task Qemu_img_converts_into_and_out_of_a_tls_only_export_with_x509_certificates()
+    {
+        Require("qemu-img", "qemu-utils");
+        var image = Path.Combine(_scratch, "in.raw");
+        await File.WriteAllBytesAsync(image, Replicas.RandomBytes(16 << 20, seed: 11));
+        var credentials = $"tls-creds-x509,id=tls0,endpoint=client,dir={ClientDirectory}";
+        await RunAsync("qemu-img", "convert", "-n", "-f", "raw", image, "--object", credentials,
+            "--target-image-opts", $"driver=nbd,host=127.0.0.1,port={_server!.LocalEndpoint.Port},export={_volume},tls-creds=tls0");
+        var back = Path.Combine(_scratch, "out.raw");
+        await RunAsync("qemu-img", "convert", "--object", credentials,
+            "--image-opts", $"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={_server.LocalEndpoint.Port},file.export={_volume},file.tls-creds=tls0", "-O", "raw", back);
+        Assert.Equal(Sha256(image), Sha256(back));
+    }
+
+    [SkippableFact]
+    public async Task Nbdinfo_over_nbds_works_and_plain_text_or_a_stranger_or_another_user_is_refused()
+    {
+        Require("nbdinfo", "libnbd-bin");
+        var info = await RunAsync("nbdinfo", $"nbds://{Address}/{_volume}?tls-certificates={ClientDirectory}");
+        Assert.Contains("with TLS", info, StringComparison.Ordinal);
+
+        var plain = await Assert.ThrowsAsync<InvalidOperationException>(() => RunAsync("nbdinfo", $"nbd://{Address}/{_volume}"));
+        Assert.Contains("not supported", plain.Message, StringComparison.OrdinalIgnoreCase);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => RunAsync("nbdinfo", "--list", $"nbd://{Address}"));
+
+        // A client certificate another authority issued, with our authority to check the server by.
+        var stranger = new PkiDirectory(Path.Combine(_scratch, "stranger"));
+        stranger.CreateAuthority("stranger", DateTimeOffset.UtcNow).Dispose();
+        stranger.IssueClient("backup", DateTimeOffset.UtcNow).Dispose();
+        var strangerDirectory = Path.Combine(_scratch, "stranger-client");
+        stranger.ExportForNbdClient("backup", strangerDirectory);
+        File.Copy(_pki!.AuthorityCertificatePath, Path.Combine(strangerDirectory, "ca-cert.pem"), overwrite: true);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => RunAsync("nbdinfo", $"nbds://{Address}/{_volume}?tls-certificates={strangerDirectory}"));
+
+        // Another local user cannot read the key, so it cannot connect at all.
+        if (Environment.UserName == "root" && !OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(_scratch, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute | UnixFileMode.OtherExecute);
+            var nobody = await Assert.ThrowsAsync<InvalidOperationException>(() => RunAsync("runuser", "-u", "nobody", "--", "nbdinfo", $"nbds://{Address}/{_volume}?tls-certificates={ClientDirectory}"));
+            Assert.Contains("exited 1", nobody.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain("with TLS", nobody.Message, StringComparison.Ordinal);
+        }
+    }
+
+    private static void Require(string tool, string package) =>
+        Prerequisites.Require(File.Exists($"/usr/bin/{tool}"), $"{tool} is not installed (Debian package {package}; .ci/run installs it)");
+
+    private async Task<string> RunAsync(string program, params string[] arguments)
+    {
+        fixture.SkipIfUnavailable();
+        return (await ExternalProgram.RunAsync(program, arguments)).All;
+    }
+
+    private static string Sha256(string path)
+    {
+        using var stream = File.OpenRead(path);
+        return Convert.ToHexString(SHA256.HashData(stream));
+    }
+}
