@@ -437,7 +437,17 @@ public static partial class OstorCommandLine
         var tls = new Option<string?>("--tls") { Description = "require (TLS-only exports), allow or off; default require with the cluster's certificates (--pki), else off" };
         var tlsCertificate = new Option<string>("--tls-certificate") { Description = "The server certificate in the certificates folder (ostor pki issue-server NAME)", DefaultValueFactory = _ => "nbd" };
         var insecure = new Option<bool>("--insecure") { Description = "Serve plain text on a non-loopback address: every volume open to that network (warned at every start)" };
-        var serve = new Command("serve", "Serve volumes over NBD until interrupted (qemu, nbd-client, nbdcopy, fio ...)") { listen, exports, tls, tlsCertificate, insecure };
+        var defaults = new NbdServerOptions();
+        var maxConnections = new Option<int>("--max-connections") { Description = "Connections at once; more are closed as they arrive", DefaultValueFactory = _ => defaults.MaxConnections };
+        var maxPerAddress = new Option<int>("--max-connections-per-address") { Description = "Connections at once from one client address", DefaultValueFactory = _ => defaults.MaxConnectionsPerAddress };
+        var memoryBudget = new Option<string>("--memory-budget") { Description = "Payload memory of the whole server, over all connections", DefaultValueFactory = _ => ByteSize.Format(defaults.MemoryBudgetBytes) };
+        var handshakeTimeout = new Option<double>("--handshake-timeout") { Description = "Seconds from connecting to choosing an export (TLS included)", DefaultValueFactory = _ => defaults.HandshakeTimeout.TotalSeconds };
+        var payloadTimeout = new Option<double>("--payload-timeout") { Description = "Seconds a write's payload may take to arrive, and a reply to be taken", DefaultValueFactory = _ => defaults.PayloadTimeout.TotalSeconds };
+        var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a connection may send no request; 0 (the default): never, as a VM's idle disk must stay attached", DefaultValueFactory = _ => 0 };
+        var serve = new Command("serve", "Serve volumes over NBD until interrupted (qemu, nbd-client, nbdcopy, fio ...)")
+        {
+            listen, exports, tls, tlsCertificate, insecure, maxConnections, maxPerAddress, memoryBudget, handshakeTimeout, payloadTimeout, idleTimeout,
+        };
         serve.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
             var endpoint = ParseEndpoint(parse.GetValue(listen)!);
@@ -454,7 +464,17 @@ public static partial class OstorCommandLine
                     "off" => NbdTlsMode.Off,
                     var other => throw new InvalidRequestException($"--tls '{other}' is not require, allow or off"),
                 },
+                MaxConnections = Positive(parse.GetValue(maxConnections), "--max-connections"),
+                MaxConnectionsPerAddress = Positive(parse.GetValue(maxPerAddress), "--max-connections-per-address"),
+                MemoryBudgetBytes = ByteSize.Parse(parse.GetValue(memoryBudget)!),
+                HandshakeTimeout = Seconds(parse.GetValue(handshakeTimeout), "--handshake-timeout"),
+                PayloadTimeout = Seconds(parse.GetValue(payloadTimeout), "--payload-timeout"),
+                IdleTimeout = parse.GetValue(idleTimeout) == 0 ? null : Seconds(parse.GetValue(idleTimeout), "--idle-timeout"),
             };
+            if (options.MemoryBudgetBytes < options.MaxInFlightBytesPerConnection)
+            {
+                throw new InvalidRequestException($"--memory-budget {ByteSize.Format(options.MemoryBudgetBytes)} is below one connection's {ByteSize.Format(options.MaxInFlightBytesPerConnection)}");
+            }
             if (options.Tls != NbdTlsMode.Off)
             {
                 var pki = new Security.PkiDirectory(pkiPath ?? throw new InvalidRequestException($"--tls {parse.GetValue(tls)} needs the cluster's certificates (--pki or ${PkiEnvironmentVariable})"));
@@ -496,6 +516,12 @@ public static partial class OstorCommandLine
         nbd.Add(serve);
         return nbd;
     }
+
+    private static int Positive(int value, string option) =>
+        value > 0 ? value : throw new InvalidRequestException($"{option} must be positive, got {value}");
+
+    private static TimeSpan Seconds(double value, string option) =>
+        value is > 0 and <= 86400 ? TimeSpan.FromSeconds(value) : throw new InvalidRequestException($"{option} must be between 0 and 86400 seconds, got {value}");
 
     private static IPEndPoint ParseEndpoint(string text)
     {

@@ -38,6 +38,7 @@ internal sealed class NbdConnection : IAsyncDisposable
     private Stream _stream;
     private readonly NbdExports _exports;
     private readonly NbdServerOptions _options;
+    private readonly NbdServer _server;
     private readonly ILogger _logger;
     private readonly EndPoint? _remote;
     private readonly SemaphoreSlim _sendLock = new(1, 1);
@@ -53,8 +54,9 @@ internal sealed class NbdConnection : IAsyncDisposable
     /// <summary>Who the client is once TLS is up: the name in its certificate.</summary>
     private string? _tlsClient;
 
-    public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, ILogger logger)
+    public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, NbdServer server, ILogger logger)
     {
+        _server = server;
         _socket = socket;
         _socket.NoDelay = true;
         _stream = new NetworkStream(socket, ownsSocket: true);
@@ -69,29 +71,64 @@ internal sealed class NbdConnection : IAsyncDisposable
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
+        // Requests still waiting (for memory, for the send lock) when the connection breaks are
+        // abandoned, so a dead client frees what it held at once; after a clean disconnect the
+        // requests in flight still finish, as the protocol asks.
+        using var requests = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var clean = false;
         try
         {
-            if (await HandshakeAsync(cancellationToken))
+            bool chosen;
+            using (var handshake = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+            {
+                handshake.CancelAfter(_options.HandshakeTimeout);
+                try
+                {
+                    chosen = await HandshakeAsync(handshake.Token);
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    throw new NbdProtocolException($"no export chosen within {_options.HandshakeTimeout.TotalSeconds:0} s of connecting");
+                }
+            }
+            if (chosen)
             {
                 NbdLog.Connected(_logger, _remote, _tlsClient ?? "(plain text)", _volume!.Name, _exportSize, _structuredReplies);
-                await TransmitAsync(cancellationToken);
+                await TransmitAsync(requests.Token);
             }
+            clean = true;
             NbdLog.Disconnected(_logger, _remote);
         }
         catch (NbdProtocolException ex)
         {
-            NbdLog.ProtocolViolation(_logger, _remote, ex.Message);
+            _server.CountRejected();
+            if (_server.Refusals.TryEnter(out var suppressed))
+            {
+                NbdLog.ProtocolViolation(_logger, _remote, ex.Message, suppressed);
+            }
         }
         catch (AuthenticationException ex)
         {
-            NbdLog.TlsRefused(_logger, _remote, ex.Message);
+            _server.CountRejected();
+            if (_server.Refusals.TryEnter(out var suppressed))
+            {
+                NbdLog.TlsRefused(_logger, _remote, ex.Message, suppressed);
+            }
         }
         catch (Exception ex) when (ex is EndOfStreamException or IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
-            NbdLog.ConnectionLost(_logger, _remote, ex.Message);
+            // A client can make this happen at will (connect, then reset): at the refusals' rate.
+            if (_server.Refusals.TryEnter(out var suppressed))
+            {
+                NbdLog.ConnectionLost(_logger, _remote, ex.Message, suppressed);
+            }
         }
         finally
         {
+            if (!clean)
+            {
+                await requests.CancelAsync();
+            }
             await WaitForInFlightAsync();
         }
     }
@@ -158,7 +195,7 @@ internal sealed class NbdConnection : IAsyncDisposable
                         if (!await BindExportAsync(name))
                         {
                             // This option cannot answer with an error: the protocol says to close.
-                            throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME for unknown export '{name}'");
+                            throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME for unknown export '{NbdLog.Printable(name)}'");
                         }
                         var reply = new byte[_noZeroes ? 10 : 134];
                         BinaryPrimitives.WriteInt64BigEndian(reply, _exportSize);
@@ -312,7 +349,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         var volume = await _exports.ResolveAsync(name);
         if (volume is null)
         {
-            await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{name}'", cancellationToken);
+            await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{NbdLog.Printable(name)}'", cancellationToken);
             return false;
         }
 
@@ -405,7 +442,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         }
         if (await _exports.ResolveAsync(name) is null)
         {
-            await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{name}'", cancellationToken);
+            await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{NbdLog.Printable(name)}'", cancellationToken);
             return;
         }
 
@@ -429,6 +466,7 @@ internal sealed class NbdConnection : IAsyncDisposable
 
     private async Task RefuseOptionAsync(uint option, uint error, string message, CancellationToken cancellationToken)
     {
+        _server.CountRejected();
         NbdLog.OptionRefused(_logger, _remote, option, message);
         await SendOptionReplyAsync(option, error, Encoding.UTF8.GetBytes(message), cancellationToken);
     }
@@ -453,7 +491,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         var header = new byte[RequestHeaderSize];
         while (true)
         {
-            await _stream.ReadExactlyAsync(header, cancellationToken);
+            await ReadRequestHeaderAsync(header, cancellationToken);
             if (BinaryPrimitives.ReadUInt32BigEndian(header) != RequestMagic)
             {
                 throw new NbdProtocolException("bad request magic");
@@ -481,14 +519,14 @@ internal sealed class NbdConnection : IAsyncDisposable
                 }
                 cost += request.Length;
                 await AcquireBudgetAsync(cost, cancellationToken);
-                payload = ArrayPool<byte>.Shared.Rent((int)request.Length);
+                payload = _server.Memory.Pool.Rent((int)request.Length);
                 try
                 {
-                    await _stream.ReadExactlyAsync(payload.AsMemory(0, (int)request.Length), cancellationToken);
+                    await ReadPayloadAsync(payload.AsMemory(0, (int)request.Length), cancellationToken);
                 }
                 catch
                 {
-                    ArrayPool<byte>.Shared.Return(payload);
+                    _server.Memory.Pool.Return(payload);
                     ReleaseBudget(cost);
                     throw;
                 }
@@ -513,7 +551,11 @@ internal sealed class NbdConnection : IAsyncDisposable
             var (error, message) = await ExecuteAsync(volume, request, payload, cancellationToken);
             if (error != 0)
             {
-                NbdLog.RequestFailed(_logger, _remote, CommandName(request.Type), request.Offset, request.Length, error, message);
+                _server.CountRejected();
+                if (_server.Refusals.TryEnter(out var suppressed))
+                {
+                    NbdLog.RequestFailed(_logger, _remote, CommandName(request.Type), request.Offset, request.Length, error, message, suppressed);
+                }
                 await SendErrorAsync(request, error, message, cancellationToken);
             }
         }
@@ -525,7 +567,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         {
             if (payload is not null)
             {
-                ArrayPool<byte>.Shared.Return(payload);
+                _server.Memory.Pool.Return(payload);
             }
             ReleaseBudget(cost);
         }
@@ -644,17 +686,18 @@ internal sealed class NbdConnection : IAsyncDisposable
     private async Task ReadAsync(VolumeHandle volume, Request request, CancellationToken cancellationToken)
     {
         var length = (int)request.Length;
-        // One buffer holds the reply header and the data, so the reply is one send.
-        var headerSize = _structuredReplies ? StructuredHeaderSize + 8 : SimpleHeaderSize;
-        var buffer = ArrayPool<byte>.Shared.Rent(headerSize + length);
+        // The data in a buffer of its own size (a pool buffer of header + data would be the next
+        // power of two: twice the memory for every 1 MiB read); the header goes in the same send.
+        var buffer = _server.Memory.Pool.Rent(length);
         try
         {
-            var data = buffer.AsMemory(headerSize, length);
+            var data = buffer.AsMemory(0, length);
             await volume.ReadAsync((long)request.Offset, data, cancellationToken);
             if (!_structuredReplies)
             {
-                WriteSimpleHeader(buffer, request.Handle, 0);
-                await SendAsync(buffer.AsMemory(0, headerSize + length), cancellationToken);
+                var simple = new byte[SimpleHeaderSize];
+                WriteSimpleHeader(simple, request.Handle, 0);
+                await SendAsync(simple, data, cancellationToken);
                 return;
             }
             if (length == 0)
@@ -671,13 +714,14 @@ internal sealed class NbdConnection : IAsyncDisposable
                 await SendStructuredAsync(request.Handle, ReplyTypeOffsetHole, hole, cancellationToken);
                 return;
             }
-            WriteStructuredHeader(buffer, request.Handle, ReplyTypeOffsetData, (uint)(8 + length));
-            BinaryPrimitives.WriteUInt64BigEndian(buffer.AsSpan(StructuredHeaderSize), request.Offset);
-            await SendAsync(buffer.AsMemory(0, headerSize + length), cancellationToken);
+            var structured = new byte[StructuredHeaderSize + 8];
+            WriteStructuredHeader(structured, request.Handle, ReplyTypeOffsetData, (uint)(8 + length));
+            BinaryPrimitives.WriteUInt64BigEndian(structured.AsSpan(StructuredHeaderSize), request.Offset);
+            await SendAsync(structured, data, cancellationToken);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            _server.Memory.Pool.Return(buffer);
         }
     }
 
@@ -779,16 +823,69 @@ internal sealed class NbdConnection : IAsyncDisposable
         BinaryPrimitives.WriteUInt32BigEndian(buffer[16..], payloadLength);
     }
 
-    private async Task SendAsync(ReadOnlyMemory<byte> message, CancellationToken cancellationToken)
+    private Task SendAsync(ReadOnlyMemory<byte> message, CancellationToken cancellationToken) =>
+        SendAsync(message, ReadOnlyMemory<byte>.Empty, cancellationToken);
+
+    /// <summary>
+    /// One reply, header and data back to back under the send lock. A client that does not take
+    /// it within the payload timeout (it stopped reading) is disconnected, which frees its memory.
+    /// </summary>
+    private async Task SendAsync(ReadOnlyMemory<byte> header, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         await _sendLock.WaitAsync(cancellationToken);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_options.PayloadTimeout);
         try
         {
-            await _stream.WriteAsync(message, cancellationToken);
+            await _stream.WriteAsync(header, deadline.Token);
+            if (!data.IsEmpty)
+            {
+                await _stream.WriteAsync(data, deadline.Token);
+            }
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            _socket.Close(0); // ends the read loop too
+            throw new IOException($"the client did not take a reply within {_options.PayloadTimeout.TotalSeconds:0} s");
         }
         finally
         {
             _sendLock.Release();
+        }
+    }
+
+    /// <summary>The next request's header: waits for as long as the client likes, unless an idle timeout is set.</summary>
+    private async Task ReadRequestHeaderAsync(byte[] header, CancellationToken cancellationToken)
+    {
+        if (_options.IdleTimeout is not { } idle)
+        {
+            await _stream.ReadExactlyAsync(header, cancellationToken);
+            return;
+        }
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(idle);
+        try
+        {
+            await _stream.ReadExactlyAsync(header, deadline.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new NbdProtocolException($"no request for {idle.TotalSeconds:0} s (idle timeout)");
+        }
+    }
+
+    /// <summary>A write's payload, which must arrive within the payload timeout of its header (a stalled client is disconnected).</summary>
+    private async Task ReadPayloadAsync(Memory<byte> payload, CancellationToken cancellationToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_options.PayloadTimeout);
+        try
+        {
+            await _stream.ReadExactlyAsync(payload, deadline.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new NbdProtocolException($"a write's {payload.Length} bytes did not arrive within {_options.PayloadTimeout.TotalSeconds:0} s");
         }
     }
 
@@ -802,10 +899,21 @@ internal sealed class NbdConnection : IAsyncDisposable
             await _budgetFreed.WaitAsync(cancellationToken);
         }
         Interlocked.Add(ref _inFlightCost, cost);
+        try
+        {
+            // Then the server's share: whatever every connection does, the server holds at most its budget.
+            await _server.Memory.AcquireAsync(cost, cancellationToken);
+        }
+        catch
+        {
+            Interlocked.Add(ref _inFlightCost, -cost);
+            throw;
+        }
     }
 
     private void ReleaseBudget(long cost)
     {
+        _server.Memory.Release(cost);
         Interlocked.Add(ref _inFlightCost, -cost);
         if (_budgetFreed.CurrentCount == 0)
         {

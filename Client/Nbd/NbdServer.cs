@@ -2,20 +2,37 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using OrleansStorage.Client.Library;
+using OrleansStorage.Logging;
 
 namespace OrleansStorage.Client.Nbd;
 
-/// <summary>Exports OrleansStorage volumes over the NBD protocol to qemu, nbd-client, libnbd tools and fio.</summary>
+/// <summary>
+/// Exports OrleansStorage volumes over the NBD protocol to qemu, nbd-client, libnbd tools and fio.
+/// Whatever clients do, it keeps serving the others: accept errors (descriptors exhausted) are
+/// waited out, connections are capped in total and per address, every phase has a deadline, and
+/// all payload memory comes from one budget (docs/security.md, "The NBD server").
+/// </summary>
 public sealed class NbdServer : IAsyncDisposable
 {
+    /// <summary>After an accept error (EMFILE, ENFILE, ENOBUFS) the next try waits this long, so the loop does not spin.</summary>
+    private static readonly TimeSpan AcceptRetryDelay = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>The server gives its memory back this long after the last client left.</summary>
+    private static readonly TimeSpan IdleBeforeGivingBackMemory = TimeSpan.FromSeconds(2);
+
     private readonly TcpListener _listener;
     private readonly NbdExports _exports;
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
     private readonly List<Task> _connections = [];
+    private readonly Dictionary<IPAddress, int> _perAddress = [];
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _stopping = new();
     private Task _accepting = Task.CompletedTask;
+    private int _open;
+    private long _lastClosed;
+    private long _acceptErrors;
+    private long _connectionsRefused;
 
     public NbdServer(OstorClient client, NbdServerOptions options, ILogger logger)
     {
@@ -23,9 +40,32 @@ public sealed class NbdServer : IAsyncDisposable
         _logger = logger;
         _exports = new NbdExports(client, options.Exports);
         _listener = new TcpListener(options.Listen);
+        Memory = new NbdMemoryBudget(options.MemoryBudgetBytes, options.MaxRequestBytes);
+        Refusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
     }
 
     public IPEndPoint LocalEndpoint => (IPEndPoint)_listener.LocalEndpoint;
+
+    /// <summary>Connections open now.</summary>
+    public int OpenConnections => Volatile.Read(ref _open);
+
+    /// <summary>Accepts that failed (the server went on).</summary>
+    public long AcceptErrors => Interlocked.Read(ref _acceptErrors);
+
+    /// <summary>Connections closed on arrival: over the total or per-address cap.</summary>
+    public long ConnectionsRefused => Interlocked.Read(ref _connectionsRefused);
+
+    /// <summary>Options, requests and handshakes refused or failed, over all connections.</summary>
+    public long RequestsRejected => Interlocked.Read(ref _requestsRejected);
+
+    private long _requestsRejected;
+
+    internal NbdMemoryBudget Memory { get; }
+
+    /// <summary>One rate for every line a client can cause at will: refusals, rejections, protocol violations.</summary>
+    internal LogRateLimiter Refusals { get; }
+
+    internal void CountRejected() => Interlocked.Increment(ref _requestsRejected);
 
     /// <summary>Listens and accepts connections in the background until disposed.</summary>
     public void Start()
@@ -40,29 +80,120 @@ public sealed class NbdServer : IAsyncDisposable
 
     private async Task AcceptAsync(CancellationToken cancellationToken)
     {
-        try
+        while (!cancellationToken.IsCancellationRequested)
         {
-            while (!cancellationToken.IsCancellationRequested)
+            Socket socket;
+            try
             {
-                var socket = await _listener.AcceptSocketAsync(cancellationToken);
-                var task = ServeAsync(socket, cancellationToken);
-                lock (_gate)
+                socket = await _listener.AcceptSocketAsync(cancellationToken);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (SocketException ex)
+            {
+                // Out of descriptors or buffers: the waiting connection stays queued; try again shortly.
+                Interlocked.Increment(ref _acceptErrors);
+                if (Refusals.TryEnter(out var suppressed))
                 {
-                    _connections.RemoveAll(t => t.IsCompleted);
-                    _connections.Add(task);
+                    NbdLog.AcceptFailed(_logger, ex.SocketErrorCode.ToString(), ex.Message, suppressed);
                 }
+                await Task.Delay(AcceptRetryDelay, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                continue;
+            }
+            if (!TryAdmit(socket))
+            {
+                continue;
+            }
+            var task = ServeAsync(socket, cancellationToken);
+            lock (_gate)
+            {
+                _connections.RemoveAll(t => t.IsCompleted);
+                _connections.Add(task);
             }
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+    }
+
+    /// <summary>Counts the connection in, or closes it at once when a cap is reached.</summary>
+    private bool TryAdmit(Socket socket)
+    {
+        var address = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
+        string? refusal = null;
+        lock (_gate)
         {
+            var fromAddress = _perAddress.GetValueOrDefault(address);
+            if (_open >= _options.MaxConnections)
+            {
+                refusal = $"{_open} connections are open, the most this server takes";
+            }
+            else if (fromAddress >= _options.MaxConnectionsPerAddress)
+            {
+                refusal = $"{fromAddress} connections from {address} are open, the most one address may have";
+            }
+            else
+            {
+                _perAddress[address] = fromAddress + 1;
+                _open++;
+            }
         }
+        if (refusal is null)
+        {
+            return true;
+        }
+        Interlocked.Increment(ref _connectionsRefused);
+        if (Refusals.TryEnter(out var suppressed))
+        {
+            NbdLog.ConnectionRefused(_logger, socket.RemoteEndPoint, refusal, suppressed);
+        }
+        socket.Close(0);
+        return false;
     }
 
     private async Task ServeAsync(Socket socket, CancellationToken cancellationToken)
     {
-        await Task.Yield();
-        await using var connection = new NbdConnection(socket, _exports, _options, _logger);
-        await connection.RunAsync(cancellationToken);
+        var address = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
+        try
+        {
+            await Task.Yield();
+            await using var connection = new NbdConnection(socket, _exports, _options, this, _logger);
+            await connection.RunAsync(cancellationToken);
+        }
+        finally
+        {
+            bool last;
+            lock (_gate)
+            {
+                if (--_perAddress[address] == 0)
+                {
+                    _perAddress.Remove(address);
+                }
+                last = --_open == 0;
+                _lastClosed = Environment.TickCount64;
+            }
+            if (last && !cancellationToken.IsCancellationRequested)
+            {
+                _ = GiveBackMemoryWhenIdleAsync(cancellationToken);
+            }
+        }
+    }
+
+    /// <summary>Once no client has been connected for a moment, the burst's buffers go back to the system.</summary>
+    private async Task GiveBackMemoryWhenIdleAsync(CancellationToken cancellationToken)
+    {
+        await Task.Delay(IdleBeforeGivingBackMemory, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        lock (_gate)
+        {
+            if (_open > 0 || Environment.TickCount64 - _lastClosed < IdleBeforeGivingBackMemory.TotalMilliseconds || cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+        }
+        // Outside the lock: a client arriving meanwhile rents from the new pool, whose sizes are the old one's.
+        var before = Environment.WorkingSet;
+        Memory.GiveBackMemory();
+        var info = GC.GetGCMemoryInfo();
+        NbdLog.MemoryGivenBack(_logger, before >> 20, Environment.WorkingSet >> 20, info.HeapSizeBytes >> 20, info.GenerationInfo[4].SizeAfterBytes >> 20, info.GenerationInfo[3].SizeAfterBytes >> 20, info.FragmentedBytes >> 20);
     }
 
     /// <summary>Stops accepting, cancels the connections and waits (bounded) for them to end.</summary>

@@ -30,6 +30,30 @@ public sealed class NbdServerOptions
     /// <summary>Payload bytes one connection may have in flight; bounds memory per connection.</summary>
     public long MaxInFlightBytesPerConnection { get; set; } = 64L << 20;
 
+    /// <summary>Payload bytes the whole server may hold, over all connections (docs/security.md).</summary>
+    public long MemoryBudgetBytes { get; set; } = 256L << 20;
+
+    /// <summary>Connections at once; more are closed as they arrive.</summary>
+    public int MaxConnections { get; set; } = 256;
+
+    /// <summary>Connections at once from one client address.</summary>
+    public int MaxConnectionsPerAddress { get; set; } = 64;
+
+    /// <summary>How long a client may take from connecting to choosing an export (TLS included).</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long a write's payload may take to arrive after its header, and a reply to leave: a
+    /// client that stalls inside a request, or stops reading its replies, is disconnected.
+    /// </summary>
+    public TimeSpan PayloadTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long a connection may send no request at all; null (the default) never times out,
+    /// as a virtual machine's idle disk must stay attached.
+    /// </summary>
+    public TimeSpan? IdleTimeout { get; set; }
+
     public NbdTlsMode Tls { get; set; } = NbdTlsMode.Off;
 
     /// <summary>The server's certificate (role Server of the cluster's authority) for STARTTLS.</summary>

@@ -11,16 +11,27 @@ public sealed class NbdTestClient : IAsyncDisposable
     public const ulong OptionMagic = 0x49484156454F5054;
     public const uint RequestMagic = 0x25609513;
 
-    private readonly TcpClient _tcp = new() { NoDelay = true };
+    private TcpClient _tcp = new() { NoDelay = true };
     private NetworkStream _stream = null!;
 
     public ushort HandshakeFlags { get; private set; }
     public long ExportSize { get; private set; }
     public ushort TransmissionFlags { get; private set; }
 
-    public static async Task<NbdTestClient> ConnectAsync(IPEndPoint endpoint, uint clientFlags = 3)
+    /// <param name="from">A loopback address of its own (127.0.0.N) to connect from, as a distinct client would.</param>
+    /// <param name="receiveBuffer">A small receive buffer makes a client that never reads stall the server sooner.</param>
+    public static async Task<NbdTestClient> ConnectAsync(IPEndPoint endpoint, uint clientFlags = 3, IPAddress? from = null, int? receiveBuffer = null)
     {
         var client = new NbdTestClient();
+        if (from is not null)
+        {
+            client._tcp.Dispose();
+            client._tcp = new TcpClient(new IPEndPoint(from, 0)) { NoDelay = true };
+        }
+        if (receiveBuffer is { } size)
+        {
+            client._tcp.ReceiveBufferSize = size;
+        }
         await client._tcp.ConnectAsync(endpoint);
         client._stream = client._tcp.GetStream();
         var greeting = await client.ReadAsync(18);
@@ -45,6 +56,28 @@ public sealed class NbdTestClient : IAsyncDisposable
     }
 
     /// <summary>True when the server closed the connection (reads end) within the timeout.</summary>
+    /// <summary>Reads and drops whatever the server sent until it closes; false if it has not closed within <paramref name="timeout"/>.</summary>
+    public async Task<bool> DrainUntilClosedAsync(TimeSpan timeout)
+    {
+        var buffer = new byte[1 << 16];
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            while (await _stream.ReadAsync(buffer, deadline.Token) > 0)
+            {
+            }
+            return true;
+        }
+        catch (IOException)
+        {
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
     public async Task<bool> IsClosedByServerAsync()
     {
         try
