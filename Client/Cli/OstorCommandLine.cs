@@ -440,7 +440,7 @@ public static partial class OstorCommandLine
         var defaults = new NbdServerOptions();
         var maxConnections = new Option<int>("--max-connections") { Description = "Connections at once; more are closed as they arrive", DefaultValueFactory = _ => defaults.MaxConnections };
         var maxPerAddress = new Option<int>("--max-connections-per-address") { Description = "Connections at once from one client address", DefaultValueFactory = _ => defaults.MaxConnectionsPerAddress };
-        var memoryBudget = new Option<string>("--memory-budget") { Description = "Payload memory of the whole server, over all connections", DefaultValueFactory = _ => ByteSize.Format(defaults.MemoryBudgetBytes) };
+        var memoryBudget = new Option<string>("--memory-budget") { Description = "Payload memory of the whole server, over all connections", DefaultValueFactory = _ => $"{defaults.MemoryBudgetBytes >> 20}MiB" };
         var handshakeTimeout = new Option<double>("--handshake-timeout") { Description = "Seconds from connecting to choosing an export (TLS included)", DefaultValueFactory = _ => defaults.HandshakeTimeout.TotalSeconds };
         var payloadTimeout = new Option<double>("--payload-timeout") { Description = "Seconds a write's payload may take to arrive, and a reply to be taken", DefaultValueFactory = _ => defaults.PayloadTimeout.TotalSeconds };
         var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a connection may send no request; 0 (the default): never, as a VM's idle disk must stay attached", DefaultValueFactory = _ => 0 };
@@ -448,8 +448,9 @@ public static partial class OstorCommandLine
         {
             listen, exports, tls, tlsCertificate, insecure, maxConnections, maxPerAddress, memoryBudget, handshakeTimeout, payloadTimeout, idleTimeout,
         };
-        serve.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        serve.SetAction(async (parse, ct) =>
         {
+            // Every option is checked before the cluster is reached: a bad one is one line, whatever the cluster's state.
             var endpoint = ParseEndpoint(parse.GetValue(listen)!);
             var pkiPath = PkiDirectoryOf(parse);
             var options = new NbdServerOptions
@@ -486,35 +487,40 @@ public static partial class OstorCommandLine
             {
                 throw new InvalidRequestException($"--listen {endpoint} is not a loopback address, and without --tls require every exported volume would be open to that network; use TLS, or give --insecure");
             }
-            using var logging = LoggerFactory.Create(b => b
-                .SetMinimumLevel(LogLevel.Information)
-                .AddSimpleConsole(o =>
-                {
-                    o.SingleLine = true;
-                    o.TimestampFormat = "HH:mm:ss.fff ";
-                })
-                // Orleans' own categories at Warning; a prefix filter "Orleans" would also silence ours ("OrleansStorage.Nbd").
-                .AddFilter((category, level) => level >= (category?.StartsWith("OrleansStorage.", StringComparison.Ordinal) == true ? LogLevel.Information : LogLevel.Warning)));
-            if (open)
-            {
-                Console.Error.WriteLine($"ostor: warning: plain-text NBD on {endpoint}: whoever can connect there reads and writes the exported volumes without credentials");
-            }
-            await using var server = new NbdServer(client, options, logging.CreateLogger("OrleansStorage.Nbd"));
-            server.Start();
-            Console.Error.WriteLine(options.Tls == NbdTlsMode.Require
-                ? $"ostor: serving NBD over TLS only on {server.LocalEndpoint} (e.g. nbdinfo 'nbds://{server.LocalEndpoint}/VOLUME?tls-certificates=DIR', DIR from 'ostor pki client-dir'); Ctrl+C stops"
-                : $"ostor: serving NBD on {server.LocalEndpoint} (e.g. nbdinfo nbd://{server.LocalEndpoint}/VOLUME); Ctrl+C stops");
-            try
-            {
-                await server.Completion.WaitAsync(ct);
-            }
-            catch (OperationCanceledException) when (ct.IsCancellationRequested)
-            {
-                // Ctrl+C: disposing the server drains its connections.
-            }
-        }, subscribe: true));
+            return await WithClientAsync(parse, client => ServeNbdAsync(client, options, ct), subscribe: true);
+        });
         nbd.Add(serve);
         return nbd;
+    }
+
+    private static async Task ServeNbdAsync(OstorClient client, NbdServerOptions options, CancellationToken ct)
+    {
+        using var logging = LoggerFactory.Create(b => b
+            .SetMinimumLevel(LogLevel.Information)
+            .AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            })
+            // Orleans' own categories at Warning; a prefix filter "Orleans" would also silence ours ("OrleansStorage.Nbd").
+            .AddFilter((category, level) => level >= (category?.StartsWith("OrleansStorage.", StringComparison.Ordinal) == true ? LogLevel.Information : LogLevel.Warning)));
+        if (options.Tls != NbdTlsMode.Require)
+        {
+            Console.Error.WriteLine($"ostor: warning: plain-text NBD on {options.Listen}: whoever can connect there reads and writes the exported volumes without credentials");
+        }
+        await using var server = new NbdServer(client, options, logging.CreateLogger("OrleansStorage.Nbd"));
+        server.Start();
+        Console.Error.WriteLine(options.Tls == NbdTlsMode.Require
+            ? $"ostor: serving NBD over TLS only on {server.LocalEndpoint} (e.g. nbdinfo 'nbds://{server.LocalEndpoint}/VOLUME?tls-certificates=DIR', DIR from 'ostor pki client-dir'); Ctrl+C stops"
+            : $"ostor: serving NBD on {server.LocalEndpoint} (e.g. nbdinfo nbd://{server.LocalEndpoint}/VOLUME); Ctrl+C stops");
+        try
+        {
+            await server.Completion.WaitAsync(ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Ctrl+C: disposing the server drains its connections.
+        }
     }
 
     private static int Positive(int value, string option) =>

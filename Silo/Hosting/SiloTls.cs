@@ -19,12 +19,14 @@ internal static partial class SiloTls
 {
     public static void Configure(ISiloBuilder silo, ClusterTrust trust, X509Certificate2 identity)
     {
-        var refusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
+        // One rate per door: a flood at the gateway must not hide a stranger at the silo port.
+        var siloRefusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
+        var gatewayRefusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
         silo.Configure<SiloConnectionOptions>(o =>
         {
-            o.ConfigureSiloInboundConnection(b => b.UseServerTls(Options(b, "silo", trust, identity, refusals, CertificateRole.Host)));
-            o.ConfigureSiloOutboundConnection(b => b.UseClientTls(Options(b, "silo", trust, identity, refusals, CertificateRole.Host)));
-            o.ConfigureGatewayInboundConnection(b => b.UseServerTls(Options(b, "gateway", trust, identity, refusals, CertificateRole.Host, CertificateRole.Client)));
+            o.ConfigureSiloInboundConnection(b => b.UseServerTls(Options(b, "silo", trust, identity, siloRefusals, CertificateRole.Host)));
+            o.ConfigureSiloOutboundConnection(b => b.UseClientTls(Options(b, "silo", trust, identity, siloRefusals, CertificateRole.Host)));
+            o.ConfigureGatewayInboundConnection(b => b.UseServerTls(Options(b, "gateway", trust, identity, gatewayRefusals, CertificateRole.Host, CertificateRole.Client)));
         });
     }
 

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Streams;
 using OrleansStorage.Errors;
@@ -127,7 +128,13 @@ public sealed class ClusterIdentityTests(ITestOutputHelper output) : IAsyncLifet
         var clusterA = Superblock.Parse("", File.ReadAllBytes(Path.Combine(a.DataDirectoryOf("host-1"), Superblock.FileName))).ClusterId;
         var clusterB = Superblock.Parse("", File.ReadAllBytes(Path.Combine(b.DataDirectoryOf("host-1"), Superblock.FileName))).ClusterId;
         var ofOtherCluster = await Assert.ThrowsAsync<HostStartupException>(() =>
-            b.StartAsync("host-1", new Dictionary<string, string?> { ["Storage:DataDirectory"] = a.DataDirectoryOf("host-1") }));
+            b.StartAsync("host-1", new Dictionary<string, string?>
+            {
+                ["Storage:DataDirectory"] = a.DataDirectoryOf("host-1"),
+                // b's own host-1 runs on its ports: ports of its own, so the disk is what is refused.
+                ["Cluster:SiloPort"] = Ports.Free().ToString(CultureInfo.InvariantCulture),
+                ["Cluster:GatewayPort"] = Ports.Free().ToString(CultureInfo.InvariantCulture),
+            }));
         output.WriteLine(ofOtherCluster.Message);
         Assert.Contains(clusterA.ToString(), ofOtherCluster.Message, StringComparison.Ordinal);
         Assert.Contains(clusterB.ToString(), ofOtherCluster.Message, StringComparison.Ordinal);

@@ -58,11 +58,11 @@ public sealed class SecurityTests(ITestOutputHelper output)
         stranger.CreateAuthority("stranger", DateTimeOffset.UtcNow).Dispose();
         stranger.IssueClient("admin", DateTimeOffset.UtcNow).Dispose();
         await Assert.ThrowsAsync<StorageException>(() => OstorClient.ConnectAsync(Options(cluster.Gateways, stranger.Path)));
-        Assert.Contains("refused a TLS connection on the gateway port: certificate 'CN=admin, OU=ostor-client, O=OrleansStorage' is not one of this cluster's", HostLogs(cluster));
+        await LoggedAsync(cluster, "refused a TLS connection on the gateway port: certificate 'CN=admin, OU=ostor-client, O=OrleansStorage' is not one of this cluster's");
 
         // This cluster's client certificate on a silo port, where only hosts may talk: refused.
         await Assert.ThrowsAsync<StorageException>(() => OstorClient.ConnectAsync(Options([$"127.0.0.1:{cluster.SiloPortOf(1)}"], cluster.Pki)));
-        Assert.Contains("refused a TLS connection on the silo port: certificate 'CN=admin, OU=ostor-client, O=OrleansStorage' is a client certificate; this connection takes host certificates", HostLogs(cluster));
+        await LoggedAsync(cluster, "refused a TLS connection on the silo port: certificate 'CN=admin, OU=ostor-client, O=OrleansStorage' is a client certificate; this connection takes host certificates");
     }
 
     private static OstorClientOptions Options(IEnumerable<string> gateways, string pki)
@@ -76,8 +76,11 @@ public sealed class SecurityTests(ITestOutputHelper output)
         return options;
     }
 
-    private static string HostLogs(ScriptedCluster cluster) =>
-        string.Concat(Directory.GetFiles(Path.Combine(cluster.Data, "logs"), "host-*.log").Select(File.ReadAllText));
+    /// <summary>A host's log has the line (the silos write their logs a moment after the event).</summary>
+    private Task LoggedAsync(ScriptedCluster cluster, string line) =>
+        new Eventually(output).UntilAsync(
+            () => Task.FromResult(string.Concat(Directory.GetFiles(Path.Combine(cluster.Data, "logs"), "host-*.log").Select(File.ReadAllText)).Contains(line, StringComparison.Ordinal)),
+            $"a host logged \"{line}\"", TimeSpan.FromSeconds(15));
 
     private static Task<ExternalProgram.Output> AsNobodyAsync(string program, params string[] arguments) =>
         ExternalProgram.RunAsync("runuser", ["-u", "nobody", "--", program, .. arguments], TimeSpan.FromSeconds(30));

@@ -91,6 +91,35 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.True(started.Elapsed < TimeSpan.FromSeconds(30), $"took {started.Elapsed}");
     }
 
+    [Theory]
+    [InlineData("--listen 0.0.0.0:10999 --tls off", "is not a loopback address, and without --tls require every exported volume would be open to that network")]
+    [InlineData("--tls bogus", "--tls 'bogus' is not require, allow or off")]
+    [InlineData("--tls require --pki PKI", "no server certificate for 'nbd' in")]
+    [InlineData("--tls off --memory-budget 1MiB", "is below one connection's")]
+    [InlineData("--tls off --payload-timeout 0", "--payload-timeout must be between 0 and 86400 seconds")]
+    public async Task Nbd_serve_with_a_bad_option_says_so_in_one_line_before_reaching_any_cluster(string options, string expected)
+    {
+        var arguments = options.Replace("PKI", Path.Combine(_root, "no-pki"), StringComparison.Ordinal).Split(' ');
+        var stderr = new StringWriter();
+        var previous = Console.Error;
+        Console.SetError(stderr);
+        int exitCode;
+        try
+        {
+            // No cluster answers at this gateway: the options must be refused before it is asked.
+            exitCode = await OstorCommandLine.RunAsync(["--gateway", $"127.0.0.1:{Ports.Free()}", "nbd", "serve", .. arguments]);
+        }
+        finally
+        {
+            Console.SetError(previous);
+        }
+        output.WriteLine($"exit {exitCode}: {stderr}");
+        var lines = stderr.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.Contains(expected, lines[0], StringComparison.Ordinal);
+        Assert.NotEqual(0, exitCode);
+    }
+
     [Fact]
     public async Task Volume_create_while_the_database_is_gone_is_one_line_and_changes_nothing()
     {

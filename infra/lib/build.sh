@@ -9,18 +9,23 @@ build_solution() {
     || { dotnet build "$OSTOR_ROOT/OrleansStorage.sln" -c Release -nologo -v quiet -clp:ErrorsOnly; return 1; }
 }
 
-ostor_cli() {
-  local dll=$OSTOR_ROOT/Client/bin/Release/net10.0/ostor.dll
-  [ -f "$dll" ] || build_solution >&2
-  local gateways=${OSTOR_DATA:-$OSTOR_ROOT/.data}/gateways
-  if [ -z "${OSTOR_GATEWAY:-}" ] && [ -f "$gateways" ]; then
-    OSTOR_GATEWAY=$(cat "$gateways")
+# The built CLI's environment for the local cluster: its gateways and, unless OSTOR_INSECURE=1,
+# the certificates infra/cluster up made (the cluster speaks TLS with them).
+ostor_cli_prepare() {
+  OSTOR_DLL=$OSTOR_ROOT/Client/bin/Release/net10.0/ostor.dll
+  [ -f "$OSTOR_DLL" ] || build_solution >&2
+  local data=${OSTOR_DATA:-$OSTOR_ROOT/.data}
+  if [ -z "${OSTOR_GATEWAY:-}" ] && [ -f "$data/gateways" ]; then
+    OSTOR_GATEWAY=$(cat "$data/gateways")
     export OSTOR_GATEWAY
   fi
-  # The local cluster speaks TLS with the certificates infra/cluster up made.
-  if [ -z "${OSTOR_PKI:-}" ] && [ -f "${OSTOR_DATA:-$OSTOR_ROOT/.data}/pki/ca.crt" ]; then
-    OSTOR_PKI=${OSTOR_DATA:-$OSTOR_ROOT/.data}/pki
+  if [ -z "${OSTOR_PKI:-}" ] && [ "${OSTOR_INSECURE:-}" != 1 ] && [ -f "$data/pki/ca.crt" ]; then
+    OSTOR_PKI=$data/pki
     export OSTOR_PKI
   fi
-  dotnet "$dll" "$@"
+}
+
+ostor_cli() {
+  ostor_cli_prepare
+  dotnet "$OSTOR_DLL" "$@"
 }
