@@ -30,7 +30,7 @@ public static partial class OstorCommandLine
         issueHost.SetAction(parse =>
         {
             var folder = RequiredPkiDirectory(parse);
-            var ips = parse.GetValue(addresses)!.Select(a => IPAddress.TryParse(a, out var ip) ? ip : throw new InvalidRequestException($"--address '{a}' is not an IP address")).ToArray();
+            var ips = ParseAddresses(parse.GetValue(addresses)!);
             using var issued = folder.IssueHost(parse.GetValue(hostName)!, ips, DateTimeOffset.UtcNow);
             Console.WriteLine($"issued {folder.CertificatePath(CertificateRole.Host, parse.GetValue(hostName)!)} for {string.Join(", ", ips.Select(i => i.ToString()))}, valid until {issued.NotAfter:yyyy-MM-dd}");
         });
@@ -53,7 +53,7 @@ public static partial class OstorCommandLine
         issueServer.SetAction(parse =>
         {
             var folder = RequiredPkiDirectory(parse);
-            var ips = parse.GetValue(serverAddresses)!.Select(a => IPAddress.TryParse(a, out var ip) ? ip : throw new InvalidRequestException($"--address '{a}' is not an IP address")).ToArray();
+            var ips = ParseAddresses(parse.GetValue(serverAddresses)!);
             using var issued = folder.IssueServer(parse.GetValue(serverName)!, ips, parse.GetValue(dnsNames)!, DateTimeOffset.UtcNow);
             Console.WriteLine($"issued {folder.CertificatePath(CertificateRole.Server, parse.GetValue(serverName)!)} for {string.Join(", ", [.. ips.Select(i => i.ToString()), .. parse.GetValue(dnsNames)!])}, valid until {issued.NotAfter:yyyy-MM-dd}");
         });
@@ -98,6 +98,9 @@ public static partial class OstorCommandLine
             refusal ?? "valid",
         ];
     }
+
+    private static IPAddress[] ParseAddresses(string[] addresses) =>
+        [.. addresses.Select(a => IPAddress.TryParse(a, out var ip) ? ip : throw new InvalidRequestException($"--address '{a}' is not an IP address"))];
 
     private static string? PkiDirectoryOf(ParseResult parse) => parse.GetValue(Pki) ?? NonEmpty(Environment.GetEnvironmentVariable(PkiEnvironmentVariable));
 

@@ -36,7 +36,7 @@ public sealed class NbdHardeningTests(ITestOutputHelper output) : IAsyncLifetime
     {
         var postgres = await PrivatePostgres.GetAsync();
         Prerequisites.Require(postgres is not null, PrivatePostgres.UnavailableReason);
-        Prerequisites.Require(File.Exists("/usr/bin/nbdinfo"), "nbdinfo is not installed (Debian package libnbd-bin; .ci/run installs it)");
+        NbdClientTools.Require("nbdinfo", "libnbd-bin");
         _silos = new ConfiguredSilos(await postgres!.CreateDatabaseAsync("ostor_nbd_flood"), new OstorClientOptions().ClusterId);
         await _silos.StartAsync("host-1");
         await using (var client = await _silos.ConnectAsync())
@@ -203,7 +203,7 @@ public sealed class NbdHardeningTests(ITestOutputHelper output) : IAsyncLifetime
     [SkippableFact]
     public async Task Running_out_of_file_descriptors_does_not_stop_it()
     {
-        Prerequisites.Require(File.Exists("/usr/bin/prlimit"), "prlimit is not installed (Debian package util-linux)");
+        NbdClientTools.Require("prlimit", "util-linux");
         var open = Directory.GetFiles($"/proc/{_server!.Id}/fd").Length;
         var limit = open + 16;
         await ExternalProgram.RunAsync("prlimit", ["--pid", _server.Id.ToString(CultureInfo.InvariantCulture), $"--nofile={limit}:{limit}"]);

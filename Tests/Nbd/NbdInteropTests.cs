@@ -1,9 +1,9 @@
 using System.Net;
-using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using OrleansStorage.Client.Nbd;
 using OrleansStorage.Tests.Infrastructure;
+using static OrleansStorage.Tests.Nbd.NbdClientTools;
 using Xunit;
 
 namespace OrleansStorage.Tests.Nbd;
@@ -115,8 +115,6 @@ public sealed class NbdInteropTests(StorageClusterFixture fixture) : IAsyncLifet
         Assert.True(job.GetProperty("read").GetProperty("io_bytes").GetInt64() >= 16 << 20, "fio should have read everything back to verify it");
     }
 
-    private static void Require(string tool, string package) =>
-        Prerequisites.Require(File.Exists($"/usr/bin/{tool}"), $"{tool} is not installed (Debian package {package}; .ci/run installs it)");
 
     private void SkipIfNoCluster() => fixture.SkipIfUnavailable();
 
@@ -132,11 +130,5 @@ public sealed class NbdInteropTests(StorageClusterFixture fixture) : IAsyncLifet
         await using var file = File.Create(path);
         await file.WriteAsync(Replicas.RandomBytes(dataBytes, seed: dataBytes));
         file.SetLength(totalBytes);
-    }
-
-    private static string Sha256(string path)
-    {
-        using var stream = File.OpenRead(path);
-        return Convert.ToHexString(SHA256.HashData(stream));
     }
 }

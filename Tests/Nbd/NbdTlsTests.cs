@@ -1,9 +1,9 @@
 using System.Net;
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging.Abstractions;
 using OrleansStorage.Client.Nbd;
 using OrleansStorage.Security;
 using OrleansStorage.Tests.Infrastructure;
+using static OrleansStorage.Tests.Nbd.NbdClientTools;
 using Xunit;
 
 namespace OrleansStorage.Tests.Nbd;
@@ -103,18 +103,10 @@ public sealed class NbdTlsTests(StorageClusterFixture fixture) : IAsyncLifetime
         }
     }
 
-    private static void Require(string tool, string package) =>
-        Prerequisites.Require(File.Exists($"/usr/bin/{tool}"), $"{tool} is not installed (Debian package {package}; .ci/run installs it)");
 
     private async Task<string> RunAsync(string program, params string[] arguments)
     {
         fixture.SkipIfUnavailable();
         return (await ExternalProgram.RunAsync(program, arguments)).All;
-    }
-
-    private static string Sha256(string path)
-    {
-        using var stream = File.OpenRead(path);
-        return Convert.ToHexString(SHA256.HashData(stream));
     }
 }
