@@ -108,13 +108,14 @@ public sealed class EpochProtocolTests(StorageClusterFixture fixture)
         var current = fixture.Client.Maps.Current.Epoch;
         Assert.True(current > oldEpoch);
         var primary = handle.Info.PlacementGroupOf(0).Primary;
-        await WaitUntilAsync(async () => (await fixture.Server(primary).GetStatusAsync()).Epoch == current);
+        // At least the new map: the cluster may move on meanwhile (recovery or balancing after an earlier test).
+        await WaitUntilAsync(async () => (await fixture.Server(primary).GetStatusAsync()).Epoch >= current);
         var reportsBefore = await MismatchReportsAsync(primary);
 
         var data = Replicas.RandomBytes(Segment, seed: 123);
         await handle.WriteAsync(0, data);
 
-        Assert.Equal(current, oldClient.Maps.Current.Epoch);
+        Assert.True(oldClient.Maps.Current.Epoch >= current, $"the old client still holds epoch {oldClient.Maps.Current.Epoch}, before {current}");
         await WaitUntilAsync(async () => await MismatchReportsAsync(primary) > reportsBefore);
         var back = new byte[Segment];
         await (await fixture.Client.OpenVolumeAsync(name)).ReadAsync(0, back);
