@@ -15,6 +15,8 @@ public sealed partial class TransferSource : IDisposable
     /// <summary>_IOR(0x12, 114, size_t): the size in bytes of a block device.</summary>
     private const ulong BlockGetSize64 = 0x80081272;
 
+    private FileStream? _stream;
+
     private TransferSource(string path, SafeFileHandle handle, long? length, bool isBlockDevice)
     {
         Path = path;
@@ -63,8 +65,6 @@ public sealed partial class TransferSource : IDisposable
             throw;
         }
     }
-
-    private FileStream? _stream;
 
     /// <summary>The source read in order (one stream for its whole life: closing a FileStream closes its handle).</summary>
     public FileStream Stream => _stream ??= new FileStream(Handle, FileAccess.Read, bufferSize: 0, isAsync: Handle.IsAsync);

@@ -104,6 +104,26 @@ public sealed class NbdTlsTests(StorageClusterFixture fixture) : IAsyncLifetime
     }
 
 
+    [SkippableFact]
+    public async Task In_plain_text_a_tls_only_export_answers_tls_required_and_closes_on_export_name()
+    {
+        fixture.SkipIfUnavailable();
+        await using (var client = await NbdTestClient.ConnectAsync(_server!.LocalEndpoint))
+        {
+            foreach (var (option, data) in new (uint, byte[])[] { (3, []), (8, []), (7, NbdTestClient.NameAndInfoRequests(_volume)), (6, NbdTestClient.NameAndInfoRequests(_volume)) })
+            {
+                await client.SendOptionAsync(option, data);
+                var reply = await client.ReadOptionReplyAsync();
+                Assert.Equal((option, 0x80000005u), (reply.Option, reply.Type)); // NBD_REP_ERR_TLS_REQD
+            }
+            await client.SendOptionAsync(5, [1]); // STARTTLS carries no data
+            Assert.Equal(0x80000003u, (await client.ReadOptionReplyAsync()).Type); // NBD_REP_ERR_INVALID
+            await client.SendOptionAsync(1, System.Text.Encoding.UTF8.GetBytes(_volume)); // EXPORT_NAME cannot be refused: the server closes
+            Assert.True(await client.IsClosedByServerAsync());
+        }
+        Assert.True(_server.RequestsRejected >= 5);
+    }
+
     private async Task<string> RunAsync(string program, params string[] arguments)
     {
         fixture.SkipIfUnavailable();
