@@ -51,6 +51,10 @@ internal sealed class NbdConnection : IAsyncDisposable
     private VolumeHandle? _volume;
     private long _exportSize;
 
+    // Set when transmission begins: one for a write's payload (the read loop), one for replies (the send lock).
+    private NbdDeadline? _payloadDeadline;
+    private NbdDeadline? _replyDeadline;
+
     /// <summary>Who the client is once TLS is up: the name in its certificate.</summary>
     private string? _tlsClient;
 
@@ -136,6 +140,8 @@ internal sealed class NbdConnection : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stream.DisposeAsync();
+        _payloadDeadline?.Dispose();
+        _replyDeadline?.Dispose();
         _sendLock.Dispose();
         _budgetFreed.Dispose();
     }
@@ -488,6 +494,8 @@ internal sealed class NbdConnection : IAsyncDisposable
 
     private async Task TransmitAsync(CancellationToken cancellationToken)
     {
+        _payloadDeadline = new NbdDeadline(cancellationToken, _options.PayloadTimeout);
+        _replyDeadline = new NbdDeadline(cancellationToken, _options.PayloadTimeout);
         var header = new byte[RequestHeaderSize];
         while (true)
         {
@@ -833,14 +841,14 @@ internal sealed class NbdConnection : IAsyncDisposable
     private async Task SendAsync(ReadOnlyMemory<byte> header, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         await _sendLock.WaitAsync(cancellationToken);
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(_options.PayloadTimeout);
+        var deadline = _replyDeadline!;
         try
         {
-            await _stream.WriteAsync(header, deadline.Token);
+            var token = deadline.Start();
+            await _stream.WriteAsync(header, token);
             if (!data.IsEmpty)
             {
-                await _stream.WriteAsync(data, deadline.Token);
+                await _stream.WriteAsync(data, token);
             }
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
@@ -850,6 +858,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         }
         finally
         {
+            deadline.Stop();
             _sendLock.Release();
         }
     }
@@ -877,15 +886,18 @@ internal sealed class NbdConnection : IAsyncDisposable
     /// <summary>A write's payload, which must arrive within the payload timeout of its header (a stalled client is disconnected).</summary>
     private async Task ReadPayloadAsync(Memory<byte> payload, CancellationToken cancellationToken)
     {
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(_options.PayloadTimeout);
+        var deadline = _payloadDeadline!;
         try
         {
-            await _stream.ReadExactlyAsync(payload, deadline.Token);
+            await _stream.ReadExactlyAsync(payload, deadline.Start());
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
             throw new NbdProtocolException($"a write's {payload.Length} bytes did not arrive within {_options.PayloadTimeout.TotalSeconds:0} s");
+        }
+        finally
+        {
+            deadline.Stop();
         }
     }
 

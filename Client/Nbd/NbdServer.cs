@@ -33,6 +33,7 @@ public sealed class NbdServer : IAsyncDisposable
     private long _lastClosed;
     private long _acceptErrors;
     private long _connectionsRefused;
+    private long _requestsRejected;
 
     public NbdServer(OstorClient client, NbdServerOptions options, ILogger logger)
     {
@@ -57,8 +58,6 @@ public sealed class NbdServer : IAsyncDisposable
 
     /// <summary>Options, requests and handshakes refused or failed, over all connections.</summary>
     public long RequestsRejected => Interlocked.Read(ref _requestsRejected);
-
-    private long _requestsRejected;
 
     internal NbdMemoryBudget Memory { get; }
 
