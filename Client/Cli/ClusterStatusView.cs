@@ -75,6 +75,11 @@ public static class ClusterStatusView
         var repaired = servers.Sum(s => s.BlocksRepaired);
         var lost = servers.Sum(s => s.BlocksLost);
         text.AppendLine(Invariant($"bad blocks since the hosts started: {repaired} repaired from good copies, {lost} with no good copy"));
+        var refused = servers.Sum(s => s.AccessRefused);
+        if (refused > 0)
+        {
+            text.AppendLine(Invariant($"requests refused for want of a ticket or capability since the hosts started: {refused} ({string.Join(", ", servers.Where(s => s.AccessRefused > 0).OrderBy(s => s.HostId, StringComparer.Ordinal).Select(s => $"{s.HostId} {s.AccessRefused}"))})"));
+        }
         foreach (var server in servers.OrderBy(s => s.HostId, StringComparer.Ordinal))
         {
             // A pass covers every volume the host leads; its records share the pass's start.

@@ -15,18 +15,25 @@ public static partial class OstorCommandLine
         var pki = new Command("pki", "The cluster's certificates: an authority, a certificate per host and per client (folder: --pki or $OSTOR_PKI)");
 
         var clusterName = new Option<string>("--cluster") { Description = "Name in the authority's certificate", DefaultValueFactory = _ => "ostor" };
-        var init = new Command("init", "Create the cluster's authority (once; its key issues every other certificate)") { clusterName };
+        var init = new Command("init", "Create the cluster's authority and the hosts' ticket key (once; the authority's key issues every other certificate). In a folder that has an authority but no ticket key, creates only the key") { clusterName };
         init.SetAction(parse =>
         {
             var folder = RequiredPkiDirectory(parse);
+            if (folder.HasAuthority && !folder.HasTicketKey)
+            {
+                folder.CreateTicketKey();
+                Console.WriteLine($"created the hosts' ticket key {folder.TicketKeyPath} (mode 0600; copy it to every host)");
+                return;
+            }
             using var authority = folder.CreateAuthority(parse.GetValue(clusterName)!, DateTimeOffset.UtcNow);
-            Console.WriteLine($"created the authority of cluster '{parse.GetValue(clusterName)}' in {folder.AuthorityCertificatePath} (key {folder.AuthorityKeyPath}, mode 0600), valid until {authority.NotAfter:yyyy-MM-dd}");
+            folder.CreateTicketKey();
+            Console.WriteLine($"created the authority of cluster '{parse.GetValue(clusterName)}' in {folder.AuthorityCertificatePath} (key {folder.AuthorityKeyPath}, mode 0600), valid until {authority.NotAfter:yyyy-MM-dd}, and the hosts' ticket key {folder.TicketKeyPath}");
         });
         pki.Add(init);
 
         var hostName = new Argument<string>("HOST") { Description = "Host id, e.g. host-4" };
         var addresses = new Option<string[]>("--address") { Description = "An address the host is reached at (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = true };
-        var issueHost = new Command("issue-host", "Issue (or reissue, replacing) a host's certificate; copy ca.crt and hosts/HOST.* to that host") { hostName, addresses };
+        var issueHost = new Command("issue-host", "Issue (or reissue, replacing) a host's certificate; copy ca.crt, tickets.key and hosts/HOST.* to that host") { hostName, addresses };
         issueHost.SetAction(parse =>
         {
             var folder = RequiredPkiDirectory(parse);

@@ -49,6 +49,7 @@ public static partial class OstorCommandLine
         root.Add(GetCommand());
         root.Add(NbdCommands());
         root.Add(PkiCommands());
+        root.Add(AuthCommands());
         return root;
     }
 

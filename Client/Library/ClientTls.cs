@@ -12,6 +12,8 @@ namespace OrleansStorage.Client.Library;
 /// </summary>
 internal sealed class ClientTls(ClusterTrust trust, X509Certificate2 identity)
 {
+    public X509Certificate2 Identity => identity;
+
     public static ClientTls Load(string pkiDirectory, string clientName)
     {
         var pki = new PkiDirectory(pkiDirectory);

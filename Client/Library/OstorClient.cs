@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Orleans.Configuration;
 using Orleans.Runtime;
 using Orleans.Streams;
+using OrleansStorage.Auth;
 using OrleansStorage.Errors;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
@@ -46,13 +47,15 @@ public sealed class OstorClient : IAsyncDisposable
     private readonly IClusterClient _cluster;
     private readonly IHost? _ownedHost;
     private readonly OstorClientOptions _options;
+    private readonly ClientTickets? _tickets;
     private StreamSubscriptionHandle<ClusterMap>? _subscription;
 
-    private OstorClient(IClusterClient cluster, IHost? ownedHost, OstorClientOptions options)
+    private OstorClient(IClusterClient cluster, IHost? ownedHost, OstorClientOptions options, ClientTickets? tickets = null)
     {
         _cluster = cluster;
         _ownedHost = ownedHost;
         _options = options;
+        _tickets = tickets;
         Maps = new ClusterMapCache(() => ManagementAsync(m => m.GetMapAsync(), idempotent: true));
     }
 
@@ -65,6 +68,7 @@ public sealed class OstorClient : IAsyncDisposable
     {
         var gateways = options.Gateways.Select(ParseGateway).ToArray();
         var tls = options.PkiDirectory.Length > 0 ? ClientTls.Load(options.PkiDirectory, options.ClientName) : null;
+        var tickets = tls is null ? null : new ClientTickets(tls.Identity, options.ClusterId);
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         builder.Logging.SetMinimumLevel(LogLevel.Critical);
         builder.UseOrleansClient(client =>
@@ -80,7 +84,11 @@ public sealed class OstorClient : IAsyncDisposable
             {
                 client.AddMemoryStreams(ClusterMapStream.ProviderName);
             }
-            tls?.Configure(client);
+            if (tls is not null)
+            {
+                tls.Configure(client);
+                client.AddOutgoingGrainCallFilter(tickets!.AttachAsync);
+            }
         });
         var host = builder.Build();
         try
@@ -98,8 +106,20 @@ public sealed class OstorClient : IAsyncDisposable
                 : $"; or the gateways refused client '{options.ClientName}' or are not hosts of the authority in {options.PkiDirectory}";
             throw new StorageException($"cannot reach the cluster at {string.Join(", ", options.Gateways)} ({ex.Message}){hint}", ex);
         }
-        var client = new OstorClient(host.Services.GetRequiredService<IClusterClient>(), host, options);
-        await client.StartAsync();
+        var client = new OstorClient(host.Services.GetRequiredService<IClusterClient>(), host, options, tickets);
+        try
+        {
+            if (tickets is not null)
+            {
+                await tickets.StartAsync(client._cluster);
+            }
+            await client.StartAsync();
+        }
+        catch
+        {
+            await client.DisposeAsync();
+            throw;
+        }
         return client;
     }
 
@@ -283,10 +303,11 @@ public sealed class OstorClient : IAsyncDisposable
                     continue; // a fresh map is usually all it takes: retry at once
                 }
             }
-            catch (Exception ex) when (ex is not (InvalidRequestException or VolumeNotFoundException or DataCorruptException or OperationCanceledException))
+            catch (Exception ex) when (ex is not (InvalidRequestException or VolumeNotFoundException or DataCorruptException or AccessDeniedException or OperationCanceledException))
             {
-                // A host or the management service may be failing over: anything but bad input (or
-                // data no replica holds a good copy of) is worth another try on a fresh map until the deadline.
+                // A host or the management service may be failing over: anything but bad input, a
+                // refusal, or data no replica holds a good copy of is worth another try on a fresh
+                // map until the deadline.
                 failure = ex;
                 await TryRefreshAsync(map.Epoch + 1);
             }
@@ -316,8 +337,31 @@ public sealed class OstorClient : IAsyncDisposable
         }
     }
 
+    private IAuthServiceGrain Auth => _cluster.GetGrain<IAuthServiceGrain>(IAuthServiceGrain.DefaultKey);
+
+    /// <summary>Every client with a grant, by name.</summary>
+    public Task<ClientGrant[]> ListClientsAsync() => Auth.ListAsync();
+
+    /// <summary>Gives a client with no grant yet these capabilities.</summary>
+    public Task<ClientGrant> AddClientAsync(string client, IEnumerable<Capability> capabilities) => Auth.AddAsync(client, [.. capabilities]);
+
+    /// <summary>Replaces a client's capabilities; its current ticket keeps the old ones until it expires.</summary>
+    public Task<ClientGrant> SetClientCapabilitiesAsync(string client, IEnumerable<Capability> capabilities) => Auth.SetCapabilitiesAsync(client, [.. capabilities]);
+
+    /// <summary>A client's grant, or null.</summary>
+    public Task<ClientGrant?> GetClientAsync(string client) => Auth.GetAsync(client);
+
+    public Task RemoveClientAsync(string client) => Auth.RemoveAsync(client);
+
+    /// <summary>What this client may do, as its ticket says; null on a cluster without TLS (everything).</summary>
+    public ClientGrant? Grant => _tickets?.Grant;
+
     public async ValueTask DisposeAsync()
     {
+        if (_tickets is not null)
+        {
+            await _tickets.DisposeAsync();
+        }
         if (_subscription is not null)
         {
             try

@@ -7,6 +7,7 @@ using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using OrleansStorage.Auth;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
 using OrleansStorage.Security;
@@ -58,6 +59,12 @@ internal sealed class NbdConnection : IAsyncDisposable
     /// <summary>Who the client is once TLS is up: the name in its certificate.</summary>
     private string? _tlsClient;
 
+    /// <summary>What the TLS client may do (null: plain text, or a cluster that checks nothing).</summary>
+    private ClientGrant? _grant;
+
+    /// <summary>The bound export is read-only for this client: writes, trims and write-zeroes answer EPERM.</summary>
+    private bool _readOnly;
+
     public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, NbdServer server, ILogger logger)
     {
         _server = server;
@@ -70,8 +77,8 @@ internal sealed class NbdConnection : IAsyncDisposable
         _remote = socket.RemoteEndPoint;
     }
 
-    private static ushort TransmissionFlags(bool structured) => (ushort)(FlagHasFlags | FlagSendFlush | FlagSendFua | FlagSendTrim
-        | FlagSendWriteZeroes | FlagCanMultiConn | (structured ? FlagSendDf : 0));
+    private static ushort TransmissionFlags(bool structured, bool readOnly) => (ushort)(FlagHasFlags | FlagSendFlush | FlagSendFua | FlagSendTrim
+        | FlagSendWriteZeroes | FlagCanMultiConn | (structured ? FlagSendDf : 0) | (readOnly ? FlagReadOnly : 0));
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -205,7 +212,7 @@ internal sealed class NbdConnection : IAsyncDisposable
                         }
                         var reply = new byte[_noZeroes ? 10 : 134];
                         BinaryPrimitives.WriteInt64BigEndian(reply, _exportSize);
-                        BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), TransmissionFlags(_structuredReplies));
+                        BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), TransmissionFlags(_structuredReplies, _readOnly));
                         await _stream.WriteAsync(reply, cancellationToken);
                         return true;
                     }
@@ -218,7 +225,7 @@ internal sealed class NbdConnection : IAsyncDisposable
                         await RefuseOptionAsync(option, RepErrInvalid, "NBD_OPT_LIST takes no data", cancellationToken);
                         break;
                     }
-                    foreach (var name in await _exports.ListAsync())
+                    foreach (var name in await _exports.ListAsync(_grant))
                     {
                         var nameBytes = Encoding.UTF8.GetBytes(name);
                         var entry = new byte[4 + nameBytes.Length];
@@ -307,18 +314,20 @@ internal sealed class NbdConnection : IAsyncDisposable
         }
         using var client = new X509Certificate2(tls.RemoteCertificate!);
         _tlsClient = ClusterCertificates.NameOf(client);
+        _grant = await _exports.GrantOfAsync(_tlsClient);
         _structuredReplies = false;
         _allocationContextExport = null;
     }
 
     private async Task<bool> BindExportAsync(string name)
     {
-        _volume = await _exports.ResolveAsync(name);
+        _volume = await _exports.ResolveAsync(name, _grant);
         if (_volume is null)
         {
             return false;
         }
         _exportSize = _volume.SizeBytes;
+        _readOnly = NbdExports.IsReadOnlyFor(_grant, _volume.Name);
         if (_allocationContextExport is not null && _allocationContextExport != name && _allocationContextExport != _volume.Name)
         {
             _allocationContextExport = null; // the context was negotiated for another export
@@ -352,7 +361,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         {
             requests.Add(BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(4 + (int)nameLength + 2 + 2 * i)));
         }
-        var volume = await _exports.ResolveAsync(name);
+        var volume = await _exports.ResolveAsync(name, _grant);
         if (volume is null)
         {
             await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{NbdLog.Printable(name)}'", cancellationToken);
@@ -362,7 +371,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         var export = new byte[12];
         BinaryPrimitives.WriteUInt16BigEndian(export, InfoExport);
         BinaryPrimitives.WriteInt64BigEndian(export.AsSpan(2), volume.SizeBytes);
-        BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(10), TransmissionFlags(_structuredReplies));
+        BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(10), TransmissionFlags(_structuredReplies, NbdExports.IsReadOnlyFor(_grant, volume.Name)));
         await SendOptionReplyAsync(option, RepInfo, export, cancellationToken);
         if (requests.Contains(InfoName))
         {
@@ -446,7 +455,7 @@ internal sealed class NbdConnection : IAsyncDisposable
             await RefuseOptionAsync(option, RepErrInvalid, "meta context option has trailing bytes", cancellationToken);
             return;
         }
-        if (await _exports.ResolveAsync(name) is null)
+        if (await _exports.ResolveAsync(name, _grant) is null)
         {
             await RefuseOptionAsync(option, RepErrUnknown, $"no export named '{NbdLog.Printable(name)}'", cancellationToken);
             return;
@@ -587,6 +596,10 @@ internal sealed class NbdConnection : IAsyncDisposable
         var (flags, offset, length) = (request.Flags, request.Offset, request.Length);
         var end = offset + length;
         var inBounds = end >= offset && end <= (ulong)_exportSize;
+        if (_readOnly && request.Type is CmdWrite or CmdTrim or CmdWriteZeroes)
+        {
+            return (Eperm, $"export '{volume.Name}' is read-only for client '{_tlsClient}'");
+        }
         try
         {
             switch (request.Type)
@@ -624,7 +637,10 @@ internal sealed class NbdConnection : IAsyncDisposable
                     {
                         return (Einval, $"unsupported flush flags 0x{flags:x}");
                     }
-                    await volume.FlushAsync(cancellationToken);
+                    if (!_readOnly) // nothing of this client's to make durable
+                    {
+                        await volume.FlushAsync(cancellationToken);
+                    }
                     break;
 
                 case CmdTrim:
@@ -682,6 +698,10 @@ internal sealed class NbdConnection : IAsyncDisposable
         catch (InvalidRequestException ex)
         {
             return (request.Type is CmdWrite or CmdWriteZeroes ? Enospc : Einval, ex.Message);
+        }
+        catch (AccessDeniedException ex)
+        {
+            return (Eperm, ex.Message); // the server's own client may not do this
         }
         catch (Exception ex) when (ex is StorageException or OrleansException or TimeoutException)
         {

@@ -1,30 +1,53 @@
+using OrleansStorage.Auth;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
 
 namespace OrleansStorage.Client.Nbd;
 
-/// <summary>Which volumes the NBD server offers, looked up in the current cluster map at connect time.</summary>
+/// <summary>
+/// Which volumes the NBD server offers, looked up in the current cluster map at connect time, and
+/// to whom: a client known by its TLS certificate sees only the volumes its grant lets it read
+/// (<paramref name="client"/> itself must be an administrator to read grants). A plain-text
+/// client, or any client when the cluster runs without TLS, gets the server's own rights.
+/// </summary>
 public sealed class NbdExports(OstorClient client, IReadOnlyCollection<string> restrictTo)
 {
-    public async Task<IReadOnlyList<string>> ListAsync()
+    /// <summary>The grant of the client a TLS certificate names; null when the cluster checks none.</summary>
+    public async Task<ClientGrant?> GrantOfAsync(string clientName)
+    {
+        if (client.Grant is null)
+        {
+            return null;
+        }
+        try
+        {
+            return await client.GetClientAsync(clientName) ?? new ClientGrant(clientName, []);
+        }
+        catch (AccessDeniedException ex)
+        {
+            throw new AccessDeniedException($"this NBD server cannot look up what client '{clientName}' may do: run it as a client with admin:* ({ex.Message})");
+        }
+    }
+
+    public async Task<IReadOnlyList<string>> ListAsync(ClientGrant? grant)
     {
         var map = await client.GetMapAsync();
-        return map.Volumes.Select(v => v.Name).Where(IsOffered).Order(StringComparer.Ordinal).ToList();
+        return map.Volumes.Select(v => v.Name).Where(n => IsOffered(n, grant)).Order(StringComparer.Ordinal).ToList();
     }
 
     /// <summary>The volume for an export name, or null. The empty name means the only export, when there is exactly one.</summary>
-    public async Task<VolumeHandle?> ResolveAsync(string name)
+    public async Task<VolumeHandle?> ResolveAsync(string name, ClientGrant? grant)
     {
         if (name.Length == 0)
         {
-            var all = await ListAsync();
+            var all = await ListAsync(grant);
             if (all.Count != 1)
             {
                 return null;
             }
             name = all[0];
         }
-        if (!IsOffered(name))
+        if (!IsOffered(name, grant))
         {
             return null;
         }
@@ -38,5 +61,9 @@ public sealed class NbdExports(OstorClient client, IReadOnlyCollection<string> r
         }
     }
 
-    private bool IsOffered(string name) => restrictTo.Count == 0 || restrictTo.Contains(name);
+    /// <summary>Served read-only: the client may read the volume but not write it.</summary>
+    public static bool IsReadOnlyFor(ClientGrant? grant, string name) => grant is not null && !grant.Allows(CapabilityLevel.Write, name);
+
+    private bool IsOffered(string name, ClientGrant? grant) =>
+        (restrictTo.Count == 0 || restrictTo.Contains(name)) && (grant is null || grant.Allows(CapabilityLevel.Read, name));
 }

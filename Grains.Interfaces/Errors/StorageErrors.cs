@@ -142,3 +142,13 @@ public sealed class DataCorruptException : StorageException
 {
     public DataCorruptException(string message) : base(message) { }
 }
+
+/// <summary>
+/// The caller may not do this: it has no valid ticket, or its capabilities do not cover the
+/// volume or the operation. Nothing was done; retrying does not help.
+/// </summary>
+[GenerateSerializer, Alias("ostor.AccessDeniedException")]
+public sealed class AccessDeniedException : StorageException
+{
+    public AccessDeniedException(string message) : base($"access denied: {message}") { }
+}

@@ -1,3 +1,4 @@
+using OrleansStorage.Auth;
 using Orleans.Concurrency;
 using OrleansStorage.Leases;
 using OrleansStorage.Maps;
@@ -35,33 +36,41 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     Task<LeaseGrant> RenewLeaseAsync(LeaseRequest request);
 
     [Alias("CreateVolume")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor);
 
     [Alias("ResizeVolume")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task<VolumeInfo> ResizeVolumeAsync(string name, long newSizeBytes);
 
     [Alias("DeleteVolume")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task DeleteVolumeAsync(string name);
 
     [Alias("GetMap")]
+    [Requires(Access.Authenticated)]
     [AlwaysInterleave]
     Task<ClusterMap> GetMapAsync();
 
     /// <summary>Where the management service runs and what it loaded when it (re)activated.</summary>
     [Alias("GetStatus")]
+    [Requires(Access.Authenticated)]
     [AlwaysInterleave]
     Task<ManagementStatus> GetStatusAsync();
 
     [Alias("GetHosts")]
+    [Requires(Access.Authenticated)]
     [AlwaysInterleave]
     Task<IReadOnlyList<HostReport>> GetHostsAsync();
 
     /// <summary>Starts moving every placement group off a host (it becomes Draining); progress shows in the map and <c>ostor status</c>.</summary>
     [Alias("EvacuateHost")]
+    [Requires(Access.ClusterAdmin)]
     Task<ClusterMap> EvacuateHostAsync(string hostId);
 
     /// <summary>Removes a host that no placement group names any more.</summary>
     [Alias("RemoveHost")]
+    [Requires(Access.ClusterAdmin)]
     Task<ClusterMap> RemoveHostAsync(string hostId);
 
     /// <summary>
@@ -70,6 +79,7 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     /// (or a previous step is still moving data).
     /// </summary>
     [Alias("Rebalance")]
+    [Requires(Access.ClusterAdmin)]
     Task<ClusterMap> RebalanceAsync();
 
     /// <summary>A primary could not apply a write on another replica: that replica leaves the acting set and is resynced.</summary>
@@ -101,6 +111,7 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     /// docs/epoch-protocol.md, "Recovering the map".
     /// </summary>
     [Alias("RecoverMap")]
+    [Requires(Access.ClusterAdmin)]
     Task<MapRecoveryReport> RecoverMapAsync(int expectedHosts);
 
     /// <summary>

@@ -10,7 +10,8 @@ namespace OrleansStorage.Security;
 /// A folder of the cluster's certificates in PEM, the layout every part reads:
 /// <c>ca.crt</c> and <c>ca.key</c> (the authority; the key stays where certificates are issued),
 /// <c>hosts/NAME.crt|key</c>, <c>clients/NAME.crt|key</c> and <c>servers/NAME.crt|key</c> (NBD
-/// exports). A host needs only <c>ca.crt</c> and its own pair, a client or server the same.
+/// exports), and <c>tickets.key</c> (the secret the hosts seal client tickets with). A host needs
+/// <c>ca.crt</c>, its own pair and <c>tickets.key</c>; a client or server <c>ca.crt</c> and its pair.
 /// Keys are written 0600 in folders of mode 0700.
 /// </summary>
 public sealed partial class PkiDirectory(string path)
@@ -25,6 +26,10 @@ public sealed partial class PkiDirectory(string path)
     public string AuthorityKeyPath => System.IO.Path.Combine(Path, "ca.key");
 
     public bool HasAuthority => File.Exists(AuthorityCertificatePath);
+
+    public string TicketKeyPath => System.IO.Path.Combine(Path, "tickets.key");
+
+    public bool HasTicketKey => File.Exists(TicketKeyPath);
 
     public string CertificatePath(CertificateRole role, string name) => System.IO.Path.Combine(Path, Folder(role), CheckedName(name) + ".crt");
 
@@ -42,6 +47,39 @@ public sealed partial class PkiDirectory(string path)
         var authority = ClusterCertificates.CreateAuthority(clusterName, now);
         Write(AuthorityCertificatePath, AuthorityKeyPath, authority);
         return authority;
+    }
+
+    /// <summary>
+    /// Creates the hosts' ticket key: 32 random bytes every host seals and checks tickets with.
+    /// Refuses to replace one (every ticket out there would fail until renewed).
+    /// </summary>
+    public void CreateTicketKey()
+    {
+        if (HasTicketKey)
+        {
+            throw new InvalidRequestException($"{TicketKeyPath} exists; this folder already has a ticket key");
+        }
+        CreatePrivateFolder(Path);
+        WriteAtomically(TicketKeyPath, Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)) + "\n", PrivateFile);
+    }
+
+    public byte[] LoadTicketKey()
+    {
+        if (!HasTicketKey)
+        {
+            throw new InvalidRequestException($"no ticket key at {TicketKeyPath}: every host needs the cluster's (copy it from where the authority is, or create it there with 'ostor pki init')");
+        }
+        RefuseOpenKey(TicketKeyPath);
+        byte[] key;
+        try
+        {
+            key = Convert.FromBase64String(File.ReadAllText(TicketKeyPath).Trim());
+        }
+        catch (FormatException)
+        {
+            throw new InvalidRequestException($"{TicketKeyPath} is not a ticket key (base64 of 32 bytes)");
+        }
+        return key.Length == 32 ? key : throw new InvalidRequestException($"{TicketKeyPath} holds {key.Length} bytes; a ticket key is 32");
     }
 
     /// <summary>Issues (or reissues, replacing the old pair) a host's certificate with the authority's key.</summary>

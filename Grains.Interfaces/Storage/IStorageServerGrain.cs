@@ -1,3 +1,4 @@
+using OrleansStorage.Auth;
 using OrleansStorage.Identity;
 using OrleansStorage.Maps;
 
@@ -12,6 +13,7 @@ public interface IStorageServerGrain : IGrainWithStringKey
 {
     /// <summary>Reads from the segment; never-written bytes read as zeros. Served by the PG's primary.</summary>
     [Alias("Read")]
+    [Requires(Access.Read)]
     Task<SegmentData> ReadAsync(SegmentRead request);
 
     /// <summary>
@@ -19,6 +21,7 @@ public interface IStorageServerGrain : IGrainWithStringKey
     /// applies it, forwards it to the other replicas in parallel and returns once all applied it.
     /// </summary>
     [Alias("Write")]
+    [Requires(Access.Write)]
     Task WriteAsync(SegmentWrite request);
 
     /// <summary>
@@ -26,9 +29,11 @@ public interface IStorageServerGrain : IGrainWithStringKey
     /// is holes that read as zeros. Served by the PG's primary, like reads.
     /// </summary>
     [Alias("GetAllocation")]
+    [Requires(Access.Read)]
     Task<DataExtent[]> GetAllocationAsync(SegmentRead request);
 
     [Alias("Trim")]
+    [Requires(Access.Write)]
     Task TrimAsync(SegmentTrim request);
 
     /// <summary>A write forwarded by the PG's primary; the primary sends overlapping writes one at a time, so every replica applies them in one order.</summary>
@@ -40,6 +45,7 @@ public interface IStorageServerGrain : IGrainWithStringKey
 
     /// <summary>Makes every earlier acknowledged write to the volume durable (fsync) on this host.</summary>
     [Alias("Flush")]
+    [Requires(Access.Write)]
     Task FlushAsync(long epoch, Guid volumeId);
 
     /// <summary>
@@ -68,6 +74,7 @@ public interface IStorageServerGrain : IGrainWithStringKey
     Task PurgeVolumeAsync(Guid volumeId, long epoch);
 
     [Alias("GetStatus")]
+    [Requires(Access.Authenticated)]
     Task<StorageServerStatus> GetStatusAsync();
 
     /// <summary>
@@ -95,6 +102,7 @@ public interface IStorageServerGrain : IGrainWithStringKey
     /// the segment wait meanwhile.
     /// </summary>
     [Alias("ScrubSegment")]
+    [Requires(Access.Admin)]
     Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair, bool deep);
 
     /// <summary>How long since a client request last reached this host: a primary's background scrub waits while any replica it would read is busy.</summary>
@@ -119,5 +127,6 @@ public interface IStorageServerGrain : IGrainWithStringKey
 
     /// <summary>Reads the raw bytes one replica holds, bypassing the primary; for verification tools and tests.</summary>
     [Alias("ReadLocal")]
+    [Requires(Access.ClusterAdmin)]
     Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length);
 }

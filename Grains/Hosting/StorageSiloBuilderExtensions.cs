@@ -1,9 +1,11 @@
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Serialization;
+using OrleansStorage.Auth;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
 using OrleansStorage.Management;
@@ -65,6 +67,8 @@ public static class StorageSiloBuilderExtensions
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();
         services.TryAddSingleton<IDiskFaults, NoDiskFaults>();
         services.AddSingleton<RecoveryLog>();
+        // Off unless the silo has the cluster's certificates (AddAccessControl).
+        services.TryAddSingleton(sp => new AccessControl(sp.GetRequiredService<ILogger<AccessControl>>()));
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, HostRegistrationService>();
         return silo;
     }

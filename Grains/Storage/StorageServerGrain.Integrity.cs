@@ -1,3 +1,4 @@
+using OrleansStorage.Auth;
 using OrleansStorage.Errors;
 using OrleansStorage.Logging;
 using OrleansStorage.Maps;
@@ -58,6 +59,7 @@ public sealed partial class StorageServerGrain
     public async Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair, bool deep)
     {
         var (volume, _) = await AdmitAsync(epoch, segment, ReplicaRole.Primary);
+        access.Demand(volume, CapabilityLevel.Admin, "verify");
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
         var (_, group) = AdmitCurrent(epoch, segment, ReplicaRole.Primary);
         return deep

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Concurrency;
 using Orleans.Streams;
+using OrleansStorage.Auth;
 using OrleansStorage.Errors;
 using OrleansStorage.Hosting;
 using OrleansStorage.Identity;
@@ -32,6 +33,7 @@ public sealed partial class StorageServerGrain(
     ILocalSiloDetails silo,
     IOptions<LeaseOptions> leaseOptions,
     TimeProvider clock,
+    AccessControl access,
     ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
 {
     private readonly SegmentWriteOrder _writeOrder = new();
@@ -87,6 +89,7 @@ public sealed partial class StorageServerGrain(
     {
         _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        access.Demand(volume, CapabilityLevel.Read, "read");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         var buffer = new byte[request.Length];
         try
@@ -103,6 +106,7 @@ public sealed partial class StorageServerGrain(
     public async Task<DataExtent[]> GetAllocationAsync(SegmentRead request)
     {
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        access.Demand(volume, CapabilityLevel.Read, "read the allocation of");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         return store.DataExtents(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
     }
@@ -111,6 +115,7 @@ public sealed partial class StorageServerGrain(
     {
         _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        access.Demand(volume, CapabilityLevel.Write, "write");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
         // The wait above may have spanned a map change: decide again on the current map.
@@ -124,6 +129,7 @@ public sealed partial class StorageServerGrain(
     {
         _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
+        access.Demand(volume, CapabilityLevel.Write, "trim");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
@@ -176,7 +182,8 @@ public sealed partial class StorageServerGrain(
     public async Task FlushAsync(long epoch, Guid volumeId)
     {
         await CheckEpochAsync(epoch);
-        _ = _map.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, _map.Epoch);
+        var volume = _map.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, _map.Epoch);
+        access.Demand(volume, CapabilityLevel.Write, "flush");
         await store.FlushVolumeAsync(volumeId);
     }
 
@@ -216,7 +223,7 @@ public sealed partial class StorageServerGrain(
         return Task.FromResult(new StorageServerStatus(
             _hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString(),
             [.. _copies.Values.Select(run => run.Progress())], recoveryLog.Recent(),
-            [.. _scrubs.Values], _blocksRepaired, _blocksLost));
+            [.. _scrubs.Values], _blocksRepaired, _blocksLost, access.Refused));
     }
 
     public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)

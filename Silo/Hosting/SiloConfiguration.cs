@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Configuration;
 using Orleans.Serialization;
 using Orleans.Storage;
+using OrleansStorage.Auth;
 using OrleansStorage.Hosting;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
@@ -55,7 +56,10 @@ public static class SiloConfiguration
             var pki = new PkiDirectory(cluster.PkiDirectory);
             try
             {
-                SiloTls.Configure(silo, pki.LoadTrust(), pki.LoadIdentity(CertificateRole.Host, storage.HostId));
+                var trust = pki.LoadTrust();
+                SiloTls.Configure(silo, trust, pki.LoadIdentity(CertificateRole.Host, storage.HostId));
+                // TLS says who may connect; tickets say what each client may do once connected.
+                silo.AddAccessControl(pki.LoadTicketKey(), trust.Authority, storage.HostId);
             }
             catch (Exception ex) when (ex is StorageException or IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
             {

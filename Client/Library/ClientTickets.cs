@@ -1,0 +1,75 @@
+using System.Security.Cryptography.X509Certificates;
+using OrleansStorage.Auth;
+using OrleansStorage.Errors;
+
+namespace OrleansStorage.Client.Library;
+
+/// <summary>
+/// A client's ticket: asked for with a proof of its certificate's key once connected, put on
+/// every call it sends, and renewed at a third of its lifetime (sooner after a failed renewal),
+/// so that a long-running client (an NBD export) never holds an expired one.
+/// </summary>
+internal sealed class ClientTickets(X509Certificate2 identity, string clusterId) : IAsyncDisposable
+{
+    private static readonly TimeSpan RetryAfterFailure = TimeSpan.FromSeconds(5);
+
+    private readonly CancellationTokenSource _stopping = new();
+    private volatile TicketGrant? _current;
+    private Task? _renewing;
+
+    /// <summary>The grant the current ticket carries; null before the first ticket.</summary>
+    public ClientGrant? Grant => _current?.Grant;
+
+    /// <summary>Puts the current ticket (if any yet) on an outgoing call.</summary>
+    public Task AttachAsync(IOutgoingGrainCallContext context)
+    {
+        if (_current is { } ticket)
+        {
+            RequestContext.Set(TicketGrant.RequestContextKey, ticket.Ticket);
+        }
+        return context.Invoke();
+    }
+
+    /// <summary>Gets the first ticket (a refusal is the caller's error) and keeps it renewed.</summary>
+    public async Task StartAsync(IClusterClient cluster)
+    {
+        _current = await IssueAsync(cluster);
+        _renewing = RenewAsync(cluster);
+    }
+
+    private Task<TicketGrant> IssueAsync(IClusterClient cluster) =>
+        cluster.GetGrain<IAuthServiceGrain>(IAuthServiceGrain.DefaultKey).IssueTicketAsync(TicketProof.Sign(identity, clusterId, DateTimeOffset.UtcNow));
+
+    private async Task RenewAsync(IClusterClient cluster)
+    {
+        var wait = TicketGrant.Lifetime / 3;
+        while (!_stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(wait, _stopping.Token);
+                _current = await IssueAsync(cluster);
+                wait = TicketGrant.Lifetime / 3;
+            }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (ex is StorageException or OrleansException or TimeoutException)
+            {
+                // The management silo may be failing over; a removed grant shows when the ticket expires.
+                wait = RetryAfterFailure;
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync();
+        if (_renewing is not null)
+        {
+            await _renewing;
+        }
+        _stopping.Dispose();
+    }
+}

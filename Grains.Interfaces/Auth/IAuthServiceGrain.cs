@@ -1,0 +1,74 @@
+namespace OrleansStorage.Auth;
+
+/// <summary>
+/// The management service's register of clients (key <see cref="DefaultKey"/>): what each client
+/// may do, persisted in PostgreSQL beside the map, and the tickets that carry it to every host.
+/// A client proves it holds its certificate's key and gets a short-lived ticket naming its
+/// capabilities; every request carries the ticket and every silo checks it (docs/security.md).
+/// </summary>
+[Alias("ostor.IAuthServiceGrain")]
+public interface IAuthServiceGrain : IGrainWithStringKey
+{
+    public const string DefaultKey = "default";
+
+    /// <summary>
+    /// A ticket for the client whose certificate <paramref name="request"/> carries and signs.
+    /// Refused for a certificate of another authority, a stale or bad signature, or a client
+    /// with no grant.
+    /// </summary>
+    [Alias("IssueTicket")]
+    [Requires(Access.Anyone)]
+    Task<TicketGrant> IssueTicketAsync(TicketRequest request);
+
+    [Alias("List")]
+    [Requires(Access.ClusterAdmin)]
+    Task<ClientGrant[]> ListAsync();
+
+    /// <summary>A client's grant; null when it has none.</summary>
+    [Alias("Get")]
+    [Requires(Access.ClusterAdmin)]
+    Task<ClientGrant?> GetAsync(string client);
+
+    /// <summary>Gives a new client capabilities; refused if it has a grant already (change it with <see cref="SetCapabilitiesAsync"/>).</summary>
+    [Alias("Add")]
+    [Requires(Access.ClusterAdmin)]
+    Task<ClientGrant> AddAsync(string client, Capability[] capabilities);
+
+    /// <summary>Replaces a client's capabilities; refused for a client without a grant.</summary>
+    [Alias("SetCapabilities")]
+    [Requires(Access.ClusterAdmin)]
+    Task<ClientGrant> SetCapabilitiesAsync(string client, Capability[] capabilities);
+
+    /// <summary>Takes a client's grant away: it gets no new ticket, and its last one expires within <see cref="TicketGrant.Lifetime"/>.</summary>
+    [Alias("Remove")]
+    [Requires(Access.ClusterAdmin)]
+    Task RemoveAsync(string client);
+}
+
+/// <summary>
+/// A client's proof that it holds its certificate's private key: an ECDSA signature over
+/// <see cref="TicketProof.SignedText"/>, fresh within a few minutes.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("ostor.TicketRequest")]
+public sealed record TicketRequest(
+    [property: Id(0)] byte[] Certificate,
+    [property: Id(1)] long UnixSeconds,
+    [property: Id(2)] byte[] Nonce,
+    [property: Id(3)] byte[] Signature);
+
+/// <summary>A ticket (opaque to the client: every request carries it) and what it grants, until when.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.TicketGrant")]
+public sealed record TicketGrant(
+    [property: Id(0)] byte[] Ticket,
+    [property: Id(1)] DateTimeOffset Expires,
+    [property: Id(2)] ClientGrant Grant)
+{
+    /// <summary>
+    /// How long a ticket is good for: how long a removed or narrowed grant may still be used.
+    /// Clients renew at a third of it.
+    /// </summary>
+    public static readonly TimeSpan Lifetime = TimeSpan.FromMinutes(5);
+
+    /// <summary>The RequestContext key every request's ticket travels under.</summary>
+    public const string RequestContextKey = "ostor-ticket";
+}

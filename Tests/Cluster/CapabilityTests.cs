@@ -1,0 +1,221 @@
+using System.Diagnostics;
+using OrleansStorage.Auth;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Errors;
+using OrleansStorage.Security;
+using OrleansStorage.Tests.Infrastructure;
+using OrleansStorage.Tests.Nbd;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>
+/// Client capabilities on the local cluster as <c>infra/cluster up</c> makes it: a client
+/// certificate says who a client is, its grant what it may do (docs/security.md, "Who may do
+/// what"). Every refusal is a typed error, nothing is changed, and the hosts count it.
+/// </summary>
+public sealed class CapabilityTests(ITestOutputHelper output)
+{
+    [SkippableFact]
+    public async Task A_read_only_client_reads_its_volumes_and_every_write_resize_delete_or_other_volume_is_refused()
+    {
+        Prerequisites.Require(PrivatePostgres.FindBinDirectory() is not null, "PostgreSQL is not installed");
+        await using var cluster = new ScriptedCluster(output.WriteLine, hosts: 2, netns: false);
+        await cluster.UpAsync();
+        var pki = new PkiDirectory(cluster.Pki);
+        foreach (var name in new[] { "reader", "writer", "stranger" })
+        {
+            pki.IssueClient(name, DateTimeOffset.UtcNow).Dispose();
+        }
+
+        var data = new byte[1 << 20];
+        Random.Shared.NextBytes(data);
+        await using (var admin = await ConnectAsync(cluster, "admin"))
+        {
+            Assert.True(admin.Grant!.IsClusterAdmin);
+            await admin.CreateVolumeAsync("vm-1", 8 << 20, 2);
+            await admin.CreateVolumeAsync("other", 8 << 20, 2);
+            await (await admin.OpenVolumeAsync("vm-1")).WriteAsync(0, data);
+            await (await admin.OpenVolumeAsync("other")).WriteAsync(0, data);
+            await admin.AddClientAsync("reader", [Capability.Parse("ro:vm-*")]);
+            await admin.AddClientAsync("writer", [Capability.Parse("rw:vm-*")]);
+        }
+        // The CLI shows the same register.
+        var list = await cluster.RunAsync("ostor", "auth", "list");
+        Assert.Contains("reader", list, StringComparison.Ordinal);
+        Assert.Contains("ro:vm-*", list, StringComparison.Ordinal);
+
+        // A client certificate of this cluster without a grant gets no ticket, so no connection.
+        var ungranted = await Assert.ThrowsAsync<AccessDeniedException>(() => ConnectAsync(cluster, "stranger"));
+        output.WriteLine(ungranted.Message);
+        Assert.Contains("client 'stranger' has no grant", ungranted.Message, StringComparison.Ordinal);
+
+        var refusals = 0;
+        await using (var reader = await ConnectAsync(cluster, "reader"))
+        {
+            var volume = await reader.OpenVolumeAsync("vm-1");
+            var back = new byte[data.Length];
+            await volume.ReadAsync(0, back);
+            Assert.Equal(data, back);
+            Assert.NotNull(await reader.GetStatusAsync());
+
+            var refused = new List<AccessDeniedException>
+            {
+                await Assert.ThrowsAsync<AccessDeniedException>(() => volume.WriteAsync(0, new byte[4096])),
+                await Assert.ThrowsAsync<AccessDeniedException>(() => volume.TrimAsync(0, 4096)),
+                await Assert.ThrowsAsync<AccessDeniedException>(() => volume.FlushAsync()),
+                await Assert.ThrowsAsync<AccessDeniedException>(() => reader.ResizeVolumeAsync("vm-1", 16 << 20)),
+                await Assert.ThrowsAsync<AccessDeniedException>(() => reader.DeleteVolumeAsync("vm-1")),
+                await Assert.ThrowsAsync<AccessDeniedException>(() => reader.CreateVolumeAsync("vm-2", 8 << 20, 1)),
+                await Assert.ThrowsAsync<AccessDeniedException>(async () => await (await reader.OpenVolumeAsync("other")).ReadAsync(0, new byte[4096])),
+                await Assert.ThrowsAsync<AccessDeniedException>(() => reader.ListClientsAsync()),
+                await Assert.ThrowsAsync<AccessDeniedException>(() => reader.AddClientAsync("reader2", [Capability.Parse("admin:*")])),
+            };
+            refusals += refused.Count;
+            foreach (var refusal in refused)
+            {
+                output.WriteLine(refusal.Message);
+                Assert.Contains("client 'reader' (capabilities: ro:vm-*) may not", refusal.Message, StringComparison.Ordinal);
+            }
+        }
+
+        await using (var writer = await ConnectAsync(cluster, "writer"))
+        {
+            var volume = await writer.OpenVolumeAsync("vm-1");
+            await volume.WriteAsync(0, new byte[4096]);
+            await volume.FlushAsync();
+            await Assert.ThrowsAsync<AccessDeniedException>(async () => await (await writer.OpenVolumeAsync("other")).WriteAsync(0, new byte[4096]));
+            await Assert.ThrowsAsync<AccessDeniedException>(() => writer.DeleteVolumeAsync("vm-1"));
+            refusals += 2;
+        }
+
+        // The CLI: one line, a non-zero exit, nothing changed.
+        var cli = await Assert.ThrowsAsync<InvalidOperationException>(() => cluster.RunAsync("ostor", "--client", "reader", "volume", "delete", "vm-1"));
+        Assert.Contains("ostor: access denied: client 'reader'", cli.Message, StringComparison.Ordinal);
+        refusals++;
+
+        await using (var admin = await ConnectAsync(cluster, "admin"))
+        {
+            var map = await admin.GetMapAsync();
+            Assert.Equal(8 << 20, map.FindVolume("vm-1")!.SizeBytes);
+            Assert.NotNull(map.FindVolume("other"));
+            Assert.Null(map.FindVolume("vm-2"));
+            var back = new byte[data.Length];
+            await (await admin.OpenVolumeAsync("other")).ReadAsync(0, back);
+            Assert.Equal(data, back);
+
+            // Counted by the hosts that refused (a ticket refused at the auth service counts too).
+            var status = await admin.GetStatusAsync();
+            var counted = status.Hosts.Sum(h => h.Server!.AccessRefused);
+            output.WriteLine($"refusals made {refusals}, counted by the hosts {counted}");
+            Assert.True(counted >= refusals, $"the hosts counted {counted} refusals of at least {refusals}");
+
+            // A widened grant applies to the next ticket; the last administrator cannot be demoted.
+            await admin.SetClientCapabilitiesAsync("reader", [Capability.Parse("rw:vm-*")]);
+            var lockout = await Assert.ThrowsAsync<InvalidRequestException>(() => admin.SetClientCapabilitiesAsync("admin", [Capability.Parse("ro:*")]));
+            Assert.Contains("last one with admin:*", lockout.Message, StringComparison.Ordinal);
+            await Assert.ThrowsAsync<InvalidRequestException>(() => admin.AddClientAsync("bad name", [Capability.Parse("ro:*")]));
+            Assert.Throws<InvalidRequestException>(() => Capability.Parse("write:vm-*"));
+        }
+        await using (var reader = await ConnectAsync(cluster, "reader"))
+        {
+            await (await reader.OpenVolumeAsync("vm-1")).WriteAsync(4096, new byte[4096]);
+        }
+
+        // Removed: no new ticket.
+        await cluster.RunAsync("ostor", "auth", "remove", "reader");
+        await Assert.ThrowsAsync<AccessDeniedException>(() => ConnectAsync(cluster, "reader"));
+    }
+
+    [SkippableFact]
+    public async Task An_nbd_client_gets_what_its_certificate_s_grant_allows_read_only_exports_refuse_writes()
+    {
+        Prerequisites.Require(PrivatePostgres.FindBinDirectory() is not null, "PostgreSQL is not installed");
+        NbdClientTools.Require("nbdinfo", "libnbd-bin");
+        NbdClientTools.Require("nbdcopy", "libnbd-bin");
+        await using var cluster = new ScriptedCluster(output.WriteLine, hosts: 2, netns: false);
+        await cluster.UpAsync();
+        var pki = new PkiDirectory(cluster.Pki);
+        pki.IssueClient("viewer", DateTimeOffset.UtcNow).Dispose();
+        var viewerDirectory = Path.Combine(cluster.Data, "viewer-nbd");
+        pki.ExportForNbdClient("viewer", viewerDirectory);
+        var adminDirectory = Path.Combine(cluster.Pki, "nbd", "admin");
+        var data = new byte[1 << 20];
+        Random.Shared.NextBytes(data);
+        await using (var admin = await ConnectAsync(cluster, "admin"))
+        {
+            await admin.CreateVolumeAsync("img-1", 4 << 20, 2);
+            await admin.CreateVolumeAsync("private", 4 << 20, 1);
+            await (await admin.OpenVolumeAsync("img-1")).WriteAsync(0, data);
+            await admin.AddClientAsync("viewer", [Capability.Parse("ro:img-*")]);
+        }
+
+        var port = Ports.Free();
+        using var server = StartNbdServer(cluster, port);
+        try
+        {
+            await new Eventually(output).UntilAsync(async () =>
+            {
+                await ExternalProgram.RunAsync("nbdinfo", ["--list", $"nbds://127.0.0.1:{port}/?tls-certificates={adminDirectory}"], TimeSpan.FromSeconds(20));
+                return true;
+            }, "the NBD server to answer");
+
+            // The viewer sees only what it may read, read-only.
+            var listed = (await ExternalProgram.RunAsync("nbdinfo", ["--list", $"nbds://127.0.0.1:{port}/?tls-certificates={viewerDirectory}"])).Stdout;
+            output.WriteLine(listed);
+            Assert.Contains("export=\"img-1\"", listed, StringComparison.Ordinal);
+            Assert.DoesNotContain("private", listed, StringComparison.Ordinal);
+            var info = (await ExternalProgram.RunAsync("nbdinfo", [$"nbds://127.0.0.1:{port}/img-1?tls-certificates={viewerDirectory}"])).Stdout;
+            Assert.Contains("is_read_only: true", info, StringComparison.Ordinal);
+            await Assert.ThrowsAsync<InvalidOperationException>(() => ExternalProgram.RunAsync("nbdinfo", [$"nbds://127.0.0.1:{port}/private?tls-certificates={viewerDirectory}"]));
+
+            // Reads work; a copy into the export is refused and changes nothing.
+            var copy = Path.Combine(cluster.Data, "img-1.raw");
+            await ExternalProgram.RunAsync("nbdcopy", [$"nbds://127.0.0.1:{port}/img-1?tls-certificates={viewerDirectory}", copy]);
+            Assert.Equal(data, File.ReadAllBytes(copy).AsSpan(0, data.Length).ToArray());
+            var zeros = Path.Combine(cluster.Data, "zeros.raw");
+            File.WriteAllBytes(zeros, new byte[4 << 20]);
+            var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => ExternalProgram.RunAsync("nbdcopy", [zeros, $"nbds://127.0.0.1:{port}/img-1?tls-certificates={viewerDirectory}"]));
+            output.WriteLine(refused.Message);
+            Assert.Contains("read-only", refused.Message, StringComparison.Ordinal);
+
+            // The administrator's certificate gets a writable export of the same server.
+            var adminInfo = (await ExternalProgram.RunAsync("nbdinfo", [$"nbds://127.0.0.1:{port}/private?tls-certificates={adminDirectory}"])).Stdout;
+            Assert.Contains("is_read_only: false", adminInfo, StringComparison.Ordinal);
+        }
+        finally
+        {
+            server.Kill(entireProcessTree: true);
+        }
+        await using (var admin = await ConnectAsync(cluster, "admin"))
+        {
+            var back = new byte[data.Length];
+            await (await admin.OpenVolumeAsync("img-1")).ReadAsync(0, back);
+            Assert.Equal(data, back);
+        }
+    }
+
+    private static Process StartNbdServer(ScriptedCluster cluster, int port)
+    {
+        var start = new ProcessStartInfo(Path.Combine(ScriptedCluster.RepositoryRoot, "infra", "ostor")) { UseShellExecute = false, RedirectStandardOutput = false, RedirectStandardError = false };
+        foreach (var argument in new[] { "nbd", "serve", "--listen", $"127.0.0.1:{port}" })
+        {
+            start.ArgumentList.Add(argument);
+        }
+        start.Environment["OSTOR_DATA"] = cluster.Data;
+        start.Environment["OSTOR_NO_BUILD"] = "1";
+        return Process.Start(start)!;
+    }
+
+    private static Task<OstorClient> ConnectAsync(ScriptedCluster cluster, string client)
+    {
+        var options = new OstorClientOptions { PkiDirectory = cluster.Pki, ClientName = client, SubscribeToMapChanges = false, ConnectTimeout = TimeSpan.FromSeconds(20) };
+        options.Gateways.Clear();
+        foreach (var gateway in cluster.Gateways)
+        {
+            options.Gateways.Add(gateway);
+        }
+        return OstorClient.ConnectAsync(options);
+    }
+}
