@@ -35,7 +35,7 @@ public sealed class SecurityTests(ITestOutputHelper output)
         }
 
         // The keys and the passwords are their owner's alone.
-        foreach (var secret in new[] { Path.Combine(cluster.Pki, "ca.key"), Path.Combine(cluster.Pki, "clients", "admin.key"), Path.Combine(cluster.Pki, "hosts", "host-1.key"), Path.Combine(cluster.Data, "secrets", "ostor.password"), Path.Combine(cluster.Data, "secrets", "pgpass") })
+        foreach (var secret in new[] { Path.Combine(cluster.Pki, "ca.key"), Path.Combine(cluster.Pki, "tickets.key"), Path.Combine(cluster.Pki, "clients", "admin.key"), Path.Combine(cluster.Pki, "hosts", "host-1.key"), Path.Combine(cluster.Data, "secrets", "ostor.password"), Path.Combine(cluster.Data, "secrets", "pgpass") })
         {
             var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => AsNobodyAsync("cat", secret));
             Assert.Contains("Permission denied", refused.Message, StringComparison.Ordinal);

@@ -38,6 +38,7 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
         { "a taken --gateway-port", "the gateway port 127.0.0.1:" },
         { "a network address without TLS", "is not a loopback address, and without TLS (--pki) every volume would be open to that network" },
         { "--pki without this host's certificate", "no host certificate for 'host-1'" },
+        { "--pki without the hosts' ticket key", "no ticket key at" },
     };
 
     [Theory]
@@ -77,6 +78,12 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
                 var pki = new Security.PkiDirectory(Path.Combine(_root, "pki"));
                 pki.CreateAuthority("test", DateTimeOffset.UtcNow).Dispose();
                 more = ["--pki", pki.Path];
+                break;
+            case "--pki without the hosts' ticket key":
+                var hostsOnly = new Security.PkiDirectory(Path.Combine(_root, "pki"));
+                hostsOnly.CreateAuthority("test", DateTimeOffset.UtcNow).Dispose();
+                hostsOnly.IssueHost("host-1", [System.Net.IPAddress.Loopback], DateTimeOffset.UtcNow).Dispose();
+                more = ["--pki", hostsOnly.Path];
                 break;
         }
         var started = Stopwatch.StartNew();
