@@ -77,6 +77,16 @@ public static partial class OstorCommandLine
         });
         pki.Add(clientDir);
 
+        var pskUser = new Argument<string>("NAME") { Description = "Client name (the TLS-PSK username)" };
+        var pskFile = new Option<string>("--file") { Description = "The keys file ('username:hexkey' lines, mode 0600), for 'ostor nbd serve --tls-psk FILE'", Required = true };
+        var psk = new Command("psk", "Add (or replace) a client's pre-shared key for NBD over TLS-PSK; give the client its line (qemu: DIR/keys.psk with tls-creds-psk,username=NAME)") { pskUser, pskFile };
+        psk.SetAction(parse =>
+        {
+            Client.Nbd.NbdPskKeys.Issue(parse.GetValue(pskFile)!, parse.GetValue(pskUser)!);
+            Console.WriteLine($"wrote a 32-byte key for '{parse.GetValue(pskUser)}' to {Path.GetFullPath(parse.GetValue(pskFile)!)}");
+        });
+        pki.Add(psk);
+
         var list = new Command("list", "List the certificates in the folder, with their role and expiry");
         list.SetAction(parse =>
         {

@@ -445,22 +445,24 @@ public static partial class OstorCommandLine
         var handshakeTimeout = new Option<double>("--handshake-timeout") { Description = "Seconds from connecting to choosing an export (TLS included)", DefaultValueFactory = _ => defaults.HandshakeTimeout.TotalSeconds };
         var payloadTimeout = new Option<double>("--payload-timeout") { Description = "Seconds a write's payload may take to arrive, and a reply to be taken", DefaultValueFactory = _ => defaults.PayloadTimeout.TotalSeconds };
         var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a connection may send no request; 0 (the default): never, as a VM's idle disk must stay attached", DefaultValueFactory = _ => 0 };
+        var tlsPsk = new Option<string?>("--tls-psk") { Description = "TLS with pre-shared keys from FILE (username:hexkey per line, as 'ostor pki psk' and psktool write and qemu's tls-creds-psk reads) instead of certificates; a username is a client name" };
         var serve = new Command("serve", "Serve volumes over NBD until interrupted (qemu, nbd-client, nbdcopy, fio ...)")
         {
-            listen, exports, tls, tlsCertificate, insecure, maxConnections, maxPerAddress, memoryBudget, handshakeTimeout, payloadTimeout, idleTimeout,
+            listen, exports, tls, tlsCertificate, tlsPsk, insecure, maxConnections, maxPerAddress, memoryBudget, handshakeTimeout, payloadTimeout, idleTimeout,
         };
         serve.SetAction(async (parse, ct) =>
         {
             // Every option is checked before the cluster is reached: a bad one is one line, whatever the cluster's state.
             var endpoint = ParseEndpoint(parse.GetValue(listen)!);
             var pkiPath = PkiDirectoryOf(parse);
+            var pskFile = parse.GetValue(tlsPsk);
             var options = new NbdServerOptions
             {
                 Listen = endpoint,
                 Exports = parse.GetValue(exports) ?? [],
                 Tls = parse.GetValue(tls) switch
                 {
-                    null => pkiPath is null ? NbdTlsMode.Off : NbdTlsMode.Require,
+                    null => pkiPath is null && pskFile is null ? NbdTlsMode.Off : NbdTlsMode.Require,
                     "require" => NbdTlsMode.Require,
                     "allow" => NbdTlsMode.Allow,
                     "off" => NbdTlsMode.Off,
@@ -477,7 +479,11 @@ public static partial class OstorCommandLine
             {
                 throw new InvalidRequestException($"--memory-budget {ByteSize.Format(options.MemoryBudgetBytes)} is below one connection's {ByteSize.Format(options.MaxInFlightBytesPerConnection)}");
             }
-            if (options.Tls != NbdTlsMode.Off)
+            if (pskFile is not null)
+            {
+                options.TlsPsk = options.Tls != NbdTlsMode.Off ? NbdPskKeys.Load(pskFile) : throw new InvalidRequestException("--tls-psk with --tls off: give one or the other");
+            }
+            else if (options.Tls != NbdTlsMode.Off)
             {
                 var pki = new Security.PkiDirectory(pkiPath ?? throw new InvalidRequestException($"--tls {parse.GetValue(tls)} needs the cluster's certificates (--pki or ${PkiEnvironmentVariable})"));
                 options.TlsCertificate = pki.LoadIdentity(Security.CertificateRole.Server, parse.GetValue(tlsCertificate)!);
@@ -511,7 +517,9 @@ public static partial class OstorCommandLine
         }
         await using var server = new NbdServer(client, options, logging.CreateLogger("OrleansStorage.Nbd"));
         server.Start();
-        Console.Error.WriteLine(options.Tls == NbdTlsMode.Require
+        Console.Error.WriteLine(options.Tls == NbdTlsMode.Require && options.TlsPsk is not null
+            ? $"ostor: serving NBD over TLS-PSK only on {server.LocalEndpoint} for {options.TlsPsk.Users.Count} user(s) (e.g. nbdinfo 'nbds://USER@{server.LocalEndpoint}/VOLUME?tls-psk-file=FILE'); Ctrl+C stops"
+            : options.Tls == NbdTlsMode.Require
             ? $"ostor: serving NBD over TLS only on {server.LocalEndpoint} (e.g. nbdinfo 'nbds://{server.LocalEndpoint}/VOLUME?tls-certificates=DIR', DIR from 'ostor pki client-dir'); Ctrl+C stops"
             : $"ostor: serving NBD on {server.LocalEndpoint} (e.g. nbdinfo nbd://{server.LocalEndpoint}/VOLUME); Ctrl+C stops");
         try

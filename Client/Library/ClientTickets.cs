@@ -20,14 +20,14 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
     /// <summary>The grant the current ticket carries; null before the first ticket.</summary>
     public ClientGrant? Grant => _current?.Grant;
 
-    /// <summary>Puts the current ticket (if any yet) on an outgoing call.</summary>
-    public Task AttachAsync(IOutgoingGrainCallContext context)
+    /// <summary>Puts the current ticket (if any yet) on an outgoing call; async, so the caller's own request context stays as it was.</summary>
+    public async Task AttachAsync(IOutgoingGrainCallContext context)
     {
         if (_current is { } ticket)
         {
             RequestContext.Set(TicketGrant.RequestContextKey, ticket.Ticket);
         }
-        return context.Invoke();
+        await context.Invoke();
     }
 
     /// <summary>Gets the first ticket (a refusal is the caller's error) and keeps it renewed.</summary>

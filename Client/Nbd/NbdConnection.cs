@@ -284,6 +284,11 @@ internal sealed class NbdConnection : IAsyncDisposable
     /// </summary>
     private async Task StartTlsAsync(CancellationToken cancellationToken)
     {
+        if (_options.TlsPsk is { } keys)
+        {
+            await StartPskTlsAsync(keys, cancellationToken);
+            return;
+        }
         var trust = _options.TlsClientTrust ?? throw new InvalidOperationException("TLS without the authority to check clients against");
         string? refusal = null;
         var tls = new SslStream(_stream, leaveInnerStreamOpen: false, (_, certificate, _, _) =>
@@ -313,8 +318,31 @@ internal sealed class NbdConnection : IAsyncDisposable
             throw new AuthenticationException($"the TLS handshake took longer than {_options.TlsHandshakeTimeout.TotalSeconds:0} s");
         }
         using var client = new X509Certificate2(tls.RemoteCertificate!);
-        _tlsClient = ClusterCertificates.NameOf(client);
-        _grant = await _exports.GrantOfAsync(_tlsClient);
+        await OnTlsStartedAsync(ClusterCertificates.NameOf(client));
+    }
+
+    /// <summary>STARTTLS with a pre-shared key: the username the client proves the key of names it.</summary>
+    private async Task StartPskTlsAsync(NbdPskKeys keys, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(_options.TlsHandshakeTimeout);
+        try
+        {
+            var tls = await NbdPskTls.AcceptAsync(_stream, keys, timeout.Token);
+            _stream = tls;
+            await OnTlsStartedAsync(tls.User);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new AuthenticationException($"the TLS handshake took longer than {_options.TlsHandshakeTimeout.TotalSeconds:0} s");
+        }
+    }
+
+    /// <summary>What was negotiated in plain text is forgotten, as the protocol asks; the client is now known by name.</summary>
+    private async Task OnTlsStartedAsync(string client)
+    {
+        _tlsClient = client;
+        _grant = await _exports.GrantOfAsync(client);
         _structuredReplies = false;
         _allocationContextExport = null;
     }

@@ -62,6 +62,12 @@ public sealed class NbdServerOptions
     /// <summary>Whose client certificates are taken: a client must present one of this authority's.</summary>
     public ClusterTrust? TlsClientTrust { get; set; }
 
+    /// <summary>
+    /// Pre-shared keys (<c>--tls-psk</c>): TLS with a key per username instead of certificates,
+    /// for clients such as qemu's <c>tls-creds-psk</c>. When set, <see cref="TlsCertificate"/> is not used.
+    /// </summary>
+    public NbdPskKeys? TlsPsk { get; set; }
+
     /// <summary>How long a client may take over the TLS handshake.</summary>
     public TimeSpan TlsHandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
 

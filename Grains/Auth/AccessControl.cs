@@ -50,7 +50,10 @@ public sealed partial class AccessControl
     /// <summary>Requests refused on this silo since it started.</summary>
     public long Refused => Interlocked.Read(ref _refused);
 
-    /// <summary>Who made the grain call running now (set by <see cref="AccessFilter"/>); null when access control is off.</summary>
+    /// <summary>
+    /// Who made the grain call running now (set by <see cref="AccessFilter"/>); null when access
+    /// control is off, or for work the silo runs for itself (a grain's timer), which is trusted.
+    /// </summary>
     public static Principal? Caller
     {
         get => CurrentCaller.Value;

@@ -104,6 +104,8 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
     [InlineData("--tls require --pki PKI", "no server certificate for 'nbd' in")]
     [InlineData("--tls off --memory-budget 1MiB", "is below one connection's")]
     [InlineData("--tls off --payload-timeout 0", "--payload-timeout must be between 0 and 86400 seconds")]
+    [InlineData("--tls-psk PKI/keys.psk", "no such file (make one with 'ostor pki psk NAME --file")]
+    [InlineData("--tls off --tls-psk PKI/keys.psk", "--tls-psk with --tls off: give one or the other")]
     public async Task Nbd_serve_with_a_bad_option_says_so_in_one_line_before_reaching_any_cluster(string options, string expected)
     {
         var arguments = options.Replace("PKI", Path.Combine(_root, "no-pki"), StringComparison.Ordinal).Split(' ');

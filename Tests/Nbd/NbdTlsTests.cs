@@ -105,6 +105,50 @@ public sealed class NbdTlsTests(StorageClusterFixture fixture) : IAsyncLifetime
 
 
     [SkippableFact]
+    public async Task Qemu_img_and_nbdinfo_work_over_tls_psk_and_a_wrong_key_or_user_is_refused()
+    {
+        Require("qemu-img", "qemu-utils");
+        Require("nbdinfo", "libnbd-bin");
+        fixture.SkipIfUnavailable();
+        // The keys file as 'ostor pki psk' writes it, in the folder layout qemu's tls-creds-psk reads.
+        var pskDirectory = Directory.CreateDirectory(Path.Combine(_scratch, "psk")).FullName;
+        var keys = Path.Combine(pskDirectory, "keys.psk");
+        NbdPskKeys.Issue(keys, "backup");
+        NbdPskKeys.Issue(keys, "other");
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(keys));
+        await using var server = new NbdServer(fixture.Client, new NbdServerOptions
+        {
+            Listen = new IPEndPoint(IPAddress.Loopback, 0),
+            Tls = NbdTlsMode.Require,
+            TlsPsk = NbdPskKeys.Load(keys),
+        }, NullLogger.Instance);
+        server.Start();
+        var port = server.LocalEndpoint.Port;
+
+        var image = Path.Combine(_scratch, "psk-in.raw");
+        await File.WriteAllBytesAsync(image, Replicas.RandomBytes(16 << 20, seed: 12));
+        var credentials = $"tls-creds-psk,id=tls0,endpoint=client,dir={pskDirectory},username=backup";
+        await RunAsync("qemu-img", "convert", "-n", "-f", "raw", image, "--object", credentials,
+            "--target-image-opts", $"driver=nbd,host=127.0.0.1,port={port},export={_volume},tls-creds=tls0");
+        var back = Path.Combine(_scratch, "psk-out.raw");
+        await RunAsync("qemu-img", "convert", "--object", credentials,
+            "--image-opts", $"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={port},file.export={_volume},file.tls-creds=tls0", "-O", "raw", back);
+        Assert.Equal(Sha256(image), Sha256(back));
+
+        var info = await RunAsync("nbdinfo", $"nbds://backup@127.0.0.1:{port}/{_volume}?tls-psk-file={keys}");
+        Assert.Contains("with TLS", info, StringComparison.Ordinal);
+
+        // A user this server has no key for, and the right user with a wrong key: refused at the handshake.
+        var wrong = Path.Combine(_scratch, "wrong.psk");
+        NbdPskKeys.Issue(wrong, "backup");
+        NbdPskKeys.Issue(wrong, "nobody-here");
+        await Assert.ThrowsAsync<InvalidOperationException>(() => RunAsync("nbdinfo", $"nbds://backup@127.0.0.1:{port}/{_volume}?tls-psk-file={wrong}"));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => RunAsync("nbdinfo", $"nbds://nobody-here@127.0.0.1:{port}/{_volume}?tls-psk-file={wrong}"));
+        // Plain text: refused as on any TLS-only export.
+        await Assert.ThrowsAsync<InvalidOperationException>(() => RunAsync("nbdinfo", $"nbd://127.0.0.1:{port}/{_volume}"));
+    }
+
+    [SkippableFact]
     public async Task In_plain_text_a_tls_only_export_answers_tls_required_and_closes_on_export_name()
     {
         fixture.SkipIfUnavailable();
