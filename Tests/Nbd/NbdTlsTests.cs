@@ -64,14 +64,19 @@ public sealed class NbdTlsTests(StorageClusterFixture fixture) : IAsyncLifetime
     public async Task Qemu_img_converts_into_and_out_of_a_tls_only_export_with_x509_certificates()
     {
         Require("qemu-img", "qemu-utils");
-        var image = Path.Combine(_scratch, "in.raw");
-        await File.WriteAllBytesAsync(image, Replicas.RandomBytes(16 << 20, seed: 11));
-        var credentials = $"tls-creds-x509,id=tls0,endpoint=client,dir={ClientDirectory}";
+        await ConvertInAndOutAsync($"tls-creds-x509,id=tls0,endpoint=client,dir={ClientDirectory}", _server!.LocalEndpoint.Port, "x509");
+    }
+
+    /// <summary>qemu-img convert of 16 MiB into the export and back out with <paramref name="credentials"/> (id tls0): the same bytes.</summary>
+    private async Task ConvertInAndOutAsync(string credentials, int port, string name)
+    {
+        var image = Path.Combine(_scratch, $"{name}-in.raw");
+        await File.WriteAllBytesAsync(image, Replicas.RandomBytes(16 << 20, seed: name.Length));
         await RunAsync("qemu-img", "convert", "-n", "-f", "raw", image, "--object", credentials,
-            "--target-image-opts", $"driver=nbd,host=127.0.0.1,port={_server!.LocalEndpoint.Port},export={_volume},tls-creds=tls0");
-        var back = Path.Combine(_scratch, "out.raw");
+            "--target-image-opts", $"driver=nbd,host=127.0.0.1,port={port},export={_volume},tls-creds=tls0");
+        var back = Path.Combine(_scratch, $"{name}-out.raw");
         await RunAsync("qemu-img", "convert", "--object", credentials,
-            "--image-opts", $"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={_server.LocalEndpoint.Port},file.export={_volume},file.tls-creds=tls0", "-O", "raw", back);
+            "--image-opts", $"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={port},file.export={_volume},file.tls-creds=tls0", "-O", "raw", back);
         Assert.Equal(Sha256(image), Sha256(back));
     }
 
@@ -125,15 +130,7 @@ public sealed class NbdTlsTests(StorageClusterFixture fixture) : IAsyncLifetime
         server.Start();
         var port = server.LocalEndpoint.Port;
 
-        var image = Path.Combine(_scratch, "psk-in.raw");
-        await File.WriteAllBytesAsync(image, Replicas.RandomBytes(16 << 20, seed: 12));
-        var credentials = $"tls-creds-psk,id=tls0,endpoint=client,dir={pskDirectory},username=backup";
-        await RunAsync("qemu-img", "convert", "-n", "-f", "raw", image, "--object", credentials,
-            "--target-image-opts", $"driver=nbd,host=127.0.0.1,port={port},export={_volume},tls-creds=tls0");
-        var back = Path.Combine(_scratch, "psk-out.raw");
-        await RunAsync("qemu-img", "convert", "--object", credentials,
-            "--image-opts", $"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={port},file.export={_volume},file.tls-creds=tls0", "-O", "raw", back);
-        Assert.Equal(Sha256(image), Sha256(back));
+        await ConvertInAndOutAsync($"tls-creds-psk,id=tls0,endpoint=client,dir={pskDirectory},username=backup", port, "psk");
 
         var info = await RunAsync("nbdinfo", $"nbds://backup@127.0.0.1:{port}/{_volume}?tls-psk-file={keys}");
         Assert.Contains("with TLS", info, StringComparison.Ordinal);
