@@ -35,6 +35,16 @@ public sealed partial class SegmentStore : IDisposable
     private readonly SegmentVersions _versions;
     private readonly WriteIntents _intents;
 
+    // Segments a flush made clean, with when (Environment.TickCount64): their write intents are
+    // cleared only once they stayed clean for a while (DefaultIntentClearDelay), as md clears its bitmap, so a
+    // segment written again soon after a flush (a database's commits) is not marked and fsynced
+    // anew each time. A mark kept longer costs only a needless repair after a crash.
+    private readonly Dictionary<SegmentAddress, long> _cleanSince = [];
+    private readonly long _intentClearDelayMilliseconds;
+
+    /// <summary>How long a flushed segment keeps its write intent: md's bitmap daemon waits 5 s too.</summary>
+    public static readonly TimeSpan DefaultIntentClearDelay = TimeSpan.FromSeconds(5);
+
     /// <summary>Written by a clean shutdown, after every write was made durable; removed at open.</summary>
     public const string CleanShutdownFileName = "clean-shutdown";
 
@@ -58,9 +68,10 @@ public sealed partial class SegmentStore : IDisposable
     /// <summary>Raised once, when the disk has failed (see <see cref="Failure"/>).</summary>
     public event Action<string>? Failed;
 
-    public SegmentStore(string dataDirectory, int maxOpenSegments = DefaultMaxOpenSegments, Func<string, bool>? failsFsync = null)
+    public SegmentStore(string dataDirectory, int maxOpenSegments = DefaultMaxOpenSegments, Func<string, bool>? failsFsync = null, TimeSpan? intentClearDelay = null)
     {
         _failsFsync = failsFsync ?? (_ => false);
+        _intentClearDelayMilliseconds = (long)(intentClearDelay ?? DefaultIntentClearDelay).TotalMilliseconds;
         ArgumentException.ThrowIfNullOrWhiteSpace(dataDirectory);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxOpenSegments, 1);
         _volumesRoot = Path.Combine(Path.GetFullPath(dataDirectory), "volumes");
@@ -357,7 +368,16 @@ public sealed partial class SegmentStore : IDisposable
                 .Where(segment => !known.Contains(segment))
                 .Select(segment => new KeyValuePair<SegmentAddress, long>(segment, -1)));
         }
-        await Task.WhenAll(written.Select(async kv =>
+        bool newEntries;
+        lock (_gate)
+        {
+            // Files made before this store opened may have entries still in the page cache only.
+            newEntries = everything || _newFiles.ContainsKey(volumeId);
+        }
+        // Every fsync at once: none depends on another, since every segment synced here keeps its
+        // write intent until all of them are done (a crash in between repairs it), and the disk
+        // can commit them together.
+        var syncs = written.Select(async kv =>
         {
             using (var lease = Acquire(kv.Key, create: false))
             {
@@ -366,28 +386,36 @@ public sealed partial class SegmentStore : IDisposable
                     await FsyncAsync(lease, kv.Key).ConfigureAwait(false);
                 }
             }
-        })).ConfigureAwait(false);
-        SyncVersions(volumeId);
-        // The directory entries of newly created segment files must be durable too.
-        if (Directory.Exists(VolumeDirectory(volumeId)))
+        }).ToList();
+        syncs.Add(Task.Run(() => SyncVersions(volumeId)));
+        if (newEntries && Directory.Exists(VolumeDirectory(volumeId)))
         {
-            SyncVolumeDirectory(volumeId);
+            syncs.Add(Task.Run(() => SyncVolumeDirectory(volumeId)));
         }
+        await Task.WhenAll(syncs).ConfigureAwait(false);
         lock (_gate)
         {
             // Data and versions of these segments are durable now; a write that landed after our
             // snapshot has a newer generation, stays dirty and keeps its intent.
-            var clean = new List<long>();
+            var now = Environment.TickCount64;
             foreach (var (segment, generation) in written)
             {
                 var current = _dirty.TryGetValue(segment, out var g) ? g : -1;
                 if (current == generation)
                 {
                     _dirty.Remove(segment);
-                    clean.Add(segment.SegmentIndex);
+                    _cleanSince.TryAdd(segment, now);
                 }
             }
-            _intents.Clear(volumeId, clean);
+            var settled = _cleanSince
+                .Where(kv => kv.Key.VolumeId == volumeId && now - kv.Value >= _intentClearDelayMilliseconds)
+                .Select(kv => kv.Key)
+                .ToList();
+            foreach (var segment in settled)
+            {
+                _cleanSince.Remove(segment);
+            }
+            _intents.Clear(volumeId, settled.Select(segment => segment.SegmentIndex));
             _flushedSinceOpen.Add(volumeId);
         }
     }
@@ -404,6 +432,10 @@ public sealed partial class SegmentStore : IDisposable
             foreach (var key in _dirty.Keys.Where(k => k.VolumeId == volumeId).ToList())
             {
                 _dirty.Remove(key);
+            }
+            foreach (var key in _cleanSince.Keys.Where(k => k.VolumeId == volumeId).ToList())
+            {
+                _cleanSince.Remove(key);
             }
             _newFiles.Remove(volumeId);
         }
@@ -447,6 +479,7 @@ public sealed partial class SegmentStore : IDisposable
             {
                 Close(segment);
                 _dirty.Remove(segment);
+                _cleanSince.Remove(segment);
             }
             File.Delete(SegmentPath(segment));
             File.Delete(ChecksumPath(segment));
@@ -765,6 +798,7 @@ public sealed partial class SegmentStore : IDisposable
         lock (_gate)
         {
             _dirty[segment] = ++_writeGeneration;
+            _cleanSince.Remove(segment);
             return _intents.Mark(segment.VolumeId, segment.SegmentIndex);
         }
     }
@@ -865,12 +899,11 @@ public sealed partial class SegmentStore : IDisposable
     }
 
     /// <summary>Fsyncs a segment's data and then its checksums.</summary>
+    /// <summary>A segment's data and checksums, fsynced side by side.</summary>
     private Task FsyncAsync(Lease lease, SegmentAddress segment) =>
-        Task.Run(() =>
-        {
-            Sync(SegmentPath(segment), () => FsyncHandle(lease.Handle!));
-            Sync(ChecksumPath(segment), () => FsyncHandle(lease.Checksums!));
-        });
+        Task.WhenAll(
+            Task.Run(() => Sync(SegmentPath(segment), () => FsyncHandle(lease.Handle!))),
+            Task.Run(() => Sync(ChecksumPath(segment), () => FsyncHandle(lease.Checksums!))));
 
     private static void FsyncHandle(SafeFileHandle handle)
     {

@@ -9,7 +9,7 @@ public sealed class SegmentStoreTests : IDisposable
 {
     private const int Segment = 4 << 20;
     private readonly string _root = Path.Combine(Path.GetTempPath(), "ostor-store-test-" + Guid.NewGuid().ToString("N")[..8]);
-    private readonly SegmentStore _store;
+    private SegmentStore _store;
     private readonly SegmentAddress _segment = new(Guid.NewGuid(), 3);
 
     public SegmentStoreTests() => _store = new SegmentStore(_root);
@@ -253,8 +253,42 @@ public sealed class SegmentStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_segment_written_again_soon_after_a_flush_keeps_its_intent_without_a_new_fsync_until_it_stays_clean()
+    {
+        var intentSyncs = 0;
+        var root = Path.Combine(_root, "lazy");
+        using (var store = new SegmentStore(root, failsFsync: path =>
+        {
+            if (path.EndsWith(WriteIntents.FileName, StringComparison.Ordinal))
+            {
+                Interlocked.Increment(ref intentSyncs);
+            }
+            return false;
+        }, intentClearDelay: TimeSpan.FromMilliseconds(300)))
+        {
+            // A database's pattern: write, flush, write the same segment again, flush ...
+            for (var commit = 0; commit < 5; commit++)
+            {
+                await store.NextVersionAsync(_segment, epoch: 4);
+                await store.WriteAsync(_segment, Segment, commit * 4096, new byte[4096], durable: false);
+                await store.FlushVolumeAsync(_segment.VolumeId);
+            }
+            Assert.Equal(1, intentSyncs); // marked once, kept across the flushes
+
+            await Task.Delay(400);
+            await store.FlushVolumeAsync(_segment.VolumeId); // clean for longer than the delay: cleared now
+            await store.NextVersionAsync(_segment, epoch: 4);
+            await store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
+            Assert.Equal(2, intentSyncs); // a first write after a settled flush marks again
+        }
+    }
+
+    [Fact]
     public async Task After_an_unclean_shutdown_segments_with_unflushed_writes_are_suspect_and_lose_their_versions()
     {
+        // Intents cleared at once after a flush: which segments are suspect is then exact.
+        _store.Dispose();
+        _store = new SegmentStore(_root, intentClearDelay: TimeSpan.Zero);
         var flushed = new SegmentAddress(_segment.VolumeId, 1);
         var unflushed = new SegmentAddress(_segment.VolumeId, 2);
         var durableOnly = new SegmentAddress(_segment.VolumeId, 3);
