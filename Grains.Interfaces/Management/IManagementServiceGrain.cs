@@ -43,6 +43,11 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task<VolumeInfo> ResizeVolumeAsync(string name, long newSizeBytes);
 
+    /// <summary>Sets (replaces) a volume's QoS limits; <see cref="VolumeQos.Unlimited"/> lifts them. An epoch like any map change.</summary>
+    [Alias("SetVolumeQos")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
+    Task<VolumeInfo> SetVolumeQosAsync(string name, VolumeQos qos);
+
     [Alias("DeleteVolume")]
     [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task DeleteVolumeAsync(string name);

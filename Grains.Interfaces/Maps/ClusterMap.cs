@@ -132,6 +132,7 @@ public enum VolumeState
     Active = 0,
 }
 
+/// <param name="Qos">Limits on the volume's I/O, for all its clients together; null: none.</param>
 [GenerateSerializer, Immutable, Alias("ostor.VolumeInfo")]
 public sealed record VolumeInfo(
     [property: Id(0)] Guid VolumeId,
@@ -140,7 +141,8 @@ public sealed record VolumeInfo(
     [property: Id(3)] int ReplicationFactor,
     [property: Id(4)] int SegmentSizeBytes,
     [property: Id(5)] VolumeState State,
-    [property: Id(6)] ImmutableArray<PlacementGroup> PlacementGroups)
+    [property: Id(6)] ImmutableArray<PlacementGroup> PlacementGroups,
+    [property: Id(7)] VolumeQos? Qos = null)
 {
     public long SegmentCount => (SizeBytes + SegmentSizeBytes - 1) / SegmentSizeBytes;
 
