@@ -75,6 +75,11 @@ public static class ClusterStatusView
         var repaired = servers.Sum(s => s.BlocksRepaired);
         var lost = servers.Sum(s => s.BlocksLost);
         text.AppendLine(Invariant($"bad blocks since the hosts started: {repaired} repaired from good copies, {lost} with no good copy"));
+        var delayed = servers.Sum(s => s.QosDelayed);
+        if (delayed > 0)
+        {
+            text.AppendLine(Invariant($"requests held back by volume QoS limits since the hosts started: {delayed} ({string.Join(", ", servers.Where(s => s.QosDelayed > 0).OrderBy(s => s.HostId, StringComparer.Ordinal).Select(s => $"{s.HostId} {s.QosDelayed}"))})"));
+        }
         var refused = servers.Sum(s => s.AccessRefused);
         if (refused > 0)
         {

@@ -88,12 +88,22 @@ public static partial class OstorCommandLine
         var name = new Argument<string>("NAME") { Description = "Volume name" };
         var size = new Option<string>("--size") { Description = "Size, e.g. 256MiB or 1GiB (a multiple of 4 KiB)", Required = true };
         var replicas = new Option<int>("--replicas") { Description = "Replication factor, 1 to 3", DefaultValueFactory = _ => 1 };
-        var create = new Command("create", "Create a volume") { name, size, replicas };
-        create.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        var create = new Command("create", "Create a volume, optionally with QoS limits (see set-qos)") { name, size, replicas };
+        var createQos = new QosSwitches();
+        createQos.AddTo(create);
+        create.SetAction((parse, ct) =>
         {
-            var created = await client.CreateVolumeAsync(parse.GetValue(name)!, ByteSize.Parse(parse.GetValue(size)!), parse.GetValue(replicas));
-            Console.WriteLine($"created volume '{created.Name}' ({ByteSize.Format(created.SizeBytes)}, {created.ReplicationFactor} replica(s), {created.PlacementGroups.Length} placement groups) at epoch {client.Maps.Current.Epoch}");
-        }));
+            var qos = createQos.Apply(parse, null);
+            return WithClientAsync(parse, async client =>
+            {
+                var created = await client.CreateVolumeAsync(parse.GetValue(name)!, ByteSize.Parse(parse.GetValue(size)!), parse.GetValue(replicas));
+                if (qos is not null)
+                {
+                    created = await client.SetVolumeQosAsync(created.Name, qos);
+                }
+                Console.WriteLine($"created volume '{created.Name}' ({ByteSize.Format(created.SizeBytes)}, {created.ReplicationFactor} replica(s), {created.PlacementGroups.Length} placement groups{(created.Qos is null ? "" : $", QoS {created.Qos}")}) at epoch {client.Maps.Current.Epoch}");
+            });
+        });
         volume.Add(create);
 
         var list = new Command("list", "List volumes");
@@ -101,8 +111,8 @@ public static partial class OstorCommandLine
         {
             var map = await client.GetMapAsync();
             var rows = map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal)
-                .Select(v => new[] { v.Name, ByteSize.Format(v.SizeBytes), v.SizeBytes.ToString(CultureInfo.InvariantCulture), v.ReplicationFactor.ToString(CultureInfo.InvariantCulture), v.PlacementGroups.Length.ToString(CultureInfo.InvariantCulture), v.VolumeId.ToString(), Health(v) });
-            PrintTable(["NAME", "SIZE", "BYTES", "REPLICAS", "PGS", "ID", "HEALTH"], rows);
+                .Select(v => new[] { v.Name, ByteSize.Format(v.SizeBytes), v.SizeBytes.ToString(CultureInfo.InvariantCulture), v.ReplicationFactor.ToString(CultureInfo.InvariantCulture), v.PlacementGroups.Length.ToString(CultureInfo.InvariantCulture), v.VolumeId.ToString(), Health(v), v.Qos?.ToString() ?? "-" });
+            PrintTable(["NAME", "SIZE", "BYTES", "REPLICAS", "PGS", "ID", "HEALTH", "QOS"], rows);
         }));
         volume.Add(list);
 
@@ -124,6 +134,7 @@ public static partial class OstorCommandLine
             Console.WriteLine($"deleted volume '{parse.GetValue(deleteName)}' (epoch {client.Maps.Current.Epoch})");
         }));
         volume.Add(delete);
+        volume.Add(SetQosCommand());
 
         volume.Add(ScrubCommand("verify", "Check every block of every replica against its checksum and the other replicas; change nothing", repair: false, lightByDefault: false));
         volume.Add(ScrubCommand("scrub", "Compare every segment's write version across its replicas and resync those that differ; --deep: check every block, rewrite bad or different copies", repair: true, lightByDefault: true));

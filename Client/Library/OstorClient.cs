@@ -194,6 +194,14 @@ public sealed class OstorClient : IAsyncDisposable
         return volume;
     }
 
+    /// <summary>Sets (replaces) a volume's QoS limits; <see cref="VolumeQos.Unlimited"/> lifts them.</summary>
+    public async Task<VolumeInfo> SetVolumeQosAsync(string name, VolumeQos qos)
+    {
+        var volume = await ManagementAsync(m => m.SetVolumeQosAsync(name, qos), idempotent: true);
+        await Maps.RefreshAsync();
+        return volume;
+    }
+
     public async Task DeleteVolumeAsync(string name)
     {
         await ManagementAsync(async m =>
@@ -302,6 +310,16 @@ public sealed class OstorClient : IAsyncDisposable
                 {
                     continue; // a fresh map is usually all it takes: retry at once
                 }
+            }
+            catch (VolumeThrottledException ex)
+            {
+                // The volume's QoS limit: the map is fine, only wait as long as the host says.
+                if (DateTime.UtcNow >= deadline)
+                {
+                    throw new StorageException($"gave up after {attempt} attempts in {_options.RetryTimeout.TotalSeconds:0} s: {ex.Message}", ex);
+                }
+                await Task.Delay(TimeSpan.FromTicks(Math.Clamp(ex.RetryAfter.Ticks, TimeSpan.TicksPerMillisecond * 10, TimeSpan.TicksPerSecond)), cancellationToken);
+                continue;
             }
             catch (Exception ex) when (ex is not (InvalidRequestException or VolumeNotFoundException or DataCorruptException or AccessDeniedException or OperationCanceledException))
             {

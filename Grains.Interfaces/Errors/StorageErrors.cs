@@ -152,3 +152,19 @@ public sealed class AccessDeniedException : StorageException
 {
     public AccessDeniedException(string message) : base($"access denied: {message}") { }
 }
+
+/// <summary>
+/// The volume's QoS limits have more requests waiting on this host than it queues: nothing was
+/// done; the client retries after a pause, which is how the limit holds it back.
+/// </summary>
+[GenerateSerializer, Alias("ostor.VolumeThrottledException")]
+public sealed class VolumeThrottledException : StorageException
+{
+    public VolumeThrottledException(object limits, TimeSpan retryAfter)
+        : base($"volume throttled by its QoS limits ({limits}): retry in {retryAfter.TotalMilliseconds:0} ms")
+    {
+        RetryAfter = retryAfter;
+    }
+
+    [Id(0)] public TimeSpan RetryAfter { get; private set; }
+}

@@ -52,7 +52,8 @@ public sealed record StorageServerStatus(
     [property: Id(7)] ImmutableArray<VolumeScrubRecord> Scrubs,
     [property: Id(8)] long BlocksRepaired,
     [property: Id(9)] long BlocksLost,
-    [property: Id(10)] long AccessRefused = 0);
+    [property: Id(10)] long AccessRefused = 0,
+    [property: Id(11)] long QosDelayed = 0);
 
 /// <summary>A byte range inside one segment that holds written data (everything else reads as zeros).</summary>
 [GenerateSerializer, Immutable, Alias("ostor.DataExtent")]

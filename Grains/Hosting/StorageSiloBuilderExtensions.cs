@@ -11,6 +11,7 @@ using OrleansStorage.Leases;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Placement;
+using OrleansStorage.Qos;
 using OrleansStorage.Segments;
 using OrleansStorage.Storage;
 
@@ -67,6 +68,7 @@ public static class StorageSiloBuilderExtensions
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();
         services.TryAddSingleton<IDiskFaults, NoDiskFaults>();
         services.AddSingleton<RecoveryLog>();
+        services.AddSingleton(sp => new VolumeQosGate(sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.HostId, sp.GetRequiredService<TimeProvider>()));
         // Off unless the silo has the cluster's certificates (AddAccessControl).
         services.TryAddSingleton(sp => new AccessControl(sp.GetRequiredService<ILogger<AccessControl>>()));
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, HostRegistrationService>();

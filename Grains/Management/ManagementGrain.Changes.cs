@@ -125,6 +125,12 @@ public sealed partial class ManagementGrain
         return _map.FindVolume(name)!;
     }
 
+    public async Task<VolumeInfo> SetVolumeQosAsync(string name, VolumeQos qos)
+    {
+        await CommitAsync(_transitions.SetVolumeQos(_map, name, qos), $"volume '{name}' QoS set to {qos}");
+        return _map.FindVolume(name)!;
+    }
+
     public async Task DeleteVolumeAsync(string name)
     {
         var next = _transitions.DeleteVolume(_map, name); // throws for a volume that does not exist

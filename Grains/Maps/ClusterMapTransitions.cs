@@ -74,6 +74,18 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
         return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Replace(volume, volume with { SizeBytes = newSizeBytes }) };
     }
 
+    /// <summary>Replaces a volume's QoS limits (unlimited: none kept in the map).</summary>
+    public ClusterMap SetVolumeQos(ClusterMap map, string name, VolumeQos qos)
+    {
+        var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
+        var limits = qos.Checked().IsUnlimited ? null : qos;
+        if (volume.Qos == limits)
+        {
+            return map;
+        }
+        return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Replace(volume, volume with { Qos = limits }) };
+    }
+
     /// <summary>
     /// The volume leaves the map and a tombstone takes its place: every host in the map must
     /// confirm it removed the volume's files before the tombstone goes (docs/epoch-protocol.md).

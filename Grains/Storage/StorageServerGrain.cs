@@ -11,6 +11,7 @@ using OrleansStorage.Logging;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Placement;
+using OrleansStorage.Qos;
 using OrleansStorage.Segments;
 
 namespace OrleansStorage.Storage;
@@ -34,6 +35,7 @@ public sealed partial class StorageServerGrain(
     IOptions<LeaseOptions> leaseOptions,
     TimeProvider clock,
     AccessControl access,
+    VolumeQosGate qos,
     ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
 {
     private readonly SegmentWriteOrder _writeOrder = new();
@@ -91,6 +93,7 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Read, "read");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        await qos.WaitAsync(volume.VolumeId, write: false, request.Length);
         var buffer = new byte[request.Length];
         try
         {
@@ -117,6 +120,8 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Write, "write");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
+        // Before the write turn: a write held back by its volume's limits holds up no other.
+        await qos.WaitAsync(volume.VolumeId, write: true, request.Data.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
         // The wait above may have spanned a map change: decide again on the current map.
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
@@ -131,6 +136,7 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Write, "trim");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        await qos.WaitAsync(volume.VolumeId, write: true, bytes: 0);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
         var forwarded = request with { Version = await store.NextVersionAsync(request.Segment, _map.Epoch) };
@@ -223,7 +229,7 @@ public sealed partial class StorageServerGrain(
         return Task.FromResult(new StorageServerStatus(
             _hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString(),
             [.. _copies.Values.Select(run => run.Progress())], recoveryLog.Recent(),
-            [.. _scrubs.Values], _blocksRepaired, _blocksLost, access.Refused));
+            [.. _scrubs.Values], _blocksRepaired, _blocksLost, access.Refused, qos.Delayed));
     }
 
     public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)
@@ -435,6 +441,7 @@ public sealed partial class StorageServerGrain(
         _savedMap = map;
         var previous = _map;
         _map = map;
+        qos.Adopt(map);
         Log.MapApplied(logger, _hostId, previous.Epoch, map.Epoch, source);
         // Tells management at once that this host no longer serves the older epochs, so that groups
         // it stopped leading need not wait for its lease; and gets the lease for this epoch.

@@ -130,6 +130,28 @@ public sealed class BadInputTests(StorageClusterFixture fixture)
         }
     }
 
+    [SkippableTheory]
+    [InlineData(-1L, 0L, "read IOPS limit -1 is outside 0 (none) to 10000000")]
+    [InlineData(20_000_000L, 0L, "is outside 0 (none) to 10000000")]
+    [InlineData(0L, 100L, "read bytes/s limit 100 is below 4096 (0 means none)")]
+    [InlineData(0L, -4096L, "read bytes/s limit -4096 is below 4096")]
+    public async Task Bad_qos_limits_are_rejected_and_change_nothing(long iops, long bytesPerSecond, string expected)
+    {
+        fixture.SkipIfUnavailable();
+        var name = "qos-" + Guid.NewGuid().ToString("N")[..8];
+        await fixture.Client.CreateVolumeAsync(name, 4096, 1);
+        try
+        {
+            await AssertRejectedWithoutChangeAsync(() => fixture.Client.SetVolumeQosAsync(name, new Maps.VolumeQos(iops, 0, bytesPerSecond, 0)), expected);
+            await AssertRejectedWithoutChangeAsync(() => fixture.Client.SetVolumeQosAsync("no-such-volume", new Maps.VolumeQos(10, 0, 0, 0)), "no volume named 'no-such-volume'");
+            Assert.Null((await fixture.Management.GetMapAsync()).FindVolume(name)!.Qos);
+        }
+        finally
+        {
+            await fixture.Client.DeleteVolumeAsync(name);
+        }
+    }
+
     private async Task AssertRejectedWithoutChangeAsync(Func<Task> action, string expectedMessagePart)
     {
         var before = await fixture.Management.GetMapAsync();
