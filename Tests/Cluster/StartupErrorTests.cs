@@ -109,14 +109,27 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task Nbd_serve_with_a_bad_option_says_so_in_one_line_before_reaching_any_cluster(string options, string expected)
     {
         var arguments = options.Replace("PKI", Path.Combine(_root, "no-pki"), StringComparison.Ordinal).Split(' ');
+        await AssertOneLineWithoutAClusterAsync(["nbd", "serve", .. arguments], expected);
+    }
+
+    [Theory]
+    [InlineData("--iops -1", "QoS: read IOPS limit -1 is outside 0 (none) to 10000000")]
+    [InlineData("--read-bps 100", "QoS: read bytes/s limit 100 is below 4096 (0 means none)")]
+    [InlineData("--bps lots", "is not a size")]
+    [InlineData("", "give at least one of --iops, --bps")]
+    public async Task Volume_set_qos_with_a_bad_value_says_so_in_one_line_before_reaching_any_cluster(string options, string expected) =>
+        await AssertOneLineWithoutAClusterAsync(["volume", "set-qos", "v", .. options.Split(' ', StringSplitOptions.RemoveEmptyEntries)], expected);
+
+    /// <summary>The command fails with one line and a non-zero exit; no cluster answers at its gateway, so it must not need one.</summary>
+    private async Task AssertOneLineWithoutAClusterAsync(string[] command, string expected)
+    {
         var stderr = new StringWriter();
         var previous = Console.Error;
         Console.SetError(stderr);
         int exitCode;
         try
         {
-            // No cluster answers at this gateway: the options must be refused before it is asked.
-            exitCode = await OstorCommandLine.RunAsync(["--gateway", $"127.0.0.1:{Ports.Free()}", "nbd", "serve", .. arguments]);
+            exitCode = await OstorCommandLine.RunAsync(["--gateway", $"127.0.0.1:{Ports.Free()}", .. command]);
         }
         finally
         {
