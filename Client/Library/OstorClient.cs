@@ -61,6 +61,9 @@ public sealed class OstorClient : IAsyncDisposable
 
     public ClusterMapCache Maps { get; }
 
+    /// <summary>Hosts holding this client's unflushed writes, per volume: shared by every handle, as NBD's multi-connection flush requires.</summary>
+    internal UnflushedHosts Unflushed { get; } = new();
+
     public IClusterClient Cluster => _cluster;
 
     /// <summary>Connects to the cluster through the configured gateways.</summary>

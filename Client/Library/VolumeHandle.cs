@@ -51,7 +51,7 @@ public sealed class VolumeHandle
         var slices = SegmentSplitter.Split(offset, data.Length, volume.SegmentSizeBytes);
         await ForEachSliceAsync(slices, (slice, epoch, server) =>
             server.WriteAsync(new SegmentWrite(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment,
-                data.Slice(slice.BufferOffset, slice.Length), forceUnitAccess)), cancellationToken);
+                data.Slice(slice.BufferOffset, slice.Length), forceUnitAccess)), cancellationToken, changesData: true);
     }
 
     /// <summary>Discards a range: it reads as zeros afterwards and its space is freed.</summary>
@@ -64,7 +64,7 @@ public sealed class VolumeHandle
             var slices = SegmentSplitter.Split(offset + done, part, volume.SegmentSizeBytes);
             await ForEachSliceAsync(slices, (slice, epoch, server) =>
                 server.TrimAsync(new SegmentTrim(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length)),
-                cancellationToken);
+                cancellationToken, changesData: true);
         }
     }
 
@@ -102,15 +102,29 @@ public sealed class VolumeHandle
         return extents;
     }
 
-    /// <summary>Makes every write acknowledged before this call durable on every replica.</summary>
+    /// <summary>
+    /// Makes every write this client had acknowledged before this call durable on every replica:
+    /// one round trip to each host that took writes of the volume from this client since its last
+    /// flush (none at all if there were none).
+    /// </summary>
     public async Task FlushAsync(CancellationToken cancellationToken = default)
     {
-        await _client.RetryAsync(async map =>
+        var written = _client.Unflushed.Take(VolumeId);
+        try
         {
-            var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
-            var hosts = volume.PlacementGroups.SelectMany(pg => pg.Receivers).Distinct().ToList();
-            await Task.WhenAll(hosts.Select(h => _client.StorageServer(h).FlushAsync(map.Epoch, VolumeId)));
-        }, cancellationToken);
+            await _client.RetryAsync(async map =>
+            {
+                var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
+                var hosts = volume.PlacementGroups.SelectMany(pg => pg.Receivers).Distinct().Where(h => written is null || written.Contains(h)).ToList();
+                await Task.WhenAll(hosts.Select(h => _client.StorageServer(h).FlushAsync(map.Epoch, VolumeId)));
+            }, cancellationToken);
+            _client.Unflushed.Flushed(VolumeId);
+        }
+        catch
+        {
+            _client.Unflushed.Restore(VolumeId, written);
+            throw;
+        }
     }
 
     /// <summary>
@@ -177,21 +191,22 @@ public sealed class VolumeHandle
         return volume;
     }
 
-    private Task ForEachSliceAsync(SegmentSlice[] slices, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken)
+    /// <param name="changesData">A write or trim: its hosts are noted for the next flush before it is sent (a FUA write's too: its data is durable, its write version only with the flush).</param>
+    private Task ForEachSliceAsync(SegmentSlice[] slices, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken, bool changesData = false)
     {
         if (slices.Length == 1)
         {
-            return RunSliceAsync(slices[0], operation, cancellationToken);
+            return RunSliceAsync(slices[0], operation, cancellationToken, changesData);
         }
         var tasks = new Task[slices.Length];
         for (var i = 0; i < slices.Length; i++)
         {
-            tasks[i] = RunSliceAsync(slices[i], operation, cancellationToken);
+            tasks[i] = RunSliceAsync(slices[i], operation, cancellationToken, changesData);
         }
         return Task.WhenAll(tasks);
     }
 
-    private Task RunSliceAsync(SegmentSlice slice, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken) =>
+    private Task RunSliceAsync(SegmentSlice slice, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken, bool changesData) =>
         _client.RetryAsync(map =>
         {
             var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
@@ -199,6 +214,11 @@ public sealed class VolumeHandle
             if (!group.IsAvailable)
             {
                 throw new PlacementGroupUnavailableException(volume.Name, group.Index, map.Epoch, group.Absent);
+            }
+            if (changesData)
+            {
+                // Every host the primary forwards to at this epoch holds the write once it is acknowledged.
+                _client.Unflushed.Note(VolumeId, group.Receivers);
             }
             return operation(slice, map.Epoch, _client.StorageServer(group.Primary));
         }, cancellationToken);
