@@ -62,7 +62,10 @@ public sealed partial class AccessControl
 
     public DateTimeOffset Now => _clock.GetUtcNow();
 
-    /// <summary>The ticket this host's own calls carry, resealed well before it expires.</summary>
+    /// <summary>
+    /// The ticket this host's own calls carry, resealed well before it expires. Without a lock:
+    /// calls racing at the renewal reseal twice, and any ticket they read is valid for minutes.
+    /// </summary>
     public byte[] HostTicket()
     {
         var now = Now;
