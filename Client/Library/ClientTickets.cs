@@ -30,10 +30,28 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
         await context.Invoke();
     }
 
-    /// <summary>Gets the first ticket (a refusal is the caller's error) and keeps it renewed.</summary>
-    public async Task StartAsync(IClusterClient cluster)
+    /// <summary>
+    /// Gets the first ticket and keeps it renewed. A refusal is the caller's error at once; a
+    /// failure to reach the auth service (its silo just died, it is moving) is tried again until
+    /// <paramref name="retryTimeout"/>, as every idempotent call to the management service is.
+    /// </summary>
+    public async Task StartAsync(IClusterClient cluster, TimeSpan retryTimeout)
     {
-        _current = await IssueAsync(cluster);
+        var deadline = DateTime.UtcNow + retryTimeout;
+        var delay = TimeSpan.FromMilliseconds(20);
+        while (true)
+        {
+            try
+            {
+                _current = await IssueAsync(cluster);
+                break;
+            }
+            catch (Exception ex) when (ex is not (StorageException or OperationCanceledException) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(delay);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+            }
+        }
         _renewing = RenewAsync(cluster);
     }
 

@@ -114,7 +114,7 @@ public sealed class OstorClient : IAsyncDisposable
         {
             if (tickets is not null)
             {
-                await tickets.StartAsync(client._cluster);
+                await tickets.StartAsync(client._cluster, options.RetryTimeout);
             }
             await client.StartAsync();
         }
