@@ -11,8 +11,8 @@ namespace OrleansStorage.Qos;
 /// the requests. One pacer per volume and kind (<see cref="BandwidthLimiter"/>: each request books
 /// its time at the rate, in arrival order) lets <see cref="Burst"/>'s worth through at once.
 /// System.Threading.RateLimiting's token buckets were tried first and ran under their rate (1,876
-/// KiB/s of 2,048 in QosTests): their timer adds a period's tokens per tick and loses the time a
-/// tick fires late.
+/// KiB/s of a 2,048 KiB/s limit under fio): their timer adds a period's tokens per tick and loses
+/// the time a tick fires late.
 /// </summary>
 public sealed class VolumeQosGate(string hostId, TimeProvider time)
 {
@@ -67,7 +67,6 @@ public sealed class VolumeQosGate(string hostId, TimeProvider time)
             Interlocked.Increment(ref _delayed);
         }
     }
-
 
     /// <summary>One volume's pacers on this host: operations and bytes, reads and writes apart; null where there is no limit.</summary>
     private sealed class VolumePacers(VolumeQos qos, double share, TimeProvider time)
