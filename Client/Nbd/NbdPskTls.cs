@@ -30,10 +30,7 @@ public sealed class NbdPskKeys
         {
             throw new InvalidRequestException($"--tls-psk {path}: no such file (make one with 'ostor pki psk NAME --file {path}')");
         }
-        if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(path) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead)) != 0)
-        {
-            throw new InvalidRequestException($"--tls-psk {path} is readable by others; chmod 600 it");
-        }
+        PkiDirectory.RefuseOpenKey(path);
         var keys = new Dictionary<string, byte[]>(StringComparer.Ordinal);
         var number = 0;
         foreach (var line in File.ReadLines(path))
@@ -70,21 +67,7 @@ public sealed class NbdPskKeys
             ? File.ReadAllLines(path).Where(l => l.Trim().Length > 0 && !l.StartsWith(user + ":", StringComparison.Ordinal)).ToList()
             : [];
         lines.Add(string.Create(CultureInfo.InvariantCulture, $"{user}:{Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32)).ToLowerInvariant()}"));
-        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows())
-        {
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        }
-        var temporary = path + ".tmp";
-        File.Delete(temporary);
-        using (var writer = new StreamWriter(new FileStream(temporary, options)))
-        {
-            foreach (var line in lines)
-            {
-                writer.Write(line + "\n");
-            }
-        }
-        File.Move(temporary, path, overwrite: true);
+        PkiDirectory.WritePrivateFile(path, string.Concat(lines.Select(line => line + "\n")));
     }
 }
 

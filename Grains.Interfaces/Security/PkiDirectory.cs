@@ -167,7 +167,7 @@ public sealed partial class PkiDirectory(string path)
     }
 
     /// <summary>A key others can read is a key others may have: say so rather than use it (as ssh does).</summary>
-    private static void RefuseOpenKey(string keyPath)
+    public static void RefuseOpenKey(string keyPath)
     {
         if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(keyPath) & (UnixFileMode.GroupRead | UnixFileMode.OtherRead | UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
         {
@@ -195,6 +195,9 @@ public sealed partial class PkiDirectory(string path)
             Directory.CreateDirectory(folder, PrivateFolder);
         }
     }
+
+    /// <summary>A secret (a key, a keys file) written whole or not at all, readable by its owner only.</summary>
+    public static void WritePrivateFile(string path, string text) => WriteAtomically(path, text, PrivateFile);
 
     private static void WriteAtomically(string path, string text, UnixFileMode mode)
     {
