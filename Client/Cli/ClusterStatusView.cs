@@ -65,6 +65,17 @@ public static class ClusterStatusView
         return text.ToString();
     }
 
+    /// <summary>A counter the hosts keep, summed and per host; nothing when it is zero everywhere.</summary>
+    private static void RenderCount(StringBuilder text, List<StorageServerStatus> servers, Func<StorageServerStatus, long> count, string what)
+    {
+        var total = servers.Sum(count);
+        if (total > 0)
+        {
+            var perHost = servers.Where(s => count(s) > 0).OrderBy(s => s.HostId, StringComparer.Ordinal).Select(s => Invariant($"{s.HostId} {count(s)}"));
+            text.AppendLine(Invariant($"{what}: {total} ({string.Join(", ", perHost)})"));
+        }
+    }
+
     /// <summary>
     /// Per volume, the background scrub: each primary scrubs the groups it leads, so a volume's
     /// last complete scrub is the oldest pass among its primaries; what they repaired is summed.
@@ -75,16 +86,8 @@ public static class ClusterStatusView
         var repaired = servers.Sum(s => s.BlocksRepaired);
         var lost = servers.Sum(s => s.BlocksLost);
         text.AppendLine(Invariant($"bad blocks since the hosts started: {repaired} repaired from good copies, {lost} with no good copy"));
-        var delayed = servers.Sum(s => s.QosDelayed);
-        if (delayed > 0)
-        {
-            text.AppendLine(Invariant($"requests held back by volume QoS limits since the hosts started: {delayed} ({string.Join(", ", servers.Where(s => s.QosDelayed > 0).OrderBy(s => s.HostId, StringComparer.Ordinal).Select(s => $"{s.HostId} {s.QosDelayed}"))})"));
-        }
-        var refused = servers.Sum(s => s.AccessRefused);
-        if (refused > 0)
-        {
-            text.AppendLine(Invariant($"requests refused for want of a ticket or capability since the hosts started: {refused} ({string.Join(", ", servers.Where(s => s.AccessRefused > 0).OrderBy(s => s.HostId, StringComparer.Ordinal).Select(s => $"{s.HostId} {s.AccessRefused}"))})"));
-        }
+        RenderCount(text, servers, s => s.QosDelayed, "requests held back by volume QoS limits since the hosts started");
+        RenderCount(text, servers, s => s.AccessRefused, "requests refused for want of a ticket or capability since the hosts started");
         foreach (var server in servers.OrderBy(s => s.HostId, StringComparer.Ordinal))
         {
             // A pass covers every volume the host leads; its records share the pass's start.

@@ -49,7 +49,7 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
             catch (Exception ex) when (ex is not (StorageException or OperationCanceledException) && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(delay);
-                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+                delay = OstorClient.Backoff(delay);
             }
         }
         _renewing = RenewAsync(cluster);

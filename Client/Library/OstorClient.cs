@@ -342,7 +342,7 @@ public sealed class OstorClient : IAsyncDisposable
     }
 
     /// <summary>The next pause between attempts: doubling, at most a second.</summary>
-    private static TimeSpan Backoff(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
+    internal static TimeSpan Backoff(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.TicksPerSecond));
 
     /// <summary>Refreshes the map; false if the management service cannot be reached right now (it may be failing over).</summary>
     private async Task<bool> TryRefreshAsync(long atLeastEpoch)
