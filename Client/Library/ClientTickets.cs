@@ -20,6 +20,9 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
     /// <summary>The grant the current ticket carries; null before the first ticket.</summary>
     public ClientGrant? Grant => _current?.Grant;
 
+    /// <summary>The current sealed ticket (a new array after each renewal); null before the first.</summary>
+    public byte[]? Ticket => _current?.Ticket;
+
     /// <summary>Puts the current ticket (if any yet) on an outgoing call; async, so the caller's own request context stays as it was.</summary>
     public async Task AttachAsync(IOutgoingGrainCallContext context)
     {

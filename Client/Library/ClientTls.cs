@@ -14,6 +14,8 @@ internal sealed class ClientTls(ClusterTrust trust, X509Certificate2 identity)
 {
     public X509Certificate2 Identity => identity;
 
+    public ClusterTrust Trust => trust;
+
     public static ClientTls Load(string pkiDirectory, string clientName)
     {
         var pki = new PkiDirectory(pkiDirectory);

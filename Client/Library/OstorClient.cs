@@ -7,6 +7,7 @@ using Orleans.Configuration;
 using Orleans.Runtime;
 using Orleans.Streams;
 using OrleansStorage.Auth;
+using OrleansStorage.DataPort;
 using OrleansStorage.Errors;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
@@ -50,16 +51,21 @@ public sealed class OstorClient : IAsyncDisposable
     private readonly ClientTickets? _tickets;
     private StreamSubscriptionHandle<ClusterMap>? _subscription;
 
-    private OstorClient(IClusterClient cluster, IHost? ownedHost, OstorClientOptions options, ClientTickets? tickets = null)
+    private OstorClient(IClusterClient cluster, IHost? ownedHost, OstorClientOptions options, ClientTickets? tickets = null, ClientTls? tls = null)
     {
         _cluster = cluster;
         _ownedHost = ownedHost;
         _options = options;
         _tickets = tickets;
+        var security = tls is null ? null : new DataPortSecurity(tls.Identity, tls.Trust, () => tickets?.Ticket);
+        Data = new DataPortClient(security, options.RequestTimeout, options.ConnectTimeout < TimeSpan.FromSeconds(5) ? options.ConnectTimeout : TimeSpan.FromSeconds(5));
         Maps = new ClusterMapCache(() => ManagementAsync(m => m.GetMapAsync(), idempotent: true));
     }
 
     public ClusterMapCache Maps { get; }
+
+    /// <summary>The connections to the hosts' data ports, which carry every read, write, trim and flush.</summary>
+    internal DataPortClient Data { get; }
 
     /// <summary>Hosts holding this client's unflushed writes, per volume: shared by every handle, as NBD's multi-connection flush requires.</summary>
     internal UnflushedHosts Unflushed { get; } = new();
@@ -109,7 +115,7 @@ public sealed class OstorClient : IAsyncDisposable
                 : $"; or the gateways refused client '{options.ClientName}' or are not hosts of the authority in {options.PkiDirectory}";
             throw new StorageException($"cannot reach the cluster at {string.Join(", ", options.Gateways)} ({ex.Message}){hint}", ex);
         }
-        var client = new OstorClient(host.Services.GetRequiredService<IClusterClient>(), host, options, tickets);
+        var client = new OstorClient(host.Services.GetRequiredService<IClusterClient>(), host, options, tickets, tls);
         try
         {
             if (tickets is not null)
@@ -182,6 +188,17 @@ public sealed class OstorClient : IAsyncDisposable
     }
 
     internal IStorageServerGrain StorageServer(string hostId) => _cluster.GetGrain<IStorageServerGrain>(hostId);
+
+    /// <summary>Sends one data request to a host's data port, found in <paramref name="map"/>, bounded by <see cref="OstorClientOptions.RequestTimeout"/>.</summary>
+    internal Task<byte[]?> SendDataAsync(ClusterMap map, string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload = default, Memory<byte> readInto = default)
+    {
+        var endpoint = map.FindHost(hostId)?.DataEndpoint;
+        if (string.IsNullOrEmpty(endpoint))
+        {
+            throw new HostUnavailableException(hostId, $"the map at epoch {map.Epoch} gives no data port for it");
+        }
+        return Data.SendAsync(hostId, endpoint, request with { TimeoutMs = (uint)_options.RequestTimeout.TotalMilliseconds }, payload, readInto);
+    }
 
     public async Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor)
     {
@@ -379,6 +396,7 @@ public sealed class OstorClient : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await Data.DisposeAsync();
         if (_tickets is not null)
         {
             await _tickets.DisposeAsync();

@@ -10,7 +10,8 @@ public readonly record struct SegmentSlice(long SegmentIndex, int OffsetInSegmen
 /// <summary>Splits a byte range of a volume at segment boundaries.</summary>
 public static class SegmentSplitter
 {
-    public static SegmentSlice[] Split(long volumeOffset, int length, int segmentSize)
+    /// <param name="maxPiece">Pieces longer than this are cut further (the data port's limit on one request's data); a segment may then have several.</param>
+    public static SegmentSlice[] Split(long volumeOffset, int length, int segmentSize, int maxPiece = int.MaxValue)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(volumeOffset);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
@@ -19,18 +20,19 @@ public static class SegmentSplitter
         {
             return [];
         }
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxPiece, 1);
         var first = volumeOffset / segmentSize;
         var last = (volumeOffset + length - 1) / segmentSize;
-        var slices = new SegmentSlice[last - first + 1];
+        var slices = new List<SegmentSlice>((int)(last - first + 1));
         var done = 0;
-        for (var i = 0; i < slices.Length; i++)
+        while (done < length)
         {
             var position = volumeOffset + done;
             var inSegment = (int)(position % segmentSize);
-            var take = Math.Min(length - done, segmentSize - inSegment);
-            slices[i] = new SegmentSlice(first + i, inSegment, take, done);
+            var take = Math.Min(Math.Min(length - done, segmentSize - inSegment), maxPiece);
+            slices.Add(new SegmentSlice(position / segmentSize, inSegment, take, done));
             done += take;
         }
-        return slices;
+        return [.. slices];
     }
 }

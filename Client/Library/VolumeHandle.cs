@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+using OrleansStorage.DataPort;
 using OrleansStorage.Errors;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
@@ -6,8 +8,10 @@ namespace OrleansStorage.Client.Library;
 
 /// <summary>
 /// A volume opened by name, addressed by byte offset. Requests are split at segment boundaries
-/// and the pieces issued in parallel to their placement groups' primaries, each carrying the
-/// client's epoch; a piece rejected for a stale epoch or a wrong host is retried on a fresh map.
+/// (and at the data port's request limit) and the pieces issued in parallel, straight to their
+/// placement groups' primaries over the hosts' data ports, each carrying the client's epoch; a
+/// piece rejected for a stale epoch or a wrong host, or lost with its connection, is retried on a
+/// fresh map.
 /// </summary>
 public sealed class VolumeHandle
 {
@@ -32,26 +36,19 @@ public sealed class VolumeHandle
     public async Task ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         var volume = CheckRange(offset, destination.Length);
-        var slices = SegmentSplitter.Split(offset, destination.Length, volume.SegmentSizeBytes);
-        await ForEachSliceAsync(slices, async (slice, epoch, server) =>
-        {
-            var data = (await server.ReadAsync(new SegmentRead(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length))).Bytes;
-            if (data.Length != slice.Length)
-            {
-                throw new StorageException($"storage server returned {data.Length} bytes for a read of {slice.Length}");
-            }
-            data.CopyTo(destination.Slice(slice.BufferOffset, slice.Length));
-        }, cancellationToken);
+        var slices = SegmentSplitter.Split(offset, destination.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
+        await ForEachSliceAsync(slices, (slice, map, primary) =>
+            _client.SendDataAsync(map, primary, Request(DataOp.Read, map, slice), readInto: destination.Slice(slice.BufferOffset, slice.Length)), cancellationToken);
     }
 
     /// <param name="forceUnitAccess">When true the data is durable on every replica before this returns.</param>
     public async Task WriteAsync(long offset, ReadOnlyMemory<byte> data, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
     {
         var volume = CheckRange(offset, data.Length);
-        var slices = SegmentSplitter.Split(offset, data.Length, volume.SegmentSizeBytes);
-        await ForEachSliceAsync(slices, (slice, epoch, server) =>
-            server.WriteAsync(new SegmentWrite(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment,
-                data.Slice(slice.BufferOffset, slice.Length), forceUnitAccess)), cancellationToken, changesData: true);
+        var slices = SegmentSplitter.Split(offset, data.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
+        await ForEachSliceAsync(slices, (slice, map, primary) =>
+            _client.SendDataAsync(map, primary, Request(DataOp.Write, map, slice, forceUnitAccess), data.Slice(slice.BufferOffset, slice.Length)),
+            cancellationToken, changesData: true);
     }
 
     /// <summary>Discards a range: it reads as zeros afterwards and its space is freed.</summary>
@@ -62,8 +59,7 @@ public sealed class VolumeHandle
         {
             var part = (int)Math.Min(length - done, int.MaxValue / 2);
             var slices = SegmentSplitter.Split(offset + done, part, volume.SegmentSizeBytes);
-            await ForEachSliceAsync(slices, (slice, epoch, server) =>
-                server.TrimAsync(new SegmentTrim(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length)),
+            await ForEachSliceAsync(slices, (slice, map, primary) => _client.SendDataAsync(map, primary, Request(DataOp.Trim, map, slice)),
                 cancellationToken, changesData: true);
         }
     }
@@ -76,26 +72,28 @@ public sealed class VolumeHandle
     {
         var volume = CheckRange(offset, length);
         var slices = SegmentSplitter.Split(offset, length, volume.SegmentSizeBytes);
-        var perSlice = new DataExtent[slices.Length][];
-        await ForEachSliceAsync(slices, async (slice, epoch, server) =>
+        var perSlice = new byte[]?[slices.Length];
+        await ForEachSliceAsync(slices, async (slice, map, primary) =>
         {
-            perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await server.GetAllocationAsync(new SegmentRead(epoch, new SegmentAddress(VolumeId, slice.SegmentIndex), slice.OffsetInSegment, slice.Length));
+            perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await _client.SendDataAsync(map, primary, Request(DataOp.Allocation, map, slice));
         }, cancellationToken);
         var extents = new List<(long Offset, long Length)>();
         for (var i = 0; i < slices.Length; i++)
         {
             var segmentStart = slices[i].SegmentIndex * volume.SegmentSizeBytes;
-            foreach (var extent in perSlice[i])
+            var encoded = perSlice[i] ?? [];
+            for (var at = 0; at + 8 <= encoded.Length; at += 8)
             {
-                var start = segmentStart + extent.Offset;
+                var start = segmentStart + BinaryPrimitives.ReadInt32LittleEndian(encoded.AsSpan(at));
+                var extentLength = BinaryPrimitives.ReadInt32LittleEndian(encoded.AsSpan(at + 4));
                 // Extents that touch across a segment boundary are one range to the caller.
                 if (extents.Count > 0 && extents[^1].Offset + extents[^1].Length == start)
                 {
-                    extents[^1] = (extents[^1].Offset, extents[^1].Length + extent.Length);
+                    extents[^1] = (extents[^1].Offset, extents[^1].Length + extentLength);
                 }
                 else
                 {
-                    extents.Add((start, extent.Length));
+                    extents.Add((start, extentLength));
                 }
             }
         }
@@ -116,7 +114,8 @@ public sealed class VolumeHandle
             {
                 var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
                 var hosts = volume.PlacementGroups.SelectMany(pg => pg.Receivers).Distinct().Where(h => written is null || written.Contains(h)).ToList();
-                await Task.WhenAll(hosts.Select(h => _client.StorageServer(h).FlushAsync(map.Epoch, VolumeId)));
+                var flush = new DataRequestHeader(DataOp.Flush, 0, map.Epoch, VolumeId, 0, 0, 0, 0, false, 0);
+                await Task.WhenAll(hosts.Select(h => _client.SendDataAsync(map, h, flush)));
             }, cancellationToken);
             _client.Unflushed.Flushed(VolumeId);
         }
@@ -191,8 +190,11 @@ public sealed class VolumeHandle
         return volume;
     }
 
+    private DataRequestHeader Request(DataOp op, ClusterMap map, SegmentSlice slice, bool forceUnitAccess = false) =>
+        new(op, 0, map.Epoch, VolumeId, slice.SegmentIndex, slice.OffsetInSegment, slice.Length, 0, forceUnitAccess, 0);
+
     /// <param name="changesData">A write or trim: its hosts are noted for the next flush before it is sent (a FUA write's too: its data is durable, its write version only with the flush).</param>
-    private Task ForEachSliceAsync(SegmentSlice[] slices, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken, bool changesData = false)
+    private Task ForEachSliceAsync(SegmentSlice[] slices, Func<SegmentSlice, ClusterMap, string, Task> operation, CancellationToken cancellationToken, bool changesData = false)
     {
         if (slices.Length == 1)
         {
@@ -206,7 +208,7 @@ public sealed class VolumeHandle
         return Task.WhenAll(tasks);
     }
 
-    private Task RunSliceAsync(SegmentSlice slice, Func<SegmentSlice, long, IStorageServerGrain, Task> operation, CancellationToken cancellationToken, bool changesData) =>
+    private Task RunSliceAsync(SegmentSlice slice, Func<SegmentSlice, ClusterMap, string, Task> operation, CancellationToken cancellationToken, bool changesData) =>
         _client.RetryAsync(map =>
         {
             var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
@@ -220,6 +222,6 @@ public sealed class VolumeHandle
                 // Every host the primary forwards to at this epoch holds the write once it is acknowledged.
                 _client.Unflushed.Note(VolumeId, group.Receivers);
             }
-            return operation(slice, map.Epoch, _client.StorageServer(group.Primary));
+            return operation(slice, map, group.Primary);
         }, cancellationToken);
 }

@@ -42,6 +42,15 @@ public sealed class MisdirectedRequestException : StorageException
         Epoch = epoch;
     }
 
+    private MisdirectedRequestException(string message, string hostId, long epoch) : base(message)
+    {
+        HostId = hostId;
+        Epoch = epoch;
+    }
+
+    /// <summary>The error as a server worded it (its data port sends only the message).</summary>
+    public static MisdirectedRequestException FromMessage(string message, string hostId, long epoch) => new(message, hostId, epoch);
+
     [Id(0)] public string HostId { get; private set; }
     [Id(1)] public long Epoch { get; private set; }
 }
@@ -52,6 +61,11 @@ public sealed class VolumeNotFoundException : StorageException
     public VolumeNotFoundException(string volume) : base($"no volume named '{volume}'") { }
 
     public VolumeNotFoundException(Guid volumeId, long epoch) : base($"no volume with id {volumeId} at epoch {epoch}") { }
+
+    private VolumeNotFoundException(string message, bool _) : base(message) { }
+
+    /// <summary>The error as a server worded it (its data port sends only the message).</summary>
+    public static VolumeNotFoundException FromMessage(string message) => new(message, true);
 }
 
 /// <summary>Bad input: the message names the value and the limit. Nothing was changed.</summary>
@@ -150,7 +164,14 @@ public sealed class DataCorruptException : StorageException
 [GenerateSerializer, Alias("ostor.AccessDeniedException")]
 public sealed class AccessDeniedException : StorageException
 {
-    public AccessDeniedException(string message) : base($"access denied: {message}") { }
+    public const string Prefix = "access denied: ";
+
+    public AccessDeniedException(string message) : base(Prefix + message) { }
+
+    private AccessDeniedException(string message, bool _) : base(message) { }
+
+    /// <summary>The refusal as a server worded it, prefix and all.</summary>
+    public static AccessDeniedException FromMessage(string message) => new(message, true);
 }
 
 /// <summary>
@@ -165,6 +186,14 @@ public sealed class VolumeThrottledException : StorageException
     {
         RetryAfter = retryAfter;
     }
+
+    private VolumeThrottledException(string message, TimeSpan retryAfter) : base(message)
+    {
+        RetryAfter = retryAfter;
+    }
+
+    /// <summary>The throttling as a server worded it.</summary>
+    public static VolumeThrottledException FromMessage(string message, TimeSpan retryAfter) => new(message, retryAfter);
 
     [Id(0)] public TimeSpan RetryAfter { get; private set; }
 }

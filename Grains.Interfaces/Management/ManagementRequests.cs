@@ -12,7 +12,8 @@ public sealed record HostRegistration(
     [property: Id(1)] long CapacityBytes,
     [property: Id(2)] string Endpoint,
     [property: Id(3)] Guid ClusterId = default,
-    [property: Id(4)] bool NearFull = false);
+    [property: Id(4)] bool NearFull = false,
+    [property: Id(5)] string DataEndpoint = "");
 
 /// <summary>One host as management sees it: its place in the map plus the mismatch reports counted against it.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.HostReport")]

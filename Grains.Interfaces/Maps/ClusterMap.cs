@@ -125,7 +125,8 @@ public sealed record HostInfo(
     [property: Id(2)] long CapacityBytes,
     [property: Id(3)] string Endpoint,
     [property: Id(4)] DateTimeOffset StateSince = default,
-    [property: Id(5)] bool NearFull = false);
+    [property: Id(5)] bool NearFull = false,
+    [property: Id(6)] string DataEndpoint = "");
 
 public enum VolumeState
 {

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using OrleansStorage.DataPort;
 using OrleansStorage.Identity;
 using OrleansStorage.Logging;
 using OrleansStorage.Management;
@@ -23,6 +24,7 @@ internal sealed class HostRegistrationService(
     IServiceProvider services,
     IOptions<StorageServerOptions> options,
     ILocalSiloDetails silo,
+    DataPortServer dataPort,
     ILogger<HostRegistrationService> logger) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
 {
     private readonly CancellationTokenSource _stopping = new();
@@ -66,7 +68,7 @@ internal sealed class HostRegistrationService(
         {
             try
             {
-                var registration = new HostRegistration(hostId, Capacity(), gateway.ToString(), disk.Superblock?.ClusterId ?? Guid.Empty, NearFull());
+                var registration = new HostRegistration(hostId, Capacity(), gateway.ToString(), disk.Superblock?.ClusterId ?? Guid.Empty, NearFull(), dataPort.Endpoint);
                 if (!registered)
                 {
                     var map = await management.RegisterHostAsync(registration);

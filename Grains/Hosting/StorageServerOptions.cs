@@ -15,6 +15,16 @@ public sealed class StorageServerOptions
     [Required]
     public string DataDirectory { get; set; } = "";
 
+    /// <summary>
+    /// The TCP port of this host's data port (reads, writes and replica forwards; docs/data-protocol.md),
+    /// on the silo's address. 0: any free port, which the host registers in the map.
+    /// </summary>
+    [Range(0, 65535)]
+    public int DataPort { get; set; }
+
+    /// <summary>How long a primary waits for a replica to answer a forwarded write before it gives the replica up as failed.</summary>
+    public TimeSpan ForwardTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Capacity offered to the cluster; 0 means the size of the data directory's disk.</summary>
     [Range(0, long.MaxValue)]
     public long CapacityBytes { get; set; }

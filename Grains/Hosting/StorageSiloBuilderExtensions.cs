@@ -6,6 +6,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Serialization;
 using OrleansStorage.Auth;
+using OrleansStorage.DataPort;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
 using OrleansStorage.Management;
@@ -71,6 +72,17 @@ public static class StorageSiloBuilderExtensions
         services.AddSingleton(sp => new VolumeQosGate(sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.HostId, sp.GetRequiredService<TimeProvider>()));
         // Off unless the silo has the cluster's certificates (AddAccessControl).
         services.TryAddSingleton(sp => new AccessControl(sp.GetRequiredService<ILogger<AccessControl>>()));
+        services.AddSingleton<DataPortServer>();
+        services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>>(sp => sp.GetRequiredService<DataPortServer>());
+        services.AddSingleton(sp =>
+        {
+            // A primary's forwards to its replicas: with the cluster's certificates, mutual TLS and this host's ticket.
+            var tls = sp.GetService<DataPortServerTls>();
+            var access = sp.GetRequiredService<AccessControl>();
+            var security = tls is null ? null : new DataPortSecurity(tls.Identity, tls.Trust, access.HostTicket);
+            var storage = sp.GetRequiredService<IOptions<StorageServerOptions>>().Value;
+            return new DataPortClient(security, storage.ForwardTimeout, TimeSpan.FromSeconds(5));
+        });
         services.AddSingleton<ILifecycleParticipant<ISiloLifecycle>, HostRegistrationService>();
         return silo;
     }

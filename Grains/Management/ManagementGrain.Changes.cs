@@ -24,7 +24,7 @@ public sealed partial class ManagementGrain
         }
         var map = await MapForHostAsync(registration);
         var before = map.FindHost(registration.HostId);
-        var reason = before is not null && before.NearFull != registration.NearFull && before.Endpoint == registration.Endpoint && before.State == HostState.Up
+        var reason = before is not null && before.NearFull != registration.NearFull && before.Endpoint == registration.Endpoint && before.DataEndpoint == registration.DataEndpoint && before.State == HostState.Up
             ? registration.NearFull
                 ? $"host '{registration.HostId}' is near full: it takes no new replicas"
                 : $"host '{registration.HostId}' has room again: it takes new replicas"

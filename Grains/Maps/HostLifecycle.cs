@@ -21,7 +21,7 @@ public static class HostLifecycle
         var existing = map.FindHost(registration.HostId);
         if (existing is null)
         {
-            var added = new HostInfo(registration.HostId, HostState.Up, registration.CapacityBytes, registration.Endpoint, now, registration.NearFull);
+            var added = new HostInfo(registration.HostId, HostState.Up, registration.CapacityBytes, registration.Endpoint, now, registration.NearFull, registration.DataEndpoint);
             return map with { Epoch = map.Epoch + 1, Hosts = map.Hosts.Add(added) };
         }
         var state = existing.State is HostState.Down or HostState.Out ? HostState.Up : existing.State;
@@ -30,6 +30,7 @@ public static class HostLifecycle
             State = state,
             CapacityBytes = registration.CapacityBytes,
             Endpoint = registration.Endpoint,
+            DataEndpoint = registration.DataEndpoint,
             StateSince = state == existing.State ? existing.StateSince : now,
             NearFull = registration.NearFull,
         };

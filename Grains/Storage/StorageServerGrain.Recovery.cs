@@ -178,6 +178,7 @@ public sealed partial class StorageServerGrain
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         _deactivating = true;
+        CloseDataDoor();
         var running = _copies.Values.Select(run => run.Completion).ToArray();
         await Task.WhenAll(running).WaitAsync(cancellationToken)
             .ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ContinueOnCapturedContext);

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Concurrency;
 using Orleans.Streams;
 using OrleansStorage.Auth;
+using OrleansStorage.DataPort;
 using OrleansStorage.Errors;
 using OrleansStorage.Hosting;
 using OrleansStorage.Identity;
@@ -36,6 +37,8 @@ public sealed partial class StorageServerGrain(
     TimeProvider clock,
     AccessControl access,
     VolumeQosGate qos,
+    DataPortServer dataPort,
+    DataPortClient peers,
     ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
 {
     private readonly SegmentWriteOrder _writeOrder = new();
@@ -84,17 +87,31 @@ public sealed partial class StorageServerGrain(
                 await extra.UnsubscribeAsync();
             }
         }
+        OpenDataDoor();
         Log.StorageServerActivated(logger, _hostId, silo.SiloAddress.ToString(), _map.Epoch, store.VolumesRoot);
     }
 
     public async Task<SegmentData> ReadAsync(SegmentRead request)
+    {
+        var volume = await AdmitReadAsync(request);
+        var buffer = new byte[request.Length];
+        await ReadAdmittedAsync(request, volume, buffer);
+        return new SegmentData(buffer);
+    }
+
+    /// <summary>A client read's admission: epoch, placement, lease, capability, range, then its volume's QoS.</summary>
+    private async Task<VolumeInfo> AdmitReadAsync(SegmentRead request)
     {
         _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Read, "read");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         await qos.WaitAsync(volume.VolumeId, write: false, request.Length);
-        var buffer = new byte[request.Length];
+        return volume;
+    }
+
+    private async Task ReadAdmittedAsync(SegmentRead request, VolumeInfo volume, Memory<byte> buffer)
+    {
         try
         {
             await store.ReadAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, buffer);
@@ -103,7 +120,6 @@ public sealed partial class StorageServerGrain(
         {
             await ReadRepairingAsync(request, volume, buffer);
         }
-        return new SegmentData(buffer);
     }
 
     public async Task<DataExtent[]> GetAllocationAsync(SegmentRead request)
@@ -116,6 +132,11 @@ public sealed partial class StorageServerGrain(
 
     public async Task WriteAsync(SegmentWrite request)
     {
+        if (request.Data.Length > DataPortLimits.MaxPayload)
+        {
+            // Its forwards go over the data ports, which take no more in one request.
+            throw new InvalidRequestException($"a write of {request.Data.Length} bytes; one request writes at most {DataPortLimits.MaxPayload}");
+        }
         _lastClientRequest = clock.GetTimestamp();
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Write, "write");
@@ -123,11 +144,14 @@ public sealed partial class StorageServerGrain(
         // Before the write turn: a write held back by its volume's limits holds up no other.
         await qos.WaitAsync(volume.VolumeId, write: true, request.Data.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
+        DataRequestDeadline.ThrowIfPassed(_hostId);
         // The wait above may have spanned a map change: decide again on the current map.
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
-        var forwarded = request with { Version = await store.NextVersionAsync(request.Segment, _map.Epoch) };
+        var version = await store.NextVersionAsync(request.Segment, _map.Epoch);
         var local = WithOwnRepairAsync(volume, group, () => store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask());
-        await ForwardAsync(group, request.Segment, local, server => server.ReplicaWriteAsync(forwarded));
+        var header = new DataRequestHeader(DataOp.ReplicaWrite, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,
+            request.Offset, request.Data.Length, version, request.ForceUnitAccess, 0);
+        await ForwardAsync(group, request.Segment, local, host => ForwardOverDataPortAsync(host, header, request.Data));
     }
 
     public async Task TrimAsync(SegmentTrim request)
@@ -138,10 +162,13 @@ public sealed partial class StorageServerGrain(
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         await qos.WaitAsync(volume.VolumeId, write: true, bytes: 0);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
+        DataRequestDeadline.ThrowIfPassed(_hostId);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
-        var forwarded = request with { Version = await store.NextVersionAsync(request.Segment, _map.Epoch) };
+        var version = await store.NextVersionAsync(request.Segment, _map.Epoch);
         var local = WithOwnRepairAsync(volume, group, () => store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask());
-        await ForwardAsync(group, request.Segment, local, server => server.ReplicaTrimAsync(forwarded));
+        var header = new DataRequestHeader(DataOp.ReplicaTrim, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,
+            request.Offset, request.Length, version, false, 0);
+        await ForwardAsync(group, request.Segment, local, host => ForwardOverDataPortAsync(host, header, default));
     }
 
     public async Task ReplicaWriteAsync(SegmentWrite request)
@@ -152,6 +179,7 @@ public sealed partial class StorageServerGrain(
         // Ordered with this host's other writes and copies of the segment; a forward from a primary
         // deposed while it waited is rejected instead of landing after a copy read the segment.
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
+        DataRequestDeadline.ThrowIfPassed(_hostId);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
         if (faults.ShouldFail(_hostId))
         {
@@ -173,6 +201,7 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
+        DataRequestDeadline.ThrowIfPassed(_hostId);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
         try
         {
@@ -259,7 +288,7 @@ public sealed partial class StorageServerGrain(
     /// the segment rather than trusting equal versions; and each replica that failed for any
     /// reason but a map disagreement is reported, so it is resynced before it serves again.
     /// </summary>
-    private async Task ForwardAsync(PlacementGroup group, SegmentAddress segment, Task local, Func<IStorageServerGrain, Task> forward)
+    private async Task ForwardAsync(PlacementGroup group, SegmentAddress segment, Task local, Func<string, Task> forward)
     {
         // Built without LINQ: this runs for every write.
         var all = new Task[group.Replicas.Length + group.Pending.Length];
@@ -267,11 +296,11 @@ public sealed partial class StorageServerGrain(
         var next = 1;
         for (var i = 1; i < group.Replicas.Length; i++)
         {
-            all[next++] = forward(GrainFactory.GetGrain<IStorageServerGrain>(group.Replicas[i]));
+            all[next++] = Forward(group.Replicas[i]);
         }
         foreach (var pending in group.Pending)
         {
-            all[next++] = forward(GrainFactory.GetGrain<IStorageServerGrain>(pending.HostId));
+            all[next++] = Forward(pending.HostId);
         }
         try
         {
@@ -291,6 +320,18 @@ public sealed partial class StorageServerGrain(
                 }
             }
             throw;
+        }
+
+        Task Forward(string hostId)
+        {
+            try
+            {
+                return forward(hostId);
+            }
+            catch (Exception ex)
+            {
+                return Task.FromException(ex); // failed like a forward that was sent: reported below
+            }
         }
     }
 

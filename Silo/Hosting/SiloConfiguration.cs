@@ -6,6 +6,7 @@ using Orleans.Configuration;
 using Orleans.Serialization;
 using Orleans.Storage;
 using OrleansStorage.Auth;
+using OrleansStorage.DataPort;
 using OrleansStorage.Hosting;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
@@ -27,6 +28,7 @@ public static class SiloConfiguration
         ["--silo-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.SiloPort)}",
         ["--gateway-port"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.GatewayPort)}",
         ["--postgres"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PostgresConnectionString)}",
+        ["--data-port"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.DataPort)}",
         ["--pki"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PkiDirectory)}",
         ["--recover"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.RecoverMap)}",
     };
@@ -47,7 +49,12 @@ public static class SiloConfiguration
             throw new InvalidOperationException("invalid configuration: " + string.Join("; ", problems));
         }
         // Ours before Orleans binds: a port that another process holds is one line, never a shared port.
-        if (PortCheck.Taken(IPAddress.Parse(cluster.AdvertisedAddress), ("silo", cluster.SiloPort), ("gateway", cluster.GatewayPort)) is { } taken)
+        var ports = new List<(string, int)> { ("silo", cluster.SiloPort), ("gateway", cluster.GatewayPort) };
+        if (storage.DataPort > 0)
+        {
+            ports.Add(("data", storage.DataPort));
+        }
+        if (PortCheck.Taken(IPAddress.Parse(cluster.AdvertisedAddress), [.. ports]) is { } taken)
         {
             throw new InvalidOperationException(taken);
         }
@@ -57,7 +64,9 @@ public static class SiloConfiguration
             try
             {
                 var trust = pki.LoadTrust();
-                SiloTls.Configure(silo, trust, pki.LoadIdentity(CertificateRole.Host, storage.HostId));
+                var identity = pki.LoadIdentity(CertificateRole.Host, storage.HostId);
+                SiloTls.Configure(silo, trust, identity);
+                silo.Services.AddSingleton(new DataPortServerTls(identity, trust));
                 // TLS says who may connect; tickets say what each client may do once connected.
                 silo.AddAccessControl(pki.LoadTicketKey(), trust.Authority, storage.HostId);
             }
@@ -135,6 +144,10 @@ public static class SiloConfiguration
         if (cluster.SiloPort is < 1 or > 65535 || cluster.GatewayPort is < 1 or > 65535 || cluster.SiloPort == cluster.GatewayPort)
         {
             problems.Add($"ports must be distinct and in 1-65535 (silo {cluster.SiloPort}, gateway {cluster.GatewayPort})");
+        }
+        if (storage.DataPort is < 0 or > 65535 || (storage.DataPort > 0 && (storage.DataPort == cluster.SiloPort || storage.DataPort == cluster.GatewayPort)))
+        {
+            problems.Add($"Storage:DataPort (--data-port) {storage.DataPort} must be 0 (any free port) or a port in 1-65535 other than the silo and gateway ports");
         }
         return problems;
     }

@@ -1,0 +1,201 @@
+using System.Buffers.Binary;
+
+namespace OrleansStorage.DataPort;
+
+/// <summary>What a request asks of a storage server's data port (docs/data-protocol.md).</summary>
+public enum DataOp : byte
+{
+    /// <summary>Carries the sender's ticket: sent first, and again whenever it was renewed. Never answered; a bad ticket makes the requests after it fail with <see cref="DataStatus.AccessDenied"/>.</summary>
+    Hello = 1,
+    Read = 2,
+    Write = 3,
+    Trim = 4,
+    Flush = 5,
+    Allocation = 6,
+    /// <summary>A primary's forward of a write to another replica of the group (hosts only).</summary>
+    ReplicaWrite = 7,
+    ReplicaTrim = 8,
+}
+
+/// <summary>How a request ended; everything but <see cref="Ok"/> carries a message for a person.</summary>
+public enum DataStatus : byte
+{
+    Ok = 0,
+    /// <summary>The request's epoch is older than the server's; the reply's Value is the server's epoch.</summary>
+    StaleEpoch = 1,
+    /// <summary>This host is not the one to serve the request at its epoch (not the primary, not a replica).</summary>
+    Misdirected = 2,
+    /// <summary>The server cannot serve it right now (no lease yet, starting, a replica failed): retry on a fresh map.</summary>
+    Unavailable = 3,
+    VolumeNotFound = 4,
+    InvalidRequest = 5,
+    /// <summary>The disk failed the request.</summary>
+    IoError = 6,
+    /// <summary>No replica holds a good copy of the blocks.</summary>
+    DataCorrupt = 7,
+    AccessDenied = 8,
+    /// <summary>The volume's QoS limits hold the request back; the reply's Value is the pause in milliseconds.</summary>
+    Throttled = 9,
+}
+
+/// <summary>
+/// The fixed header in front of every request. Integers are little-endian. <see cref="PayloadLength"/>
+/// bytes follow it: the data of a write, the ticket of a hello; nothing for the others.
+/// </summary>
+public record struct DataRequestHeader(
+    DataOp Op,
+    ulong Tag,
+    long Epoch,
+    Guid VolumeId,
+    long SegmentIndex,
+    int Offset,
+    int Length,
+    long Version,
+    bool ForceUnitAccess,
+    int PayloadLength,
+    uint TimeoutMs = 0)
+{
+    public const uint Magic = 0x5044534F; // "OSDP"
+    public const byte ProtocolVersion = 1;
+    public const int Size = 72;
+    /// <summary>A hello's ticket is a few hundred bytes; more is not a ticket.</summary>
+    public const int MaxTicketBytes = 16 * 1024;
+    private const ushort FlagForceUnitAccess = 1;
+
+    public readonly void Write(Span<byte> destination)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(destination, Magic);
+        destination[4] = ProtocolVersion;
+        destination[5] = (byte)Op;
+        BinaryPrimitives.WriteUInt16LittleEndian(destination[6..], ForceUnitAccess ? FlagForceUnitAccess : (ushort)0);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], Tag);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[16..], Epoch);
+        VolumeId.TryWriteBytes(destination[24..40]);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[40..], SegmentIndex);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[48..], Offset);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[52..], Length);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[56..], PayloadLength);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[60..], TimeoutMs);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[64..], Version);
+    }
+
+    /// <summary>
+    /// Reads a header; null with <paramref name="problem"/> when the bytes are not one (a bad magic,
+    /// another protocol version, an unknown operation or flag, a negative field, a payload past the limit).
+    /// </summary>
+    public static DataRequestHeader? TryRead(ReadOnlySpan<byte> source, int maxPayload, out string? problem)
+    {
+        problem = null;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic)
+        {
+            problem = "bad request magic";
+            return null;
+        }
+        if (source[4] != ProtocolVersion)
+        {
+            problem = $"protocol version {source[4]}; this server speaks {ProtocolVersion}";
+            return null;
+        }
+        var op = (DataOp)source[5];
+        if (op is < DataOp.Hello or > DataOp.ReplicaTrim)
+        {
+            problem = $"unknown operation {source[5]}";
+            return null;
+        }
+        var flags = BinaryPrimitives.ReadUInt16LittleEndian(source[6..]);
+        if ((flags & ~FlagForceUnitAccess) != 0)
+        {
+            problem = $"unknown flags 0x{flags:x}";
+            return null;
+        }
+        var header = new DataRequestHeader(
+            op,
+            BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+            BinaryPrimitives.ReadInt64LittleEndian(source[16..]),
+            new Guid(source[24..40]),
+            BinaryPrimitives.ReadInt64LittleEndian(source[40..]),
+            BinaryPrimitives.ReadInt32LittleEndian(source[48..]),
+            BinaryPrimitives.ReadInt32LittleEndian(source[52..]),
+            BinaryPrimitives.ReadInt64LittleEndian(source[64..]),
+            (flags & FlagForceUnitAccess) != 0,
+            BinaryPrimitives.ReadInt32LittleEndian(source[56..]),
+            BinaryPrimitives.ReadUInt32LittleEndian(source[60..]));
+        if (header.SegmentIndex < 0 || header.Offset < 0 || header.Length < 0 || header.PayloadLength < 0 || header.Version < 0)
+        {
+            problem = "a negative segment, offset or length";
+            return null;
+        }
+        var limit = op == DataOp.Hello ? MaxTicketBytes : maxPayload;
+        if (header.PayloadLength > limit || (op is DataOp.Read or DataOp.Write or DataOp.ReplicaWrite && header.Length > maxPayload))
+        {
+            problem = $"a request of {Math.Max(header.PayloadLength, header.Length)} bytes; the limit is {(op == DataOp.Hello ? limit : maxPayload)}";
+            return null;
+        }
+        var carriesData = op is DataOp.Write or DataOp.ReplicaWrite or DataOp.Hello;
+        if (!carriesData && header.PayloadLength != 0)
+        {
+            problem = $"{op} with a payload of {header.PayloadLength} bytes";
+            return null;
+        }
+        if (op is DataOp.Write or DataOp.ReplicaWrite && header.PayloadLength != header.Length)
+        {
+            problem = $"a write of {header.Length} bytes with {header.PayloadLength} bytes of payload";
+            return null;
+        }
+        return header;
+    }
+}
+
+/// <summary>
+/// The fixed header in front of every reply: the request's tag (replies come in any order), the
+/// status, a value whose meaning the status gives, and the length of what follows (a read's data,
+/// an allocation's extents as pairs of 32-bit offset and length, an error's UTF-8 message).
+/// </summary>
+public record struct DataReplyHeader(ulong Tag, DataStatus Status, long Value, int PayloadLength)
+{
+    public const uint Magic = 0x5244534F; // "OSDR"
+    public const int Size = 32;
+
+    public readonly void Write(Span<byte> destination)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(destination, Magic);
+        destination[4] = DataRequestHeader.ProtocolVersion;
+        destination[5] = (byte)Status;
+        BinaryPrimitives.WriteUInt16LittleEndian(destination[6..], 0);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], Tag);
+        BinaryPrimitives.WriteInt64LittleEndian(destination[16..], Value);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[24..], PayloadLength);
+        BinaryPrimitives.WriteInt32LittleEndian(destination[28..], 0);
+    }
+
+    public static DataReplyHeader? TryRead(ReadOnlySpan<byte> source, int maxPayload, out string? problem)
+    {
+        problem = null;
+        if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic || source[4] != DataRequestHeader.ProtocolVersion)
+        {
+            problem = "bad reply magic or protocol version";
+            return null;
+        }
+        var header = new DataReplyHeader(
+            BinaryPrimitives.ReadUInt64LittleEndian(source[8..]),
+            (DataStatus)source[5],
+            BinaryPrimitives.ReadInt64LittleEndian(source[16..]),
+            BinaryPrimitives.ReadInt32LittleEndian(source[24..]));
+        if (header.PayloadLength < 0 || header.PayloadLength > maxPayload)
+        {
+            problem = $"a reply of {header.PayloadLength} bytes; the limit is {maxPayload}";
+            return null;
+        }
+        return header;
+    }
+}
+
+/// <summary>The limits both ends hold to (docs/data-protocol.md).</summary>
+public static class DataPortLimits
+{
+    /// <summary>The most data one read or write carries; the client splits larger requests.</summary>
+    public const int MaxPayload = 4 * 1024 * 1024;
+
+    /// <summary>Requests a server works on at once per connection; it reads no more until one is answered.</summary>
+    public const int MaxInFlight = 64;
+}

@@ -1,0 +1,276 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Text;
+using OrleansStorage.Auth;
+using OrleansStorage.Errors;
+using OrleansStorage.Storage;
+
+namespace OrleansStorage.DataPort;
+
+/// <summary>
+/// One connection to the data port. One loop reads requests in order (a hello changes the
+/// connection's principal before the next request is read); each other request runs on its own and
+/// is answered when done, so replies leave in any order. The loop reads no further while
+/// <see cref="DataPortLimits.MaxInFlight"/> requests or <see cref="BudgetBytes"/> of payload are
+/// outstanding: a client that floods the port waits on its own connection. A malformed frame or a
+/// failed TLS handshake closes this connection only.
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "The semaphores hold no handle (AvailableWaitHandle is never used); requests still running after the connection closed release them.")]
+internal sealed class DataPortSession(DataPortServer server, Socket socket)
+{
+    /// <summary>Payload bytes (write data read in, read data to send) one connection may hold at once.</summary>
+    public const int BudgetBytes = 32 * 1024 * 1024;
+
+    private const int BudgetUnit = 64 * 1024;
+    private const int CoalesceBelow = 64 * 1024;
+    private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly string _peer = socket.RemoteEndPoint?.ToString() ?? "?";
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly SemaphoreSlim _slots = new(DataPortLimits.MaxInFlight, DataPortLimits.MaxInFlight);
+    private readonly SemaphoreSlim _budget = new(BudgetBytes / BudgetUnit, BudgetBytes / BudgetUnit);
+    private Stream _stream = Stream.Null;
+    private Principal? _principal;
+    private string? _ticketProblem = "no ticket was sent on this connection";
+
+    public void Abort() => socket.Dispose();
+
+    public async Task RunAsync(CancellationToken stopping)
+    {
+        Stream stream = new NetworkStream(socket, ownsSocket: true);
+        try
+        {
+            if (server.Tls is { } tls)
+            {
+                var secured = new SslStream(stream, leaveInnerStreamOpen: false);
+                stream = secured;
+                using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+                deadline.CancelAfter(HandshakeTimeout);
+                string? refusal = null;
+                try
+                {
+                    await secured.AuthenticateAsServerAsync(tls.ServerOptions(r => refusal = r), deadline.Token);
+                }
+                catch (Exception ex) when (ex is AuthenticationException or IOException or OperationCanceledException && !stopping.IsCancellationRequested)
+                {
+                    server.Refused(_peer, $"TLS: {refusal ?? (ex is OperationCanceledException ? $"no handshake within {HandshakeTimeout.TotalSeconds:0} s" : ex.Message)}");
+                    return;
+                }
+            }
+            _stream = stream;
+            await ReadRequestsAsync(stopping);
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The peer went away, or the silo is stopping: nothing to answer.
+        }
+        finally
+        {
+            await stream.DisposeAsync();
+        }
+    }
+
+    private async Task ReadRequestsAsync(CancellationToken stopping)
+    {
+        var header = new byte[DataRequestHeader.Size];
+        while (true)
+        {
+            await _slots.WaitAsync(stopping);
+            if (!await ReadFrameStartAsync(header, stopping))
+            {
+                return; // closed between frames: a clean goodbye
+            }
+            if (DataRequestHeader.TryRead(header, DataPortLimits.MaxPayload, out var problem) is not { } request)
+            {
+                server.Refused(_peer, problem!);
+                return;
+            }
+            if (request.Op == DataOp.Hello)
+            {
+                var ticket = new byte[request.PayloadLength];
+                await _stream.ReadExactlyAsync(ticket, stopping);
+                TakeTicket(ticket);
+                _slots.Release();
+                continue;
+            }
+            var bytes = Math.Max(request.PayloadLength, request.Op == DataOp.Read ? request.Length : 0);
+            var units = Math.Max(1, (bytes + BudgetUnit - 1) / BudgetUnit);
+            for (var i = 0; i < units; i++)
+            {
+                await _budget.WaitAsync(stopping);
+            }
+            byte[]? payload = null;
+            if (request.PayloadLength > 0)
+            {
+                payload = ArrayPool<byte>.Shared.Rent(request.PayloadLength);
+                try
+                {
+                    await _stream.ReadExactlyAsync(payload.AsMemory(0, request.PayloadLength), stopping);
+                }
+                catch
+                {
+                    ArrayPool<byte>.Shared.Return(payload);
+                    throw;
+                }
+            }
+            _ = HandleAsync(request, payload, units);
+        }
+    }
+
+    /// <summary>False at a clean end of stream before the first byte of a frame; a frame cut short is an error.</summary>
+    private async Task<bool> ReadFrameStartAsync(byte[] header, CancellationToken stopping)
+    {
+        var first = await _stream.ReadAtLeastAsync(header, header.Length, throwOnEndOfStream: false, stopping);
+        if (first == 0)
+        {
+            return false;
+        }
+        if (first < header.Length)
+        {
+            throw new EndOfStreamException($"a request header cut short after {first} bytes");
+        }
+        return true;
+    }
+
+    private void TakeTicket(byte[] ticket)
+    {
+        var access = server.Access;
+        if (!access.IsOn)
+        {
+            return;
+        }
+        _principal = access.Tickets!.Open(ticket, access.Now, out var problem);
+        _ticketProblem = _principal is null ? $"the ticket sent on this connection is not valid: {problem}" : null;
+    }
+
+    private async Task HandleAsync(DataRequestHeader request, byte[]? payload, int units)
+    {
+        byte[]? reply = null;
+        var replyLength = 0;
+        try
+        {
+            var door = server.Door ?? throw new HostUnavailableException(server.HostId, "its storage server is not active yet (or any more)");
+            AccessControl.Caller = Admit(request.Op);
+            DataRequestDeadline.Set(request.TimeoutMs);
+            var segment = new SegmentAddress(request.VolumeId, request.SegmentIndex);
+            switch (request.Op)
+            {
+                case DataOp.Read:
+                    reply = ArrayPool<byte>.Shared.Rent(request.Length);
+                    replyLength = request.Length;
+                    await door.ReadAsync(new SegmentRead(request.Epoch, segment, request.Offset, request.Length), reply.AsMemory(0, request.Length));
+                    break;
+                case DataOp.Write:
+                case DataOp.ReplicaWrite:
+                    var write = new SegmentWrite(request.Epoch, segment, request.Offset, payload.AsMemory(0, request.PayloadLength), request.ForceUnitAccess, request.Version);
+                    await (request.Op == DataOp.Write ? door.WriteAsync(write) : door.ReplicaWriteAsync(write));
+                    break;
+                case DataOp.Trim:
+                case DataOp.ReplicaTrim:
+                    var trim = new SegmentTrim(request.Epoch, segment, request.Offset, request.Length, request.Version);
+                    await (request.Op == DataOp.Trim ? door.TrimAsync(trim) : door.ReplicaTrimAsync(trim));
+                    break;
+                case DataOp.Flush:
+                    await door.FlushAsync(request.Epoch, request.VolumeId);
+                    break;
+                case DataOp.Allocation:
+                    var extents = await door.GetAllocationAsync(new SegmentRead(request.Epoch, segment, request.Offset, request.Length));
+                    replyLength = extents.Length * 8;
+                    reply = ArrayPool<byte>.Shared.Rent(Math.Max(1, replyLength));
+                    for (var i = 0; i < extents.Length; i++)
+                    {
+                        BinaryPrimitives.WriteInt32LittleEndian(reply.AsSpan(i * 8), extents[i].Offset);
+                        BinaryPrimitives.WriteInt32LittleEndian(reply.AsSpan((i * 8) + 4), extents[i].Length);
+                    }
+                    break;
+            }
+            await SendReplyAsync(new DataReplyHeader(request.Tag, DataStatus.Ok, 0, replyLength), reply.AsMemory(0, replyLength));
+        }
+        catch (Exception error)
+        {
+            var (status, value) = DataErrors.Classify(error);
+            var message = Encoding.UTF8.GetBytes(error.Message);
+            await SendReplyAsync(new DataReplyHeader(request.Tag, status, value, message.Length), message);
+        }
+        finally
+        {
+            if (payload is not null)
+            {
+                ArrayPool<byte>.Shared.Return(payload);
+            }
+            if (reply is not null)
+            {
+                ArrayPool<byte>.Shared.Return(reply);
+            }
+            _budget.Release(units);
+            _slots.Release();
+        }
+    }
+
+    /// <summary>
+    /// The principal the request runs as: the one the connection's ticket names, which must not
+    /// have expired; a replica forward only from a host. Which volumes it may touch the storage
+    /// server decides against its map, as for a grain call.
+    /// </summary>
+    private Principal? Admit(DataOp op)
+    {
+        var access = server.Access;
+        if (!access.IsOn)
+        {
+            return null;
+        }
+        if (_principal is not { } principal)
+        {
+            throw access.Refuse(new AccessDeniedException($"{_ticketProblem}; every data request needs a ticket"));
+        }
+        if (principal.Expires <= access.Now)
+        {
+            throw access.Refuse(new AccessDeniedException($"the ticket of {principal.Describe()} expired at {principal.Expires:u}; send a fresh one"));
+        }
+        if (op is DataOp.ReplicaWrite or DataOp.ReplicaTrim && !principal.IsHost)
+        {
+            throw access.Refuse(principal.Denied($"send {op} (hosts only)"));
+        }
+        return principal;
+    }
+
+    private async Task SendReplyAsync(DataReplyHeader reply, ReadOnlyMemory<byte> payload)
+    {
+        // A small reply goes out as one write with its header (one TLS record, one segment).
+        var coalesce = payload.Length <= CoalesceBelow;
+        var frame = ArrayPool<byte>.Shared.Rent(DataReplyHeader.Size + (coalesce ? payload.Length : 0));
+        try
+        {
+            reply.Write(frame);
+            if (coalesce)
+            {
+                payload.Span.CopyTo(frame.AsSpan(DataReplyHeader.Size));
+            }
+            await _writeLock.WaitAsync();
+            try
+            {
+                await _stream.WriteAsync(frame.AsMemory(0, DataReplyHeader.Size + (coalesce ? payload.Length : 0)));
+                if (!coalesce)
+                {
+                    await _stream.WriteAsync(payload);
+                }
+                await _stream.FlushAsync();
+            }
+            finally
+            {
+                _writeLock.Release();
+            }
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            // The connection is gone; its reader ends too, and the client fails the request.
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(frame);
+        }
+    }
+}

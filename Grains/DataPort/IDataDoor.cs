@@ -1,0 +1,25 @@
+using OrleansStorage.Storage;
+
+namespace OrleansStorage.DataPort;
+
+/// <summary>
+/// The storage server as the data port sees it: the same admission, ordering and store as its
+/// grain methods, run on its own scheduler. A read fills the caller's (pooled) buffer instead of
+/// returning a new one.
+/// </summary>
+internal interface IDataDoor
+{
+    Task ReadAsync(SegmentRead request, Memory<byte> destination);
+
+    Task WriteAsync(SegmentWrite request);
+
+    Task TrimAsync(SegmentTrim request);
+
+    Task FlushAsync(long epoch, Guid volumeId);
+
+    Task<DataExtent[]> GetAllocationAsync(SegmentRead request);
+
+    Task ReplicaWriteAsync(SegmentWrite request);
+
+    Task ReplicaTrimAsync(SegmentTrim request);
+}

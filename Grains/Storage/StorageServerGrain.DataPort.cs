@@ -1,0 +1,68 @@
+using OrleansStorage.DataPort;
+using OrleansStorage.Errors;
+
+namespace OrleansStorage.Storage;
+
+/// <summary>
+/// The storage server's fast door (docs/data-protocol.md): the data port hands each request to
+/// the same methods the grain interface serves, queued on this activation's own task scheduler, so
+/// they interleave with grain calls exactly as reentrant grain calls do and see one state. The
+/// primary's forwards to the other replicas go out over their data ports.
+/// </summary>
+public sealed partial class StorageServerGrain
+{
+    private DataDoor? _door;
+
+    /// <summary>Opens the data port's door on this activation; called at the end of activation, on the grain's scheduler.</summary>
+    private void OpenDataDoor()
+    {
+        _door = new DataDoor(this, TaskScheduler.Current);
+        dataPort.Open(_door);
+    }
+
+    private void CloseDataDoor()
+    {
+        if (_door is not null)
+        {
+            dataPort.Close(_door);
+        }
+    }
+
+    /// <summary>Sends a primary's forward to one replica over its data port.</summary>
+    private Task ForwardOverDataPortAsync(string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload)
+    {
+        var endpoint = _map.FindHost(hostId)?.DataEndpoint;
+        if (string.IsNullOrEmpty(endpoint))
+        {
+            throw new HostUnavailableException(hostId, $"the map at epoch {_map.Epoch} gives no data port for it");
+        }
+        return peers.SendAsync(hostId, endpoint, request with { TimeoutMs = (uint)peers.RequestTimeout.TotalMilliseconds }, payload);
+    }
+
+    private async Task ReadIntoAsync(SegmentRead request, Memory<byte> destination)
+    {
+        var volume = await AdmitReadAsync(request);
+        await ReadAdmittedAsync(request, volume, destination);
+    }
+
+    private sealed class DataDoor(StorageServerGrain grain, TaskScheduler scheduler) : IDataDoor
+    {
+        public Task ReadAsync(SegmentRead request, Memory<byte> destination) => Run(() => grain.ReadIntoAsync(request, destination));
+
+        public Task WriteAsync(SegmentWrite request) => Run(() => grain.WriteAsync(request));
+
+        public Task TrimAsync(SegmentTrim request) => Run(() => grain.TrimAsync(request));
+
+        public Task FlushAsync(long epoch, Guid volumeId) => Run(() => grain.FlushAsync(epoch, volumeId));
+
+        public Task<DataExtent[]> GetAllocationAsync(SegmentRead request) =>
+            Task.Factory.StartNew(() => grain.GetAllocationAsync(request), CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler).Unwrap();
+
+        public Task ReplicaWriteAsync(SegmentWrite request) => Run(() => grain.ReplicaWriteAsync(request));
+
+        public Task ReplicaTrimAsync(SegmentTrim request) => Run(() => grain.ReplicaTrimAsync(request));
+
+        private Task Run(Func<Task> work) =>
+            Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler).Unwrap();
+    }
+}
