@@ -3,8 +3,10 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using OrleansStorage.Auth;
+using OrleansStorage.Errors;
 using OrleansStorage.Hosting;
 using OrleansStorage.Logging;
+using OrleansStorage.Storage;
 
 namespace OrleansStorage.DataPort;
 
@@ -20,6 +22,7 @@ public sealed partial class DataPortServer(
     ILocalSiloDetails silo,
     IOptions<StorageServerOptions> options,
     AccessControl access,
+    IGrainFactory grains,
     IServiceProvider services,
     ILogger<DataPortServer> logger) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
 {
@@ -30,6 +33,7 @@ public sealed partial class DataPortServer(
     private Socket? _listener;
     private Task _accepting = Task.CompletedTask;
     private volatile IDataDoor? _door;
+    private int _waking;
 
     /// <summary>Where clients reach this port ("address:port"); empty until the silo started it.</summary>
     public string Endpoint { get; private set; } = "";
@@ -49,6 +53,34 @@ public sealed partial class DataPortServer(
     internal void Open(IDataDoor door) => _door = door;
 
     internal void Close(IDataDoor door) => Interlocked.CompareExchange(ref _door, null, door);
+
+    /// <summary>
+    /// The answer to a request that finds no storage server active. It also activates the storage
+    /// server (one call at a time), as any grain call to it would: data requests alone must not find
+    /// the door shut forever after it deactivated.
+    /// </summary>
+    internal HostUnavailableException Asleep()
+    {
+        if (Interlocked.CompareExchange(ref _waking, 1, 0) == 0)
+        {
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await grains.GetGrain<IStorageServerGrain>(HostId).GetStatusAsync();
+                }
+                catch (Exception ex) when (ex is not OutOfMemoryException)
+                {
+                    // It cannot activate now (the silo is stopping, the disk failed); the next request tries again.
+                }
+                finally
+                {
+                    Volatile.Write(ref _waking, 0);
+                }
+            });
+        }
+        return new HostUnavailableException(HostId, "its storage server is not active yet (or any more); retry shortly");
+    }
 
     private Task OnStartAsync(CancellationToken cancellationToken)
     {

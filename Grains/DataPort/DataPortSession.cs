@@ -81,7 +81,13 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
             await _slots.WaitAsync(stopping);
             if (!await ReadFrameStartAsync(header, stopping))
             {
-                return; // closed between frames: a clean goodbye
+                // Closed between frames: a clean goodbye (perhaps only of the sending half), so the
+                // requests still running are answered before the connection closes.
+                for (var i = 1; i < DataPortLimits.MaxInFlight; i++)
+                {
+                    await _slots.WaitAsync(stopping);
+                }
+                return;
             }
             if (DataRequestHeader.TryRead(header, DataPortLimits.MaxPayload, out var problem) is not { } request)
             {
@@ -152,7 +158,7 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
         var replyLength = 0;
         try
         {
-            var door = server.Door ?? throw new HostUnavailableException(server.HostId, "its storage server is not active yet (or any more)");
+            var door = server.Door ?? throw server.Asleep();
             AccessControl.Caller = Admit(request.Op);
             DataRequestDeadline.Set(request.TimeoutMs);
             var segment = new SegmentAddress(request.VolumeId, request.SegmentIndex);
