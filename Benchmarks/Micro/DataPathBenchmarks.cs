@@ -1,5 +1,9 @@
 using BenchmarkDotNet.Attributes;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using Orleans.Configuration;
+using Orleans.Serialization;
+using Orleans.Storage;
 using Orleans.TestingHost;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Identity;
@@ -38,8 +42,12 @@ public class DataPathBenchmarks
         var root = _root;
         builder.ConfigureSilo((_, silo) =>
         {
-            silo.AddMemoryGrainStorage(StorageNames.ClusterStore);
-            silo.AddMemoryGrainStorage(StorageNames.PubSubStore);
+            foreach (var name in new[] { StorageNames.ClusterStore, StorageNames.PubSubStore })
+            {
+                // The binary serializer, as on PostgreSQL: the map's records have no JSON constructors.
+                silo.AddMemoryGrainStorage(name, (OptionsBuilder<MemoryGrainStorageOptions> options) => options.Configure<Serializer>((o, serializer) =>
+                    o.GrainStorageSerializer = new OrleansGrainStorageSerializer(serializer)));
+            }
             silo.Services.AddSingleton<IClusterIdentityStore, ProcessClusterIdentityStore>();
             silo.AddOrleansStorageHost(o =>
             {
