@@ -6,7 +6,10 @@ namespace OrleansStorage.Storage;
 
 /// <summary>
 /// The storage server of one host (grain key = HostId), pinned to that host's silo. It owns the
-/// host's segment files and checks the epoch of every request (docs/epoch-protocol.md).
+/// host's segment files and checks the epoch of every request (docs/epoch-protocol.md). Clients
+/// and primaries send the data operations (read, write, trim, flush, allocation, replica
+/// forwards) to the host's data port instead (docs/data-protocol.md), which runs these same
+/// methods; through this interface they remain for tools and tests.
 /// </summary>
 [Alias("ostor.IStorageServerGrain")]
 public interface IStorageServerGrain : IGrainWithStringKey

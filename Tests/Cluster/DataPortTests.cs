@@ -90,8 +90,9 @@ public sealed class DataPortTests(StorageClusterFixture fixture, ITestOutputHelp
             fixture.ReplicaFaults.FailNext(replica, 0);
             await raw.DisposeAsync();
         }
-        // The primary reported the replica that missed the write: the map moved on to resync it.
-        await new Eventually(output).MapAsync(fixture.Client.GetMapAsync, m => m.Epoch > map.Epoch, "the failed replica sent to resync");
+        // The primary reported the replica that missed the write: the map moved on to resync it,
+        // and the resync finishes before the next test judges the map.
+        await new Eventually(output).MapAsync(fixture.Client.GetMapAsync, m => m.Epoch > map.Epoch && Eventually.GroupsFull(m), "the failed replica resynced");
     }
 
     [SkippableFact]

@@ -58,18 +58,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task Sigkill_of_a_silo_process_under_load_loses_no_acknowledged_write()
     {
         Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        for (var host = 1; host <= Hosts; host++)
-        {
-            StartSilo(host);
-        }
-        var options = new OstorClientOptions();
-        options.Gateways.Clear();
-        foreach (var port in _gatewayPorts)
-        {
-            options.Gateways.Add($"127.0.0.1:{port}");
-        }
-        await using var client = await ConnectAsync(options);
-        await _eventually.MapAsync(client.GetMapAsync, m => m.Hosts.Count(h => h.State == HostState.Up) == Hosts, $"{Hosts} hosts Up", TimeSpan.FromSeconds(120));
+        await using var client = await StartClusterAsync(new OstorClientOptions());
 
         await client.CreateVolumeAsync("proc", 32L << 20, 2);
         var volume = await client.OpenVolumeAsync("proc");
@@ -105,18 +94,8 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task Requests_in_flight_on_a_killed_primarys_data_port_fail_at_once_and_nothing_acknowledged_is_lost()
     {
         Prerequisites.Require(_connectionString.Length > 0, "PostgreSQL unavailable: " + PrivatePostgres.UnavailableReason);
-        for (var host = 1; host <= Hosts; host++)
-        {
-            StartSilo(host);
-        }
-        var options = new OstorClientOptions { RequestTimeout = TimeSpan.FromSeconds(30) };
-        options.Gateways.Clear();
-        foreach (var port in _gatewayPorts)
-        {
-            options.Gateways.Add($"127.0.0.1:{port}");
-        }
-        await using var client = await ConnectAsync(options);
-        await _eventually.MapAsync(client.GetMapAsync, m => m.Hosts.Count(h => h.State == HostState.Up) == Hosts, $"{Hosts} hosts Up", TimeSpan.FromSeconds(120));
+        // A long request timeout: the retries after the kill wait for the map, not for a link to time out.
+        await using var client = await StartClusterAsync(new OstorClientOptions { RequestTimeout = TimeSpan.FromSeconds(30) });
         await client.CreateVolumeAsync("inflight", 16L << 20, 2);
         await client.SetVolumeQosAsync("inflight", new VolumeQos(0, 40, 0, 0));
         var map = await _eventually.MapAsync(client.GetMapAsync, m => Eventually.GroupsFull(m), "volume placed");
@@ -172,6 +151,23 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
         var afterBack = new byte[after.Length];
         await handle.ReadAsync(256L << 10, afterBack);
         Assert.True(afterBack.AsSpan().SequenceEqual(after), "the write retried after the kill was lost");
+    }
+
+    /// <summary>Starts every host and connects a client through all their gateways once they are Up.</summary>
+    private async Task<OstorClient> StartClusterAsync(OstorClientOptions options)
+    {
+        for (var host = 1; host <= Hosts; host++)
+        {
+            StartSilo(host);
+        }
+        options.Gateways.Clear();
+        foreach (var port in _gatewayPorts)
+        {
+            options.Gateways.Add($"127.0.0.1:{port}");
+        }
+        var client = await ConnectAsync(options);
+        await _eventually.MapAsync(client.GetMapAsync, m => m.Hosts.Count(h => h.State == HostState.Up) == Hosts, $"{Hosts} hosts Up", TimeSpan.FromSeconds(120));
+        return client;
     }
 
     private void StartSilo(int host)

@@ -33,6 +33,7 @@ public sealed class ScriptedCluster : IAsyncDisposable
             // developer's cluster (11111, 30000) and from the ephemeral range the tests' own silos use.
             ["OSTOR_SILO_PORT_BASE"] = SiloPortOf(1).ToString(CultureInfo.InvariantCulture),
             ["OSTOR_GATEWAY_PORT_BASE"] = netns ? "31000" : "31100",
+            ["OSTOR_DATA_PORT_BASE"] = netns ? "32100" : "32200",
         };
     }
 

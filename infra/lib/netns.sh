@@ -97,8 +97,11 @@ netns_partition() {
         ip netns exec "$ns" nft add rule inet "$table" input ip saddr "$(netns_bridge_address)" tcp sport "$OSTOR_PG_PORT" drop
         ;;
       clients)
-        ip netns exec "$ns" nft add rule inet "$table" input ip saddr "$(netns_bridge_address)" tcp dport "$((GATEWAY_PORT_BASE + i - 1))" drop
-        ip netns exec "$ns" nft add rule inet "$table" output ip daddr "$(netns_bridge_address)" tcp sport "$((GATEWAY_PORT_BASE + i - 1))" drop
+        # Both of a client's doors: the gateway (control) and the data port (reads and writes).
+        for port in "$((GATEWAY_PORT_BASE + i - 1))" "$((DATA_PORT_BASE + i - 1))"; do
+          ip netns exec "$ns" nft add rule inet "$table" input ip saddr "$(netns_bridge_address)" tcp dport "$port" drop
+          ip netns exec "$ns" nft add rule inet "$table" output ip daddr "$(netns_bridge_address)" tcp sport "$port" drop
+        done
         ;;
       *) echo "error: unknown peer '$peer': use host-N, db or clients" >&2; return 2 ;;
     esac
