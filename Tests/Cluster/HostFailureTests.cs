@@ -110,12 +110,11 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         var volume = (await fixture.Management.GetMapAsync()).FindVolume("fsync-f2")!;
 
         fixture.DiskFaults.FailFsyncOn(victim);
-        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
-        var failed = await Assert.ThrowsAsync<DiskFailedException>(() => fixture.Server(victim).FlushAsync(epoch, volume.VolumeId));
+        var failed = await Assert.ThrowsAsync<DiskFailedException>(() => FlushAtCurrentEpochAsync(victim, volume.VolumeId));
         output.WriteLine(failed.Message);
         // fsyncgate: the disk "healing" must not turn a later flush into a success over lost pages.
         fixture.DiskFaults.Heal(victim);
-        await Assert.ThrowsAsync<DiskFailedException>(() => fixture.Server(victim).FlushAsync(epoch, volume.VolumeId));
+        await Assert.ThrowsAsync<DiskFailedException>(() => FlushAtCurrentEpochAsync(victim, volume.VolumeId));
 
         // Fail-stop: the host is Out (it stopped checking in), its groups are refilled elsewhere, I/O goes on.
         var outMap = await WaitForMapAsync(m => m.FindHost(victim)!.State == HostState.Out, $"'{victim}' Out after its disk failed");
@@ -554,4 +553,24 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
 
     private Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) =>
         _eventually.UntilAsync(condition, what, timeout);
+
+    /// <summary>
+    /// A flush straight to one host at the map's current epoch. The failed host going Out moves
+    /// the epoch meanwhile; a stale-epoch answer is asked again at the new one, so that the
+    /// answer judged is the disk's.
+    /// </summary>
+    private async Task FlushAtCurrentEpochAsync(string hostId, Guid volumeId)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await fixture.Server(hostId).FlushAsync((await fixture.Management.GetMapAsync()).Epoch, volumeId);
+                return;
+            }
+            catch (StaleEpochException) when (attempt < 10)
+            {
+            }
+        }
+    }
 }
