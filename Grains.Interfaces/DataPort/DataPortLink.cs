@@ -104,9 +104,11 @@ public sealed class DataPortLink : IAsyncDisposable
         {
             await WriteRequestAsync(request, payload);
         }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or SocketException)
+        catch (Exception ex)
         {
-            Fail(ex); // the reader then fails every request, this one too
+            // Whatever broke the send (the socket, TLS, a link disposed meanwhile) ends the link:
+            // the reader then fails every request on it, this one too, so none waits forever.
+            Fail(ex);
         }
         var reply = await pending.Completion.Task;
         if (reply.Status == DataStatus.Ok)
