@@ -190,15 +190,8 @@ public sealed class OstorClient : IAsyncDisposable
     internal IStorageServerGrain StorageServer(string hostId) => _cluster.GetGrain<IStorageServerGrain>(hostId);
 
     /// <summary>Sends one data request to a host's data port, found in <paramref name="map"/>, bounded by <see cref="OstorClientOptions.RequestTimeout"/>.</summary>
-    internal Task<byte[]?> SendDataAsync(ClusterMap map, string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload = default, Memory<byte> readInto = default)
-    {
-        var endpoint = map.FindHost(hostId)?.DataEndpoint;
-        if (string.IsNullOrEmpty(endpoint))
-        {
-            throw new HostUnavailableException(hostId, $"the map at epoch {map.Epoch} gives no data port for it");
-        }
-        return Data.SendAsync(hostId, endpoint, request with { TimeoutMs = (uint)_options.RequestTimeout.TotalMilliseconds }, payload, readInto);
-    }
+    internal Task<byte[]?> SendDataAsync(ClusterMap map, string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload = default, Memory<byte> readInto = default) =>
+        Data.SendAsync(map, hostId, request, payload, readInto);
 
     public async Task<VolumeInfo> CreateVolumeAsync(string name, long sizeBytes, int replicationFactor)
     {

@@ -198,4 +198,7 @@ public static class DataPortLimits
 
     /// <summary>Requests a server works on at once per connection; it reads no more until one is answered.</summary>
     public const int MaxInFlight = 64;
+
+    /// <summary>Below this, either end copies a payload behind its header so the two go out in one write (one TLS record, one segment).</summary>
+    public const int CoalesceBelow = 64 * 1024;
 }

@@ -28,6 +28,21 @@ public sealed class DataPortClient : IAsyncDisposable
 
     public TimeSpan ConnectTimeout { get; }
 
+    /// <summary>
+    /// Sends one request to <paramref name="hostId"/>'s data port as <paramref name="map"/> gives
+    /// it, carrying <see cref="RequestTimeout"/> (the server drops a write that waited past it);
+    /// see <see cref="DataPortLink.SendAsync"/>.
+    /// </summary>
+    public Task<byte[]?> SendAsync(Maps.ClusterMap map, string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload = default, Memory<byte> readInto = default)
+    {
+        var endpoint = map.FindHost(hostId)?.DataEndpoint;
+        if (string.IsNullOrEmpty(endpoint))
+        {
+            throw new Errors.HostUnavailableException(hostId, $"the map at epoch {map.Epoch} gives no data port for it");
+        }
+        return SendAsync(hostId, endpoint, request with { TimeoutMs = (uint)RequestTimeout.TotalMilliseconds }, payload, readInto);
+    }
+
     /// <summary>Sends one request to the host at <paramref name="endpoint"/>; see <see cref="DataPortLink.SendAsync"/>.</summary>
     public async Task<byte[]?> SendAsync(string hostId, string endpoint, DataRequestHeader request, ReadOnlyMemory<byte> payload = default, Memory<byte> readInto = default)
     {

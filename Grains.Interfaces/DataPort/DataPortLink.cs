@@ -18,9 +18,6 @@ namespace OrleansStorage.DataPort;
 /// </summary>
 public sealed class DataPortLink : IAsyncDisposable
 {
-    /// <summary>Below this a payload is copied behind its header so the two go out in one write.</summary>
-    private const int CoalesceBelow = 64 * 1024;
-
     private readonly string _hostId;
     private readonly Stream _stream;
     private readonly Func<byte[]?>? _ticket;
@@ -142,21 +139,24 @@ public sealed class DataPortLink : IAsyncDisposable
 
     private async Task WriteRequestAsync(DataRequestHeader request, ReadOnlyMemory<byte> payload)
     {
-        var frameLength = DataRequestHeader.Size + (payload.Length < CoalesceBelow ? payload.Length : 0);
-        var frame = ArrayPool<byte>.Shared.Rent(Math.Max(frameLength, DataRequestHeader.Size + DataRequestHeader.MaxTicketBytes));
+        var coalesce = payload.Length < DataPortLimits.CoalesceBelow;
+        var frameLength = DataRequestHeader.Size + (coalesce ? payload.Length : 0);
+        var frame = ArrayPool<byte>.Shared.Rent(frameLength);
         await _writeLock.WaitAsync();
         try
         {
             if (_ticket?.Invoke() is { } ticket && !ReferenceEquals(ticket, _ticketSent))
             {
                 // Before the request that needs it, on the same stream: the server reads in order.
-                new DataRequestHeader(DataOp.Hello, 0, 0, Guid.Empty, 0, 0, 0, 0, false, ticket.Length).Write(frame);
-                ticket.CopyTo(frame.AsSpan(DataRequestHeader.Size));
-                await _stream.WriteAsync(frame.AsMemory(0, DataRequestHeader.Size + ticket.Length));
+                // Rare (once per renewal), so it gets a buffer of its own.
+                var hello = new byte[DataRequestHeader.Size + ticket.Length];
+                new DataRequestHeader(DataOp.Hello, 0, 0, Guid.Empty, 0, 0, 0, 0, false, ticket.Length).Write(hello);
+                ticket.CopyTo(hello.AsSpan(DataRequestHeader.Size));
+                await _stream.WriteAsync(hello);
                 _ticketSent = ticket;
             }
             request.Write(frame);
-            if (payload.Length < CoalesceBelow)
+            if (coalesce)
             {
                 payload.Span.CopyTo(frame.AsSpan(DataRequestHeader.Size));
                 await _stream.WriteAsync(frame.AsMemory(0, frameLength));

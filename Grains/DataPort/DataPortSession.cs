@@ -25,7 +25,6 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
     public const int BudgetBytes = 32 * 1024 * 1024;
 
     private const int BudgetUnit = 64 * 1024;
-    private const int CoalesceBelow = 64 * 1024;
     private static readonly TimeSpan HandshakeTimeout = TimeSpan.FromSeconds(10);
 
     private readonly string _peer = socket.RemoteEndPoint?.ToString() ?? "?";
@@ -246,7 +245,7 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
     private async Task SendReplyAsync(DataReplyHeader reply, ReadOnlyMemory<byte> payload)
     {
         // A small reply goes out as one write with its header (one TLS record, one segment).
-        var coalesce = payload.Length <= CoalesceBelow;
+        var coalesce = payload.Length < DataPortLimits.CoalesceBelow;
         var frame = ArrayPool<byte>.Shared.Rent(DataReplyHeader.Size + (coalesce ? payload.Length : 0));
         try
         {

@@ -1,5 +1,4 @@
 using OrleansStorage.DataPort;
-using OrleansStorage.Errors;
 
 namespace OrleansStorage.Storage;
 
@@ -29,15 +28,8 @@ public sealed partial class StorageServerGrain
     }
 
     /// <summary>Sends a primary's forward to one replica over its data port.</summary>
-    private Task ForwardOverDataPortAsync(string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload)
-    {
-        var endpoint = _map.FindHost(hostId)?.DataEndpoint;
-        if (string.IsNullOrEmpty(endpoint))
-        {
-            throw new HostUnavailableException(hostId, $"the map at epoch {_map.Epoch} gives no data port for it");
-        }
-        return peers.SendAsync(hostId, endpoint, request with { TimeoutMs = (uint)peers.RequestTimeout.TotalMilliseconds }, payload);
-    }
+    private Task ForwardOverDataPortAsync(string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload) =>
+        peers.SendAsync(_map, hostId, request, payload);
 
     private async Task ReadIntoAsync(SegmentRead request, Memory<byte> destination)
     {
@@ -55,14 +47,19 @@ public sealed partial class StorageServerGrain
 
         public Task FlushAsync(long epoch, Guid volumeId) => Run(() => grain.FlushAsync(epoch, volumeId));
 
-        public Task<DataExtent[]> GetAllocationAsync(SegmentRead request) =>
-            Task.Factory.StartNew(() => grain.GetAllocationAsync(request), CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler).Unwrap();
+        public Task<DataExtent[]> GetAllocationAsync(SegmentRead request) => Run(() => grain.GetAllocationAsync(request));
 
         public Task ReplicaWriteAsync(SegmentWrite request) => Run(() => grain.ReplicaWriteAsync(request));
 
         public Task ReplicaTrimAsync(SegmentTrim request) => Run(() => grain.ReplicaTrimAsync(request));
 
-        private Task Run(Func<Task> work) =>
+        private Task Run(Func<Task> work) => Run(async () =>
+        {
+            await work();
+            return true;
+        });
+
+        private Task<T> Run<T>(Func<Task<T>> work) =>
             Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.DenyChildAttach, scheduler).Unwrap();
     }
 }
