@@ -41,6 +41,7 @@ public static partial class OstorCommandLine
     {
         var root = new RootCommand("ostor: administer and use OrleansStorage volumes") { Gateway, Pki, ClientName };
         root.Add(VolumeCommands());
+        root.Add(SnapshotCommands());
         root.Add(HostCommands());
         root.Add(ClusterCommands());
         root.Add(StatusCommand());

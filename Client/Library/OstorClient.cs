@@ -43,7 +43,7 @@ public sealed record ClusterStatus(ManagementStatus Management, ClusterMap Map, 
 /// The .NET client of OrleansStorage: volume administration and volume I/O. Keeps the cluster
 /// map current from the map stream (when subscribed) and from stale-epoch answers.
 /// </summary>
-public sealed class OstorClient : IAsyncDisposable
+public sealed partial class OstorClient : IAsyncDisposable
 {
     private readonly IClusterClient _cluster;
     private readonly IHost? _ownedHost;
@@ -227,13 +227,20 @@ public sealed class OstorClient : IAsyncDisposable
 
     public async Task<ClusterMap> GetMapAsync() => await Maps.RefreshAsync();
 
+    /// <summary>Opens a volume by name, or one of its snapshots, read-only, as <c>VOL@SNAP</c>.</summary>
     public async Task<VolumeHandle> OpenVolumeAsync(string name)
     {
         // Always the newest map: a client that held an old one (its pushes lost) would send its
         // first requests to where the volume used to live, and cost every host a mismatch.
         var map = await Maps.RefreshAsync();
-        var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
-        return new VolumeHandle(this, volume);
+        var at = name.IndexOf(VolumeHandle.SnapshotSeparator, StringComparison.Ordinal);
+        var volume = map.FindVolume(at < 0 ? name : name[..at]) ?? throw new VolumeNotFoundException(at < 0 ? name : name[..at]);
+        if (at < 0)
+        {
+            return new VolumeHandle(this, volume);
+        }
+        var snapshot = volume.FindSnapshot(name[(at + 1)..]) ?? throw new SnapshotNotFoundException(volume.Name, name[(at + 1)..]);
+        return new VolumeHandle(this, volume, snapshot);
     }
 
     public async Task<ClusterStatus> GetStatusAsync()

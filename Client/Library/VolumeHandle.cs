@@ -7,7 +7,7 @@ using OrleansStorage.Storage;
 namespace OrleansStorage.Client.Library;
 
 /// <summary>
-/// A volume opened by name, addressed by byte offset. Requests are split at segment boundaries
+/// A volume (or, read-only, one of its snapshots) opened by name, addressed by byte offset. Requests are split at segment boundaries
 /// (and at the data port's request limit) and the pieces issued in parallel, straight to their
 /// placement groups' primaries over the hosts' data ports, each carrying the client's epoch; a
 /// piece rejected for a stale epoch or a wrong host, or lost with its connection, is retried on a
@@ -17,33 +17,53 @@ public sealed class VolumeHandle
 {
     private readonly OstorClient _client;
 
-    internal VolumeHandle(OstorClient client, VolumeInfo volume)
+    internal VolumeHandle(OstorClient client, VolumeInfo volume, SnapshotInfo? snapshot = null)
     {
         _client = client;
         VolumeId = volume.VolumeId;
-        Name = volume.Name;
+        VolumeName = volume.Name;
+        Snapshot = snapshot;
+        Name = snapshot is null ? volume.Name : volume.Name + SnapshotSeparator + snapshot.Name;
     }
+
+    /// <summary>Between a volume's name and a snapshot's: <c>VOL@SNAP</c> names the snapshot.</summary>
+    public const char SnapshotSeparator = '@';
 
     public Guid VolumeId { get; }
 
+    /// <summary>The name it was opened by: the volume's, or <c>VOL@SNAP</c>.</summary>
     public string Name { get; }
 
-    /// <summary>The volume as the client's current map describes it.</summary>
-    public VolumeInfo Info => _client.Maps.Current.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
+    public string VolumeName { get; }
 
-    public long SizeBytes => Info.SizeBytes;
+    /// <summary>The snapshot this handle reads; null for the volume itself.</summary>
+    public SnapshotInfo? Snapshot { get; }
+
+    /// <summary>A snapshot is read-only: writes and trims are refused.</summary>
+    public bool IsReadOnly => Snapshot is not null;
+
+    /// <summary>The volume as the client's current map describes it.</summary>
+    public VolumeInfo Info => _client.Maps.Current.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(VolumeName);
+
+    /// <summary>The volume's size, or the snapshot's: the volume's when it was taken.</summary>
+    public long SizeBytes => Snapshot?.SizeBytes ?? Info.SizeBytes;
+
+    // What the data requests name: the snapshot's id for a snapshot (its primary finds the volume).
+    private Guid Target => Snapshot?.SnapshotId ?? VolumeId;
 
     public async Task ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         var volume = CheckRange(offset, destination.Length);
         var slices = SegmentSplitter.Split(offset, destination.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
+        var op = IsReadOnly ? DataOp.SnapshotRead : DataOp.Read;
         await ForEachSliceAsync(slices, (slice, map, primary) =>
-            _client.SendDataAsync(map, primary, Request(DataOp.Read, map, slice), readInto: destination.Slice(slice.BufferOffset, slice.Length)), cancellationToken);
+            _client.SendDataAsync(map, primary, Request(op, map, slice), readInto: destination.Slice(slice.BufferOffset, slice.Length)), cancellationToken);
     }
 
     /// <param name="forceUnitAccess">When true the data is durable on every replica before this returns.</param>
     public async Task WriteAsync(long offset, ReadOnlyMemory<byte> data, bool forceUnitAccess = false, CancellationToken cancellationToken = default)
     {
+        ThrowIfReadOnly("write");
         var volume = CheckRange(offset, data.Length);
         var slices = SegmentSplitter.Split(offset, data.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
         await ForEachSliceAsync(slices, (slice, map, primary) =>
@@ -54,6 +74,7 @@ public sealed class VolumeHandle
     /// <summary>Discards a range: it reads as zeros afterwards and its space is freed.</summary>
     public async Task TrimAsync(long offset, long length, CancellationToken cancellationToken = default)
     {
+        ThrowIfReadOnly("trim");
         var volume = CheckRange(offset, length);
         for (long done = 0; done < length; done += int.MaxValue / 2)
         {
@@ -75,7 +96,7 @@ public sealed class VolumeHandle
         var perSlice = new byte[]?[slices.Length];
         await ForEachSliceAsync(slices, async (slice, map, primary) =>
         {
-            perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await _client.SendDataAsync(map, primary, Request(DataOp.Allocation, map, slice));
+            perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await _client.SendDataAsync(map, primary, Request(IsReadOnly ? DataOp.SnapshotAllocation : DataOp.Allocation, map, slice));
         }, cancellationToken);
         var extents = new List<(long Offset, long Length)>();
         for (var i = 0; i < slices.Length; i++)
@@ -107,6 +128,10 @@ public sealed class VolumeHandle
     /// </summary>
     public async Task FlushAsync(CancellationToken cancellationToken = default)
     {
+        if (IsReadOnly)
+        {
+            return; // nothing written through a snapshot
+        }
         var written = _client.Unflushed.Take(VolumeId);
         try
         {
@@ -182,16 +207,25 @@ public sealed class VolumeHandle
     private VolumeInfo CheckRange(long offset, long length)
     {
         var volume = Info;
-        if (offset < 0 || length < 0 || offset > volume.SizeBytes || length > volume.SizeBytes - offset)
+        var size = SizeBytes;
+        if (offset < 0 || length < 0 || offset > size || length > size - offset)
         {
             throw new InvalidRequestException(
-                $"range [{offset}, {offset + length}) is outside volume '{Name}' of {volume.SizeBytes} bytes");
+                $"range [{offset}, {offset + length}) is outside {(IsReadOnly ? "snapshot" : "volume")} '{Name}' of {size} bytes");
         }
         return volume;
     }
 
+    private void ThrowIfReadOnly(string what)
+    {
+        if (IsReadOnly)
+        {
+            throw new InvalidRequestException($"cannot {what} '{Name}': a snapshot is read-only");
+        }
+    }
+
     private DataRequestHeader Request(DataOp op, ClusterMap map, SegmentSlice slice, bool forceUnitAccess = false) =>
-        new(op, 0, map.Epoch, VolumeId, slice.SegmentIndex, slice.OffsetInSegment, slice.Length, 0, forceUnitAccess, 0);
+        new(op, 0, map.Epoch, Target, slice.SegmentIndex, slice.OffsetInSegment, slice.Length, 0, forceUnitAccess, 0);
 
     /// <param name="changesData">A write or trim: its hosts are noted for the next flush before it is sent (a FUA write's too: its data is durable, its write version only with the flush).</param>
     private Task ForEachSliceAsync(SegmentSlice[] slices, Func<SegmentSlice, ClusterMap, string, Task> operation, CancellationToken cancellationToken, bool changesData = false)

@@ -355,7 +355,7 @@ internal sealed class NbdConnection : IAsyncDisposable
             return false;
         }
         _exportSize = _volume.SizeBytes;
-        _readOnly = NbdExports.IsReadOnlyFor(_grant, _volume.Name);
+        _readOnly = NbdExports.IsReadOnlyFor(_grant, _volume);
         if (_allocationContextExport is not null && _allocationContextExport != name && _allocationContextExport != _volume.Name)
         {
             _allocationContextExport = null; // the context was negotiated for another export
@@ -399,7 +399,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         var export = new byte[12];
         BinaryPrimitives.WriteUInt16BigEndian(export, InfoExport);
         BinaryPrimitives.WriteInt64BigEndian(export.AsSpan(2), volume.SizeBytes);
-        BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(10), TransmissionFlags(_structuredReplies, NbdExports.IsReadOnlyFor(_grant, volume.Name)));
+        BinaryPrimitives.WriteUInt16BigEndian(export.AsSpan(10), TransmissionFlags(_structuredReplies, NbdExports.IsReadOnlyFor(_grant, volume)));
         await SendOptionReplyAsync(option, RepInfo, export, cancellationToken);
         if (requests.Contains(InfoName))
         {
@@ -626,7 +626,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         var inBounds = end >= offset && end <= (ulong)_exportSize;
         if (_readOnly && request.Type is CmdWrite or CmdTrim or CmdWriteZeroes)
         {
-            return (Eperm, $"export '{volume.Name}' is read-only for client '{_tlsClient}'");
+            return (Eperm, volume.IsReadOnly ? $"export '{volume.Name}' is a snapshot: read-only" : $"export '{volume.Name}' is read-only for client '{_tlsClient}'");
         }
         try
         {

@@ -55,15 +55,27 @@ public sealed class NbdExports(OstorClient client, IReadOnlyCollection<string> r
         {
             return await client.OpenVolumeAsync(name); // refreshes the map when the name is new to it
         }
-        catch (VolumeNotFoundException)
+        catch (Exception ex) when (ex is VolumeNotFoundException or SnapshotNotFoundException)
         {
             return null;
         }
     }
 
     /// <summary>Served read-only: the client may read the volume but not write it.</summary>
-    public static bool IsReadOnlyFor(ClientGrant? grant, string name) => grant is not null && !grant.Allows(CapabilityLevel.Write, name);
+    public static bool IsReadOnlyFor(ClientGrant? grant, VolumeHandle volume) =>
+        volume.IsReadOnly || (grant is not null && !grant.Allows(CapabilityLevel.Write, volume.VolumeName));
 
-    private bool IsOffered(string name, ClientGrant? grant) =>
-        (restrictTo.Count == 0 || restrictTo.Contains(name)) && (grant is null || grant.Allows(CapabilityLevel.Read, name));
+    /// <summary>
+    /// Whether the export is served to this client. A snapshot, <c>VOL@SNAP</c>, is offered where
+    /// its volume is (restricting the server to VOL offers VOL's snapshots too), under the volume's
+    /// capabilities.
+    /// </summary>
+    private bool IsOffered(string name, ClientGrant? grant)
+    {
+        var volume = VolumeOf(name);
+        return (restrictTo.Count == 0 || restrictTo.Contains(name) || restrictTo.Contains(volume)) && (grant is null || grant.Allows(CapabilityLevel.Read, volume));
+    }
+
+    private static string VolumeOf(string exportName) =>
+        exportName.IndexOf(VolumeHandle.SnapshotSeparator, StringComparison.Ordinal) is var at and >= 0 ? exportName[..at] : exportName;
 }

@@ -15,6 +15,15 @@ public enum DataOp : byte
     /// <summary>A primary's forward of a write to another replica of the group (hosts only).</summary>
     ReplicaWrite = 7,
     ReplicaTrim = 8,
+
+    /// <summary>A read of a snapshot: the VolumeId field carries the snapshot's id. Served by the primary of the segment's group.</summary>
+    SnapshotRead = 9,
+
+    /// <summary>The written extents of a snapshot's segment, as <see cref="Allocation"/> (VolumeId carries the snapshot's id).</summary>
+    SnapshotAllocation = 10,
+
+    /// <summary>A primary's order to copy a segment for the current snapshot before the write that follows; Version is the primary's version of it (hosts only).</summary>
+    ReplicaPreserve = 11,
 }
 
 /// <summary>How a request ended; everything but <see cref="Ok"/> carries a message for a person.</summary>
@@ -97,7 +106,7 @@ public record struct DataRequestHeader(
             return null;
         }
         var op = (DataOp)source[5];
-        if (op is < DataOp.Hello or > DataOp.ReplicaTrim)
+        if (op is < DataOp.Hello or > DataOp.ReplicaPreserve)
         {
             problem = $"unknown operation {source[5]}";
             return null;
@@ -120,13 +129,14 @@ public record struct DataRequestHeader(
             (flags & FlagForceUnitAccess) != 0,
             BinaryPrimitives.ReadInt32LittleEndian(source[56..]),
             BinaryPrimitives.ReadUInt32LittleEndian(source[60..]));
-        if (header.SegmentIndex < 0 || header.Offset < 0 || header.Length < 0 || header.PayloadLength < 0 || header.Version < 0)
+        // A preserve may carry the version of a suspect segment (-1), which never matches a replica's.
+        if (header.SegmentIndex < 0 || header.Offset < 0 || header.Length < 0 || header.PayloadLength < 0 || header.Version < (op == DataOp.ReplicaPreserve ? -1 : 0))
         {
             problem = "a negative segment, offset or length";
             return null;
         }
         var limit = op == DataOp.Hello ? MaxTicketBytes : maxPayload;
-        if (header.PayloadLength > limit || (op is DataOp.Read or DataOp.Write or DataOp.ReplicaWrite && header.Length > maxPayload))
+        if (header.PayloadLength > limit || (op is DataOp.Read or DataOp.SnapshotRead or DataOp.Write or DataOp.ReplicaWrite && header.Length > maxPayload))
         {
             problem = $"a request of {Math.Max(header.PayloadLength, header.Length)} bytes; the limit is {(op == DataOp.Hello ? limit : maxPayload)}";
             return null;

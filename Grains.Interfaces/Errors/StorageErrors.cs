@@ -55,6 +55,10 @@ public sealed class MisdirectedRequestException : StorageException
     [Id(1)] public long Epoch { get; private set; }
 }
 
+/// <summary>A <c>VOL@SNAP</c> name whose snapshot the map does not have (found by the client, never sent).</summary>
+public sealed class SnapshotNotFoundException(string volume, string snapshot)
+    : StorageException($"volume '{volume}' has no snapshot named '{snapshot}'");
+
 [GenerateSerializer, Alias("ostor.VolumeNotFoundException")]
 public sealed class VolumeNotFoundException : StorageException
 {

@@ -52,6 +52,19 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task DeleteVolumeAsync(string name);
 
+    /// <summary>
+    /// Takes a snapshot of the volume: one map change. Returns once it exists on every primary of
+    /// the volume: a write sent after this returns is not in it (docs/snapshots.md).
+    /// </summary>
+    [Alias("CreateSnapshot")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
+    Task<SnapshotInfo> CreateSnapshotAsync(string volumeName, string snapshotName);
+
+    /// <summary>Deletes a snapshot; every host frees (or passes to the snapshot before it) the copies it held.</summary>
+    [Alias("DeleteSnapshot")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
+    Task DeleteSnapshotAsync(string volumeName, string snapshotName);
+
     [Alias("GetMap")]
     [Requires(Access.Authenticated)]
     [AlwaysInterleave]

@@ -73,7 +73,11 @@ public sealed record ClusterMap(
     public ClusterMap Normalized() => this with
     {
         Tombstones = Tombstones.IsDefault ? [] : Tombstones,
-        Volumes = [.. Volumes.Select(v => v with { PlacementGroups = [.. v.PlacementGroups.Select(pg => pg.Normalized())] })],
+        Volumes = [.. Volumes.Select(v => v with
+        {
+            PlacementGroups = [.. v.PlacementGroups.Select(pg => pg.Normalized())],
+            Snapshots = v.Snapshots.IsDefault ? [] : v.Snapshots,
+        })],
     };
 
     /// <summary>The hosts that take new replicas: Up (not Draining, Down or Out).</summary>
@@ -96,6 +100,19 @@ public sealed record ClusterMap(
             if (string.Equals(volume.Name, name, StringComparison.Ordinal))
             {
                 return volume;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>The snapshot with this id and the volume it belongs to; null when no volume has it.</summary>
+    public (VolumeInfo Volume, SnapshotInfo Snapshot)? FindSnapshot(Guid snapshotId)
+    {
+        foreach (var volume in Volumes)
+        {
+            if (volume.FindSnapshot(snapshotId) is { } snapshot)
+            {
+                return (volume, snapshot);
             }
         }
         return null;
@@ -128,12 +145,28 @@ public sealed record HostInfo(
     [property: Id(5)] bool NearFull = false,
     [property: Id(6)] string DataEndpoint = "");
 
+/// <summary>
+/// A read-only image of a volume as every write admitted before <see cref="Epoch"/> left it, and
+/// no write admitted at or after it (docs/snapshots.md).
+/// </summary>
+/// <param name="SnapshotId">Names the snapshot's copies of segments on the hosts (never the user's name).</param>
+/// <param name="Epoch">The epoch of the map change that created it.</param>
+/// <param name="SizeBytes">The volume's size when it was taken (volumes only grow).</param>
+[GenerateSerializer, Immutable, Alias("ostor.SnapshotInfo")]
+public sealed record SnapshotInfo(
+    [property: Id(0)] Guid SnapshotId,
+    [property: Id(1)] string Name,
+    [property: Id(2)] long Epoch,
+    [property: Id(3)] DateTimeOffset Created,
+    [property: Id(4)] long SizeBytes);
+
 public enum VolumeState
 {
     Active = 0,
 }
 
 /// <param name="Qos">Limits on the volume's I/O, for all its clients together; null: none.</param>
+/// <param name="Snapshots">The volume's snapshots, oldest first (ascending <see cref="SnapshotInfo.Epoch"/>).</param>
 [GenerateSerializer, Immutable, Alias("ostor.VolumeInfo")]
 public sealed record VolumeInfo(
     [property: Id(0)] Guid VolumeId,
@@ -143,9 +176,57 @@ public sealed record VolumeInfo(
     [property: Id(4)] int SegmentSizeBytes,
     [property: Id(5)] VolumeState State,
     [property: Id(6)] ImmutableArray<PlacementGroup> PlacementGroups,
-    [property: Id(7)] VolumeQos? Qos = null)
+    [property: Id(7)] VolumeQos? Qos = null,
+    [property: Id(8)] ImmutableArray<SnapshotInfo> Snapshots = default)
 {
     public long SegmentCount => (SizeBytes + SegmentSizeBytes - 1) / SegmentSizeBytes;
+
+    public SnapshotInfo? FindSnapshot(string name)
+    {
+        foreach (var snapshot in Snapshots.IsDefault ? [] : Snapshots)
+        {
+            if (string.Equals(snapshot.Name, name, StringComparison.Ordinal))
+            {
+                return snapshot;
+            }
+        }
+        return null;
+    }
+
+    public SnapshotInfo? FindSnapshot(Guid snapshotId)
+    {
+        foreach (var snapshot in Snapshots.IsDefault ? [] : Snapshots)
+        {
+            if (snapshot.SnapshotId == snapshotId)
+            {
+                return snapshot;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>The newest snapshot taken at or before <paramref name="epoch"/>: the one a write admitted at that epoch must preserve its segment for.</summary>
+    public SnapshotInfo? NewestSnapshotAt(long epoch)
+    {
+        SnapshotInfo? newest = null;
+        foreach (var snapshot in Snapshots.IsDefault ? [] : Snapshots)
+        {
+            if (snapshot.Epoch <= epoch)
+            {
+                newest = snapshot;
+            }
+        }
+        return newest;
+    }
+
+    /// <summary>
+    /// Where a read of <paramref name="snapshot"/> looks for a segment, in order: its own copy, then
+    /// the copies of every later snapshot, oldest first; a segment none of them copied is still
+    /// the volume's own. (A segment is copied for a snapshot on its first write after it, so a
+    /// later snapshot's copy is the segment as it was at every earlier snapshot with no copy.)
+    /// </summary>
+    public IEnumerable<SnapshotInfo> ReadOrder(SnapshotInfo snapshot) =>
+        (Snapshots.IsDefault ? [] : Snapshots).Where(s => s.Epoch >= snapshot.Epoch);
 
     /// <summary>Segment <c>i</c> belongs to placement group <c>i mod N</c>.</summary>
     public PlacementGroup PlacementGroupOf(long segmentIndex) =>

@@ -95,6 +95,26 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("InstallSegment")]
     Task InstallSegmentAsync(SegmentImage image);
 
+    /// <summary>As a pending replica: the versions of every snapshot's copies of the group's segments.</summary>
+    [Alias("GetSnapshotCopyVersions")]
+    Task<SnapshotCopyVersions[]> GetSnapshotCopyVersionsAsync(long epoch, Guid volumeId, int groupIndex);
+
+    /// <summary>As a pending replica: replace (or drop) one snapshot's copy of a segment with the primary's.</summary>
+    [Alias("InstallSnapshotCopy")]
+    Task InstallSnapshotCopyAsync(SnapshotCopyImage image);
+
+    /// <summary>
+    /// As the group's primary: the version of each of the group's segments as the snapshot holds
+    /// it (or as the volume holds it now, for <see cref="Guid.Empty"/>), in segment order. Two
+    /// images whose versions agree hold the same bytes: what <c>ostor snapshot diff</c> compares.
+    /// </summary>
+    [Alias("GetImageVersions")]
+    Task<long[]> GetImageVersionsAsync(long epoch, Guid volumeId, int groupIndex, Guid snapshotId);
+
+    /// <summary>As the group's primary: bytes of the snapshot's own copies of the group's segments that no older snapshot reads (deleting it frees them).</summary>
+    [Alias("GetSnapshotUsage")]
+    Task<long> GetSnapshotUsageAsync(long epoch, Guid volumeId, int groupIndex, Guid snapshotId);
+
     /// <summary>
     /// As the PG's primary, with <paramref name="deep"/>: checks every block of the segment on
     /// every acting replica against its checksum and against the others (a block's good copies

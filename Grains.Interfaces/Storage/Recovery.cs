@@ -58,3 +58,27 @@ public sealed record ReplicaFailure(
     [property: Id(3)] string ReportingHostId,
     [property: Id(4)] string Reason,
     [property: Id(5)] long Epoch);
+
+/// <summary>
+/// A snapshot's copy of one segment as a primary sends it to a replica being filled; with
+/// <see cref="Remove"/>, the primary holds no copy and the replica must drop its own.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("ostor.SnapshotCopyImage")]
+public sealed record SnapshotCopyImage(
+    [property: Id(0)] long Epoch,
+    [property: Id(1)] Guid VolumeId,
+    [property: Id(2)] Guid SnapshotId,
+    [property: Id(3)] long SegmentIndex,
+    [property: Id(4)] long Version,
+    [property: Id(5)] DataExtent[] Extents,
+    [property: Id(6)] ReadOnlyMemory<byte> Bytes,
+    [property: Id(7)] bool Remove = false);
+
+/// <summary>The versions of one snapshot's copies of a group's segments on a host, in segment order; <see cref="NoCopy"/> where it holds none.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.SnapshotCopyVersions")]
+public sealed record SnapshotCopyVersions(
+    [property: Id(0)] Guid SnapshotId,
+    [property: Id(1)] long[] Versions)
+{
+    public const long NoCopy = long.MinValue;
+}

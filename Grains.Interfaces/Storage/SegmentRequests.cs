@@ -69,3 +69,13 @@ public readonly record struct DataExtent(
 /// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.SegmentData")]
 public sealed record SegmentData([property: Id(0)] ReadOnlyMemory<byte> Bytes);
+
+/// <summary>
+/// A primary made its copy of a segment for the snapshot current at <see cref="Epoch"/>, from the
+/// segment at <see cref="Version"/>: a replica makes its own from the same version, or is resynced.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("ostor.SegmentPreserve")]
+public sealed record SegmentPreserve(
+    [property: Id(0)] long Epoch,
+    [property: Id(1)] SegmentAddress Segment,
+    [property: Id(2)] long Version);

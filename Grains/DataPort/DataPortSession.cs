@@ -101,7 +101,7 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
                 _slots.Release();
                 continue;
             }
-            var bytes = Math.Max(request.PayloadLength, request.Op == DataOp.Read ? request.Length : 0);
+            var bytes = Math.Max(request.PayloadLength, request.Op is DataOp.Read or DataOp.SnapshotRead ? request.Length : 0);
             var units = Math.Max(1, (bytes + BudgetUnit - 1) / BudgetUnit);
             for (var i = 0; i < units; i++)
             {
@@ -164,9 +164,11 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
             switch (request.Op)
             {
                 case DataOp.Read:
+                case DataOp.SnapshotRead:
                     reply = ArrayPool<byte>.Shared.Rent(request.Length);
                     replyLength = request.Length;
-                    await door.ReadAsync(new SegmentRead(request.Epoch, segment, request.Offset, request.Length), reply.AsMemory(0, request.Length));
+                    var read = new SegmentRead(request.Epoch, segment, request.Offset, request.Length);
+                    await (request.Op == DataOp.Read ? door.ReadAsync(read, reply.AsMemory(0, request.Length)) : door.ReadSnapshotAsync(read, reply.AsMemory(0, request.Length)));
                     break;
                 case DataOp.Write:
                 case DataOp.ReplicaWrite:
@@ -178,11 +180,16 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
                     var trim = new SegmentTrim(request.Epoch, segment, request.Offset, request.Length, request.Version);
                     await (request.Op == DataOp.Trim ? door.TrimAsync(trim) : door.ReplicaTrimAsync(trim));
                     break;
+                case DataOp.ReplicaPreserve:
+                    await door.ReplicaPreserveAsync(new SegmentPreserve(request.Epoch, segment, request.Version));
+                    break;
                 case DataOp.Flush:
                     await door.FlushAsync(request.Epoch, request.VolumeId);
                     break;
                 case DataOp.Allocation:
-                    var extents = await door.GetAllocationAsync(new SegmentRead(request.Epoch, segment, request.Offset, request.Length));
+                case DataOp.SnapshotAllocation:
+                    var range = new SegmentRead(request.Epoch, segment, request.Offset, request.Length);
+                    var extents = await (request.Op == DataOp.Allocation ? door.GetAllocationAsync(range) : door.GetSnapshotAllocationAsync(range));
                     replyLength = extents.Length * 8;
                     reply = ArrayPool<byte>.Shared.Rent(Math.Max(1, replyLength));
                     for (var i = 0; i < extents.Length; i++)
@@ -235,7 +242,7 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
         {
             throw access.Refuse(new AccessDeniedException($"the ticket of {principal.Describe()} expired at {principal.Expires:u}; send a fresh one"));
         }
-        if (op is DataOp.ReplicaWrite or DataOp.ReplicaTrim && !principal.IsHost)
+        if (op is DataOp.ReplicaWrite or DataOp.ReplicaTrim or DataOp.ReplicaPreserve && !principal.IsHost)
         {
             throw access.Refuse(principal.Denied($"send {op} (hosts only)"));
         }

@@ -22,4 +22,11 @@ internal interface IDataDoor
     Task ReplicaWriteAsync(SegmentWrite request);
 
     Task ReplicaTrimAsync(SegmentTrim request);
+
+    /// <summary>A read of a snapshot; the request's segment names the snapshot's id in place of the volume's.</summary>
+    Task ReadSnapshotAsync(SegmentRead request, Memory<byte> destination);
+
+    Task<DataExtent[]> GetSnapshotAllocationAsync(SegmentRead request);
+
+    Task ReplicaPreserveAsync(SegmentPreserve request);
 }

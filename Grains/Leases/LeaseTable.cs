@@ -150,6 +150,29 @@ public sealed class LeaseTable
         return [.. leaders.Distinct(StringComparer.Ordinal)];
     }
 
+    /// <summary>
+    /// How much longer <paramref name="hostId"/> may serve an epoch before <paramref name="epoch"/>:
+    /// zero once it has adopted that epoch (it rejects older ones) or its lease has run out.
+    /// </summary>
+    public TimeSpan OlderEpochsServedFor(string hostId, long epoch)
+    {
+        if (_adoptedEpoch.GetValueOrDefault(hostId) >= epoch)
+        {
+            return TimeSpan.Zero;
+        }
+        var until = Math.Max(_grantedUntil.GetValueOrDefault(hostId), _unknownLeasesUntil);
+        return Span(Math.Max(0, until - _clock.GetTimestamp()));
+    }
+
+    /// <summary>The host said it holds the map of <paramref name="epoch"/> (it answered a call made at that epoch).</summary>
+    public void Adopted(string hostId, long epoch)
+    {
+        if (epoch > _adoptedEpoch.GetValueOrDefault(hostId))
+        {
+            _adoptedEpoch[hostId] = epoch;
+        }
+    }
+
     private long Ticks(TimeSpan span) => (long)(span.TotalSeconds * _clock.TimestampFrequency);
 
     private TimeSpan Span(long ticks) => TimeSpan.FromSeconds((double)ticks / _clock.TimestampFrequency);

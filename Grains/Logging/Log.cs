@@ -74,6 +74,15 @@ internal static partial class Log
     [LoggerMessage(1104, LogLevel.Information, "Management service active at epoch {Epoch} with {Hosts} hosts and {Volumes} volumes")]
     public static partial void ManagementActivated(ILogger logger, long epoch, int hosts, int volumes);
 
+    [LoggerMessage(1113, LogLevel.Warning, "Host {HostId} did not confirm the map of snapshot epoch {Epoch} ({Reason}); waiting out its lease before the snapshot is reported taken")]
+    public static partial void SnapshotFenceWait(ILogger logger, string hostId, long epoch, string reason);
+
+    [LoggerMessage(1017, LogLevel.Information, "Host {HostId} dropped snapshot {SnapshotId} of volume {VolumeId}: {Merged} segment copies passed to the snapshot before it, {Removed} removed")]
+    public static partial void SnapshotDropped(ILogger logger, string hostId, Guid snapshotId, Guid volumeId, int merged, int removed);
+
+    [LoggerMessage(1018, LogLevel.Warning, "Host {HostId} could not drop the copies of a deleted snapshot; the next map change tries again")]
+    public static partial void SnapshotDropFailed(ILogger logger, Exception exception, string hostId);
+
     [LoggerMessage(1105, LogLevel.Warning, "Host {HostId} has no live silo in cluster membership; marking it Down")]
     public static partial void HostLeft(ILogger logger, string hostId);
 

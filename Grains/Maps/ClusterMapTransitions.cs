@@ -16,6 +16,9 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
     public const int BlockSize = 4096;
     public const int MaxNameLength = 64;
 
+    /// <summary>Each snapshot is searched by reads of older ones and kept in the map: a bound keeps both small.</summary>
+    public const int MaxSnapshotsPerVolume = 256;
+
     private static readonly SearchValues<char> NameChars =
         SearchValues.Create("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.");
 
@@ -87,6 +90,36 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
     }
 
     /// <summary>
+    /// A snapshot of the volume at the next epoch: every write admitted before that epoch is in it,
+    /// none admitted at or after it (docs/snapshots.md).
+    /// </summary>
+    public static ClusterMap CreateSnapshot(ClusterMap map, string volumeName, string snapshotName, Guid snapshotId, DateTimeOffset now)
+    {
+        ValidateSnapshotName(snapshotName);
+        var volume = map.FindVolume(volumeName) ?? throw new VolumeNotFoundException(volumeName);
+        if (volume.FindSnapshot(snapshotName) is not null)
+        {
+            throw new InvalidRequestException($"volume '{volumeName}' already has a snapshot named '{snapshotName}'");
+        }
+        var snapshots = volume.Snapshots.IsDefault ? [] : volume.Snapshots;
+        if (snapshots.Length >= MaxSnapshotsPerVolume)
+        {
+            throw new InvalidRequestException($"volume '{volumeName}' has {snapshots.Length} snapshots, the most a volume may have; delete one first");
+        }
+        var epoch = map.Epoch + 1;
+        var snapshot = new SnapshotInfo(snapshotId, snapshotName, epoch, now, volume.SizeBytes);
+        return map with { Epoch = epoch, Volumes = map.Volumes.Replace(volume, volume with { Snapshots = snapshots.Add(snapshot) }) };
+    }
+
+    /// <summary>The snapshot leaves the map; each host then merges its copies into the snapshot before it or drops them.</summary>
+    public static ClusterMap DeleteSnapshot(ClusterMap map, string volumeName, string snapshotName)
+    {
+        var volume = map.FindVolume(volumeName) ?? throw new VolumeNotFoundException(volumeName);
+        var snapshot = volume.FindSnapshot(snapshotName) ?? throw new InvalidRequestException($"volume '{volumeName}' has no snapshot named '{snapshotName}'");
+        return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Replace(volume, volume with { Snapshots = volume.Snapshots.Remove(snapshot) }) };
+    }
+
+    /// <summary>
     /// The volume leaves the map and a tombstone takes its place: every host in the map must
     /// confirm it removed the volume's files before the tombstone goes (docs/epoch-protocol.md).
     /// </summary>
@@ -120,19 +153,24 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
         return changed ? map with { Epoch = map.Epoch + 1, Tombstones = tombstones.ToImmutable() } : map;
     }
 
-    public static void ValidateVolumeName(string? name)
+    public static void ValidateVolumeName(string? name) => ValidateName("volume", name);
+
+    /// <summary>Snapshot names follow the volume names' rule, so <c>VOL@SNAP</c> is never ambiguous.</summary>
+    public static void ValidateSnapshotName(string? name) => ValidateName("snapshot", name);
+
+    private static void ValidateName(string kind, string? name)
     {
         if (string.IsNullOrEmpty(name))
         {
-            throw new InvalidRequestException("a volume name must not be empty");
+            throw new InvalidRequestException($"a {kind} name must not be empty");
         }
         if (name.Length > MaxNameLength)
         {
-            throw new InvalidRequestException($"volume name '{name}' is {name.Length} characters; the limit is {MaxNameLength}");
+            throw new InvalidRequestException($"{kind} name '{name}' is {name.Length} characters; the limit is {MaxNameLength}");
         }
         if (name.AsSpan().ContainsAnyExcept(NameChars) || name[0] == '.' || name[0] == '-' || name.Contains("..", StringComparison.Ordinal))
         {
-            throw new InvalidRequestException($"volume name '{name}' is not allowed: use letters, digits, '-', '_' and '.', not starting with '.' or '-', and no '..'");
+            throw new InvalidRequestException($"{kind} name '{name}' is not allowed: use letters, digits, '-', '_' and '.', not starting with '.' or '-', and no '..'");
         }
     }
 

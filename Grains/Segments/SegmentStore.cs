@@ -420,9 +420,13 @@ public sealed partial class SegmentStore : IDisposable
         }
     }
 
-    /// <summary>Closes and removes every segment file of the volume; false if it held none.</summary>
+    /// <summary>Closes and removes every segment file of the volume and of its snapshots; false if it held none.</summary>
     public bool DeleteVolume(Guid volumeId)
     {
+        foreach (var snapshotId in SnapshotsOf(volumeId).ToList())
+        {
+            DeleteVolume(snapshotId);
+        }
         lock (_gate)
         {
             foreach (var key in _open.Keys.Where(k => k.VolumeId == volumeId).ToList())

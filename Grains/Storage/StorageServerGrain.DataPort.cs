@@ -53,6 +53,12 @@ public sealed partial class StorageServerGrain
 
         public Task ReplicaTrimAsync(SegmentTrim request) => Run(() => grain.ReplicaTrimAsync(request));
 
+        public Task ReadSnapshotAsync(SegmentRead request, Memory<byte> destination) => Run(() => grain.ReadSnapshotIntoAsync(request, destination));
+
+        public Task<DataExtent[]> GetSnapshotAllocationAsync(SegmentRead request) => Run(() => grain.GetSnapshotAllocationAsync(request));
+
+        public Task ReplicaPreserveAsync(SegmentPreserve request) => Run(() => grain.ReplicaPreserveAsync(request));
+
         private Task Run(Func<Task> work) => Run(async () =>
         {
             await work();

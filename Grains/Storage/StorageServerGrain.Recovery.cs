@@ -98,6 +98,7 @@ public sealed partial class StorageServerGrain
             var segments = SegmentsOf(volume, job.GroupIndex).ToList();
             var target = GrainFactory.GetGrain<IStorageServerGrain>(job.TargetHostId);
             var targetVersions = await AtCurrentEpochAsync(run, epoch => target.GetSegmentVersionsAsync(epoch, job.VolumeId, job.GroupIndex));
+            var targetCopies = volume.Snapshots.IsEmpty ? [] : await AtCurrentEpochAsync(run, epoch => target.GetSnapshotCopyVersionsAsync(epoch, job.VolumeId, job.GroupIndex));
             run.SegmentsTotal = segments.Count;
             for (var i = 0; i < segments.Count; i++)
             {
@@ -107,10 +108,12 @@ public sealed partial class StorageServerGrain
                 var theirs = i < targetVersions.Length ? targetVersions[i] : 0;
                 // An unknown version (a suspect segment, ours or theirs) never proves two copies equal.
                 var differs = ours != theirs || ours == SegmentVersions.Unknown;
+                var theirCopies = targetCopies.ToDictionary(c => c.SnapshotId, c => i < c.Versions.Length ? c.Versions[i] : SnapshotCopyVersions.NoCopy);
                 // A new replica gets every segment the primary has, whatever the versions say.
-                if (differs || (!job.Resync && store.HasFile(segment)))
+                var copySegment = differs || (!job.Resync && store.HasFile(segment));
+                if (copySegment || SnapshotCopiesDiffer(volume, segment, theirCopies, job.Resync))
                 {
-                    var bytes = await CopySegmentAsync(run, target, volume, segment);
+                    var bytes = await CopySegmentAsync(run, target, volume, segment, copySegment, theirCopies);
                     run.SegmentsCopied++;
                     run.BytesCopied += bytes;
                     await _bandwidth!.WaitAsync(bytes);
@@ -131,23 +134,32 @@ public sealed partial class StorageServerGrain
         }
     }
 
-    /// <summary>One segment, read and installed with no write to it in flight; returns the bytes sent.</summary>
-    private async Task<int> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment)
+    /// <summary>
+    /// One segment, read and installed with no write to it in flight, its snapshots' copies first;
+    /// returns the bytes sent.
+    /// </summary>
+    private async Task<int> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, bool copySegment, IReadOnlyDictionary<Guid, long> theirCopies)
     {
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
         ThrowIfAbandoned(run);
+        volume = _map.FindVolume(segment.VolumeId) ?? volume;
+        var sent = await CopySnapshotCopiesAsync(run, target, volume, segment, theirCopies);
+        if (!copySegment)
+        {
+            return sent;
+        }
         var version = store.Version(segment);
         // Bad blocks here are repaired from another acting replica first: a copy never spreads them.
         DataExtent[] extents = [];
         byte[] bytes = [];
-        var group = (_map.FindVolume(segment.VolumeId) ?? volume).PlacementGroupOf(segment.SegmentIndex);
+        var group = volume.PlacementGroupOf(segment.SegmentIndex);
         await WithOwnRepairAsync(volume, group, async () => (extents, bytes) = await store.ReadImageAsync(segment, volume.SegmentSizeBytes));
         await AtCurrentEpochAsync(run, async epoch =>
         {
             await target.InstallSegmentAsync(new SegmentImage(epoch, segment, version, extents, bytes));
             return true;
         });
-        return bytes.Length;
+        return sent + bytes.Length;
     }
 
     /// <summary>

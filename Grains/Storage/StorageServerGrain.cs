@@ -143,6 +143,7 @@ public sealed partial class StorageServerGrain(
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
         // Before the write turn: a write held back by its volume's limits holds up no other.
         await qos.WaitAsync(volume.VolumeId, write: true, request.Data.Length);
+        await PreserveForSnapshotAsync(request.Segment, request.Epoch);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
         DataRequestDeadline.ThrowIfPassed(_hostId);
         // The wait above may have spanned a map change: decide again on the current map.
@@ -161,6 +162,7 @@ public sealed partial class StorageServerGrain(
         access.Demand(volume, CapabilityLevel.Write, "trim");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         await qos.WaitAsync(volume.VolumeId, write: true, bytes: 0);
+        await PreserveForSnapshotAsync(request.Segment, request.Epoch);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         DataRequestDeadline.ThrowIfPassed(_hostId);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
@@ -180,7 +182,8 @@ public sealed partial class StorageServerGrain(
         // deposed while it waited is rejected instead of landing after a copy read the segment.
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Data.Length);
         DataRequestDeadline.ThrowIfPassed(_hostId);
-        var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
+        var (current, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
+        RequireSnapshotCopy(current, group, request.Segment);
         if (faults.ShouldFail(_hostId))
         {
             throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
@@ -202,7 +205,8 @@ public sealed partial class StorageServerGrain(
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         DataRequestDeadline.ThrowIfPassed(_hostId);
-        var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
+        var (current, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
+        RequireSnapshotCopy(current, group, request.Segment);
         try
         {
             await store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
@@ -250,7 +254,7 @@ public sealed partial class StorageServerGrain(
             disk.Superblock?.ClusterId ?? Guid.Empty,
             disk.LoadMap(),
             store.HighestVersion() >> SegmentVersions.EpochShift,
-            [.. store.ListVolumes()]));
+            [.. store.ListVolumes().Where(id => !store.IsSnapshot(id))]));
 
     public Task<StorageServerStatus> GetStatusAsync()
     {
@@ -263,11 +267,13 @@ public sealed partial class StorageServerGrain(
 
     public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)
     {
-        if (_map.FindVolume(segment.VolumeId) is null)
+        // A snapshot's copy is read by the snapshot's id, its size is its volume's.
+        VolumeInfo? Find() => _map.FindVolume(segment.VolumeId) ?? _map.FindSnapshot(segment.VolumeId)?.Volume;
+        if (Find() is null)
         {
             await CatchUpAsync(); // a volume newer than our map: its push may not have arrived yet
         }
-        var volume = _map.FindVolume(segment.VolumeId) ?? throw new VolumeNotFoundException(segment.VolumeId, _map.Epoch);
+        var volume = Find() ?? throw new VolumeNotFoundException(segment.VolumeId, _map.Epoch);
         EpochGate.CheckRange(volume, segment.SegmentIndex, offset, length);
         var buffer = new byte[length];
         try
@@ -501,6 +507,7 @@ public sealed partial class StorageServerGrain(
             RemoveGroups(volume, released);
         }
         PurgeTombstoned(map);
+        DropDeletedSnapshotsInBackground();
         if (_activated && previous.IsUnformed)
         {
             // The first map after a recovery (this server activated on an empty database).
@@ -517,7 +524,7 @@ public sealed partial class StorageServerGrain(
     /// </summary>
     private void RemoveReleasedData(ClusterMap map)
     {
-        foreach (var volumeId in store.ListVolumes())
+        foreach (var volumeId in store.ListVolumes().Where(id => !store.IsSnapshot(id)))
         {
             if (map.FindVolume(volumeId) is { } volume)
             {
@@ -561,6 +568,10 @@ public sealed partial class StorageServerGrain(
         }
         var count = volume.PlacementGroups.Length;
         var removed = store.DeleteSegments(volume.VolumeId, segment => groups.Contains((int)(segment % count)));
+        foreach (var snapshotId in store.SnapshotsOf(volume.VolumeId).ToList())
+        {
+            removed += store.DeleteSegments(snapshotId, segment => groups.Contains((int)(segment % count)));
+        }
         if (removed > 0)
         {
             Log.GroupsReleased(logger, _hostId, volume.Name, groups.Count, removed);

@@ -1,0 +1,160 @@
+using OrleansStorage.Errors;
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Client.Library;
+
+/// <summary>What <c>ostor snapshot list</c> shows of one snapshot.</summary>
+/// <param name="ExclusiveBytes">Bytes on the primaries held by this snapshot alone: what deleting it frees (once per replica).</param>
+public sealed record SnapshotUsage(SnapshotInfo Snapshot, long ExclusiveBytes);
+
+/// <summary>Snapshots of volumes (docs/snapshots.md).</summary>
+public sealed partial class OstorClient
+{
+    /// <summary>
+    /// Takes a snapshot of the volume. When this returns, every write acknowledged before it was
+    /// called is in the snapshot, and no write sent after it returns is.
+    /// </summary>
+    public async Task<SnapshotInfo> CreateSnapshotAsync(string volume, string snapshot)
+    {
+        var created = await ManagementAsync(m => m.CreateSnapshotAsync(volume, snapshot), idempotent: false);
+        await Maps.RefreshAsync(created.Epoch);
+        return created;
+    }
+
+    public async Task DeleteSnapshotAsync(string volume, string snapshot)
+    {
+        await ManagementAsync(async m =>
+        {
+            await m.DeleteSnapshotAsync(volume, snapshot);
+            return true;
+        }, idempotent: false);
+        await Maps.RefreshAsync();
+    }
+
+    /// <summary>The volume's snapshots, oldest first, with the bytes each alone holds.</summary>
+    public async Task<IReadOnlyList<SnapshotUsage>> ListSnapshotsAsync(string volumeName)
+    {
+        var volume = (await Maps.RefreshAsync()).FindVolume(volumeName) ?? throw new VolumeNotFoundException(volumeName);
+        var usage = new List<SnapshotUsage>();
+        foreach (var snapshot in volume.Snapshots)
+        {
+            long bytes = 0;
+            await PerGroupAsync(volume.VolumeId, async (map, group) =>
+            {
+                var held = await StorageServer(group.Primary).GetSnapshotUsageAsync(map.Epoch, volume.VolumeId, group.Index, snapshot.SnapshotId);
+                Interlocked.Add(ref bytes, held);
+            });
+            usage.Add(new SnapshotUsage(snapshot, bytes));
+        }
+        return usage;
+    }
+
+    /// <summary>
+    /// The byte ranges of the volume where <paramref name="from"/> and <paramref name="to"/> (a
+    /// snapshot, or the volume as it is now when null) may differ, in order, from the segments'
+    /// versions alone (no data is read): whole segments, cut to the larger image's size.
+    /// </summary>
+    public async Task<IReadOnlyList<(long Offset, long Length)>> DiffAsync(string volumeName, string from, string? to = null)
+    {
+        var volume = (await Maps.RefreshAsync()).FindVolume(volumeName) ?? throw new VolumeNotFoundException(volumeName);
+        var first = volume.FindSnapshot(from) ?? throw new SnapshotNotFoundException(volumeName, from);
+        var second = to is null ? null : volume.FindSnapshot(to) ?? throw new SnapshotNotFoundException(volumeName, to);
+        var size = Math.Max(first.SizeBytes, second?.SizeBytes ?? volume.SizeBytes);
+        var differing = new SortedSet<long>();
+        await PerGroupAsync(volume.VolumeId, async (map, group) =>
+        {
+            var server = StorageServer(group.Primary);
+            var before = await server.GetImageVersionsAsync(map.Epoch, volume.VolumeId, group.Index, first.SnapshotId);
+            var after = await server.GetImageVersionsAsync(map.Epoch, volume.VolumeId, group.Index, second?.SnapshotId ?? Guid.Empty);
+            var groups = map.FindVolume(volume.VolumeId)!.PlacementGroups.Length;
+            lock (differing)
+            {
+                for (var i = 0; i < Math.Min(before.Length, after.Length); i++)
+                {
+                    // An unknown version (-1, a suspect segment) never proves two images equal.
+                    if (before[i] != after[i] || before[i] < 0)
+                    {
+                        differing.Add(group.Index + ((long)i * groups));
+                    }
+                }
+            }
+        });
+        var ranges = new List<(long Offset, long Length)>();
+        foreach (var index in differing)
+        {
+            var start = index * volume.SegmentSizeBytes;
+            if (start >= size)
+            {
+                continue;
+            }
+            var length = Math.Min(volume.SegmentSizeBytes, size - start);
+            if (ranges.Count > 0 && ranges[^1].Offset + ranges[^1].Length == start)
+            {
+                ranges[^1] = (ranges[^1].Offset, ranges[^1].Length + length);
+            }
+            else
+            {
+                ranges.Add((start, length));
+            }
+        }
+        return ranges;
+    }
+
+    /// <summary>
+    /// Makes the volume hold what the snapshot holds again: every range that differs is rewritten
+    /// from the snapshot (its holes trimmed), through the ordinary write path, so every replica
+    /// and every later snapshot stay right. Returns the bytes rewritten.
+    /// </summary>
+    public async Task<long> RollbackAsync(string volumeName, string snapshotName, Action<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var volume = await OpenVolumeAsync(volumeName);
+        var snapshot = await OpenVolumeAsync(volumeName + VolumeHandle.SnapshotSeparator + snapshotName);
+        var ranges = await DiffAsync(volumeName, snapshotName);
+        var segmentSize = volume.Info.SegmentSizeBytes;
+        var buffer = new byte[segmentSize];
+        long done = 0;
+        foreach (var (offset, length) in ranges)
+        {
+            for (var at = offset; at < offset + length; at += segmentSize)
+            {
+                var piece = (int)Math.Min(segmentSize, offset + length - at);
+                // Past the snapshot's end (the volume grew since) the snapshot reads as zeros.
+                var inSnapshot = (int)Math.Clamp(snapshot.SizeBytes - at, 0, piece);
+                await volume.TrimAsync(at, piece, cancellationToken);
+                if (inSnapshot > 0)
+                {
+                    foreach (var (dataOffset, dataLength) in await snapshot.GetAllocationAsync(at, inSnapshot, cancellationToken))
+                    {
+                        var data = buffer.AsMemory(0, (int)dataLength);
+                        await snapshot.ReadAsync(dataOffset, data, cancellationToken);
+                        await volume.WriteAsync(dataOffset, data, cancellationToken: cancellationToken);
+                    }
+                }
+                done += piece;
+                progress?.Invoke(done);
+            }
+        }
+        await volume.FlushAsync(cancellationToken);
+        return done;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="call"/> once per placement group of the volume against its primary,
+    /// all at once; a group whose call failed for a moved map is asked again on a fresh one.
+    /// </summary>
+    private async Task PerGroupAsync(Guid volumeId, Func<ClusterMap, PlacementGroup, Task> call)
+    {
+        var map = Maps.Current;
+        var volume = map.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, map.Epoch);
+        await Task.WhenAll(volume.PlacementGroups.Select(group => RetryAsync(current =>
+        {
+            var now = current.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, current.Epoch);
+            var leader = now.PlacementGroups[group.Index];
+            if (!leader.IsAvailable)
+            {
+                throw new PlacementGroupUnavailableException(now.Name, leader.Index, current.Epoch, leader.Absent);
+            }
+            return call(current, leader);
+        }, CancellationToken.None)));
+    }
+}

@@ -1,0 +1,156 @@
+using System.Globalization;
+using System.Text;
+using OrleansStorage.Files;
+using OrleansStorage.Storage;
+
+namespace OrleansStorage.Segments;
+
+/// <summary>
+/// Snapshot copies (docs/snapshots.md). A snapshot keeps its copies of segments under its own id,
+/// beside the volumes: <c>{root}/volumes/{snapshot-guid}/</c> holds segment files, checksums and
+/// versions exactly as a volume does, so reads, checksums, allocation and copies to other replicas
+/// work on them unchanged, plus an <see cref="SnapshotOwnerFileName"/> naming the volume and the
+/// snapshot's epoch. A segment's copy is made on its first write after the snapshot and never
+/// changes after; a segment never written before the snapshot gets an empty copy (no data).
+/// </summary>
+public sealed partial class SegmentStore
+{
+    /// <summary>In a snapshot's directory: "{volume guid} {epoch}", what the copies belong to.</summary>
+    public const string SnapshotOwnerFileName = "snapshot-of";
+
+    /// <summary>
+    /// Makes <paramref name="segment"/>'s copy for the snapshot from the segment as it is now, with
+    /// its version, durably, before the write that follows may change the segment. Nothing when the
+    /// copy exists already. The caller holds the segment's whole-range write turn.
+    /// </summary>
+    /// <param name="version">The copy's version; null: the segment's own.</param>
+    public async Task PreserveAsync(SegmentAddress segment, SnapshotNamespace snapshot, int segmentSize, long? version = null)
+    {
+        var copy = new SegmentAddress(snapshot.SnapshotId, segment.SegmentIndex);
+        if (HasFile(copy))
+        {
+            return;
+        }
+        EnsureSnapshotNamespace(snapshot);
+        var (extents, bytes) = HasFile(segment) ? await ReadImageAsync(segment, segmentSize).ConfigureAwait(false) : ([], []);
+        await InstallImageAsync(copy, segmentSize, extents, bytes, version ?? Version(segment)).ConfigureAwait(false);
+        Settled(copy);
+    }
+
+    /// <summary>Installs a copy of a snapshot's segment sent by the primary (a resync), then marks it settled like a local copy.</summary>
+    public async Task InstallSnapshotCopyAsync(SegmentAddress copy, SnapshotNamespace snapshot, int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes, long version)
+    {
+        EnsureSnapshotNamespace(snapshot);
+        await InstallImageAsync(copy, segmentSize, extents, bytes, version).ConfigureAwait(false);
+        Settled(copy);
+    }
+
+    /// <summary>
+    /// A copy that was installed with every part durable: it needs no flush and no write intent
+    /// (a snapshot's copies are never written again, so nothing would ever clear it).
+    /// </summary>
+    private void Settled(SegmentAddress copy)
+    {
+        lock (_gate)
+        {
+            _dirty.Remove(copy);
+            _cleanSince.Remove(copy);
+            _newFiles.Remove(copy.VolumeId);
+            _intents.Clear(copy.VolumeId, [copy.SegmentIndex]);
+        }
+    }
+
+    /// <summary>The snapshot's directory and owner file, made durable the first time.</summary>
+    public void EnsureSnapshotNamespace(SnapshotNamespace snapshot)
+    {
+        var directory = VolumeDirectory(snapshot.SnapshotId);
+        var owner = Path.Combine(directory, SnapshotOwnerFileName);
+        if (File.Exists(owner))
+        {
+            return;
+        }
+        if (!Directory.Exists(directory))
+        {
+            Directory.CreateDirectory(directory);
+            SyncDirectory(_volumesRoot);
+        }
+        var line = string.Create(CultureInfo.InvariantCulture, $"{snapshot.VolumeId:N} {snapshot.Epoch}\n");
+        DurableFiles.WriteAtomically(owner, Encoding.ASCII.GetBytes(line));
+    }
+
+    /// <summary>Every snapshot that has a directory on this host, with the volume and epoch its owner file names.</summary>
+    public IReadOnlyList<SnapshotNamespace> ListSnapshots()
+    {
+        var found = new List<SnapshotNamespace>();
+        foreach (var id in ListVolumes())
+        {
+            if (ReadOwner(id) is { } snapshot)
+            {
+                found.Add(snapshot);
+            }
+        }
+        return found;
+    }
+
+    /// <summary>Whether this id names a snapshot's copies here rather than a volume.</summary>
+    public bool IsSnapshot(Guid id) => File.Exists(Path.Combine(VolumeDirectory(id), SnapshotOwnerFileName));
+
+    private SnapshotNamespace? ReadOwner(Guid snapshotId)
+    {
+        var path = Path.Combine(VolumeDirectory(snapshotId), SnapshotOwnerFileName);
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+        var parts = File.ReadAllText(path).Split(' ', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        return parts.Length == 2 && Guid.TryParseExact(parts[0], "N", out var volumeId) && long.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var epoch)
+            ? new SnapshotNamespace(snapshotId, volumeId, epoch)
+            : null;
+    }
+
+    /// <summary>
+    /// One segment of a deleted snapshot: its copy passes to <paramref name="previous"/> (the
+    /// snapshot before it, whose reads looked at this copy) when that one has none of its own;
+    /// otherwise it is removed. Returns true when it passed. The caller holds the segment's turn.
+    /// </summary>
+    public bool PassDown(Guid snapshotId, SnapshotNamespace? previous, long segmentIndex)
+    {
+        var copy = new SegmentAddress(snapshotId, segmentIndex);
+        if (!HasFile(copy))
+        {
+            return false;
+        }
+        lock (_gate)
+        {
+            Close(copy);
+        }
+        if (previous is { } before && !HasFile(new SegmentAddress(before.SnapshotId, segmentIndex)))
+        {
+            EnsureSnapshotNamespace(before);
+            var target = new SegmentAddress(before.SnapshotId, segmentIndex);
+            // Version first, then checksums, then data: the data file's presence is what makes the
+            // copy exist, so it moves last, whole, in one rename.
+            _versions.Set(before.SnapshotId, segmentIndex, Version(copy));
+            SyncVersions(before.SnapshotId);
+            File.Move(ChecksumPath(copy), ChecksumPath(target), overwrite: true);
+            File.Move(SegmentPath(copy), SegmentPath(target));
+            SyncDirectory(VolumeDirectory(before.SnapshotId));
+            return true;
+        }
+        File.Delete(SegmentPath(copy));
+        File.Delete(ChecksumPath(copy));
+        return false;
+    }
+
+    /// <summary>Bytes the segment's file takes on disk (holes do not count); 0 when it has none.</summary>
+    public long AllocatedBytes(SegmentAddress segment) => HasFile(segment) ? AllocatedBytes(SegmentPath(segment)) : 0;
+
+    /// <summary>Removes what is left of a deleted snapshot here, once <see cref="PassDown"/> went over its segments.</summary>
+    public void RemoveSnapshot(Guid snapshotId) => DeleteVolume(snapshotId);
+
+    /// <summary>The ids of snapshots of the volume that have copies here.</summary>
+    public IEnumerable<Guid> SnapshotsOf(Guid volumeId) => ListSnapshots().Where(s => s.VolumeId == volumeId).Select(s => s.SnapshotId);
+}
+
+/// <summary>Where a snapshot's copies live on a host: its id, and the volume and epoch it belongs to.</summary>
+public readonly record struct SnapshotNamespace(Guid SnapshotId, Guid VolumeId, long Epoch);

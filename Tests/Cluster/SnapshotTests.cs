@@ -1,0 +1,208 @@
+using OrleansStorage.Client.Library;
+using OrleansStorage.Errors;
+using OrleansStorage.Maps;
+using OrleansStorage.Storage;
+using OrleansStorage.Tests.Infrastructure;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace OrleansStorage.Tests.Cluster;
+
+/// <summary>
+/// Snapshots through the client library: what a snapshot reads, copy-on-write on every replica,
+/// deleting snapshots in any order, diff and rollback, and the refusals.
+/// </summary>
+[Collection(StorageClusterCollection.Name)]
+public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelper output)
+{
+    private const int Segment = StorageClusterFixture.SegmentSize;
+
+    [SkippableFact]
+    public async Task A_snapshot_reads_the_volume_as_it_was_and_every_replica_copies_the_same_bytes()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("snap-basic", 24L * Segment, 2);
+        var volume = await fixture.Client.OpenVolumeAsync("snap-basic");
+        var before = Replicas.RandomBytes(10 * Segment, seed: 11);
+        await volume.WriteAsync(0, before);
+
+        await fixture.Client.CreateSnapshotAsync("snap-basic", "s1");
+        // Over part of what was written, and into segments never written before the snapshot.
+        var after = Replicas.RandomBytes(8 * Segment, seed: 12);
+        await volume.WriteAsync(6 * Segment + 100, after);
+
+        var snapshot = await fixture.Client.OpenVolumeAsync("snap-basic@s1");
+        Assert.True(snapshot.IsReadOnly);
+        var expected = new byte[24 * Segment];
+        before.CopyTo(expected, 0);
+        var read = new byte[expected.Length];
+        await snapshot.ReadAsync(0, read);
+        Assert.True(expected.AsSpan().SequenceEqual(read), "the snapshot does not hold the volume as it was");
+
+        var now = (byte[])expected.Clone();
+        after.CopyTo(now, 6 * Segment + 100);
+        await volume.ReadAsync(0, read);
+        Assert.True(now.AsSpan().SequenceEqual(read), "the volume lost a write made after the snapshot");
+
+        var map = await fixture.Management.GetMapAsync();
+        var info = map.FindVolume("snap-basic")!;
+        await AssertReplicasHoldSameCopiesAsync(info);
+        // Only segments written after the snapshot were copied; the never-written ones are empty copies.
+        var copied = 0L;
+        foreach (var group in info.PlacementGroups)
+        {
+            var versions = await fixture.Server(group.Primary).GetSnapshotCopyVersionsAsync(map.Epoch, info.VolumeId, group.Index);
+            copied += versions.Single().Versions.Count(v => v != SnapshotCopyVersions.NoCopy);
+        }
+        Assert.Equal(9, copied); // segments 6..14 were written after it
+    }
+
+    [SkippableFact]
+    public async Task Snapshots_deleted_in_any_order_leave_the_others_whole_and_free_their_space()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("snap-chain", 16L * Segment, 2);
+        var volume = await fixture.Client.OpenVolumeAsync("snap-chain");
+        var images = new List<byte[]>();
+        var image = new byte[16 * Segment];
+        for (var i = 0; i < 4; i++)
+        {
+            // Each round rewrites a different part, so each snapshot depends on later ones' copies.
+            var data = Replicas.RandomBytes(3 * Segment, seed: 100 + i);
+            var at = (i * 3 * Segment) + (i * 4096);
+            await volume.WriteAsync(at, data);
+            data.CopyTo(image, at);
+            images.Add((byte[])image.Clone());
+            await fixture.Client.CreateSnapshotAsync("snap-chain", $"r{i}");
+        }
+        await volume.WriteAsync(0, Replicas.RandomBytes(16 * Segment, seed: 200));
+
+        await fixture.Client.DeleteSnapshotAsync("snap-chain", "r1");
+        await AssertSnapshotHoldsAsync("snap-chain@r0", images[0]);
+        await AssertSnapshotHoldsAsync("snap-chain@r2", images[2]);
+        await fixture.Client.DeleteSnapshotAsync("snap-chain", "r3");
+        await fixture.Client.DeleteSnapshotAsync("snap-chain", "r0");
+        await AssertSnapshotHoldsAsync("snap-chain@r2", images[2]);
+        await Assert.ThrowsAsync<SnapshotNotFoundException>(() => fixture.Client.OpenVolumeAsync("snap-chain@r1"));
+
+        var info = (await fixture.Management.GetMapAsync()).FindVolume("snap-chain")!;
+        await AssertReplicasHoldSameCopiesAsync(info);
+        var usage = await fixture.Client.ListSnapshotsAsync("snap-chain");
+        Assert.Equal("r2", Assert.Single(usage).Snapshot.Name);
+        Assert.True(usage[0].ExclusiveBytes >= 16L * Segment / 2, $"r2 alone holds {usage[0].ExclusiveBytes} bytes; every segment was rewritten after it");
+
+        // The last one gone, no host keeps a byte for any snapshot of the volume.
+        await fixture.Client.DeleteSnapshotAsync("snap-chain", "r2");
+        var hosts = info.PlacementGroups.SelectMany(pg => pg.Replicas).Distinct().ToList();
+        List<string> left = [];
+        await new Eventually(output).UntilAsync(() =>
+        {
+            left = [.. hosts.SelectMany(host => Directory.EnumerateFiles(Path.Combine(fixture.DataDirectoryOf(host), "volumes"), SegmentStoreOwnerFile, SearchOption.AllDirectories))];
+            return Task.FromResult(left.Count == 0);
+        }, "every host dropped the volume's snapshot copies", TimeSpan.FromSeconds(20), () => string.Join(", ", left));
+    }
+
+    [SkippableFact]
+    public async Task Diff_names_the_changed_segments_and_rollback_restores_the_snapshot()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("snap-diff", 20L * Segment, 1);
+        var volume = await fixture.Client.OpenVolumeAsync("snap-diff");
+        var original = Replicas.RandomBytes(12 * Segment, seed: 31);
+        await volume.WriteAsync(0, original);
+        await fixture.Client.CreateSnapshotAsync("snap-diff", "base");
+        await volume.WriteAsync(2 * Segment + 5, Replicas.RandomBytes(10, seed: 32));
+        await volume.WriteAsync(15 * Segment, Replicas.RandomBytes(2 * Segment, seed: 33));
+        await volume.TrimAsync(7 * Segment, Segment);
+        await fixture.Client.CreateSnapshotAsync("snap-diff", "later");
+        await volume.WriteAsync(9 * Segment, Replicas.RandomBytes(100, seed: 34));
+
+        var changed = await fixture.Client.DiffAsync("snap-diff", "base", "later");
+        Assert.Equal([(2L * Segment, (long)Segment), (7L * Segment, (long)Segment), (15L * Segment, 2L * Segment)], changed);
+        var toNow = await fixture.Client.DiffAsync("snap-diff", "base");
+        Assert.Equal([(2L * Segment, (long)Segment), (7L * Segment, (long)Segment), (9L * Segment, (long)Segment), (15L * Segment, 2L * Segment)], toNow);
+        Assert.Empty(await fixture.Client.DiffAsync("snap-diff", "later", "later"));
+
+        var rewritten = await fixture.Client.RollbackAsync("snap-diff", "base");
+        Assert.Equal(5L * Segment, rewritten);
+        var expected = new byte[20 * Segment];
+        original.CopyTo(expected, 0);
+        var read = new byte[expected.Length];
+        await volume.ReadAsync(0, read);
+        Assert.True(expected.AsSpan().SequenceEqual(read), "the rollback did not restore the snapshot");
+        // The holes of the snapshot are holes again, not written zeros.
+        Assert.Equal([(0L, 12L * Segment)], await volume.GetAllocationAsync(0, 20 * Segment));
+        await AssertSnapshotHoldsAsync("snap-diff@later", null); // still readable after the rollback wrote over its segments
+    }
+
+    [SkippableFact]
+    public async Task Bad_snapshot_requests_get_one_clear_error_and_change_nothing()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("snap-bad", 4L * Segment, 1);
+        await fixture.Client.CreateSnapshotAsync("snap-bad", "one");
+        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+
+        await AssertRefusedAsync(() => fixture.Client.CreateSnapshotAsync("snap-missing", "x"), "no volume named 'snap-missing'");
+        await AssertRefusedAsync(() => fixture.Client.CreateSnapshotAsync("snap-bad", "one"), "already has a snapshot named 'one'");
+        await AssertRefusedAsync(() => fixture.Client.CreateSnapshotAsync("snap-bad", "a@b"), "snapshot name 'a@b' is not allowed");
+        await AssertRefusedAsync(() => fixture.Client.CreateSnapshotAsync("snap-bad", ""), "must not be empty");
+        await AssertRefusedAsync(() => fixture.Client.DeleteSnapshotAsync("snap-bad", "two"), "has no snapshot named 'two'");
+        await AssertRefusedAsync(() => fixture.Client.OpenVolumeAsync("snap-bad@two"), "has no snapshot named 'two'");
+        var snapshot = await fixture.Client.OpenVolumeAsync("snap-bad@one");
+        await AssertRefusedAsync(() => snapshot.WriteAsync(0, new byte[4096]), "a snapshot is read-only");
+        await AssertRefusedAsync(() => snapshot.TrimAsync(0, 4096), "a snapshot is read-only");
+        await AssertRefusedAsync(() => snapshot.ReadAsync(4L * Segment, new byte[1]), "outside snapshot 'snap-bad@one'");
+        Assert.Equal(epoch, (await fixture.Management.GetMapAsync()).Epoch);
+        await fixture.Client.DeleteVolumeAsync("snap-bad");
+    }
+
+    private const string SegmentStoreOwnerFile = Segments.SegmentStore.SnapshotOwnerFileName;
+
+    private static async Task AssertRefusedAsync(Func<Task> action, string expected)
+    {
+        var error = await Assert.ThrowsAnyAsync<StorageException>(action);
+        Assert.Contains(expected, error.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Reads the whole snapshot; with <paramref name="expected"/> null, only that it reads.</summary>
+    private async Task AssertSnapshotHoldsAsync(string name, byte[]? expected)
+    {
+        var snapshot = await fixture.Client.OpenVolumeAsync(name);
+        var read = new byte[snapshot.SizeBytes];
+        await snapshot.ReadAsync(0, read);
+        if (expected is not null)
+        {
+            Assert.True(expected.AsSpan().SequenceEqual(read), $"{name} does not hold what the volume held when it was taken");
+        }
+    }
+
+    /// <summary>Every replica of every group holds copies of the same versions for every snapshot, and the same bytes.</summary>
+    private async Task AssertReplicasHoldSameCopiesAsync(VolumeInfo volume)
+    {
+        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+        foreach (var group in volume.PlacementGroups)
+        {
+            var primary = await fixture.Server(group.Primary).GetSnapshotCopyVersionsAsync(epoch, volume.VolumeId, group.Index);
+            foreach (var host in group.Replicas.Skip(1))
+            {
+                var theirs = await fixture.Server(host).GetSnapshotCopyVersionsAsync(epoch, volume.VolumeId, group.Index);
+                Assert.Equal(primary.Select(c => (c.SnapshotId, string.Join(",", c.Versions))), theirs.Select(c => (c.SnapshotId, string.Join(",", c.Versions))));
+                foreach (var copies in primary)
+                {
+                    for (var i = 0; i < copies.Versions.Length; i++)
+                    {
+                        if (copies.Versions[i] == SnapshotCopyVersions.NoCopy)
+                        {
+                            continue;
+                        }
+                        var address = new SegmentAddress(copies.SnapshotId, group.Index + ((long)i * volume.PlacementGroups.Length));
+                        var ours = (await fixture.Server(group.Primary).ReadLocalAsync(address, 0, Segment)).Bytes;
+                        var other = (await fixture.Server(host).ReadLocalAsync(address, 0, Segment)).Bytes;
+                        Assert.True(ours.Span.SequenceEqual(other.Span), $"copy of segment {address.SegmentIndex} for snapshot {copies.SnapshotId}: {host} differs from {group.Primary}");
+                    }
+                }
+            }
+        }
+    }
+}
