@@ -16,9 +16,15 @@ public sealed partial class OstorClient
     /// </summary>
     public async Task<SnapshotInfo> CreateSnapshotAsync(string volume, string snapshot)
     {
-        var created = await ManagementAsync(m => m.CreateSnapshotAsync(volume, snapshot), idempotent: false);
-        await Maps.RefreshAsync(created.Epoch);
-        return created;
+        var taken = await ManagementAsync(m => m.CreateSnapshotAsync(volume, snapshot), idempotent: false);
+        if (taken.SettleFor > TimeSpan.Zero)
+        {
+            // A primary did not confirm the new map (it may be dead or cut off): until its lease on
+            // the older one runs out it might still admit a write that would land before the snapshot.
+            await Task.Delay(taken.SettleFor);
+        }
+        await Maps.RefreshAsync(taken.Snapshot.Epoch);
+        return taken.Snapshot;
     }
 
     public async Task DeleteSnapshotAsync(string volume, string snapshot)

@@ -53,12 +53,12 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     Task DeleteVolumeAsync(string name);
 
     /// <summary>
-    /// Takes a snapshot of the volume: one map change. Returns once it exists on every primary of
-    /// the volume: a write sent after this returns is not in it (docs/snapshots.md).
+    /// Takes a snapshot of the volume: one map change. The caller reports it taken after
+    /// <see cref="SnapshotTaken.SettleFor"/>: from then on no write sent is in it (docs/snapshots.md).
     /// </summary>
     [Alias("CreateSnapshot")]
     [Requires(Access.Admin, VolumeNameArgument = 0)]
-    Task<SnapshotInfo> CreateSnapshotAsync(string volumeName, string snapshotName);
+    Task<SnapshotTaken> CreateSnapshotAsync(string volumeName, string snapshotName);
 
     /// <summary>Deletes a snapshot; every host frees (or passes to the snapshot before it) the copies it held.</summary>
     [Alias("DeleteSnapshot")]

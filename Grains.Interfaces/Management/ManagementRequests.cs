@@ -41,3 +41,13 @@ public sealed record ManagementStatus(
 public sealed record MapRecoveryReport(
     [property: Id(0)] ClusterMap Map,
     [property: Id(1)] string[] Lines);
+
+/// <summary>
+/// A snapshot committed to the map, and how long a primary that did not confirm the new map may
+/// still admit writes at an older epoch (zero when every one confirmed): the caller waits that
+/// long before reporting the snapshot taken.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("ostor.SnapshotTaken")]
+public sealed record SnapshotTaken(
+    [property: Id(0)] SnapshotInfo Snapshot,
+    [property: Id(1)] TimeSpan SettleFor);

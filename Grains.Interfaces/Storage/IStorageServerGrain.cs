@@ -109,10 +109,12 @@ public interface IStorageServerGrain : IGrainWithStringKey
     /// images whose versions agree hold the same bytes: what <c>ostor snapshot diff</c> compares.
     /// </summary>
     [Alias("GetImageVersions")]
+    [Requires(Access.Authenticated)]
     Task<long[]> GetImageVersionsAsync(long epoch, Guid volumeId, int groupIndex, Guid snapshotId);
 
     /// <summary>As the group's primary: bytes of the snapshot's own copies of the group's segments that no older snapshot reads (deleting it frees them).</summary>
     [Alias("GetSnapshotUsage")]
+    [Requires(Access.Authenticated)]
     Task<long> GetSnapshotUsageAsync(long epoch, Guid volumeId, int groupIndex, Guid snapshotId);
 
     /// <summary>

@@ -74,7 +74,7 @@ internal static partial class Log
     [LoggerMessage(1104, LogLevel.Information, "Management service active at epoch {Epoch} with {Hosts} hosts and {Volumes} volumes")]
     public static partial void ManagementActivated(ILogger logger, long epoch, int hosts, int volumes);
 
-    [LoggerMessage(1113, LogLevel.Warning, "Host {HostId} did not confirm the map of snapshot epoch {Epoch} ({Reason}); waiting out its lease before the snapshot is reported taken")]
+    [LoggerMessage(1113, LogLevel.Warning, "Host {HostId} did not confirm the map of snapshot epoch {Epoch} ({Reason}); the snapshot is reported taken once its lease has run out")]
     public static partial void SnapshotFenceWait(ILogger logger, string hostId, long epoch, string reason);
 
     [LoggerMessage(1017, LogLevel.Information, "Host {HostId} dropped snapshot {SnapshotId} of volume {VolumeId}: {Merged} segment copies passed to the snapshot before it, {Removed} removed")]

@@ -8,19 +8,20 @@ namespace OrleansStorage.Management;
 public sealed partial class ManagementGrain
 {
     /// <summary>
-    /// Commits the snapshot at the next epoch and returns once no primary of the volume can admit
-    /// a write at an older epoch any more: each has adopted the new map (asked here), or the
-    /// lease it holds on an older map has run out. So a write sent after this returns is not in
-    /// the snapshot, whichever map its sender held.
+    /// Commits the snapshot at the next epoch and asks every primary of the volume to adopt it.
+    /// Returns how long the caller must still wait before reporting the snapshot taken: until no
+    /// primary can admit a write at an older epoch any more (each adopted the new map, or the
+    /// lease it holds on an older one ran out), so that a write sent after that is not in the
+    /// snapshot, whichever map its sender held. The wait is the caller's, not this service's: a
+    /// dead primary's lease must not hold up every other map change.
     /// </summary>
-    public async Task<SnapshotInfo> CreateSnapshotAsync(string volumeName, string snapshotName)
+    public async Task<SnapshotTaken> CreateSnapshotAsync(string volumeName, string snapshotName)
     {
         var next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
         await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
         var volume = _map.FindVolume(volumeName)!;
         var snapshot = volume.FindSnapshot(snapshotName)!;
-        await FenceOlderEpochsAsync(volume, snapshot.Epoch);
-        return snapshot;
+        return new SnapshotTaken(snapshot, await FenceOlderEpochsAsync(volume, snapshot.Epoch));
     }
 
     public async Task DeleteSnapshotAsync(string volumeName, string snapshotName)
@@ -29,18 +30,18 @@ public sealed partial class ManagementGrain
     }
 
     /// <summary>
-    /// Waits until no primary of <paramref name="volume"/> serves an epoch before
-    /// <paramref name="epoch"/>: asks each to adopt the map (bounded), then waits out the lease of
-    /// any that did not answer.
+    /// How long until no primary of <paramref name="volume"/> serves an epoch before
+    /// <paramref name="epoch"/>: asks each to adopt the map (bounded by <see cref="FenceAnswerTimeout"/>);
+    /// for any that did not answer, what is left of its lease.
     /// </summary>
-    private async Task FenceOlderEpochsAsync(VolumeInfo volume, long epoch)
+    private async Task<TimeSpan> FenceOlderEpochsAsync(VolumeInfo volume, long epoch)
     {
         var primaries = volume.PlacementGroups.Where(pg => pg.IsAvailable).Select(pg => pg.Primary).Distinct(StringComparer.Ordinal).ToList();
         await Task.WhenAll(primaries.Select(async hostId =>
         {
             try
             {
-                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).RefreshMapAsync(epoch).WaitAsync(HostAnswerTimeout);
+                await GrainFactory.GetGrain<IStorageServerGrain>(hostId).RefreshMapAsync(epoch).WaitAsync(FenceAnswerTimeout);
                 _leases.Adopted(hostId, epoch);
             }
             catch (Exception ex)
@@ -48,10 +49,9 @@ public sealed partial class ManagementGrain
                 Log.SnapshotFenceWait(logger, hostId, epoch, ex.Message);
             }
         }));
-        var wait = primaries.Select(hostId => _leases.OlderEpochsServedFor(hostId, epoch)).DefaultIfEmpty(TimeSpan.Zero).Max();
-        if (wait > TimeSpan.Zero)
-        {
-            await Task.Delay(wait);
-        }
+        return primaries.Select(hostId => _leases.OlderEpochsServedFor(hostId, epoch)).DefaultIfEmpty(TimeSpan.Zero).Max();
     }
+
+    /// <summary>A live primary adopts a map in milliseconds; one that takes longer is waited out by its lease instead.</summary>
+    private static readonly TimeSpan FenceAnswerTimeout = TimeSpan.FromSeconds(1);
 }

@@ -165,6 +165,7 @@ public sealed partial class StorageServerGrain
     {
         await CheckEpochAsync(epoch);
         var volume = _map.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, _map.Epoch);
+        access.Demand(volume, CapabilityLevel.Read, "compare the snapshots of");
         var snapshot = snapshotId == Guid.Empty ? null
             : volume.FindSnapshot(snapshotId) ?? throw VolumeNotFoundException.FromMessage($"volume '{volume.Name}' has no snapshot with id {snapshotId} at epoch {_map.Epoch}");
         var versions = new List<long>();
@@ -182,6 +183,7 @@ public sealed partial class StorageServerGrain
     {
         await CheckEpochAsync(epoch);
         var volume = _map.FindVolume(volumeId) ?? throw new VolumeNotFoundException(volumeId, _map.Epoch);
+        access.Demand(volume, CapabilityLevel.Read, "measure the snapshots of");
         var snapshot = volume.FindSnapshot(snapshotId) ?? throw VolumeNotFoundException.FromMessage($"volume '{volume.Name}' has no snapshot with id {snapshotId} at epoch {_map.Epoch}");
         var older = volume.Snapshots.LastOrDefault(s => s.Epoch < snapshot.Epoch);
         long bytes = 0;

@@ -339,7 +339,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
 
         // The map must be at rest (automatic primary balancing may still be at work) so that the
         // epoch read here is the last one written before the kill.
-        var managementHost = (await HostsByManagementAsync()).Management;
+        var managementHost = (await fixture.HostsByManagementAsync()).Management;
         ManagementStatus status = await fixture.Management.GetStatusAsync();
         await WaitUntilAsync(async () =>
         {
@@ -501,28 +501,7 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
     }
 
     /// <summary>A host to kill or evacuate: one that does not run the management service (that has a test of its own).</summary>
-    private async Task<string> PickVictimAsync() => (await HostsByManagementAsync()).Others.Max(StringComparer.Ordinal)!;
-
-    /// <summary>The Up host whose silo runs the management service, and the other Up hosts.</summary>
-    private async Task<(string Management, List<string> Others)> HostsByManagementAsync()
-    {
-        var silo = (await fixture.Management.GetStatusAsync()).Silo;
-        var map = await fixture.Management.GetMapAsync();
-        string? management = null;
-        var others = new List<string>();
-        foreach (var host in map.Hosts.Where(h => h.State == HostState.Up))
-        {
-            if ((await fixture.Server(host.HostId).GetStatusAsync()).SiloAddress == silo)
-            {
-                management = host.HostId;
-            }
-            else
-            {
-                others.Add(host.HostId);
-            }
-        }
-        return (management ?? throw new InvalidOperationException($"no host runs on the management service's silo {silo}"), others);
-    }
+    private Task<string> PickVictimAsync() => fixture.PickVictimAsync();
 
     private async Task<List<CopyProgress>> FinishedCopiesAsync(Func<CopyProgress, bool> which)
     {

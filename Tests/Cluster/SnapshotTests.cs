@@ -46,7 +46,7 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
 
         var map = await fixture.Management.GetMapAsync();
         var info = map.FindVolume("snap-basic")!;
-        await AssertReplicasHoldSameCopiesAsync(info);
+        await Replicas.AssertSnapshotCopiesIdenticalAsync(fixture, info);
         // Only segments written after the snapshot were copied; the never-written ones are empty copies.
         var copied = 0L;
         foreach (var group in info.PlacementGroups)
@@ -86,7 +86,7 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         await Assert.ThrowsAsync<SnapshotNotFoundException>(() => fixture.Client.OpenVolumeAsync("snap-chain@r1"));
 
         var info = (await fixture.Management.GetMapAsync()).FindVolume("snap-chain")!;
-        await AssertReplicasHoldSameCopiesAsync(info);
+        await Replicas.AssertSnapshotCopiesIdenticalAsync(fixture, info);
         var usage = await fixture.Client.ListSnapshotsAsync("snap-chain");
         Assert.Equal("r2", Assert.Single(usage).Snapshot.Name);
         Assert.True(usage[0].ExclusiveBytes >= 16L * Segment / 2, $"r2 alone holds {usage[0].ExclusiveBytes} bytes; every segment was rewritten after it");
@@ -174,35 +174,6 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         if (expected is not null)
         {
             Assert.True(expected.AsSpan().SequenceEqual(read), $"{name} does not hold what the volume held when it was taken");
-        }
-    }
-
-    /// <summary>Every replica of every group holds copies of the same versions for every snapshot, and the same bytes.</summary>
-    private async Task AssertReplicasHoldSameCopiesAsync(VolumeInfo volume)
-    {
-        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
-        foreach (var group in volume.PlacementGroups)
-        {
-            var primary = await fixture.Server(group.Primary).GetSnapshotCopyVersionsAsync(epoch, volume.VolumeId, group.Index);
-            foreach (var host in group.Replicas.Skip(1))
-            {
-                var theirs = await fixture.Server(host).GetSnapshotCopyVersionsAsync(epoch, volume.VolumeId, group.Index);
-                Assert.Equal(primary.Select(c => (c.SnapshotId, string.Join(",", c.Versions))), theirs.Select(c => (c.SnapshotId, string.Join(",", c.Versions))));
-                foreach (var copies in primary)
-                {
-                    for (var i = 0; i < copies.Versions.Length; i++)
-                    {
-                        if (copies.Versions[i] == SnapshotCopyVersions.NoCopy)
-                        {
-                            continue;
-                        }
-                        var address = new SegmentAddress(copies.SnapshotId, group.Index + ((long)i * volume.PlacementGroups.Length));
-                        var ours = (await fixture.Server(group.Primary).ReadLocalAsync(address, 0, Segment)).Bytes;
-                        var other = (await fixture.Server(host).ReadLocalAsync(address, 0, Segment)).Bytes;
-                        Assert.True(ours.Span.SequenceEqual(other.Span), $"copy of segment {address.SegmentIndex} for snapshot {copies.SnapshotId}: {host} differs from {group.Primary}");
-                    }
-                }
-            }
         }
     }
 }

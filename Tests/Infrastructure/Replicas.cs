@@ -48,6 +48,35 @@ public static class Replicas
         }
     }
 
+    /// <summary>Every replica of every group holds copies of the same versions for every snapshot, and the same bytes.</summary>
+    public static async Task AssertSnapshotCopiesIdenticalAsync(StorageClusterFixture fixture, VolumeInfo volume)
+    {
+        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+        foreach (var group in volume.PlacementGroups)
+        {
+            var primary = await fixture.Server(group.Primary).GetSnapshotCopyVersionsAsync(epoch, volume.VolumeId, group.Index);
+            foreach (var host in group.Replicas.Skip(1))
+            {
+                var theirs = await fixture.Server(host).GetSnapshotCopyVersionsAsync(epoch, volume.VolumeId, group.Index);
+                Assert.Equal(primary.Select(c => (c.SnapshotId, string.Join(",", c.Versions))), theirs.Select(c => (c.SnapshotId, string.Join(",", c.Versions))));
+                foreach (var copies in primary)
+                {
+                    for (var i = 0; i < copies.Versions.Length; i++)
+                    {
+                        if (copies.Versions[i] == SnapshotCopyVersions.NoCopy)
+                        {
+                            continue;
+                        }
+                        var address = new SegmentAddress(copies.SnapshotId, group.Index + ((long)i * volume.PlacementGroups.Length));
+                        var ours = (await fixture.Server(group.Primary).ReadLocalAsync(address, 0, volume.SegmentSizeBytes)).Bytes;
+                        var other = (await fixture.Server(host).ReadLocalAsync(address, 0, volume.SegmentSizeBytes)).Bytes;
+                        Assert.True(ours.Span.SequenceEqual(other.Span), $"copy of segment {address.SegmentIndex} for snapshot {copies.SnapshotId}: {host} differs from {group.Primary}");
+                    }
+                }
+            }
+        }
+    }
+
     public static byte[] RandomBytes(int length, int seed)
     {
         var bytes = new byte[length];

@@ -208,6 +208,30 @@ public class StorageClusterFixture : IAsyncLifetime
     }
 
     /// <summary>Waits until <paramref name="count"/> hosts are registered and each storage server answers.</summary>
+    /// <summary>A host to fail that does not run the management service (its failover is another test's subject).</summary>
+    public async Task<string> PickVictimAsync() => (await HostsByManagementAsync()).Others.Max(StringComparer.Ordinal)!;
+
+    /// <summary>The Up host whose silo runs the management service, and the other Up hosts.</summary>
+    public async Task<(string Management, List<string> Others)> HostsByManagementAsync()
+    {
+        var silo = (await Management.GetStatusAsync()).Silo;
+        var map = await Management.GetMapAsync();
+        string? management = null;
+        var others = new List<string>();
+        foreach (var host in map.Hosts.Where(h => h.State == HostState.Up))
+        {
+            if ((await Server(host.HostId).GetStatusAsync()).SiloAddress == silo)
+            {
+                management = host.HostId;
+            }
+            else
+            {
+                others.Add(host.HostId);
+            }
+        }
+        return (management ?? throw new InvalidOperationException($"no host runs on the management service's silo {silo}"), others);
+    }
+
     public async Task WaitForHostsAsync(int count)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
