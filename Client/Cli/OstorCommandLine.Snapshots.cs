@@ -80,4 +80,36 @@ public static partial class OstorCommandLine
         snapshot.Add(rollback);
         return snapshot;
     }
+
+    /// <summary><c>ostor volume clone</c> and <c>ostor volume flatten</c>.</summary>
+    private static IEnumerable<Command> CloneCommands()
+    {
+        var source = new Argument<string>("VOLUME@SNAPSHOT") { Description = "The snapshot to clone" };
+        var name = new Argument<string>("NAME") { Description = "The new volume's name" };
+        var replicas = new Option<int>("--replicas") { Description = "The clone's replication factor, 1 to 3", DefaultValueFactory = _ => 1 };
+        var clone = new Command("clone", "A writable volume that reads the snapshot where it was never written (copy on first write)") { source, name, replicas };
+        clone.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var created = await client.CloneVolumeAsync(parse.GetValue(source)!, parse.GetValue(name)!, parse.GetValue(replicas));
+            Console.WriteLine($"cloned '{parse.GetValue(source)}' as volume '{created.Name}' ({ByteSize.Format(created.SizeBytes)}, {created.ReplicationFactor} replica(s)) at epoch {client.Maps.Current.Epoch}");
+        }));
+        yield return clone;
+
+        var flattenName = new Argument<string>("NAME") { Description = "The clone" };
+        var flatten = new Command("flatten", "Copy into a clone everything it still reads from its snapshot, online, then cut the link") { flattenName };
+        flatten.SetAction((parse, ct) => WithClientAsync(parse, async client =>
+        {
+            var started = DateTime.UtcNow;
+            var copied = await client.FlattenAsync(parse.GetValue(flattenName)!, (done, total) =>
+            {
+                if (done == total || done % 16 == 0)
+                {
+                    Console.Error.Write($"\rflatten: {done}/{total} segments");
+                }
+            }, ct);
+            Console.Error.WriteLine();
+            Console.WriteLine($"volume '{parse.GetValue(flattenName)}' flattened: {copied} segments copied in {(DateTime.UtcNow - started).TotalSeconds:0.0} s; it no longer depends on its snapshot");
+        }));
+        yield return flatten;
+    }
 }

@@ -112,8 +112,8 @@ public static partial class OstorCommandLine
         {
             var map = await client.GetMapAsync();
             var rows = map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal)
-                .Select(v => new[] { v.Name, ByteSize.Format(v.SizeBytes), v.SizeBytes.ToString(CultureInfo.InvariantCulture), v.ReplicationFactor.ToString(CultureInfo.InvariantCulture), v.PlacementGroups.Length.ToString(CultureInfo.InvariantCulture), v.VolumeId.ToString(), Health(v), v.Qos?.ToString() ?? "-" });
-            PrintTable(["NAME", "SIZE", "BYTES", "REPLICAS", "PGS", "ID", "HEALTH", "QOS"], rows);
+                .Select(v => new[] { v.Name, ByteSize.Format(v.SizeBytes), v.SizeBytes.ToString(CultureInfo.InvariantCulture), v.ReplicationFactor.ToString(CultureInfo.InvariantCulture), v.PlacementGroups.Length.ToString(CultureInfo.InvariantCulture), v.VolumeId.ToString(), Health(v), v.Qos?.ToString() ?? "-", v.Snapshots.Length.ToString(CultureInfo.InvariantCulture), ParentName(map, v) });
+            PrintTable(["NAME", "SIZE", "BYTES", "REPLICAS", "PGS", "ID", "HEALTH", "QOS", "SNAPSHOTS", "CLONE OF"], rows);
         }));
         volume.Add(list);
 
@@ -136,6 +136,10 @@ public static partial class OstorCommandLine
         }));
         volume.Add(delete);
         volume.Add(SetQosCommand());
+        foreach (var command in CloneCommands())
+        {
+            volume.Add(command);
+        }
 
         volume.Add(ScrubCommand("verify", "Check every block of every replica against its checksum and the other replicas; change nothing", repair: false, lightByDefault: false));
         volume.Add(ScrubCommand("scrub", "Compare every segment's write version across its replicas and resync those that differ; --deep: check every block, rewrite bad or different copies", repair: true, lightByDefault: true));
@@ -147,6 +151,12 @@ public static partial class OstorCommandLine
     /// verify, scrub and repair: one pass over every segment's replicas, told whether to fix what it
     /// finds. Deep (every block against its checksum) unless <paramref name="lightByDefault"/> and no --deep.
     /// </summary>
+    /// <summary>A clone's parent as VOL@SNAP; "-" for a volume that is not (or no longer) a clone.</summary>
+    private static string ParentName(ClusterMap map, VolumeInfo volume) =>
+        volume.Parent is { } parent && map.FindVolume(parent.VolumeId) is { } source && source.FindSnapshot(parent.SnapshotId) is { } snapshot
+            ? $"{source.Name}@{snapshot.Name}"
+            : "-";
+
     private static Command ScrubCommand(string name, string description, bool repair, bool lightByDefault)
     {
         var volumeName = new Argument<string>("NAME") { Description = "Volume name" };

@@ -144,6 +144,46 @@ public sealed partial class OstorClient
         return done;
     }
 
+    /// <summary>A writable clone of <c>VOL@SNAP</c>: it reads the snapshot where it was never written.</summary>
+    public async Task<VolumeInfo> CloneVolumeAsync(string source, string name, int replicationFactor)
+    {
+        var at = source.IndexOf(VolumeHandle.SnapshotSeparator, StringComparison.Ordinal);
+        if (at <= 0 || at == source.Length - 1)
+        {
+            throw new InvalidRequestException($"'{source}' names no snapshot: a clone is made from VOLUME{VolumeHandle.SnapshotSeparator}SNAPSHOT");
+        }
+        var clone = await ManagementAsync(m => m.CloneVolumeAsync(source[..at], source[(at + 1)..], name, replicationFactor), idempotent: false);
+        await Maps.RefreshAsync();
+        return clone;
+    }
+
+    /// <summary>
+    /// Copies into the clone every segment it still reads from its parent (online: writes go on
+    /// meanwhile), then cuts the link. <paramref name="progress"/> hears segments done of all.
+    /// Returns how many segments were copied.
+    /// </summary>
+    public async Task<long> FlattenAsync(string name, Action<long, long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var clone = await OpenVolumeAsync(name);
+        var volume = clone.Info;
+        if (volume.Parent is null)
+        {
+            throw new InvalidRequestException($"volume '{name}' is not a clone (or was flattened already)");
+        }
+        long copied = 0;
+        for (long segment = 0; segment < volume.SegmentCount; segment++)
+        {
+            if (await clone.MaterializeIfNeededAsync(segment, cancellationToken))
+            {
+                copied++;
+            }
+            progress?.Invoke(segment + 1, volume.SegmentCount);
+        }
+        await ManagementAsync(m => m.FlattenVolumeAsync(name), idempotent: true);
+        await Maps.RefreshAsync();
+        return copied;
+    }
+
     /// <summary>
     /// Runs <paramref name="call"/> once per placement group of the volume against its primary,
     /// all at once; a group whose call failed for a moved map is asked again on a fresh one.

@@ -56,8 +56,18 @@ public sealed class VolumeHandle
         var volume = CheckRange(offset, destination.Length);
         var slices = SegmentSplitter.Split(offset, destination.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
         var op = IsReadOnly ? DataOp.SnapshotRead : DataOp.Read;
-        await ForEachSliceAsync(slices, (slice, map, primary) =>
-            _client.SendDataAsync(map, primary, Request(op, map, slice), readInto: destination.Slice(slice.BufferOffset, slice.Length)), cancellationToken);
+        await ForEachSliceAsync(slices, async (slice, map, primary) =>
+        {
+            var into = destination.Slice(slice.BufferOffset, slice.Length);
+            try
+            {
+                await _client.SendDataAsync(map, primary, Request(op, map, slice), readInto: into);
+            }
+            catch (ReadThroughException)
+            {
+                await ReadParentAsync(map, slice, into, cancellationToken);
+            }
+        }, cancellationToken);
     }
 
     /// <param name="forceUnitAccess">When true the data is durable on every replica before this returns.</param>
@@ -66,8 +76,8 @@ public sealed class VolumeHandle
         ThrowIfReadOnly("write");
         var volume = CheckRange(offset, data.Length);
         var slices = SegmentSplitter.Split(offset, data.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
-        await ForEachSliceAsync(slices, (slice, map, primary) =>
-            _client.SendDataAsync(map, primary, Request(DataOp.Write, map, slice, forceUnitAccess), data.Slice(slice.BufferOffset, slice.Length)),
+        await ForEachSliceAsync(slices, (slice, map, primary) => MaterializingAsync(map, primary, slice, () =>
+            _client.SendDataAsync(map, primary, Request(DataOp.Write, map, slice, forceUnitAccess), data.Slice(slice.BufferOffset, slice.Length)), cancellationToken),
             cancellationToken, changesData: true);
     }
 
@@ -80,7 +90,7 @@ public sealed class VolumeHandle
         {
             var part = (int)Math.Min(length - done, int.MaxValue / 2);
             var slices = SegmentSplitter.Split(offset + done, part, volume.SegmentSizeBytes);
-            await ForEachSliceAsync(slices, (slice, map, primary) => _client.SendDataAsync(map, primary, Request(DataOp.Trim, map, slice)),
+            await ForEachSliceAsync(slices, (slice, map, primary) => MaterializingAsync(map, primary, slice, () => _client.SendDataAsync(map, primary, Request(DataOp.Trim, map, slice)), cancellationToken),
                 cancellationToken, changesData: true);
         }
     }
@@ -96,7 +106,14 @@ public sealed class VolumeHandle
         var perSlice = new byte[]?[slices.Length];
         await ForEachSliceAsync(slices, async (slice, map, primary) =>
         {
-            perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await _client.SendDataAsync(map, primary, Request(IsReadOnly ? DataOp.SnapshotAllocation : DataOp.Allocation, map, slice));
+            try
+            {
+                perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await _client.SendDataAsync(map, primary, Request(IsReadOnly ? DataOp.SnapshotAllocation : DataOp.Allocation, map, slice));
+            }
+            catch (ReadThroughException)
+            {
+                perSlice[slice.SegmentIndex - slices[0].SegmentIndex] = await ParentAllocationAsync(map, slice, cancellationToken);
+            }
         }, cancellationToken);
         var extents = new List<(long Offset, long Length)>();
         for (var i = 0; i < slices.Length; i++)
@@ -203,6 +220,96 @@ public sealed class VolumeHandle
     /// </summary>
     public async Task<IReadOnlyList<string>> VerifyReplicasAsync(Action<long>? progress = null, CancellationToken cancellationToken = default) =>
         (await ScrubAsync(repair: false, progress, cancellationToken)).Problems;
+
+    /// <summary>
+    /// Whether the clone's segment still reads through to its parent; if so, gives it the parent's
+    /// bytes (flatten does this for every segment). False for a segment that has its own already.
+    /// </summary>
+    internal async Task<bool> MaterializeIfNeededAsync(long segmentIndex, CancellationToken cancellationToken)
+    {
+        var materialized = false;
+        await ForEachSliceAsync([new SegmentSlice(segmentIndex, 0, 0, 0)], async (slice, map, primary) =>
+        {
+            try
+            {
+                await _client.SendDataAsync(map, primary, Request(DataOp.Read, map, slice));
+            }
+            catch (ReadThroughException)
+            {
+                await MaterializeAsync(map, primary, segmentIndex, cancellationToken);
+                materialized = true;
+            }
+        }, cancellationToken);
+        return materialized;
+    }
+
+    /// <summary>A write or trim of a clone's segment that still reads through: materialize it, then send again.</summary>
+    private async Task MaterializingAsync(ClusterMap map, string primary, SegmentSlice slice, Func<Task> send, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await send();
+        }
+        catch (ReadThroughException)
+        {
+            await MaterializeAsync(map, primary, slice.SegmentIndex, cancellationToken);
+            await send();
+        }
+    }
+
+    /// <summary>Gives a clone's segment the parent snapshot's bytes (zeros past the snapshot's end), on every replica at once.</summary>
+    private async Task MaterializeAsync(ClusterMap map, string primary, long segmentIndex, CancellationToken cancellationToken)
+    {
+        var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(VolumeName);
+        var start = segmentIndex * volume.SegmentSizeBytes;
+        var image = new byte[(int)Math.Min(volume.SegmentSizeBytes, volume.SizeBytes - start)];
+        await ReadParentAsync(map, new SegmentSlice(segmentIndex, 0, image.Length, 0), image, cancellationToken);
+        var header = new DataRequestHeader(DataOp.Materialize, 0, map.Epoch, VolumeId, segmentIndex, 0, image.Length, 0, false, image.Length);
+        await _client.SendDataAsync(map, primary, header, image);
+    }
+
+    /// <summary>A slice of a clone that reads through: the parent snapshot's bytes, zeros past its end.</summary>
+    private async Task ReadParentAsync(ClusterMap map, SegmentSlice slice, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        var (parent, offset, inParent) = ParentRange(map, slice);
+        destination.Span[inParent..].Clear();
+        if (inParent > 0)
+        {
+            await parent.ReadAsync(offset, destination[..inParent], cancellationToken);
+        }
+    }
+
+    /// <summary>A slice of a clone that reads through: the parent's allocation, encoded as the server encodes its own (offset and length in the segment).</summary>
+    private async Task<byte[]> ParentAllocationAsync(ClusterMap map, SegmentSlice slice, CancellationToken cancellationToken)
+    {
+        var (parent, offset, inParent) = ParentRange(map, slice);
+        if (inParent == 0)
+        {
+            return [];
+        }
+        var segmentStart = offset - slice.OffsetInSegment;
+        var extents = await parent.GetAllocationAsync(offset, inParent, cancellationToken);
+        var encoded = new byte[extents.Count * 8];
+        for (var i = 0; i < extents.Count; i++)
+        {
+            BinaryPrimitives.WriteInt32LittleEndian(encoded.AsSpan(i * 8), (int)(extents[i].Offset - segmentStart));
+            BinaryPrimitives.WriteInt32LittleEndian(encoded.AsSpan((i * 8) + 4), (int)extents[i].Length);
+        }
+        return encoded;
+    }
+
+    /// <summary>The parent snapshot of this clone as the map names it, where the slice starts in it, and how much of the slice lies inside it.</summary>
+    private (VolumeHandle Parent, long Offset, int InParent) ParentRange(ClusterMap map, SegmentSlice slice)
+    {
+        var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(VolumeName);
+        // Retried on a fresh map: a clone flattened meanwhile has no parent any more, and reads its own.
+        var link = volume.Parent ?? throw new StorageException($"'{Name}' was told to read through, but the map at epoch {map.Epoch} names no parent for it");
+        var parentVolume = map.FindVolume(link.VolumeId) ?? throw new StorageException($"the parent volume of clone '{VolumeName}' is not in the map at epoch {map.Epoch}");
+        var snapshot = parentVolume.FindSnapshot(link.SnapshotId) ?? throw new StorageException($"the parent snapshot of clone '{VolumeName}' is not in the map at epoch {map.Epoch}");
+        var offset = (slice.SegmentIndex * volume.SegmentSizeBytes) + slice.OffsetInSegment;
+        var inParent = (int)Math.Clamp(snapshot.SizeBytes - offset, 0, slice.Length);
+        return (new VolumeHandle(_client, parentVolume, snapshot), offset, inParent);
+    }
 
     private VolumeInfo CheckRange(long offset, long length)
     {

@@ -40,4 +40,7 @@ public sealed class RequiresAttribute(Access access) : Attribute
     /// the request names the volume by id, which the storage server checks against its map.
     /// </summary>
     public int VolumeNameArgument { get; init; } = -1;
+
+    /// <summary>The argument naming a volume whose data the call copies (a clone's source): read access is needed on it too; -1: none.</summary>
+    public int SourceVolumeArgument { get; init; } = -1;
 }

@@ -18,6 +18,7 @@ public static class DataErrors
         DataCorruptException => (DataStatus.DataCorrupt, 0),
         AccessDeniedException => (DataStatus.AccessDenied, 0),
         VolumeThrottledException throttled => (DataStatus.Throttled, (long)Math.Ceiling(throttled.RetryAfter.TotalMilliseconds)),
+        ReadThroughException => (DataStatus.ReadThrough, 0),
         IOException or DiskFailedException => (DataStatus.IoError, 0),
         _ => (DataStatus.Unavailable, 0),
     };
@@ -32,6 +33,7 @@ public static class DataErrors
         DataStatus.DataCorrupt => new DataCorruptException(message),
         DataStatus.AccessDenied => AccessDeniedException.FromMessage(message),
         DataStatus.Throttled => VolumeThrottledException.FromMessage(message, TimeSpan.FromMilliseconds(value)),
+        DataStatus.ReadThrough => new ReadThroughException(message),
         // Unavailable, an I/O error and anything newer: worth a retry on a fresh map.
         _ => new StorageException(message),
     };

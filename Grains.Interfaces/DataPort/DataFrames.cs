@@ -24,6 +24,15 @@ public enum DataOp : byte
 
     /// <summary>A primary's order to copy a segment for the current snapshot before the write that follows; Version is the primary's version of it (hosts only).</summary>
     ReplicaPreserve = 11,
+
+    /// <summary>
+    /// A client gives a clone's segment its first contents, the parent snapshot's bytes (the whole
+    /// segment as payload); nothing when the segment has its own already.
+    /// </summary>
+    Materialize = 12,
+
+    /// <summary>A primary's forward of a <see cref="Materialize"/> with the segment's new version (hosts only).</summary>
+    ReplicaMaterialize = 13,
 }
 
 /// <summary>How a request ended; everything but <see cref="Ok"/> carries a message for a person.</summary>
@@ -45,6 +54,9 @@ public enum DataStatus : byte
     AccessDenied = 8,
     /// <summary>The volume's QoS limits hold the request back; the reply's Value is the pause in milliseconds.</summary>
     Throttled = 9,
+
+    /// <summary>A clone's segment that was never written: read it from the clone's parent snapshot, or materialize it before writing.</summary>
+    ReadThrough = 10,
 }
 
 /// <summary>
@@ -106,7 +118,7 @@ public record struct DataRequestHeader(
             return null;
         }
         var op = (DataOp)source[5];
-        if (op is < DataOp.Hello or > DataOp.ReplicaPreserve)
+        if (op is < DataOp.Hello or > DataOp.ReplicaMaterialize)
         {
             problem = $"unknown operation {source[5]}";
             return null;
@@ -136,18 +148,18 @@ public record struct DataRequestHeader(
             return null;
         }
         var limit = op == DataOp.Hello ? MaxTicketBytes : maxPayload;
-        if (header.PayloadLength > limit || (op is DataOp.Read or DataOp.SnapshotRead or DataOp.Write or DataOp.ReplicaWrite && header.Length > maxPayload))
+        if (header.PayloadLength > limit || (op is DataOp.Read or DataOp.SnapshotRead or DataOp.Write or DataOp.ReplicaWrite or DataOp.Materialize or DataOp.ReplicaMaterialize && header.Length > maxPayload))
         {
             problem = $"a request of {Math.Max(header.PayloadLength, header.Length)} bytes; the limit is {(op == DataOp.Hello ? limit : maxPayload)}";
             return null;
         }
-        var carriesData = op is DataOp.Write or DataOp.ReplicaWrite or DataOp.Hello;
+        var carriesData = op is DataOp.Write or DataOp.ReplicaWrite or DataOp.Materialize or DataOp.ReplicaMaterialize or DataOp.Hello;
         if (!carriesData && header.PayloadLength != 0)
         {
             problem = $"{op} with a payload of {header.PayloadLength} bytes";
             return null;
         }
-        if (op is DataOp.Write or DataOp.ReplicaWrite && header.PayloadLength != header.Length)
+        if (op is DataOp.Write or DataOp.ReplicaWrite or DataOp.Materialize or DataOp.ReplicaMaterialize && header.PayloadLength != header.Length)
         {
             problem = $"a write of {header.Length} bytes with {header.PayloadLength} bytes of payload";
             return null;

@@ -201,3 +201,13 @@ public sealed class VolumeThrottledException : StorageException
 
     [Id(0)] public TimeSpan RetryAfter { get; private set; }
 }
+
+/// <summary>
+/// A clone's segment that was never written holds nothing of its own: its bytes are the parent
+/// snapshot's. The client library reads them there, or materializes the segment before a write.
+/// </summary>
+[GenerateSerializer, Alias("ostor.ReadThroughException")]
+public sealed class ReadThroughException : StorageException
+{
+    public ReadThroughException(string message) : base(message) { }
+}

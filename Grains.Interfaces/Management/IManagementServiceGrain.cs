@@ -65,6 +65,19 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task DeleteSnapshotAsync(string volumeName, string snapshotName);
 
+    /// <summary>
+    /// A new volume that reads through to the snapshot where it was never written; writable, of
+    /// the snapshot's size, with its own replication factor (docs/snapshots.md, "Clones").
+    /// </summary>
+    [Alias("CloneVolume")]
+    [Requires(Access.Admin, VolumeNameArgument = 2, SourceVolumeArgument = 0)]
+    Task<VolumeInfo> CloneVolumeAsync(string sourceVolume, string snapshotName, string name, int replicationFactor);
+
+    /// <summary>Cuts a clone's link to its parent snapshot; every segment must have been materialized first (the client library's flatten does that).</summary>
+    [Alias("FlattenVolume")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
+    Task<VolumeInfo> FlattenVolumeAsync(string name);
+
     [Alias("GetMap")]
     [Requires(Access.Authenticated)]
     [AlwaysInterleave]

@@ -105,6 +105,10 @@ public sealed record ClusterMap(
         return null;
     }
 
+    /// <summary>The clones whose parent is this snapshot (or, with <see cref="Guid.Empty"/>, any snapshot of the volume).</summary>
+    public IEnumerable<VolumeInfo> ClonesOf(Guid volumeId, Guid snapshotId) =>
+        Volumes.Where(v => v.Parent is { } parent && parent.VolumeId == volumeId && (snapshotId == Guid.Empty || parent.SnapshotId == snapshotId));
+
     /// <summary>The snapshot with this id and the volume it belongs to; null when no volume has it.</summary>
     public (VolumeInfo Volume, SnapshotInfo Snapshot)? FindSnapshot(Guid snapshotId)
     {
@@ -160,6 +164,12 @@ public sealed record SnapshotInfo(
     [property: Id(3)] DateTimeOffset Created,
     [property: Id(4)] long SizeBytes);
 
+/// <summary>The snapshot a clone was made from: its volume and its id.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.CloneParent")]
+public sealed record CloneParent(
+    [property: Id(0)] Guid VolumeId,
+    [property: Id(1)] Guid SnapshotId);
+
 public enum VolumeState
 {
     Active = 0,
@@ -167,6 +177,7 @@ public enum VolumeState
 
 /// <param name="Qos">Limits on the volume's I/O, for all its clients together; null: none.</param>
 /// <param name="Snapshots">The volume's snapshots, oldest first (ascending <see cref="SnapshotInfo.Epoch"/>).</param>
+/// <param name="Parent">For a clone: the snapshot it reads through to where it was never written; null once flattened, and for other volumes.</param>
 [GenerateSerializer, Immutable, Alias("ostor.VolumeInfo")]
 public sealed record VolumeInfo(
     [property: Id(0)] Guid VolumeId,
@@ -177,13 +188,18 @@ public sealed record VolumeInfo(
     [property: Id(5)] VolumeState State,
     [property: Id(6)] ImmutableArray<PlacementGroup> PlacementGroups,
     [property: Id(7)] VolumeQos? Qos = null,
-    [property: Id(8)] ImmutableArray<SnapshotInfo> Snapshots = default)
+    ImmutableArray<SnapshotInfo> Snapshots = default,
+    [property: Id(9)] CloneParent? Parent = null)
 {
+    /// <summary>Never a default array: a volume made without snapshots has an empty list.</summary>
+    [Id(8)]
+    public ImmutableArray<SnapshotInfo> Snapshots { get; init; } = Snapshots.IsDefault ? [] : Snapshots;
+
     public long SegmentCount => (SizeBytes + SegmentSizeBytes - 1) / SegmentSizeBytes;
 
     public SnapshotInfo? FindSnapshot(string name)
     {
-        foreach (var snapshot in Snapshots.IsDefault ? [] : Snapshots)
+        foreach (var snapshot in Snapshots)
         {
             if (string.Equals(snapshot.Name, name, StringComparison.Ordinal))
             {
@@ -195,7 +211,7 @@ public sealed record VolumeInfo(
 
     public SnapshotInfo? FindSnapshot(Guid snapshotId)
     {
-        foreach (var snapshot in Snapshots.IsDefault ? [] : Snapshots)
+        foreach (var snapshot in Snapshots)
         {
             if (snapshot.SnapshotId == snapshotId)
             {
@@ -209,7 +225,7 @@ public sealed record VolumeInfo(
     public SnapshotInfo? NewestSnapshotAt(long epoch)
     {
         SnapshotInfo? newest = null;
-        foreach (var snapshot in Snapshots.IsDefault ? [] : Snapshots)
+        foreach (var snapshot in Snapshots)
         {
             if (snapshot.Epoch <= epoch)
             {
@@ -226,7 +242,7 @@ public sealed record VolumeInfo(
     /// later snapshot's copy is the segment as it was at every earlier snapshot with no copy.)
     /// </summary>
     public IEnumerable<SnapshotInfo> ReadOrder(SnapshotInfo snapshot) =>
-        (Snapshots.IsDefault ? [] : Snapshots).Where(s => s.Epoch >= snapshot.Epoch);
+        Snapshots.Where(s => s.Epoch >= snapshot.Epoch);
 
     /// <summary>Segment <c>i</c> belongs to placement group <c>i mod N</c>.</summary>
     public PlacementGroup PlacementGroupOf(long segmentIndex) =>

@@ -59,7 +59,12 @@ internal sealed class AccessFilter(AccessControl access) : IIncomingGrainCallFil
             return principal.HoldsAny(level) ? null : $"call {method} (needs {Capability.LevelName(level)} on the volume)";
         }
         var volume = context.Request.GetArgument(rule.VolumeNameArgument) as string ?? "";
-        return principal.Allows(level, volume) ? null : $"call {method} on volume '{volume}' (needs {Capability.LevelName(level)} on it)";
+        if (!principal.Allows(level, volume))
+        {
+            return $"call {method} on volume '{volume}' (needs {Capability.LevelName(level)} on it)";
+        }
+        var source = rule.SourceVolumeArgument < 0 ? null : context.Request.GetArgument(rule.SourceVolumeArgument) as string ?? "";
+        return source is null || principal.Allows(CapabilityLevel.Read, source) ? null : $"call {method} from volume '{source}' (needs {Capability.LevelName(CapabilityLevel.Read)} on it)";
     }
 
     private static string Describe(MethodInfo? method) =>

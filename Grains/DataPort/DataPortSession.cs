@@ -180,6 +180,11 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
                     var trim = new SegmentTrim(request.Epoch, segment, request.Offset, request.Length, request.Version);
                     await (request.Op == DataOp.Trim ? door.TrimAsync(trim) : door.ReplicaTrimAsync(trim));
                     break;
+                case DataOp.Materialize:
+                case DataOp.ReplicaMaterialize:
+                    var image = new SegmentWrite(request.Epoch, segment, 0, payload.AsMemory(0, request.PayloadLength), false, request.Version);
+                    await (request.Op == DataOp.Materialize ? door.MaterializeAsync(image) : door.ReplicaMaterializeAsync(image));
+                    break;
                 case DataOp.ReplicaPreserve:
                     await door.ReplicaPreserveAsync(new SegmentPreserve(request.Epoch, segment, request.Version));
                     break;
@@ -242,7 +247,7 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
         {
             throw access.Refuse(new AccessDeniedException($"the ticket of {principal.Describe()} expired at {principal.Expires:u}; send a fresh one"));
         }
-        if (op is DataOp.ReplicaWrite or DataOp.ReplicaTrim or DataOp.ReplicaPreserve && !principal.IsHost)
+        if (op is DataOp.ReplicaWrite or DataOp.ReplicaTrim or DataOp.ReplicaPreserve or DataOp.ReplicaMaterialize && !principal.IsHost)
         {
             throw access.Refuse(principal.Denied($"send {op} (hosts only)"));
         }

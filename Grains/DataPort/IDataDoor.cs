@@ -29,4 +29,9 @@ internal interface IDataDoor
     Task<DataExtent[]> GetSnapshotAllocationAsync(SegmentRead request);
 
     Task ReplicaPreserveAsync(SegmentPreserve request);
+
+    /// <summary>A clone's segment's first contents, the whole segment from offset 0.</summary>
+    Task MaterializeAsync(SegmentWrite request);
+
+    Task ReplicaMaterializeAsync(SegmentWrite request);
 }

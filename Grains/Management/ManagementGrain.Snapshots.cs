@@ -29,6 +29,19 @@ public sealed partial class ManagementGrain
         await CommitAsync(ClusterMapTransitions.DeleteSnapshot(_map, volumeName, snapshotName), $"snapshot '{snapshotName}' of volume '{volumeName}' deleted");
     }
 
+    public async Task<VolumeInfo> CloneVolumeAsync(string sourceVolume, string snapshotName, string name, int replicationFactor)
+    {
+        var next = _transitions.CloneVolume(_map, sourceVolume, snapshotName, Guid.NewGuid(), name, replicationFactor);
+        await CommitAsync(next, $"volume '{name}' cloned from '{sourceVolume}@{snapshotName}' (factor {replicationFactor})");
+        return _map.FindVolume(name)!;
+    }
+
+    public async Task<VolumeInfo> FlattenVolumeAsync(string name)
+    {
+        await CommitAsync(ClusterMapTransitions.FlattenVolume(_map, name), $"clone '{name}' flattened: it no longer reads through to its parent");
+        return _map.FindVolume(name)!;
+    }
+
     /// <summary>
     /// How long until no primary of <paramref name="volume"/> serves an epoch before
     /// <paramref name="epoch"/>: asks each to adopt the map (bounded by <see cref="FenceAnswerTimeout"/>);

@@ -101,7 +101,7 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
         {
             throw new InvalidRequestException($"volume '{volumeName}' already has a snapshot named '{snapshotName}'");
         }
-        var snapshots = volume.Snapshots.IsDefault ? [] : volume.Snapshots;
+        var snapshots = volume.Snapshots;
         if (snapshots.Length >= MaxSnapshotsPerVolume)
         {
             throw new InvalidRequestException($"volume '{volumeName}' has {snapshots.Length} snapshots, the most a volume may have; delete one first");
@@ -116,7 +116,37 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
     {
         var volume = map.FindVolume(volumeName) ?? throw new VolumeNotFoundException(volumeName);
         var snapshot = volume.FindSnapshot(snapshotName) ?? throw new InvalidRequestException($"volume '{volumeName}' has no snapshot named '{snapshotName}'");
+        if (map.ClonesOf(volume.VolumeId, snapshot.SnapshotId).Select(c => c.Name).Order(StringComparer.Ordinal).ToList() is { Count: > 0 } clones)
+        {
+            throw new InvalidRequestException($"snapshot '{volumeName}@{snapshotName}' has clones that read through to it: {string.Join(", ", clones)}; flatten or delete them first");
+        }
         return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Replace(volume, volume with { Snapshots = volume.Snapshots.Remove(snapshot) }) };
+    }
+
+    /// <summary>A writable volume of the snapshot's size whose segments read through to the snapshot until first written.</summary>
+    public ClusterMap CloneVolume(ClusterMap map, string sourceVolume, string snapshotName, Guid volumeId, string name, int replicationFactor)
+    {
+        var source = map.FindVolume(sourceVolume) ?? throw new VolumeNotFoundException(sourceVolume);
+        var snapshot = source.FindSnapshot(snapshotName) ?? throw new InvalidRequestException($"volume '{sourceVolume}' has no snapshot named '{snapshotName}'");
+        var next = CreateVolume(map, volumeId, name, snapshot.SizeBytes, replicationFactor);
+        var created = next.FindVolume(volumeId)!;
+        // The parent's segment size, so that a clone's segment reads through to exactly one of the parent's.
+        if (created.SegmentSizeBytes != source.SegmentSizeBytes)
+        {
+            throw new InvalidRequestException($"volume '{sourceVolume}' has {source.SegmentSizeBytes}-byte segments, new volumes {created.SegmentSizeBytes}: a clone must match its parent");
+        }
+        return next with { Volumes = next.Volumes.Replace(created, created with { Parent = new CloneParent(source.VolumeId, snapshot.SnapshotId) }) };
+    }
+
+    /// <summary>The clone stops reading through to its parent: every segment is its own by now.</summary>
+    public static ClusterMap FlattenVolume(ClusterMap map, string name)
+    {
+        var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
+        if (volume.Parent is null)
+        {
+            return map;
+        }
+        return map with { Epoch = map.Epoch + 1, Volumes = map.Volumes.Replace(volume, volume with { Parent = null }) };
     }
 
     /// <summary>
@@ -126,6 +156,10 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
     public ClusterMap DeleteVolume(ClusterMap map, string name)
     {
         var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
+        if (map.ClonesOf(volume.VolumeId, Guid.Empty).Select(c => c.Name).Order(StringComparer.Ordinal).ToList() is { Count: > 0 } clones)
+        {
+            throw new InvalidRequestException($"volume '{name}' has clones that read through to its snapshots: {string.Join(", ", clones)}; flatten or delete them first");
+        }
         var epoch = map.Epoch + 1;
         var tombstone = new VolumeTombstone(volume.VolumeId, volume.Name, epoch, [.. map.Hosts.Select(h => h.HostId)]);
         return map with { Epoch = epoch, Volumes = map.Volumes.Remove(volume), Tombstones = map.Tombstones.Add(tombstone) };

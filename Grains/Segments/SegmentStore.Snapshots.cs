@@ -142,6 +142,40 @@ public sealed partial class SegmentStore
         return false;
     }
 
+    /// <summary>
+    /// Replaces the segment with <paramref name="data"/> (the whole segment from offset 0) and
+    /// <paramref name="version"/>, durably; blocks of zeros stay holes. A clone's materialization.
+    /// </summary>
+    public Task InstallDenseAsync(SegmentAddress segment, int segmentSize, ReadOnlyMemory<byte> data, long version)
+    {
+        var extents = new List<DataExtent>();
+        var span = data.Span;
+        for (var at = 0; at < span.Length; at += BlockChecksums.BlockSize)
+        {
+            var length = Math.Min(BlockChecksums.BlockSize, span.Length - at);
+            if (!span.Slice(at, length).ContainsAnyExcept((byte)0))
+            {
+                continue;
+            }
+            if (extents.Count > 0 && extents[^1].Offset + extents[^1].Length == at)
+            {
+                extents[^1] = extents[^1] with { Length = extents[^1].Length + length };
+            }
+            else
+            {
+                extents.Add(new DataExtent(at, length));
+            }
+        }
+        var bytes = new byte[extents.Sum(e => e.Length)];
+        var packed = 0;
+        foreach (var extent in extents)
+        {
+            span.Slice(extent.Offset, extent.Length).CopyTo(bytes.AsSpan(packed));
+            packed += extent.Length;
+        }
+        return InstallImageAsync(segment, segmentSize, [.. extents], bytes, version);
+    }
+
     /// <summary>Bytes the segment's file takes on disk (holes do not count); 0 when it has none.</summary>
     public long AllocatedBytes(SegmentAddress segment) => HasFile(segment) ? AllocatedBytes(SegmentPath(segment)) : 0;
 

@@ -59,6 +59,10 @@ public sealed partial class StorageServerGrain
 
         public Task ReplicaPreserveAsync(SegmentPreserve request) => Run(() => grain.ReplicaPreserveAsync(request));
 
+        public Task MaterializeAsync(SegmentWrite request) => Run(() => grain.MaterializeAsync(request));
+
+        public Task ReplicaMaterializeAsync(SegmentWrite request) => Run(() => grain.ReplicaMaterializeAsync(request));
+
         private Task Run(Func<Task> work) => Run(async () =>
         {
             await work();

@@ -115,9 +115,11 @@ public sealed partial class StorageServerGrain
         var (volume, _, segment) = await AdmitSnapshotAsync(request);
         await qos.WaitAsync(volume.VolumeId, write: false, request.Length);
         using var turn = await _writeOrder.EnterAsync(segment, request.Offset, request.Length);
+        var source = SnapshotSource(volume, request);
+        ThrowIfReadsThrough(volume, source);
         try
         {
-            await store.ReadAsync(SnapshotSource(volume, request), volume.SegmentSizeBytes, request.Offset, destination);
+            await store.ReadAsync(source, volume.SegmentSizeBytes, request.Offset, destination);
         }
         catch (CorruptBlocksException bad)
         {
@@ -129,7 +131,9 @@ public sealed partial class StorageServerGrain
     {
         var (volume, _, segment) = await AdmitSnapshotAsync(request);
         using var turn = await _writeOrder.EnterAsync(segment, request.Offset, request.Length);
-        return store.DataExtents(SnapshotSource(volume, request), volume.SegmentSizeBytes, request.Offset, request.Length);
+        var source = SnapshotSource(volume, request);
+        ThrowIfReadsThrough(volume, source);
+        return store.DataExtents(source, volume.SegmentSizeBytes, request.Offset, request.Length);
     }
 
     /// <summary>A snapshot read's admission: the volume's primary, lease and capability, as a read of the volume.</summary>

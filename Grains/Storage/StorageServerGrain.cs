@@ -112,6 +112,7 @@ public sealed partial class StorageServerGrain(
 
     private async Task ReadAdmittedAsync(SegmentRead request, VolumeInfo volume, Memory<byte> buffer)
     {
+        ThrowIfReadsThrough(volume, request.Segment);
         try
         {
             await store.ReadAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, buffer);
@@ -127,6 +128,7 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Read, "read the allocation of");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        ThrowIfReadsThrough(volume, request.Segment);
         return store.DataExtents(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length);
     }
 
@@ -141,6 +143,7 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Write, "write");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Data.Length);
+        ThrowIfReadsThrough(volume, request.Segment);
         // Before the write turn: a write held back by its volume's limits holds up no other.
         await qos.WaitAsync(volume.VolumeId, write: true, request.Data.Length);
         await PreserveForSnapshotAsync(request.Segment, request.Epoch);
@@ -161,6 +164,7 @@ public sealed partial class StorageServerGrain(
         var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Write, "trim");
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
+        ThrowIfReadsThrough(volume, request.Segment);
         await qos.WaitAsync(volume.VolumeId, write: true, bytes: 0);
         await PreserveForSnapshotAsync(request.Segment, request.Epoch);
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);

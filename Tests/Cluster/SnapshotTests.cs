@@ -157,6 +157,73 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         await fixture.Client.DeleteVolumeAsync("snap-bad");
     }
 
+    [SkippableFact]
+    public async Task A_clone_reads_through_copies_up_on_first_write_and_flattens_online()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("clone-src", 12L * Segment, 2);
+        var source = await fixture.Client.OpenVolumeAsync("clone-src");
+        var original = Replicas.RandomBytes(9 * Segment, seed: 41);
+        await source.WriteAsync(0, original);
+        await fixture.Client.CreateSnapshotAsync("clone-src", "gold");
+        await source.WriteAsync(0, Replicas.RandomBytes(Segment, seed: 42)); // the source moves on; the snapshot does not
+
+        var cloneInfo = await fixture.Client.CloneVolumeAsync("clone-src@gold", "clone-a", 3);
+        Assert.Equal(12L * Segment, cloneInfo.SizeBytes);
+        Assert.Equal(3, cloneInfo.ReplicationFactor);
+        var clone = await fixture.Client.OpenVolumeAsync("clone-a");
+        var expected = new byte[12 * Segment];
+        original.CopyTo(expected, 0);
+        var read = new byte[expected.Length];
+        await clone.ReadAsync(0, read);
+        Assert.True(expected.AsSpan().SequenceEqual(read), "a fresh clone does not read as its snapshot");
+        Assert.Equal([(0L, 9L * Segment)], await clone.GetAllocationAsync(0, 12 * Segment));
+
+        // A small write copies its segment up first: the rest of that segment still holds the snapshot's bytes.
+        var patch = Replicas.RandomBytes(5000, seed: 43);
+        await clone.WriteAsync((3L * Segment) + 100, patch);
+        await clone.TrimAsync(5L * Segment, Segment);
+        patch.CopyTo(expected, (3 * Segment) + 100);
+        Array.Clear(expected, 5 * Segment, Segment);
+        await clone.ReadAsync(0, read);
+        Assert.True(expected.AsSpan().SequenceEqual(read), "the clone lost its own writes or the snapshot's bytes around them");
+        await AssertSnapshotHoldsAsync("clone-src@gold", [.. original, .. new byte[3 * Segment]]);
+        var cloneMap = (await fixture.Management.GetMapAsync()).FindVolume("clone-a")!;
+        await Replicas.AssertAllHoldAsync(fixture, cloneMap, 3L * Segment, expected.AsMemory(3 * Segment, Segment));
+
+        // The snapshot cannot go while the clone reads through to it, nor can its volume.
+        await AssertRefusedAsync(() => fixture.Client.DeleteSnapshotAsync("clone-src", "gold"), "has clones that read through to it: clone-a");
+        await AssertRefusedAsync(() => fixture.Client.DeleteVolumeAsync("clone-src"), "has clones that read through to its snapshots: clone-a");
+
+        // A snapshot of the clone, then flatten: the clone and its snapshot keep their bytes without the parent.
+        await fixture.Client.CreateSnapshotAsync("clone-a", "c1");
+        var copied = await fixture.Client.FlattenAsync("clone-a");
+        Assert.Equal(12 - 2, copied); // segments 3 and 5 were copied up by the write and the trim
+        Assert.Null((await fixture.Management.GetMapAsync()).FindVolume("clone-a")!.Parent);
+        await fixture.Client.DeleteSnapshotAsync("clone-src", "gold");
+        await fixture.Client.DeleteVolumeAsync("clone-src");
+        await clone.ReadAsync(0, read);
+        Assert.True(expected.AsSpan().SequenceEqual(read), "the flattened clone changed");
+        await AssertSnapshotHoldsAsync("clone-a@c1", expected);
+        await fixture.Client.DeleteVolumeAsync("clone-a");
+    }
+
+    [SkippableFact]
+    public async Task Bad_clone_requests_get_one_clear_error_and_change_nothing()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("clone-bad", 4L * Segment, 1);
+        await fixture.Client.CreateSnapshotAsync("clone-bad", "s");
+        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+        await AssertRefusedAsync(() => fixture.Client.CloneVolumeAsync("clone-bad", "x", 1), "names no snapshot");
+        await AssertRefusedAsync(() => fixture.Client.CloneVolumeAsync("clone-bad@nope", "x", 1), "has no snapshot named 'nope'");
+        await AssertRefusedAsync(() => fixture.Client.CloneVolumeAsync("clone-bad@s", "clone-bad", 1), "a volume named 'clone-bad' already exists");
+        await AssertRefusedAsync(() => fixture.Client.CloneVolumeAsync("clone-bad@s", "x", 4), "replication factor 4 is out of range");
+        await AssertRefusedAsync(() => fixture.Client.FlattenAsync("clone-bad"), "is not a clone");
+        Assert.Equal(epoch, (await fixture.Management.GetMapAsync()).Epoch);
+        await fixture.Client.DeleteVolumeAsync("clone-bad");
+    }
+
     private const string SegmentStoreOwnerFile = Segments.SegmentStore.SnapshotOwnerFileName;
 
     private static async Task AssertRefusedAsync(Func<Task> action, string expected)
