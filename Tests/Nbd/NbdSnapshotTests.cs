@@ -95,6 +95,47 @@ public sealed class NbdSnapshotTests(StorageClusterFixture fixture) : IAsyncLife
         await RunAsync("qemu-img", "compare", "-f", "raw", "-F", "raw", atSnapshot, Uri(_volume));
     }
 
+    [SkippableFact]
+    public async Task A_clone_written_through_nbd_leaves_its_parent_and_snapshot_unchanged()
+    {
+        fixture.SkipIfUnavailable();
+        Require("qemu-img", "qemu-utils");
+        Require("qemu-io", "qemu-utils");
+        Require("nbdinfo", "libnbd-bin");
+        await RunAsync("qemu-io", "-f", "raw", "-c", "write -P 0x55 0 6M", "-c", "flush", Uri(_volume));
+        await fixture.Client.CreateSnapshotAsync(_volume, "base");
+        var clone = _volume + "-clone";
+        await fixture.Client.CloneVolumeAsync($"{_volume}@base", clone, 1);
+        try
+        {
+            var volumeBefore = Path.Combine(_scratch, "volume.raw");
+            await RunAsync("qemu-img", "convert", "-f", "raw", "-O", "raw", Uri(_volume), volumeBefore);
+            await RunAsync("qemu-img", "compare", "-f", "raw", "-F", "raw", volumeBefore, Uri(clone)); // a fresh clone reads as its snapshot
+
+            await RunAsync("qemu-io", "-f", "raw", "-c", "write -P 0x66 2M 64k", "-c", "write -P 0x77 16M 1M", "-c", "discard 4M 1M", "-c", "flush", Uri(clone));
+            var check = await RunAsync("qemu-io", "-f", "raw",
+                "-c", "read -P 0x55 0 2M", "-c", "read -P 0x66 2M 64k", "-c", "read -P 0x55 2112k 1984k", "-c", "read -P 0 4M 1M",
+                "-c", "read -P 0x55 5M 1M", "-c", "read -P 0x77 16M 1M", Uri(clone));
+            Assert.DoesNotContain("Pattern verification failed", check, StringComparison.Ordinal);
+            await RunAsync("qemu-img", "compare", "-f", "raw", "-F", "raw", volumeBefore, Uri(_volume));
+            await RunAsync("qemu-img", "compare", "-f", "raw", "-F", "raw", volumeBefore, Uri($"{_volume}@base"));
+
+            // The clone's allocation: the parent's data it reads through to, its own writes, the hole it punched.
+            var map = await RunAsync("nbdinfo", "--map", Uri(clone));
+            var data = map.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                .Where(parts => parts[2] == "0")
+                .Select(parts => (long.Parse(parts[0]), long.Parse(parts[1])))
+                .ToList();
+            Assert.Equal([(0L, 4L << 20), (5L << 20, 1L << 20), (16L << 20, 1L << 20)], data);
+        }
+        finally
+        {
+            await fixture.Client.DeleteVolumeAsync(clone);
+            await fixture.Client.DeleteSnapshotAsync(_volume, "base");
+        }
+    }
+
     private async Task<string> RunAsync(string program, params string[] arguments) =>
         (await ExternalProgram.RunAsync(program, arguments)).All;
 
