@@ -31,6 +31,18 @@ public sealed class ClusterRestartTests(RestartClusterFixture fixture)
         var data3 = Replicas.RandomBytes(20 * Segment, seed: 3);
         await one.WriteAsync(Segment / 3, data1);
         await three.WriteAsync(2 * Segment + 7, data3);
+        // A snapshot taken before an overwrite, and a clone of it written to: all must survive too.
+        await fixture.Client.CreateSnapshotAsync("kept-3", "before");
+        await three.WriteAsync(2 * Segment + 7, Replicas.RandomBytes(3 * Segment, seed: 4));
+        await fixture.Client.CloneVolumeAsync("kept-3@before", "kept-clone", 2);
+        var clonePatch = Replicas.RandomBytes(Segment / 2, seed: 5);
+        await (await fixture.Client.OpenVolumeAsync("kept-clone")).WriteAsync(5 * Segment, clonePatch);
+        var snapshotImage = new byte[24 * Segment];
+        data3.CopyTo(snapshotImage, 2 * Segment + 7);
+        var cloneImage = (byte[])snapshotImage.Clone();
+        clonePatch.CopyTo(cloneImage, 5 * Segment);
+        var current3 = (byte[])snapshotImage.Clone();
+        Replicas.RandomBytes(3 * Segment, seed: 4).CopyTo(current3, 2 * Segment + 7);
         var mapBefore = await fixture.Management.GetMapAsync();
 
         // Kill every silo (no graceful shutdown), then start three new ones, which take the
@@ -59,17 +71,21 @@ public sealed class ClusterRestartTests(RestartClusterFixture fixture)
         Assert.All(mapAfter.Hosts, h => Assert.Equal(HostState.Up, h.State));
         // Every group keeps its replicas (the primary may have moved among them).
         Assert.Equal(
-            mapBefore.Volumes.Select(v => (v.VolumeId, v.Name, v.SizeBytes, Placement(v))),
-            mapAfter.Volumes.Select(v => (v.VolumeId, v.Name, v.SizeBytes, Placement(v))));
+            mapBefore.Volumes.Select(v => (v.VolumeId, v.Name, v.SizeBytes, Placement(v), string.Join(",", v.Snapshots), v.Parent)),
+            mapAfter.Volumes.Select(v => (v.VolumeId, v.Name, v.SizeBytes, Placement(v), string.Join(",", v.Snapshots), v.Parent)));
 
         await using var client = await OstorClient.AttachAsync(fixture.Cluster.Client);
         var back1 = new byte[data1.Length];
         await (await client.OpenVolumeAsync("kept-1")).ReadAsync(Segment / 3, back1);
         Assert.True(data1.AsSpan().SequenceEqual(back1), "kept-1 lost data across the restart");
-        var back3 = new byte[data3.Length];
-        await (await client.OpenVolumeAsync("kept-3")).ReadAsync(2 * Segment + 7, back3);
-        Assert.True(data3.AsSpan().SequenceEqual(back3), "kept-3 lost data across the restart");
-        await Replicas.AssertAllHoldAsync(fixture, mapAfter.FindVolume("kept-3")!, 2 * Segment + 7, data3);
+        foreach (var (name, image) in new[] { ("kept-3", current3), ("kept-3@before", snapshotImage), ("kept-clone", cloneImage) })
+        {
+            var back = new byte[image.Length];
+            await (await client.OpenVolumeAsync(name)).ReadAsync(0, back);
+            Assert.True(image.AsSpan().SequenceEqual(back), $"{name} lost data across the restart");
+        }
+        await Replicas.AssertAllHoldAsync(fixture, mapAfter.FindVolume("kept-3")!, 0, current3);
+        await Replicas.AssertSnapshotCopiesIdenticalAsync(fixture, mapAfter.FindVolume("kept-3")!);
     }
 
     private static string Placement(VolumeInfo volume) =>

@@ -85,6 +85,50 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
         }
     }
 
+    [SkippableFact]
+    public async Task Snapshot_and_clone_data_survive_a_host_going_out_and_being_re_replicated()
+    {
+        fixture.SkipIfUnavailable();
+        fixture.SetGracePeriod(TimeSpan.FromSeconds(4));
+        var eventually = new Eventually(output);
+        await eventually.MapAsync(() => fixture.Management.GetMapAsync(), Eventually.Healthy, "a healthy cluster before the test");
+        var client = fixture.Client;
+        await client.CreateVolumeAsync("rerep-f2", 16L * Segment, 2);
+        var volume = await client.OpenVolumeAsync("rerep-f2");
+        var first = Replicas.RandomBytes(16 * Segment, seed: 61);
+        await volume.WriteAsync(0, first);
+        await client.CreateSnapshotAsync("rerep-f2", "one");
+        var second = (byte[])first.Clone();
+        Replicas.RandomBytes(6 * Segment, seed: 62).CopyTo(second, 3 * Segment);
+        await volume.WriteAsync(3L * Segment, second.AsMemory(3 * Segment, 6 * Segment));
+        await client.CreateSnapshotAsync("rerep-f2", "two");
+        await volume.WriteAsync(0, Replicas.RandomBytes(16 * Segment, seed: 63));
+        await client.CloneVolumeAsync("rerep-f2@one", "rerep-clone", 2);
+        var clone = (byte[])first.Clone();
+        Replicas.RandomBytes(100_000, seed: 64).CopyTo(clone, 7 * Segment);
+        await (await client.OpenVolumeAsync("rerep-clone")).WriteAsync(7L * Segment, clone.AsMemory(7 * Segment, 100_000));
+
+        var victim = await fixture.PickVictimAsync();
+        await fixture.KillHostAsync(victim);
+        var recovered = await eventually.MapAsync(() => fixture.Management.GetMapAsync(),
+            m => m.FindHost(victim)!.State == HostState.Out && Eventually.GroupsFull(m), $"'{victim}' Out and every group back at full factor", TimeSpan.FromSeconds(120));
+
+        foreach (var (name, image) in new[] { ("rerep-f2@one", first), ("rerep-f2@two", second), ("rerep-clone", clone) })
+        {
+            var back = new byte[image.Length];
+            await (await client.OpenVolumeAsync(name)).ReadAsync(0, back);
+            Assert.True(image.AsSpan().SequenceEqual(back), $"{name} changed when '{victim}' went out");
+        }
+        // The new replicas were given every snapshot copy, not only the volumes' own segments.
+        await Replicas.AssertSnapshotCopiesIdenticalAsync(fixture, recovered.FindVolume("rerep-f2")!);
+
+        Assert.Equal(victim, await fixture.StartSiloAsync(victim));
+        await eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
+        await client.DeleteVolumeAsync("rerep-clone");
+        await client.DeleteSnapshotAsync("rerep-f2", "one");
+        await client.DeleteVolumeAsync("rerep-f2");
+    }
+
     /// <summary>Writes the writer's slots over and over in a seeded order; each write carries (slot, sequence) in every 8 bytes.</summary>
     private static async Task WriteAsync(OstorClient client, string volumeName, int writer, int seed, ConcurrentBag<WriteRecord> records, CancellationToken stop)
     {
