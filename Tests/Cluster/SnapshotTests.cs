@@ -224,6 +224,63 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         await fixture.Client.DeleteVolumeAsync("clone-bad");
     }
 
+    [SkippableFact]
+    public async Task A_hundred_snapshots_of_a_volume_changed_one_percent_between_each_hold_one_percent_each_and_free_it_on_delete()
+    {
+        fixture.SkipIfUnavailable();
+        const int Segments = 1024; // 1 GiB of 1 MiB segments
+        const int ChangedPerRound = 10; // 1 %
+        await fixture.Client.CreateVolumeAsync("snap-space", (long)Segments * Segment, 1);
+        var volume = await fixture.Client.OpenVolumeAsync("snap-space");
+        var data = Replicas.RandomBytes(4 * Segment, seed: 71);
+        for (var at = 0L; at < Segments; at += 4)
+        {
+            await volume.WriteAsync(at * Segment, data);
+        }
+        var random = new Random(72);
+        for (var round = 0; round < 100; round++)
+        {
+            await fixture.Client.CreateSnapshotAsync("snap-space", $"s{round:D3}");
+            foreach (var segment in Enumerable.Range(0, Segments).OrderBy(_ => random.Next()).Take(ChangedPerRound))
+            {
+                await volume.WriteAsync((long)segment * Segment, data.AsMemory(round % 4 * Segment, Segment));
+            }
+        }
+
+        var info = (await fixture.Management.GetMapAsync()).FindVolume("snap-space")!;
+        var sizes = info.Snapshots.Select(s => SnapshotBytesOnHosts(info, s.SnapshotId)).ToList();
+        output.WriteLine($"100 snapshots of 1 GiB, 1 % changed between each: per snapshot min {sizes.Min() / 1048576.0:0.0} MiB, max {sizes.Max() / 1048576.0:0.0} MiB, all {sizes.Sum() / 1048576.0:0.0} MiB");
+        Assert.All(sizes, bytes => Assert.InRange(bytes, ChangedPerRound * (long)Segment * 9 / 10, ChangedPerRound * (long)Segment * 11 / 10));
+
+        foreach (var snapshot in info.Snapshots)
+        {
+            await fixture.Client.DeleteSnapshotAsync("snap-space", snapshot.Name);
+        }
+        long left = -1;
+        await new Eventually(output).UntilAsync(
+            () => Task.FromResult((left = info.Snapshots.Sum(s => SnapshotBytesOnHosts(info, s.SnapshotId))) == 0),
+            "every snapshot's copies freed", TimeSpan.FromSeconds(60), () => $"{left} bytes left");
+        await fixture.Client.DeleteVolumeAsync("snap-space");
+    }
+
+    /// <summary>What a snapshot's own copies take on the disks of the volume's hosts (allocated blocks of their segment files).</summary>
+    private long SnapshotBytesOnHosts(VolumeInfo volume, Guid snapshotId)
+    {
+        long bytes = 0;
+        foreach (var host in volume.PlacementGroups.SelectMany(pg => pg.Replicas).Distinct())
+        {
+            var directory = Path.Combine(fixture.DataDirectoryOf(host), "volumes", snapshotId.ToString("N"));
+            if (Directory.Exists(directory))
+            {
+                bytes += Directory.EnumerateFiles(directory, "*.seg").Sum(file => AllocatedBytes(file));
+            }
+        }
+        return bytes;
+    }
+
+    private static long AllocatedBytes(string path) =>
+        long.Parse(ExternalProgram.RunAsync("stat", ["-c", "%b", path]).GetAwaiter().GetResult().Stdout.Trim()) * 512;
+
     private const string SegmentStoreOwnerFile = Segments.SegmentStore.SnapshotOwnerFileName;
 
     private static async Task AssertRefusedAsync(Func<Task> action, string expected)
