@@ -1,19 +1,33 @@
 using System.Globalization;
 using BenchmarkDotNet.Running;
 using OrleansStorage.Benchmarks.EndToEnd;
+using OrleansStorage.Client.Library;
 
 // Benchmarks e2e [--quick] [--runtime SECONDS] [--size MiB] [--out DIR] [--gateway host:port,...]
 //   the fio comparison of infra/bench (raw file, nbdkit, our volumes at factor 1..3)
 // Benchmarks micro [BenchmarkDotNet arguments, e.g. --filter '*SegmentStore*']
 //   the hot-path microbenchmarks
+// Benchmarks snapshots [--quick] [--gateway host:port,...]
+//   snapshot create latency (idle and under fio), copy-on-write write latency, flatten throughput
 if (args.Length > 0 && args[0] == "micro")
 {
     BenchmarkSwitcher.FromAssembly(typeof(FioComparison).Assembly).Run(args[1..]);
     return 0;
 }
+if (args.Length > 0 && args[0] == "snapshots")
+{
+    var quick = args.Contains("--quick");
+    var snapshotOptions = new OstorClientOptions { PkiDirectory = Environment.GetEnvironmentVariable("OSTOR_PKI") ?? "" };
+    snapshotOptions.Gateways.Clear();
+    foreach (var gateway in (Environment.GetEnvironmentVariable("OSTOR_GATEWAY") ?? "127.0.0.1:30000").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+    {
+        snapshotOptions.Gateways.Add(gateway);
+    }
+    return await new SnapshotBench(quick ? 64L << 20 : 256L << 20, TimeSpan.FromSeconds(quick ? 5 : 15), snapshotOptions).RunAsync();
+}
 if (args.Length == 0 || args[0] != "e2e")
 {
-    Console.Error.WriteLine("usage: Benchmarks e2e [--quick] [--runtime S] [--size MiB] [--out DIR] [--gateway host:port,...] | Benchmarks micro [BenchmarkDotNet args] (run through infra/bench)");
+    Console.Error.WriteLine("usage: Benchmarks e2e [--quick] [--runtime S] [--size MiB] [--out DIR] [--gateway host:port,...] | Benchmarks micro [BenchmarkDotNet args] | Benchmarks snapshots [--quick] (run through infra/bench)");
     return 2;
 }
 var runtime = TimeSpan.FromSeconds(10);
