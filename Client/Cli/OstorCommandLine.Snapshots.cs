@@ -71,10 +71,11 @@ public static partial class OstorCommandLine
 
         var rollbackVolume = new Argument<string>("VOLUME") { Description = "Volume name" };
         var rollbackName = new Argument<string>("SNAPSHOT") { Description = "Snapshot to go back to" };
-        var rollback = new Command("rollback", "Make the volume hold what the snapshot holds (only what changed is rewritten); stop its writers first") { rollbackVolume, rollbackName };
+        var force = new Option<bool>("--force") { Description = "Roll back even while an NBD client has the volume open for writing" };
+        var rollback = new Command("rollback", "Make the volume hold what the snapshot holds (only what changed is rewritten); refused while it is open for writing") { rollbackVolume, rollbackName, force };
         rollback.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
-            var bytes = await client.RollbackAsync(parse.GetValue(rollbackVolume)!, parse.GetValue(rollbackName)!, cancellationToken: ct);
+            var bytes = await client.RollbackAsync(parse.GetValue(rollbackVolume)!, parse.GetValue(rollbackName)!, parse.GetValue(force), cancellationToken: ct);
             Console.WriteLine($"volume '{parse.GetValue(rollbackVolume)}' rolled back to '{parse.GetValue(rollbackName)}': {ByteSize.Format(bytes)} rewritten");
         }));
         snapshot.Add(rollback);

@@ -106,13 +106,32 @@ public sealed partial class OstorClient
         return ranges;
     }
 
+    /// <summary>Registers <paramref name="holder"/> as having the volume open for writing, until the result is disposed.</summary>
+    public VolumeWriter HoldOpenForWriting(string volumeName, string holder) => new(this, volumeName, holder);
+
+    internal Task HoldWriterAsync(string volumeName, string holder, bool open) =>
+        ManagementAsync(async m =>
+        {
+            await m.HoldWriterAsync(volumeName, holder, open);
+            return true;
+        }, idempotent: true);
+
+    /// <summary>Who has the volume open for writing now (NBD connections, programs that said so).</summary>
+    public Task<string[]> GetWritersAsync(string volumeName) => ManagementAsync(m => m.GetWritersAsync(volumeName), idempotent: true);
+
     /// <summary>
     /// Makes the volume hold what the snapshot holds again: every range that differs is rewritten
     /// from the snapshot (its holes trimmed), through the ordinary write path, so every replica
-    /// and every later snapshot stay right. Returns the bytes rewritten.
+    /// and every later snapshot stay right. Returns the bytes rewritten. Refused while anyone has
+    /// the volume open for writing, unless <paramref name="force"/>.
     /// </summary>
-    public async Task<long> RollbackAsync(string volumeName, string snapshotName, Action<long>? progress = null, CancellationToken cancellationToken = default)
+    public async Task<long> RollbackAsync(string volumeName, string snapshotName, bool force = false, Action<long>? progress = null, CancellationToken cancellationToken = default)
     {
+        var writers = await GetWritersAsync(volumeName);
+        if (writers.Length > 0 && !force)
+        {
+            throw new InvalidRequestException($"volume '{volumeName}' is open for writing by {string.Join(", ", writers)}: stop them first, or roll back under them with --force");
+        }
         var volume = await OpenVolumeAsync(volumeName);
         var snapshot = await OpenVolumeAsync(volumeName + VolumeHandle.SnapshotSeparator + snapshotName);
         var ranges = await DiffAsync(volumeName, snapshotName);

@@ -105,6 +105,8 @@ internal sealed class NbdConnection : IAsyncDisposable
             if (chosen)
             {
                 NbdLog.Connected(_logger, _remote, _tlsClient ?? "(plain text)", _volume!.Name, _exportSize, _structuredReplies);
+                // A rollback is refused while this connection may write the volume.
+                await using var writer = _readOnly ? null : _exports.HoldOpenForWriting(_volume.VolumeName, $"NBD client {_remote} ({_tlsClient ?? "plain text"}) of {Environment.MachineName}");
                 await TransmitAsync(requests.Token);
             }
             clean = true;

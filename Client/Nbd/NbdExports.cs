@@ -61,6 +61,9 @@ public sealed class NbdExports(OstorClient client, IReadOnlyCollection<string> r
         }
     }
 
+    /// <summary>Tells the cluster a connection has the volume open for writing, until disposed.</summary>
+    public VolumeWriter HoldOpenForWriting(string volumeName, string holder) => client.HoldOpenForWriting(volumeName, holder);
+
     /// <summary>Served read-only: the client may read the volume but not write it.</summary>
     public static bool IsReadOnlyFor(ClientGrant? grant, VolumeHandle volume) =>
         volume.IsReadOnly || (grant is not null && !grant.Allows(CapabilityLevel.Write, volume.VolumeName));

@@ -78,6 +78,22 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task<VolumeInfo> FlattenVolumeAsync(string name);
 
+    /// <summary>
+    /// A client holds the volume open for writing (the NBD export does, per connection), or with
+    /// <paramref name="open"/> false no longer does. Renewed while it lasts; forgotten when not
+    /// renewed for a while. Kept in memory: after a failover the renewals fill it again.
+    /// </summary>
+    [Alias("HoldWriter")]
+    [Requires(Access.Write, VolumeNameArgument = 0)]
+    [AlwaysInterleave]
+    Task HoldWriterAsync(string volumeName, string holder, bool open);
+
+    /// <summary>Who holds the volume open for writing now (what <see cref="HoldWriterAsync"/> heard).</summary>
+    [Alias("GetWriters")]
+    [Requires(Access.Read, VolumeNameArgument = 0)]
+    [AlwaysInterleave]
+    Task<string[]> GetWritersAsync(string volumeName);
+
     [Alias("GetMap")]
     [Requires(Access.Authenticated)]
     [AlwaysInterleave]

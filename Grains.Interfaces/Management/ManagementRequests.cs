@@ -51,3 +51,13 @@ public sealed record MapRecoveryReport(
 public sealed record SnapshotTaken(
     [property: Id(0)] SnapshotInfo Snapshot,
     [property: Id(1)] TimeSpan SettleFor);
+
+/// <summary>How holders of a volume open for writing keep the management service told (<see cref="IManagementServiceGrain.HoldWriterAsync"/>).</summary>
+public static class VolumeWriters
+{
+    /// <summary>How often a holder renews.</summary>
+    public static readonly TimeSpan RenewInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>A holder not renewed for this long is forgotten: three renewals missed.</summary>
+    public static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(30);
+}

@@ -42,6 +42,32 @@ public sealed partial class ManagementGrain
         return _map.FindVolume(name)!;
     }
 
+    private readonly Dictionary<(string Volume, string Holder), DateTimeOffset> _writers = [];
+
+    public Task HoldWriterAsync(string volumeName, string holder, bool open)
+    {
+        var now = Now;
+        foreach (var stale in _writers.Where(w => w.Value <= now).Select(w => w.Key).ToList())
+        {
+            _writers.Remove(stale);
+        }
+        if (open)
+        {
+            _writers[(volumeName, holder)] = now + VolumeWriters.LeaseTime;
+        }
+        else
+        {
+            _writers.Remove((volumeName, holder));
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task<string[]> GetWritersAsync(string volumeName)
+    {
+        var now = Now;
+        return Task.FromResult(_writers.Where(w => w.Key.Volume == volumeName && w.Value > now).Select(w => w.Key.Holder).Order(StringComparer.Ordinal).ToArray());
+    }
+
     /// <summary>
     /// How long until no primary of <paramref name="volume"/> serves an epoch before
     /// <paramref name="epoch"/>: asks each to adopt the map (bounded by <see cref="FenceAnswerTimeout"/>);

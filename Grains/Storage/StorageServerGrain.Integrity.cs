@@ -22,10 +22,10 @@ public sealed partial class StorageServerGrain
 
     public async Task<SegmentData> ReadForRepairAsync(SegmentRead request)
     {
-        var (volume, _) = await AdmitAsync(request.Epoch, request.Segment, ReplicaRole.Member);
+        var (volume, head) = await AdmitSegmentOrCopyAsync(request.Epoch, request.Segment);
         EpochGate.CheckRange(volume, request.Segment.SegmentIndex, request.Offset, request.Length);
-        using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
-        AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
+        using var turn = await _writeOrder.EnterAsync(head, request.Offset, request.Length);
+        AdmitCurrent(request.Epoch, head, ReplicaRole.Member);
         var buffer = new byte[request.Length];
         try
         {
@@ -40,39 +40,75 @@ public sealed partial class StorageServerGrain
 
     public async Task<SegmentCheck> CheckSegmentAsync(long epoch, SegmentAddress segment)
     {
-        var (volume, _) = await AdmitAsync(epoch, segment, ReplicaRole.Member);
-        using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
-        AdmitCurrent(epoch, segment, ReplicaRole.Member);
+        var (volume, head) = await AdmitSegmentOrCopyAsync(epoch, segment);
+        using var turn = await _writeOrder.EnterAsync(head, 0, volume.SegmentSizeBytes);
+        AdmitCurrent(epoch, head, ReplicaRole.Member);
         return await store.CheckAsync(segment, volume.SegmentSizeBytes);
     }
 
     public async Task RepairBlocksAsync(BlockRepair repair)
     {
-        var (volume, _) = await AdmitAsync(repair.Epoch, repair.Segment, ReplicaRole.Member);
+        var (volume, head) = await AdmitSegmentOrCopyAsync(repair.Epoch, repair.Segment);
         var offset = repair.FirstBlock * BlockChecksums.BlockSize;
         EpochGate.CheckRange(volume, repair.Segment.SegmentIndex, offset, repair.Bytes.Length);
-        using var turn = await _writeOrder.EnterAsync(repair.Segment, offset, repair.Bytes.Length);
-        AdmitCurrent(repair.Epoch, repair.Segment, ReplicaRole.Member);
+        using var turn = await _writeOrder.EnterAsync(head, offset, repair.Bytes.Length);
+        AdmitCurrent(repair.Epoch, head, ReplicaRole.Member);
         await store.RepairBlocksAsync(repair.Segment, volume.SegmentSizeBytes, repair.FirstBlock, repair.Bytes);
     }
 
+    /// <summary>
+    /// As the primary: the segment's replicas compared (deep: block by block, else by version),
+    /// then each snapshot's copies of the segment the same way, all under the segment's turn.
+    /// </summary>
     public async Task<SegmentScrub> ScrubSegmentAsync(long epoch, SegmentAddress segment, bool repair, bool deep)
     {
         var (volume, _) = await AdmitAsync(epoch, segment, ReplicaRole.Primary);
         access.Demand(volume, CapabilityLevel.Admin, "verify");
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
-        var (_, group) = AdmitCurrent(epoch, segment, ReplicaRole.Primary);
-        return deep
+        var (current, group) = AdmitCurrent(epoch, segment, ReplicaRole.Primary);
+        var result = deep
             ? await ScrubUnderTurnAsync(volume, group, segment, repair)
             : await CompareVersionsUnderTurnAsync(volume, group, segment, repair);
+        foreach (var snapshot in current.Snapshots)
+        {
+            var copy = new SegmentAddress(snapshot.SnapshotId, segment.SegmentIndex);
+            var versions = await CompareVersionsUnderTurnAsync(volume, group, copy, repair, $"snapshot '{snapshot.Name}': ");
+            var blocks = deep && versions.Problems.IsEmpty && store.HasFile(copy) ? await ScrubUnderTurnAsync(volume, group, copy, repair, $"snapshot '{snapshot.Name}': ") : null;
+            result = result with
+            {
+                BytesChecked = result.BytesChecked + (blocks?.BytesChecked ?? 0),
+                Problems = [.. result.Problems, .. versions.Problems, .. blocks?.Problems ?? []],
+                BlocksRepaired = result.BlocksRepaired + (blocks?.BlocksRepaired ?? 0),
+                BlocksLost = result.BlocksLost + (blocks?.BlocksLost ?? 0),
+            };
+        }
+        return result;
     }
 
     public Task<TimeSpan> TimeSinceClientRequestAsync() => Task.FromResult(clock.GetElapsedTime(_lastClientRequest));
 
+    /// <summary>A segment's version here; for a snapshot's copy, its copy's version (<see cref="SnapshotCopyVersions.NoCopy"/> when there is none).</summary>
     public async Task<long> GetSegmentVersionAsync(long epoch, SegmentAddress segment)
     {
-        await AdmitAsync(epoch, segment, ReplicaRole.Member);
-        return store.Version(segment);
+        var (_, head) = await AdmitSegmentOrCopyAsync(epoch, segment);
+        return VersionHere(head, segment);
+    }
+
+    private long VersionHere(SegmentAddress head, SegmentAddress address) =>
+        head == address ? store.Version(address) : CopyVersion(address.VolumeId, address.SegmentIndex);
+
+    /// <summary>
+    /// A replica-side request that names a segment, or a snapshot's copy of one (by the
+    /// snapshot's id): admitted as that segment of its volume (its group, its write turn).
+    /// </summary>
+    private async Task<(VolumeInfo Volume, SegmentAddress Head)> AdmitSegmentOrCopyAsync(long epoch, SegmentAddress address)
+    {
+        await CheckEpochAsync(epoch);
+        var head = _map.FindVolume(address.VolumeId) is null && _map.FindSnapshot(address.VolumeId) is { } found
+            ? new SegmentAddress(found.Volume.VolumeId, address.SegmentIndex)
+            : address;
+        var (volume, _) = await AdmitAsync(epoch, head, ReplicaRole.Member);
+        return (volume, head);
     }
 
     /// <summary>
@@ -80,14 +116,14 @@ public sealed partial class StorageServerGrain
     /// write turn), every acting replica must hold the primary's write version. One that does not
     /// (or whose version is unknown) missed a write: with <paramref name="repair"/> it is resynced.
     /// </summary>
-    private async Task<SegmentScrub> CompareVersionsUnderTurnAsync(VolumeInfo volume, PlacementGroup group, SegmentAddress segment, bool repair)
+    private async Task<SegmentScrub> CompareVersionsUnderTurnAsync(VolumeInfo volume, PlacementGroup group, SegmentAddress segment, bool repair, string what = "")
     {
         var epoch = _map.Epoch;
-        var mine = store.Version(segment);
+        var mine = VersionHere(new SegmentAddress(volume.VolumeId, segment.SegmentIndex), segment);
         var problems = new List<string>();
         if (mine == SegmentVersions.Unknown)
         {
-            problems.Add($"{_hostId}: the primary's write version is unknown (a suspect segment after an unclean shutdown)");
+            problems.Add($"{what}{_hostId}: the primary's write version is unknown (a suspect segment after an unclean shutdown)");
         }
         foreach (var hostId in group.Replicas.Skip(1))
         {
@@ -98,14 +134,14 @@ public sealed partial class StorageServerGrain
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                problems.Add($"{hostId}: not checked ({ex.Message})");
+                problems.Add($"{what}{hostId}: not checked ({ex.Message})");
                 continue;
             }
             if (theirs == mine && theirs != SegmentVersions.Unknown)
             {
                 continue;
             }
-            problems.Add($"{hostId}: write version {Describe(theirs)} differs from the primary's {Describe(mine)}" + (repair ? "; resync requested" : ""));
+            problems.Add($"{what}{hostId}: write version {Describe(theirs)} differs from the primary's {Describe(mine)}" + (repair ? "; resync requested" : ""));
             if (repair)
             {
                 await Management.ReportReplicaFailedAsync(new ReplicaFailure(volume.VolumeId, group.Index, hostId, _hostId, "a light scrub found its write version differing from the primary's", epoch));
@@ -117,11 +153,11 @@ public sealed partial class StorageServerGrain
         }
         return new SegmentScrub(segment, group.Replicas.Length, 0, [.. problems], 0, 0);
 
-        static string Describe(long version) => version == SegmentVersions.Unknown ? "unknown" : $"{version >> SegmentVersions.EpochShift}.{version & 0xffffffff}";
+        static string Describe(long version) => version == SegmentVersions.Unknown ? "unknown" : version == SnapshotCopyVersions.NoCopy ? "(no copy)" : $"{version >> SegmentVersions.EpochShift}.{version & 0xffffffff}";
     }
 
     /// <summary>A scrub of one segment; the caller holds the segment's whole write turn, so the copies hold still.</summary>
-    private async Task<SegmentScrub> ScrubUnderTurnAsync(VolumeInfo volume, PlacementGroup group, SegmentAddress segment, bool repair)
+    private async Task<SegmentScrub> ScrubUnderTurnAsync(VolumeInfo volume, PlacementGroup group, SegmentAddress segment, bool repair, string what = "")
     {
         var epoch = _map.Epoch;
         var problems = new List<string>();
@@ -134,11 +170,11 @@ public sealed partial class StorageServerGrain
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                problems.Add($"{hostId}: not checked ({ex.Message})");
+                problems.Add($"{what}{hostId}: not checked ({ex.Message})");
             }
         }
         var plan = ScrubPlanner.Plan(_hostId, copies);
-        problems.AddRange(ScrubPlanner.Describe(plan.Findings));
+        problems.AddRange(ScrubPlanner.Describe(plan.Findings).Select(finding => what + finding));
         var repaired = 0;
         if (repair)
         {
@@ -165,7 +201,7 @@ public sealed partial class StorageServerGrain
         }
         if (plan.LostBlocks.Count > 0)
         {
-            problems.Add($"{plan.LostBlocks.Count} block(s) from block {plan.LostBlocks[0]} have no good copy on any replica");
+            problems.Add($"{what}{plan.LostBlocks.Count} block(s) from block {plan.LostBlocks[0]} have no good copy on any replica");
         }
         if (problems.Count > 0)
         {

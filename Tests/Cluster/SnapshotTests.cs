@@ -281,6 +281,37 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
     private static long AllocatedBytes(string path) =>
         long.Parse(ExternalProgram.RunAsync("stat", ["-c", "%b", path]).GetAwaiter().GetResult().Stdout.Trim()) * 512;
 
+    [SkippableFact]
+    public async Task Verify_checks_every_replicas_snapshot_copies_and_repair_rewrites_a_bad_one()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateVolumeAsync("snap-verify", 4L * Segment, 2);
+        var volume = await fixture.Client.OpenVolumeAsync("snap-verify");
+        var original = Replicas.RandomBytes(4 * Segment, seed: 81);
+        await volume.WriteAsync(0, original);
+        var snapshot = await fixture.Client.CreateSnapshotAsync("snap-verify", "v");
+        await volume.WriteAsync(0, Replicas.RandomBytes(4 * Segment, seed: 82)); // every segment copied for it
+        Assert.Empty((await volume.ScrubAsync(repair: false)).Problems);
+
+        // One bit flipped in a replica's copy of segment 1, behind its storage server's back.
+        var group = volume.Info.PlacementGroupOf(1);
+        var path = Path.Combine(fixture.DataDirectoryOf(group.Replicas[1]), "volumes", snapshot.SnapshotId.ToString("N"), "0000000001.seg");
+        await using (var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite))
+        {
+            file.Position = 12345;
+            var b = file.ReadByte();
+            file.Position = 12345;
+            file.WriteByte((byte)(b ^ 0x10));
+        }
+        var found = await volume.ScrubAsync(repair: false);
+        Assert.Contains(found.Problems, p => p.Contains("snapshot 'v'", StringComparison.Ordinal) && p.Contains(group.Replicas[1], StringComparison.Ordinal));
+        var repaired = await volume.ScrubAsync(repair: true);
+        Assert.True(repaired.BlocksRepaired >= 1, string.Join("; ", repaired.Problems));
+        Assert.Empty((await volume.ScrubAsync(repair: false)).Problems);
+        await AssertSnapshotHoldsAsync("snap-verify@v", original);
+        await fixture.Client.DeleteVolumeAsync("snap-verify");
+    }
+
     private const string SegmentStoreOwnerFile = Segments.SegmentStore.SnapshotOwnerFileName;
 
     private static async Task AssertRefusedAsync(Func<Task> action, string expected)

@@ -5,6 +5,7 @@ using OrleansStorage.Client.Nbd;
 using OrleansStorage.Tests.Infrastructure;
 using static OrleansStorage.Tests.Nbd.NbdClientTools;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace OrleansStorage.Tests.Nbd;
 
@@ -14,7 +15,7 @@ namespace OrleansStorage.Tests.Nbd;
 /// rollback makes the volume compare equal again.
 /// </summary>
 [Collection(StorageClusterCollection.Name)]
-public sealed class NbdSnapshotTests(StorageClusterFixture fixture) : IAsyncLifetime
+public sealed class NbdSnapshotTests(StorageClusterFixture fixture, ITestOutputHelper output) : IAsyncLifetime
 {
     private const long VolumeSize = 32L << 20;
     private readonly string _volume = "nbdsnap-" + Guid.NewGuid().ToString("N")[..10];
@@ -134,6 +135,33 @@ public sealed class NbdSnapshotTests(StorageClusterFixture fixture) : IAsyncLife
             await fixture.Client.DeleteVolumeAsync(clone);
             await fixture.Client.DeleteSnapshotAsync(_volume, "base");
         }
+    }
+
+    [SkippableFact]
+    public async Task Rollback_is_refused_while_an_nbd_client_has_the_volume_open_for_writing_unless_forced()
+    {
+        fixture.SkipIfUnavailable();
+        await fixture.Client.CreateSnapshotAsync(_volume, "r");
+        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+        await using (var writer = await NbdTestClient.ConnectAsync(_server!.LocalEndpoint))
+        {
+            await writer.GoAsync(_volume);
+            await new Eventually(output).UntilAsync(
+                async () => (await fixture.Client.GetWritersAsync(_volume)).Length == 1, "the NBD connection registered as a writer");
+            var refused = await Assert.ThrowsAsync<Errors.InvalidRequestException>(() => fixture.Client.RollbackAsync(_volume, "r"));
+            Assert.Contains($"volume '{_volume}' is open for writing by NBD client 127.0.0.1:", refused.Message, StringComparison.Ordinal);
+            Assert.Equal(epoch, (await fixture.Management.GetMapAsync()).Epoch);
+            await fixture.Client.RollbackAsync(_volume, "r", force: true);
+
+            // A read-only connection (the snapshot) is no writer.
+            await using var reader = await NbdTestClient.ConnectAsync(_server!.LocalEndpoint);
+            await reader.GoAsync($"{_volume}@r");
+            Assert.Single(await fixture.Client.GetWritersAsync(_volume));
+        }
+        await new Eventually(output).UntilAsync(
+            async () => (await fixture.Client.GetWritersAsync(_volume)).Length == 0, "the writer gone with its connection");
+        await fixture.Client.RollbackAsync(_volume, "r");
+        await fixture.Client.DeleteSnapshotAsync(_volume, "r");
     }
 
     private async Task<string> RunAsync(string program, params string[] arguments) =>
