@@ -1,4 +1,5 @@
 using OrleansStorage.Errors;
+using OrleansStorage.Management;
 using OrleansStorage.Maps;
 
 namespace OrleansStorage.Client.Library;
@@ -20,8 +21,14 @@ public sealed partial class OstorClient
         if (taken.SettleFor > TimeSpan.Zero)
         {
             // A primary did not confirm the new map (it may be dead or cut off): until its lease on
-            // the older one runs out it might still admit a write that would land before the snapshot.
+            // the older one runs out it might still admit a write that would land before the
+            // snapshot. The volume's writers stay paused until then.
             await Task.Delay(taken.SettleFor);
+            await ManagementAsync(async m =>
+            {
+                await m.ResumeWritersAsync(volume);
+                return true;
+            }, idempotent: true);
         }
         await Maps.RefreshAsync(taken.Snapshot.Epoch);
         return taken.Snapshot;
@@ -161,6 +168,96 @@ public sealed partial class OstorClient
         }
         await volume.FlushAsync(cancellationToken);
         return done;
+    }
+
+    /// <summary>This client's writes in flight per volume, paused around snapshots of the volume.</summary>
+    internal VolumeWriteGates Gates { get; } = new();
+
+    private readonly Lock _watchLock = new();
+    private readonly HashSet<string> _watched = new(StringComparer.Ordinal);
+    private IVolumeWriterObserver? _gatesReference;
+    private Task? _watchRenewals;
+    private readonly CancellationTokenSource _watchStop = new();
+
+    /// <summary>How long a writer told to start paused waits for its resume at most.</summary>
+    private static readonly TimeSpan StartPausedFor = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// Before this client's first write to a volume: the management service learns that it writes
+    /// the volume, so that it pauses this client's writes around a snapshot. Best effort: with the
+    /// management service unreachable the writes go on, unprotected from being split.
+    /// </summary>
+    internal async ValueTask WatchWritesAsync(VolumeInfo volume)
+    {
+        IVolumeWriterObserver observer;
+        lock (_watchLock)
+        {
+            if (_watched.Contains(volume.Name))
+            {
+                return;
+            }
+            observer = _gatesReference ??= _cluster.CreateObjectReference<IVolumeWriterObserver>(Gates);
+        }
+        try
+        {
+            if (await ManagementAsync(m => m.WatchWritesAsync(volume.Name, observer), idempotent: false))
+            {
+                Gates.StartPaused(volume.VolumeId, StartPausedFor);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            return; // asked again on the next write
+        }
+        lock (_watchLock)
+        {
+            _watched.Add(volume.Name);
+            _watchRenewals ??= RenewWatchesAsync(observer);
+        }
+    }
+
+    private async Task RenewWatchesAsync(IVolumeWriterObserver observer)
+    {
+        using var timer = new PeriodicTimer(VolumeWriters.RenewInterval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(_watchStop.Token))
+            {
+                List<string> volumes;
+                lock (_watchLock)
+                {
+                    volumes = [.. _watched];
+                }
+                foreach (var volume in volumes)
+                {
+                    try
+                    {
+                        await ManagementAsync(m => m.WatchWritesAsync(volume, observer), idempotent: false);
+                    }
+                    catch (Exception ex) when (ex is not OperationCanceledException)
+                    {
+                        // The next renewal tries again; meanwhile the registration may lapse.
+                    }
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private async Task StopWatchingWritesAsync()
+    {
+        await _watchStop.CancelAsync();
+        if (_watchRenewals is not null)
+        {
+            await _watchRenewals;
+        }
+        if (_gatesReference is not null)
+        {
+            _cluster.DeleteObjectReference<IVolumeWriterObserver>(_gatesReference);
+        }
+        _watchStop.Dispose();
     }
 
     /// <summary>A writable clone of <c>VOL@SNAP</c>: it reads the snapshot where it was never written.</summary>

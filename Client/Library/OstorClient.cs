@@ -396,6 +396,7 @@ public sealed partial class OstorClient : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await StopWatchingWritesAsync();
         await Data.DisposeAsync();
         if (_tickets is not null)
         {

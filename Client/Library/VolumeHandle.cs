@@ -75,6 +75,9 @@ public sealed class VolumeHandle
     {
         ThrowIfReadOnly("write");
         var volume = CheckRange(offset, data.Length);
+        await _client.WatchWritesAsync(volume);
+        // Counted in flight, and held while a snapshot of the volume is being taken: whole in it or not at all.
+        using var pass = await _client.Gates.EnterAsync(VolumeId, cancellationToken);
         var slices = SegmentSplitter.Split(offset, data.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
         await ForEachSliceAsync(slices, (slice, map, primary) => MaterializingAsync(map, primary, slice, () =>
             _client.SendDataAsync(map, primary, Request(DataOp.Write, map, slice, forceUnitAccess), data.Slice(slice.BufferOffset, slice.Length)), cancellationToken),
@@ -86,6 +89,8 @@ public sealed class VolumeHandle
     {
         ThrowIfReadOnly("trim");
         var volume = CheckRange(offset, length);
+        await _client.WatchWritesAsync(volume);
+        using var pass = await _client.Gates.EnterAsync(VolumeId, cancellationToken);
         for (long done = 0; done < length; done += int.MaxValue / 2)
         {
             var part = (int)Math.Min(length - done, int.MaxValue / 2);

@@ -88,6 +88,22 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task HoldWriterAsync(string volumeName, string holder, bool open);
 
+    /// <summary>
+    /// A client writes the volume and can be asked to pause around a snapshot
+    /// (<see cref="IVolumeWriterObserver"/>); renewed like <see cref="HoldWriterAsync"/>. True when a
+    /// snapshot of the volume is being taken right now: the client starts paused.
+    /// </summary>
+    [Alias("WatchWrites")]
+    [Requires(Access.Write, VolumeNameArgument = 0)]
+    [AlwaysInterleave]
+    Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer);
+
+    /// <summary>Lets the volume's paused writers go on: the snapshot's creator calls it once it waited out <see cref="SnapshotTaken.SettleFor"/>.</summary>
+    [Alias("ResumeWriters")]
+    [Requires(Access.Admin, VolumeNameArgument = 0)]
+    [AlwaysInterleave]
+    Task ResumeWritersAsync(string volumeName);
+
     /// <summary>Who holds the volume open for writing now (what <see cref="HoldWriterAsync"/> heard).</summary>
     [Alias("GetWriters")]
     [Requires(Access.Read, VolumeNameArgument = 0)]

@@ -83,6 +83,9 @@ internal static partial class Log
     [LoggerMessage(1018, LogLevel.Warning, "Host {HostId} could not drop the copies of a deleted snapshot; the next map change tries again")]
     public static partial void SnapshotDropFailed(ILogger logger, Exception exception, string hostId);
 
+    [LoggerMessage(1114, LogLevel.Warning, "A writer of volume {Volume} did not pause for a snapshot ({Reason}); its writes in flight may be split by it")]
+    public static partial void WriterQuiesceFailed(ILogger logger, string volume, string reason);
+
     [LoggerMessage(1105, LogLevel.Warning, "Host {HostId} has no live silo in cluster membership; marking it Down")]
     public static partial void HostLeft(ILogger logger, string hostId);
 

@@ -17,12 +17,105 @@ public sealed partial class ManagementGrain
     /// </summary>
     public async Task<SnapshotTaken> CreateSnapshotAsync(string volumeName, string snapshotName)
     {
-        var next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
-        await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
-        var volume = _map.FindVolume(volumeName)!;
-        var snapshot = volume.FindSnapshot(snapshotName)!;
-        return new SnapshotTaken(snapshot, await FenceOlderEpochsAsync(volume, snapshot.Epoch));
+        // Bad input is refused before any writer is paused.
+        _ = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
+        var volumeId = _map.FindVolume(volumeName)!.VolumeId;
+        _quiescing.Add(volumeName);
+        var settled = false;
+        try
+        {
+            await QuiesceWritersAsync(volumeName, volumeId);
+            var next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
+            await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
+            var volume = _map.FindVolume(volumeName)!;
+            var snapshot = volume.FindSnapshot(snapshotName)!;
+            var settleFor = await FenceOlderEpochsAsync(volume, snapshot.Epoch);
+            // With a primary still to wait out, the writers stay paused until the creator has
+            // waited too and calls ResumeWritersAsync (or they give up waiting on their own).
+            settled = settleFor == TimeSpan.Zero;
+            return new SnapshotTaken(snapshot, settleFor);
+        }
+        catch
+        {
+            settled = true;
+            throw;
+        }
+        finally
+        {
+            if (settled)
+            {
+                _quiescing.Remove(volumeName);
+                ResumeWriters(volumeName, volumeId);
+            }
+        }
     }
+
+    public Task ResumeWritersAsync(string volumeName)
+    {
+        _quiescing.Remove(volumeName);
+        if (_map.FindVolume(volumeName) is { } volume)
+        {
+            ResumeWriters(volumeName, volume.VolumeId);
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// Asks every client that writes the volume to hold new writes and let its writes in flight
+    /// finish, all at once; one that does not answer in time (dead, cut off) is not waited for.
+    /// </summary>
+    private async Task QuiesceWritersAsync(string volumeName, Guid volumeId)
+    {
+        await Task.WhenAll(WatchersOf(volumeName).Select(async observer =>
+        {
+            try
+            {
+                await observer.QuiesceAsync(volumeId, WriterDrainTime, WriterHoldLimit).WaitAsync(WriterDrainTime + TimeSpan.FromSeconds(0.5));
+            }
+            catch (Exception ex)
+            {
+                Log.WriterQuiesceFailed(logger, volumeName, ex.Message);
+            }
+        }));
+    }
+
+    private void ResumeWriters(string volumeName, Guid volumeId)
+    {
+        foreach (var observer in WatchersOf(volumeName))
+        {
+            observer.ResumeAsync(volumeId).Ignore(); // one that misses it resumes on its own after WriterHoldLimit
+        }
+    }
+
+    private List<IVolumeWriterObserver> WatchersOf(string volumeName)
+    {
+        var now = Now;
+        return [.. _watchers.Where(w => w.Key.Volume == volumeName && w.Value.Expires > now).Select(w => w.Value.Observer)];
+    }
+
+    public Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer)
+    {
+        var now = Now;
+        foreach (var stale in _watchers.Where(w => w.Value.Expires <= now).Select(w => w.Key).ToList())
+        {
+            _watchers.Remove(stale);
+        }
+        _watchers[(volumeName, observer.GetGrainId())] = (now + VolumeWriters.LeaseTime, observer);
+        return Task.FromResult(_quiescing.Contains(volumeName));
+    }
+
+    /// <summary>
+    /// How long a snapshot waits for its volume's writes in flight to finish. A write stuck longer
+    /// is waiting for a dead host; it is not waited for (and may be split). Short enough that the
+    /// whole create stays within a client's request timeout (5 s).
+    /// </summary>
+    public static readonly TimeSpan WriterDrainTime = TimeSpan.FromSeconds(2);
+
+    /// <summary>How long a paused writer waits for its resume before it goes on by itself: past any lease the creator may wait out.</summary>
+    private static readonly TimeSpan WriterHoldLimit = TimeSpan.FromSeconds(20);
+
+    private readonly Dictionary<(string Volume, GrainId Observer), (DateTimeOffset Expires, IVolumeWriterObserver Observer)> _watchers = [];
+    private readonly HashSet<string> _quiescing = new(StringComparer.Ordinal);
 
     public async Task DeleteSnapshotAsync(string volumeName, string snapshotName)
     {

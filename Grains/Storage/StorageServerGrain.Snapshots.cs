@@ -276,6 +276,7 @@ public sealed partial class StorageServerGrain
     }
 
     private Task _snapshotDrops = Task.CompletedTask;
+    private bool _snapshotsSwept;
 
     /// <summary>One drop after another: two at once could pass a copy to a snapshot the other is dropping.</summary>
     private void DropDeletedSnapshotsInBackground()

@@ -511,7 +511,11 @@ public sealed partial class StorageServerGrain(
             RemoveGroups(volume, released);
         }
         PurgeTombstoned(map);
-        DropDeletedSnapshotsInBackground();
+        if (!_snapshotsSwept || previous.Volumes.Any(v => v.Snapshots.Any(s => map.FindVolume(v.VolumeId)?.FindSnapshot(s.SnapshotId) is null)))
+        {
+            _snapshotsSwept = true; // once per activation (a drop cut short by a crash), then when a snapshot goes
+            DropDeletedSnapshotsInBackground();
+        }
         if (_activated && previous.IsUnformed)
         {
             // The first map after a recovery (this server activated on an empty database).

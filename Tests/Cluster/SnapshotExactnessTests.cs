@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using OrleansStorage.Client.Library;
+using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Tests.Infrastructure;
 using Xunit;
@@ -13,16 +14,28 @@ namespace OrleansStorage.Tests.Cluster;
 /// Snapshots are exact to the epoch: under a load of writers, with snapshots taken every second
 /// and a host killed and restarted meanwhile, each snapshot holds every write acknowledged before
 /// its create was sent, none sent after the create returned, and each write whole or not at all;
-/// every replica holds the same copies. Seeded (OSTOR_SNAPSHOT_SEED replays a run's slot order).
+/// every replica holds the same copies. Half the writes cross a segment boundary: the client pauses
+/// them around each snapshot, so they too are whole. Seeded (OSTOR_SNAPSHOT_SEED replays a run's slot order).
 /// </summary>
 [Collection(FailureClusterCollection.Name)]
 public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestOutputHelper output)
 {
     private const int Segment = StorageClusterFixture.SegmentSize;
     private const int SlotSize = 16 * 1024; // four blocks: a torn write would show
-    private const int SegmentsPerVolume = 8;
-    private const int SlotsPerVolume = SegmentsPerVolume * Segment / SlotSize;
+    private const int SegmentsPerVolume = 16;
     private const int WritersPerVolume = 4;
+
+    /// <summary>
+    /// Where each slot lies: one across every segment boundary (a write of it is two requests, to
+    /// two primaries: the case a snapshot could split), then four inside each segment.
+    /// </summary>
+    private static readonly long[] Slots =
+    [
+        .. Enumerable.Range(1, SegmentsPerVolume - 1).Select(b => ((long)b * Segment) - (SlotSize / 2)),
+        .. Enumerable.Range(0, SegmentsPerVolume).SelectMany(s => Enumerable.Range(1, 4).Select(k => ((long)s * Segment) + (k * 4L * SlotSize))),
+    ];
+
+    private static int SlotsPerVolume => Slots.Length;
     private const int MinimumRounds = 6;
 
     /// <summary>One write: which slot, its sequence number in that slot, when it was sent and acknowledged (Stopwatch ticks; 0: never).</summary>
@@ -63,7 +76,8 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
         output.WriteLine($"{victim} restarted");
         await Task.Delay(TimeSpan.FromSeconds(4));
         // A create waits out a dead primary's lease, so rounds are slow while it is dead: go on to enough of them.
-        await new Eventually(output).UntilAsync(() => Task.FromResult(snapshots.Count >= volumes.Length * MinimumRounds), $"{MinimumRounds} rounds of snapshots");
+        await new Eventually(output).UntilAsync(() => Task.FromResult(snapshots.Count >= volumes.Length * MinimumRounds), $"{MinimumRounds} rounds of snapshots",
+            TimeSpan.FromSeconds(120), () => string.Join("; ", snapshots.OrderBy(t => t.Sent).Select(t => $"{t.Volume}@{t.Name} {Stopwatch.GetElapsedTime(t.Sent, t.Returned).TotalMilliseconds:0} ms")));
         stop.Cancel();
         await taker;
         await Task.WhenAll(writers);
@@ -74,12 +88,14 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
         {
             var taken = snapshots.Where(s => s.Volume == name).OrderBy(s => s.Sent).ToList();
             var written = writes[name].GroupBy(w => w.Slot).ToDictionary(g => g.Key, g => g.OrderBy(w => w.Sequence).ToList());
-            output.WriteLine($"{name}: {taken.Count} snapshots, {writes[name].Count} writes ({writes[name].Count(w => w.Acknowledged == 0)} not acknowledged)");
+            output.WriteLine($"{name}: {taken.Count} snapshots (create took {string.Join(", ", taken.Select(t => $"{Stopwatch.GetElapsedTime(t.Sent, t.Returned).TotalMilliseconds:0}"))} ms), {writes[name].Count} writes ({writes[name].Count(w => w.Acknowledged == 0)} not acknowledged)");
             Assert.True(taken.Count >= MinimumRounds, $"{name}: only {taken.Count} snapshots were taken");
+            var splits = 0;
             foreach (var snapshot in taken)
             {
-                await CheckSnapshotAsync(client, snapshot, written);
+                splits += await CheckSnapshotAsync(client, snapshot, written);
             }
+            output.WriteLine($"{name}: {splits} writes split by a snapshot while their host was dead (allowed), every other write whole");
             await Replicas.AssertSnapshotCopiesIdenticalAsync(fixture, map.FindVolume(name)!);
             await client.DeleteVolumeAsync(name);
         }
@@ -134,19 +150,23 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
     {
         var volume = await client.OpenVolumeAsync(volumeName);
         var random = new Random(HashCode.Combine(seed, volumeName.Length, writer));
-        var slots = Enumerable.Range(0, SlotsPerVolume).Where(s => s % WritersPerVolume == writer).ToArray();
+        var owned = Enumerable.Range(0, SlotsPerVolume).Where(s => s % WritersPerVolume == writer).ToArray();
+        var crossing = owned.Where(s => s < SegmentsPerVolume - 1).ToArray();
+        var inside = owned.Where(s => s >= SegmentsPerVolume - 1).ToArray();
         var sequence = new Dictionary<int, int>();
         var data = new byte[SlotSize];
         while (!stop.IsCancellationRequested)
         {
-            var slot = slots[random.Next(slots.Length)];
+            // Half the writes cross a segment boundary.
+            var from = random.Next(2) == 0 && crossing.Length > 0 ? crossing : inside;
+            var slot = from[random.Next(from.Length)];
             var next = sequence[slot] = sequence.GetValueOrDefault(slot) + 1;
             Fill(data, slot, next);
             var sent = Stopwatch.GetTimestamp();
             long acknowledged = 0;
             try
             {
-                await volume.WriteAsync((long)slot * SlotSize, data);
+                await volume.WriteAsync(Slots[slot], data);
                 acknowledged = Stopwatch.GetTimestamp();
             }
             catch (Exception)
@@ -157,7 +177,7 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
         }
     }
 
-    private static async Task TakeSnapshotsAsync(OstorClient client, string[] volumes, ConcurrentBag<SnapshotRecord> records, CancellationToken stop)
+    private async Task TakeSnapshotsAsync(OstorClient client, string[] volumes, ConcurrentBag<SnapshotRecord> records, CancellationToken stop)
     {
         for (var round = 0; !stop.IsCancellationRequested; round++)
         {
@@ -165,39 +185,78 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
             {
                 var name = $"t{round}";
                 var sent = Stopwatch.GetTimestamp();
-                await client.CreateSnapshotAsync(volume, name);
-                records.Add(new SnapshotRecord(volume, name, sent, Stopwatch.GetTimestamp()));
+                try
+                {
+                    await client.CreateSnapshotAsync(volume, name);
+                    records.Add(new SnapshotRecord(volume, name, sent, Stopwatch.GetTimestamp()));
+                }
+                catch (Exception ex) when (ex is TimeoutException or Errors.StorageException)
+                {
+                    // Not reported taken (it may exist or not): it is not judged.
+                    output.WriteLine($"{volume}@{name}: create failed after {Stopwatch.GetElapsedTime(sent).TotalMilliseconds:0} ms: {ex.Message}");
+                }
             }));
             await Task.Delay(TimeSpan.FromSeconds(1), CancellationToken.None);
         }
     }
 
-    private static async Task CheckSnapshotAsync(OstorClient client, SnapshotRecord snapshot, Dictionary<int, List<WriteRecord>> written)
+    /// <summary>
+    /// Each slot of the snapshot holds one write (or none), within the bounds of its create. A slot
+    /// that crosses a segment boundary may hold two writes, one per segment, only if the newer one
+    /// was still in flight when the snapshot stopped waiting for it (its host was dead): the
+    /// documented exception (docs/snapshots.md). Returns how many such splits it saw.
+    /// </summary>
+    private static async Task<int> CheckSnapshotAsync(OstorClient client, SnapshotRecord snapshot, Dictionary<int, List<WriteRecord>> written)
     {
         var image = await client.OpenVolumeAsync($"{snapshot.Volume}@{snapshot.Name}");
         var bytes = new byte[image.SizeBytes];
         await image.ReadAsync(0, bytes);
+        var name = $"{snapshot.Volume}@{snapshot.Name}";
+        var splits = 0;
         for (var slot = 0; slot < SlotsPerVolume; slot++)
         {
-            var held = bytes.AsSpan(slot * SlotSize, SlotSize);
-            var first = BinaryPrimitives.ReadInt64LittleEndian(held);
-            for (var at = 8; at < SlotSize; at += 8)
-            {
-                Assert.True(BinaryPrimitives.ReadInt64LittleEndian(held[at..]) == first,
-                    $"{snapshot.Volume}@{snapshot.Name} slot {slot}: torn, bytes {at}.. differ from the slot's first write");
-            }
-            var sequence = first == 0 ? 0 : (int)(first & 0xFFFFFFFF);
-            Assert.True(first == 0 || (int)(first >> 32) == slot + 1, $"{snapshot.Volume}@{snapshot.Name} slot {slot}: holds another slot's data ({first:x})");
             var history = written.GetValueOrDefault(slot) ?? [];
-            // Every write acknowledged before the create was sent is in it (writes of a slot go one after another).
-            var atLeast = history.Where(w => w.Acknowledged != 0 && w.Acknowledged < snapshot.Sent).Select(w => w.Sequence).DefaultIfEmpty(0).Max();
-            Assert.True(sequence >= atLeast, $"{snapshot.Volume}@{snapshot.Name} slot {slot}: holds write {sequence}, but write {atLeast} was acknowledged before the snapshot was asked for");
-            if (sequence > 0)
+            var held = bytes.AsSpan((int)Slots[slot], SlotSize);
+            // The slot's parts in each segment are judged on their own; a crossing slot has two.
+            var cut = (int)Math.Min(SlotSize, Segment - (Slots[slot] % Segment));
+            var parts = cut == SlotSize ? new[] { Part(held, slot, 0, SlotSize) } : new[] { Part(held, slot, 0, cut), Part(held, slot, cut, SlotSize) };
+            foreach (var sequence in parts)
             {
-                var write = history.SingleOrDefault(w => w.Sequence == sequence);
-                Assert.True(write is not null, $"{snapshot.Volume}@{snapshot.Name} slot {slot}: holds write {sequence}, which was never sent");
-                Assert.True(write.Sent <= snapshot.Returned, $"{snapshot.Volume}@{snapshot.Name} slot {slot}: holds write {sequence}, sent after the snapshot's create returned");
+                CheckBounds(name, slot, sequence, history, snapshot);
             }
+            if (parts.Length == 2 && parts[0] != parts[1])
+            {
+                var newer = history.Single(w => w.Sequence == Math.Max(parts[0], parts[1]));
+                var inFlight = newer.Acknowledged == 0 ? TimeSpan.MaxValue : Stopwatch.GetElapsedTime(newer.Sent, newer.Acknowledged);
+                Assert.True(inFlight >= ManagementGrain.WriterDrainTime,
+                    $"{name} slot {slot}: split across its segments (writes {parts[0]} and {parts[1]}), and write {newer.Sequence} was in flight only {inFlight.TotalMilliseconds:0} ms: the snapshot should have waited for it");
+                splits++;
+            }
+        }
+        return splits;
+
+        int Part(ReadOnlySpan<byte> held, int slot, int from, int to)
+        {
+            var first = BinaryPrimitives.ReadInt64LittleEndian(held[from..]);
+            for (var at = from + 8; at < to; at += 8)
+            {
+                Assert.True(BinaryPrimitives.ReadInt64LittleEndian(held[at..]) == first, $"{name} slot {slot}: torn inside a segment, bytes {at}.. differ");
+            }
+            Assert.True(first == 0 || (int)(first >> 32) == slot + 1, $"{name} slot {slot}: holds another slot's data ({first:x})");
+            return first == 0 ? 0 : (int)(first & 0xFFFFFFFF);
+        }
+    }
+
+    private static void CheckBounds(string name, int slot, int sequence, List<WriteRecord> history, SnapshotRecord snapshot)
+    {
+        // Every write acknowledged before the create was sent is in it (writes of a slot go one after another).
+        var atLeast = history.Where(w => w.Acknowledged != 0 && w.Acknowledged < snapshot.Sent).Select(w => w.Sequence).DefaultIfEmpty(0).Max();
+        Assert.True(sequence >= atLeast, $"{name} slot {slot}: holds write {sequence}, but write {atLeast} was acknowledged before the snapshot was asked for");
+        if (sequence > 0)
+        {
+            var write = history.SingleOrDefault(w => w.Sequence == sequence);
+            Assert.True(write is not null, $"{name} slot {slot}: holds write {sequence}, which was never sent");
+            Assert.True(write.Sent <= snapshot.Returned, $"{name} slot {slot}: holds write {sequence}, sent after the snapshot's create returned");
         }
     }
 
