@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using OrleansStorage.Errors;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
@@ -174,7 +175,8 @@ public sealed partial class OstorClient
     internal VolumeWriteGates Gates { get; } = new();
 
     private readonly Lock _watchLock = new();
-    private readonly HashSet<string> _watched = new(StringComparer.Ordinal);
+    // Read on every write without the lock: only the first write to a volume takes it.
+    private readonly ConcurrentDictionary<string, bool> _watched = new(StringComparer.Ordinal);
     private IVolumeWriterObserver? _gatesReference;
     private Task? _watchRenewals;
     private readonly CancellationTokenSource _watchStop = new();
@@ -189,13 +191,13 @@ public sealed partial class OstorClient
     /// </summary>
     internal async ValueTask WatchWritesAsync(VolumeInfo volume)
     {
+        if (_watched.ContainsKey(volume.Name))
+        {
+            return;
+        }
         IVolumeWriterObserver observer;
         lock (_watchLock)
         {
-            if (_watched.Contains(volume.Name))
-            {
-                return;
-            }
             observer = _gatesReference ??= _cluster.CreateObjectReference<IVolumeWriterObserver>(Gates);
         }
         try
@@ -211,7 +213,7 @@ public sealed partial class OstorClient
         }
         lock (_watchLock)
         {
-            _watched.Add(volume.Name);
+            _watched[volume.Name] = true;
             _watchRenewals ??= RenewWatchesAsync(observer);
         }
     }
@@ -223,12 +225,7 @@ public sealed partial class OstorClient
         {
             while (await timer.WaitForNextTickAsync(_watchStop.Token))
             {
-                List<string> volumes;
-                lock (_watchLock)
-                {
-                    volumes = [.. _watched];
-                }
-                foreach (var volume in volumes)
+                foreach (var volume in _watched.Keys)
                 {
                     try
                     {

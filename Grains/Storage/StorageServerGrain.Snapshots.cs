@@ -44,7 +44,7 @@ public sealed partial class StorageServerGrain
     private bool NeedsCopy(VolumeInfo? volume, SegmentAddress segment, out SnapshotInfo snapshot)
     {
         snapshot = null!;
-        if (volume is null || volume.Snapshots.IsDefaultOrEmpty || volume.NewestSnapshotAt(_map.Epoch) is not { } newest)
+        if (volume is null || volume.Snapshots.IsEmpty || volume.NewestSnapshotAt(_map.Epoch) is not { } newest)
         {
             return false;
         }
