@@ -202,7 +202,7 @@ public sealed partial class OstorClient
         }
         try
         {
-            if (await ManagementAsync(m => m.WatchWritesAsync(volume.Name, observer), idempotent: false))
+            if (await ManagementAsync(m => m.WatchWritesAsync(volume.Name, observer, watching: true), idempotent: false))
             {
                 Gates.StartPaused(volume.VolumeId, StartPausedFor);
             }
@@ -229,7 +229,7 @@ public sealed partial class OstorClient
                 {
                     try
                     {
-                        await ManagementAsync(m => m.WatchWritesAsync(volume, observer), idempotent: false);
+                        await ManagementAsync(m => m.WatchWritesAsync(volume, observer, watching: true), idempotent: false);
                     }
                     catch (Exception ex) when (ex is not OperationCanceledException)
                     {
@@ -252,6 +252,18 @@ public sealed partial class OstorClient
         }
         if (_gatesReference is not null)
         {
+            foreach (var volume in _watched.Keys)
+            {
+                try
+                {
+                    // Bounded: a client closing while the cluster is away does not wait for it.
+                    await Management.WatchWritesAsync(volume, _gatesReference, watching: false).WaitAsync(TimeSpan.FromSeconds(2));
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Forgotten anyway once its renewals stop.
+                }
+            }
             _cluster.DeleteObjectReference<IVolumeWriterObserver>(_gatesReference);
         }
         _watchStop.Dispose();

@@ -241,8 +241,9 @@ public sealed class VolumeHandle
             }
             catch (ReadThroughException)
             {
-                await MaterializeAsync(map, primary, segmentIndex, cancellationToken);
+                // Counted even if this attempt fails and a retry finds it materialized: it was ours to do.
                 materialized = true;
+                await MaterializeAsync(map, primary, segmentIndex, cancellationToken);
             }
         }, cancellationToken);
         return materialized;

@@ -90,13 +90,14 @@ public interface IManagementServiceGrain : IGrainWithStringKey
 
     /// <summary>
     /// A client writes the volume and can be asked to pause around a snapshot
-    /// (<see cref="IVolumeWriterObserver"/>); renewed like <see cref="HoldWriterAsync"/>. True when a
+    /// (<see cref="IVolumeWriterObserver"/>); renewed like <see cref="HoldWriterAsync"/>, and with
+    /// <paramref name="watching"/> false gone at once (the client is closing). True when a
     /// snapshot of the volume is being taken right now: the client starts paused.
     /// </summary>
     [Alias("WatchWrites")]
     [Requires(Access.Write, VolumeNameArgument = 0)]
     [AlwaysInterleave]
-    Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer);
+    Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer, bool watching);
 
     /// <summary>Lets the volume's paused writers go on: the snapshot's creator calls it once it waited out <see cref="SnapshotTaken.SettleFor"/>.</summary>
     [Alias("ResumeWriters")]

@@ -93,12 +93,18 @@ public sealed partial class ManagementGrain
         return [.. _watchers.Where(w => w.Key.Volume == volumeName && w.Value.Expires > now).Select(w => w.Value.Observer)];
     }
 
-    public Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer)
+    public Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer, bool watching)
     {
         var now = Now;
         foreach (var stale in _watchers.Where(w => w.Value.Expires <= now).Select(w => w.Key).ToList())
         {
             _watchers.Remove(stale);
+        }
+        if (!watching)
+        {
+            // A closing client: a snapshot must not wait on it until its registration runs out.
+            _watchers.Remove((volumeName, observer.GetGrainId()));
+            return Task.FromResult(false);
         }
         _watchers[(volumeName, observer.GetGrainId())] = (now + VolumeWriters.LeaseTime, observer);
         return Task.FromResult(_quiescing.Contains(volumeName));
