@@ -115,14 +115,12 @@ public sealed partial class OstorClient
     }
 
     /// <summary>Registers <paramref name="holder"/> as having the volume open for writing, until the result is disposed.</summary>
-    public VolumeWriter HoldOpenForWriting(string volumeName, string holder) => new(this, volumeName, holder);
-
-    internal Task HoldWriterAsync(string volumeName, string holder, bool open) =>
-        ManagementAsync(async m =>
+    public VolumeWriter HoldOpenForWriting(string volumeName, string holder) =>
+        new(open => ManagementAsync(async m =>
         {
             await m.HoldWriterAsync(volumeName, holder, open);
             return true;
-        }, idempotent: true);
+        }, idempotent: true));
 
     /// <summary>Who has the volume open for writing now (NBD connections, programs that said so).</summary>
     public Task<string[]> GetWritersAsync(string volumeName) => ManagementAsync(m => m.GetWritersAsync(volumeName), idempotent: true);
@@ -176,10 +174,8 @@ public sealed partial class OstorClient
 
     private readonly Lock _watchLock = new();
     // Read on every write without the lock: only the first write to a volume takes it.
-    private readonly ConcurrentDictionary<string, bool> _watched = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, VolumeWriter> _watched = new(StringComparer.Ordinal);
     private IVolumeWriterObserver? _gatesReference;
-    private Task? _watchRenewals;
-    private readonly CancellationTokenSource _watchStop = new();
 
     /// <summary>How long a writer told to start paused waits for its resume at most.</summary>
     private static readonly TimeSpan StartPausedFor = TimeSpan.FromSeconds(20);
@@ -213,60 +209,21 @@ public sealed partial class OstorClient
         }
         lock (_watchLock)
         {
-            _watched[volume.Name] = true;
-            _watchRenewals ??= RenewWatchesAsync(observer);
-        }
-    }
-
-    private async Task RenewWatchesAsync(IVolumeWriterObserver observer)
-    {
-        using var timer = new PeriodicTimer(VolumeWriters.RenewInterval);
-        try
-        {
-            while (await timer.WaitForNextTickAsync(_watchStop.Token))
-            {
-                foreach (var volume in _watched.Keys)
-                {
-                    try
-                    {
-                        await ManagementAsync(m => m.WatchWritesAsync(volume, observer, watching: true), idempotent: false);
-                    }
-                    catch (Exception ex) when (ex is not OperationCanceledException)
-                    {
-                        // The next renewal tries again; meanwhile the registration may lapse.
-                    }
-                }
-            }
-        }
-        catch (OperationCanceledException)
-        {
+            // The renewals keep it registered (their first one repeats the call above, harmlessly).
+            _watched.GetOrAdd(volume.Name, name => new VolumeWriter(watching => ManagementAsync(m => m.WatchWritesAsync(name, observer, watching), idempotent: false)));
         }
     }
 
     private async Task StopWatchingWritesAsync()
     {
-        await _watchStop.CancelAsync();
-        if (_watchRenewals is not null)
+        foreach (var writer in _watched.Values)
         {
-            await _watchRenewals;
+            await writer.DisposeAsync();
         }
         if (_gatesReference is not null)
         {
-            foreach (var volume in _watched.Keys)
-            {
-                try
-                {
-                    // Bounded: a client closing while the cluster is away does not wait for it.
-                    await Management.WatchWritesAsync(volume, _gatesReference, watching: false).WaitAsync(TimeSpan.FromSeconds(2));
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    // Forgotten anyway once its renewals stop.
-                }
-            }
             _cluster.DeleteObjectReference<IVolumeWriterObserver>(_gatesReference);
         }
-        _watchStop.Dispose();
     }
 
     /// <summary>A writable clone of <c>VOL@SNAP</c>: it reads the snapshot where it was never written.</summary>

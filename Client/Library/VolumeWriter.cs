@@ -3,24 +3,23 @@ using OrleansStorage.Management;
 namespace OrleansStorage.Client.Library;
 
 /// <summary>
-/// Tells the management service that a holder (an NBD connection, a program) has a volume open
-/// for writing, renewed until disposed, so that a rollback can refuse to pull the volume from
-/// under it. Best effort: a failed renewal is tried again at the next one, and a holder that
-/// dies is forgotten when its renewals stop.
+/// A registration with the management service that a volume is being written, renewed every
+/// <see cref="VolumeWriters.RenewInterval"/> until disposed, then taken back: an NBD connection
+/// holding a volume open for writing (a rollback refuses to pull the volume from under it), or
+/// this client writing a volume (it is paused around the volume's snapshots). Best effort: a
+/// failed renewal is tried again at the next one, and a writer that dies is forgotten when its
+/// renewals stop.
 /// </summary>
 public sealed class VolumeWriter : IAsyncDisposable
 {
-    private readonly OstorClient _client;
-    private readonly string _volume;
-    private readonly string _holder;
+    private readonly Func<bool, Task> _register;
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _renewals;
 
-    internal VolumeWriter(OstorClient client, string volume, string holder)
+    /// <param name="register">Registers (true) or takes the registration back (false).</param>
+    internal VolumeWriter(Func<bool, Task> register)
     {
-        _client = client;
-        _volume = volume;
-        _holder = holder;
+        _register = register;
         _renewals = RenewAsync();
     }
 
@@ -31,7 +30,7 @@ public sealed class VolumeWriter : IAsyncDisposable
         {
             try
             {
-                await _client.HoldWriterAsync(_volume, _holder, open: true);
+                await _register(true);
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
@@ -59,7 +58,8 @@ public sealed class VolumeWriter : IAsyncDisposable
         await _renewals;
         try
         {
-            await _client.HoldWriterAsync(_volume, _holder, open: false);
+            // Bounded: a client closing while the cluster is away does not wait for it.
+            await _register(false).WaitAsync(TimeSpan.FromSeconds(2));
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
