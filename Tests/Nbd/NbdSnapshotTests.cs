@@ -141,17 +141,25 @@ public sealed class NbdSnapshotTests(StorageClusterFixture fixture, ITestOutputH
     public async Task Rollback_is_refused_while_an_nbd_client_has_the_volume_open_for_writing_unless_forced()
     {
         fixture.SkipIfUnavailable();
-        await fixture.Client.CreateSnapshotAsync(_volume, "r");
-        var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+        await fixture.Client.CreateSnapshotAsync(_volume, "r"); // of a volume never written: all zeros
+        var volume = await fixture.Client.OpenVolumeAsync(_volume);
+        var firstBlock = new byte[4096];
         await using (var writer = await NbdTestClient.ConnectAsync(_server!.LocalEndpoint))
         {
             await writer.GoAsync(_volume);
+            await writer.SendRequestAsync(1 /* write */, 1, 0, 4096, payload: Enumerable.Repeat((byte)0x5a, 4096).ToArray());
+            Assert.Equal(0u, (await writer.ReadReplyAsync()).Error);
             await new Eventually(output).UntilAsync(
                 async () => (await fixture.Client.GetWritersAsync(_volume)).Length == 1, "the NBD connection registered as a writer");
             var refused = await Assert.ThrowsAsync<Errors.InvalidRequestException>(() => fixture.Client.RollbackAsync(_volume, "r"));
             Assert.Contains($"volume '{_volume}' is open for writing by NBD client 127.0.0.1:", refused.Message, StringComparison.Ordinal);
-            Assert.Equal(epoch, (await fixture.Management.GetMapAsync()).Epoch);
+            // Refused means untouched: the write made after the snapshot is still there.
+            await volume.ReadAsync(0, firstBlock);
+            Assert.All(firstBlock, b => Assert.Equal(0x5a, b));
+
             await fixture.Client.RollbackAsync(_volume, "r", force: true);
+            await volume.ReadAsync(0, firstBlock);
+            Assert.All(firstBlock, b => Assert.Equal(0, b));
 
             // A read-only connection (the snapshot) is no writer.
             await using var reader = await NbdTestClient.ConnectAsync(_server!.LocalEndpoint);
