@@ -1,28 +1,37 @@
+using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using OrleansStorage.Identity;
 using OrleansStorage.Silo.Hosting;
+using OrleansStorage.Silo.Web;
 
-// One OrleansStorage host: an Orleans silo with this host's storage server.
+// One OrleansStorage host: an Orleans silo with this host's storage server, and its HTTP endpoint
+// (/metrics, the dashboard) unless --http-port 0.
 // Configuration: appsettings.json, then OSTOR_-prefixed environment variables
 // (OSTOR_Storage__HostId), then the command line (--host-id host-1 --data .data/host-1 ...).
 // Whatever stops it from starting is one line on standard error and exit code 2.
 // --recover is a flag; the configuration's command line wants a value for every switch.
 args = [.. args.Select(arg => arg == "--recover" ? "--recover=true" : arg)];
-var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
-{
-    Args = args,
-    ContentRootPath = AppContext.BaseDirectory,
-});
-builder.Configuration.AddEnvironmentVariables("OSTOR_");
-builder.Configuration.AddCommandLine(args, SiloConfiguration.SwitchMappings);
 
 try
 {
-    builder.UseOrleans(silo => SiloConfiguration.ConfigureSilo(silo, builder.Configuration));
-    using var host = builder.Build();
+    var http = SiloHttp.ReadOptions(args);
+    IHostApplicationBuilder builder = http.IsOn
+        ? WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory })
+        : Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
+    builder.Configuration.AddEnvironmentVariables("OSTOR_");
+    builder.Configuration.AddCommandLine(args, SiloConfiguration.SwitchMappings);
+    builder.UseOrleans(silo =>
+    {
+        SiloConfiguration.ConfigureSilo(silo, builder.Configuration);
+        if (http.IsOn)
+        {
+            SiloHttp.ConfigureSilo(silo);
+        }
+    });
+    using IHost host = builder is WebApplicationBuilder web ? SiloHttp.Build(web, http) : ((HostApplicationBuilder)builder).Build();
     // Data directory and database first, before the silo joins anything: a refusal is all a person sees.
     await host.Services.GetRequiredService<DataDirectoryCheck>().EnsureAsync(CancellationToken.None);
     await host.RunAsync();

@@ -122,6 +122,12 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<ManagementStatus> GetStatusAsync();
 
+    /// <summary>The last map changes this activation made, oldest first, with their reasons (at most <see cref="MapChanges.Kept"/>).</summary>
+    [Alias("GetRecentChanges")]
+    [Requires(Access.Authenticated)]
+    [AlwaysInterleave]
+    Task<MapChange[]> GetRecentChangesAsync();
+
     [Alias("GetHosts")]
     [Requires(Access.Authenticated)]
     [AlwaysInterleave]

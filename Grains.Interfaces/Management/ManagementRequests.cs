@@ -28,6 +28,13 @@ public sealed record EpochMismatch(
     [property: Id(1)] long ServerEpoch,
     [property: Id(2)] long RequestEpoch);
 
+/// <summary>One map change the management service persisted, and why: the dashboard's live feed.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.MapChange")]
+public sealed record MapChange(
+    [property: Id(0)] long Epoch,
+    [property: Id(1)] DateTimeOffset At,
+    [property: Id(2)] string Reason);
+
 /// <summary>The management service's activation: the silo it runs on and the epoch it loaded from storage when it activated.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.ManagementStatus")]
 public sealed record ManagementStatus(
@@ -60,4 +67,10 @@ public static class VolumeWriters
 
     /// <summary>A holder not renewed for this long is forgotten: three renewals missed.</summary>
     public static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>How many map changes the management service remembers for <see cref="IManagementServiceGrain.GetRecentChangesAsync"/>.</summary>
+public static class MapChanges
+{
+    public const int Kept = 100;
 }

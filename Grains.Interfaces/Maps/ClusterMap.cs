@@ -170,6 +170,22 @@ public sealed record CloneParent(
     [property: Id(0)] Guid VolumeId,
     [property: Id(1)] Guid SnapshotId);
 
+/// <summary>A placement group's health, worst last.</summary>
+public enum GroupHealth
+{
+    /// <summary>Every replica of the factor is acting and none is moving.</summary>
+    Healthy = 0,
+
+    /// <summary>At its factor, with a replica being filled or about to leave (evacuation, rebalance, resync).</summary>
+    Recovering = 1,
+
+    /// <summary>Serving with fewer acting replicas than its factor.</summary>
+    Degraded = 2,
+
+    /// <summary>No acting replica: its I/O waits.</summary>
+    Unavailable = 3,
+}
+
 public enum VolumeState
 {
     Active = 0,
@@ -313,6 +329,13 @@ public sealed record PlacementGroup(
 
     /// <summary>Serving, but with fewer acting replicas than the factor.</summary>
     public bool IsDegraded(int replicationFactor) => IsAvailable && Replicas.Length < replicationFactor;
+
+    /// <summary>The worst that is true of the group: what the dashboard colours it and the metrics count it as.</summary>
+    public GroupHealth HealthAt(int replicationFactor) =>
+        !IsAvailable ? GroupHealth.Unavailable
+        : IsDegraded(replicationFactor) ? GroupHealth.Degraded
+        : IsMoving ? GroupHealth.Recovering
+        : GroupHealth.Healthy;
 
     /// <summary>
     /// The host has been a pending replica without a break since <paramref name="epoch"/> or

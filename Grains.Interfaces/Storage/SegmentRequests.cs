@@ -53,7 +53,22 @@ public sealed record StorageServerStatus(
     [property: Id(8)] long BlocksRepaired,
     [property: Id(9)] long BlocksLost,
     [property: Id(10)] long AccessRefused = 0,
-    [property: Id(11)] long QosDelayed = 0);
+    [property: Id(11)] long QosDelayed = 0,
+    ImmutableArray<VolumeIoTotals> VolumeIo = default)
+{
+    /// <summary>Reads and writes this host served per volume since it started (the dashboard's rates); never a default array.</summary>
+    [Id(12)]
+    public ImmutableArray<VolumeIoTotals> VolumeIo { get; init; } = VolumeIo.IsDefault ? [] : VolumeIo;
+}
+
+/// <summary>Client reads and writes (trims included) one host served as a primary for one volume or snapshot.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.VolumeIoTotals")]
+public sealed record VolumeIoTotals(
+    [property: Id(0)] Guid VolumeId,
+    [property: Id(1)] long ReadOperations,
+    [property: Id(2)] long ReadBytes,
+    [property: Id(3)] long WriteOperations,
+    [property: Id(4)] long WriteBytes);
 
 /// <summary>A byte range inside one segment that holds written data (everything else reads as zeros).</summary>
 [GenerateSerializer, Immutable, Alias("ostor.DataExtent")]

@@ -7,6 +7,7 @@ using OrleansStorage.Errors;
 using OrleansStorage.Hosting;
 using OrleansStorage.Logging;
 using OrleansStorage.Storage;
+using OrleansStorage.Telemetry;
 
 namespace OrleansStorage.DataPort;
 
@@ -24,6 +25,7 @@ public sealed partial class DataPortServer(
     AccessControl access,
     IGrainFactory grains,
     IServiceProvider services,
+    DataPathMetrics metrics,
     ILogger<DataPortServer> logger) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
 {
     private readonly CancellationTokenSource _stopping = new();
@@ -41,6 +43,8 @@ public sealed partial class DataPortServer(
     internal IDataDoor? Door => _door;
 
     internal AccessControl Access => access;
+
+    internal DataPathMetrics Metrics => metrics;
 
     internal DataPortServerTls? Tls { get; } = services.GetService(typeof(DataPortServerTls)) as DataPortServerTls;
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
@@ -155,6 +156,8 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
     {
         byte[]? reply = null;
         var replyLength = 0;
+        var started = Stopwatch.GetTimestamp();
+        var status = DataStatus.Ok;
         try
         {
             var door = server.Door ?? throw server.Asleep();
@@ -208,12 +211,13 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
         }
         catch (Exception error)
         {
-            var (status, value) = DataErrors.Classify(error);
+            (status, var value) = DataErrors.Classify(error);
             var message = Encoding.UTF8.GetBytes(error.Message);
             await SendReplyAsync(new DataReplyHeader(request.Tag, status, value, message.Length), message);
         }
         finally
         {
+            server.Metrics.Record(request.Op, request.VolumeId, request.Op is DataOp.Read or DataOp.SnapshotRead ? replyLength : request.PayloadLength, started, status);
             if (payload is not null)
             {
                 ArrayPool<byte>.Shared.Return(payload);

@@ -15,6 +15,7 @@ using OrleansStorage.Placement;
 using OrleansStorage.Qos;
 using OrleansStorage.Segments;
 using OrleansStorage.Storage;
+using OrleansStorage.Telemetry;
 
 namespace OrleansStorage.Hosting;
 
@@ -69,6 +70,11 @@ public static class StorageSiloBuilderExtensions
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();
         services.TryAddSingleton<IDiskFaults, NoDiskFaults>();
         services.AddSingleton<RecoveryLog>();
+        // What this silo measures (docs/monitoring.md); exported only where an exporter listens (the silo's /metrics).
+        services.AddMetrics();
+        services.AddSingleton<DataPathMetrics>();
+        services.AddSingleton<HostMetrics>();
+        services.AddSingleton<ManagementMetrics>();
         services.AddSingleton(sp => new VolumeQosGate(sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.HostId, sp.GetRequiredService<TimeProvider>()));
         // Off unless the silo has the cluster's certificates (AddAccessControl).
         services.TryAddSingleton(sp => new AccessControl(sp.GetRequiredService<ILogger<AccessControl>>()));

@@ -151,4 +151,7 @@ internal static partial class Log
 
     [LoggerMessage(1505, LogLevel.Information, "Background scrub by {HostId} finished a pass: {Segments} segments, {MiB} MiB on all replicas in {Seconds:0} s ({Rate:0.0} MiB/s, pauses for client I/O included), {Repaired} block copies repaired, {Lost} blocks with no good copy")]
     public static partial void ScrubPassFinished(ILogger logger, string hostId, long segments, long miB, double seconds, double rate, long repaired, long lost);
+
+    [LoggerMessage(1600, LogLevel.Warning, "The management service could not persist the epoch mismatch counts; it tries again with the next report or map change")]
+    public static partial void MismatchesNotSaved(ILogger logger, Exception exception);
 }

@@ -11,6 +11,7 @@ using OrleansStorage.Leases;
 using OrleansStorage.Logging;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
+using OrleansStorage.Telemetry;
 
 namespace OrleansStorage.Management;
 
@@ -34,6 +35,7 @@ public sealed partial class ManagementGrain(
     ILocalSiloDetails silo,
     IOptions<LeaseOptions> leaseOptions,
     TimeProvider clock,
+    ManagementMetrics metrics,
     ILogger<ManagementGrain> logger) : Grain, IManagementServiceGrain
 {
     /// <summary>The state name the map has always been stored under (it was a [PersistentState] of this name).</summary>
@@ -50,7 +52,6 @@ public sealed partial class ManagementGrain(
     private static readonly TimeSpan HostAnswerTimeout = TimeSpan.FromSeconds(3);
 
     private readonly ClusterMapTransitions _transitions = new(options.Value);
-    private readonly Dictionary<string, long> _mismatchReports = new(StringComparer.Ordinal);
     private readonly List<CopyCompletion> _completedCopies = [];
     private readonly List<(string HostId, Guid VolumeId)> _confirmedPurges = [];
     private IGrainStorage _storage = null!;
@@ -90,6 +91,7 @@ public sealed partial class ManagementGrain(
         _stream = this.GetStreamProvider(ClusterMapStream.ProviderName)
             .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
         await CheckIdentityAsync(identity);
+        await LoadMismatchesAsync();
         await FenceAsync();
         var interval = options.Value.ReconcileInterval;
         this.RegisterGrainTimer(ReconcileAsync, new GrainTimerCreationOptions(interval, interval) { KeepAlive = true });
@@ -140,12 +142,12 @@ public sealed partial class ManagementGrain(
 
     public Task<IReadOnlyList<HostReport>> GetHostsAsync() =>
         Task.FromResult<IReadOnlyList<HostReport>>(
-            _map.Hosts.Select(h => new HostReport(h, _mismatchReports.GetValueOrDefault(h.HostId))).ToList());
+            _map.Hosts.Select(h => new HostReport(h, _mismatches.GetValueOrDefault(h.HostId))).ToList());
 
     public Task ReportMismatchAsync(EpochMismatch mismatch)
     {
         Log.MismatchReported(logger, mismatch.ReportingHostId, mismatch.ServerEpoch, mismatch.RequestEpoch, _map.Epoch);
-        _mismatchReports[mismatch.ReportingHostId] = _mismatchReports.GetValueOrDefault(mismatch.ReportingHostId) + 1;
+        CountMismatch(mismatch.ReportingHostId);
         if (mismatch.ServerEpoch < _map.Epoch && _map.FindHost(mismatch.ReportingHostId) is not null)
         {
             // The reporting server is behind: tell it straight away, not waiting for a push. It
@@ -193,12 +195,15 @@ public sealed partial class ManagementGrain(
         _map = next;
         _leases.MapChanged(previous, next);
         Log.MapChanged(logger, next.Epoch, change);
+        Committed(next, change);
         try
         {
             await _stream!.OnNextAsync(next);
+            metrics.Pushed(sent: true);
         }
         catch (Exception ex)
         {
+            metrics.Pushed(sent: false);
             Log.PublishFailed(logger, ex, next.Epoch);
         }
     }

@@ -96,7 +96,7 @@ public sealed partial class StorageServerGrain
                 // us, or (tests) the news is dropped: no lease.
                 return;
             }
-            await CatchUpAsync(grant.Epoch);
+            await CatchUpAsync(grant.Epoch, MapTrigger.Lease);
         }
     }
 

@@ -24,7 +24,7 @@ public sealed partial class StorageServerGrain
     {
         if (_map.Epoch < epoch)
         {
-            await CatchUpAsync(epoch);
+            await CatchUpAsync(epoch, MapTrigger.Refresh);
         }
         if (_deactivating)
         {
@@ -100,6 +100,7 @@ public sealed partial class StorageServerGrain
             var targetVersions = await AtCurrentEpochAsync(run, epoch => target.GetSegmentVersionsAsync(epoch, job.VolumeId, job.GroupIndex));
             var targetCopies = volume.Snapshots.IsEmpty ? [] : await AtCurrentEpochAsync(run, epoch => target.GetSnapshotCopyVersionsAsync(epoch, job.VolumeId, job.GroupIndex));
             run.SegmentsTotal = segments.Count;
+            CopiesChanged();
             for (var i = 0; i < segments.Count; i++)
             {
                 var segment = new SegmentAddress(job.VolumeId, segments[i]);
@@ -116,9 +117,11 @@ public sealed partial class StorageServerGrain
                     var bytes = await CopySegmentAsync(run, target, volume, segment, copySegment, theirCopies);
                     run.SegmentsCopied++;
                     run.BytesCopied += bytes;
+                    hostMetrics.SegmentCopied(bytes);
                     await _bandwidth!.WaitAsync(bytes);
                 }
                 run.SegmentsDone++;
+                CopiesChanged();
             }
             ThrowIfAbandoned(run);
             await Management.CopyCompletedAsync(new CopyCompletion(job, _hostId, run.StartEpoch));
@@ -222,9 +225,13 @@ public sealed partial class StorageServerGrain
         return group.IsPendingSince(job.TargetHostId, startEpoch) ? null : "the target is not (or no longer the same) pending replica";
     }
 
+    /// <summary>The segments every running copy has still to go through, for the recovery gauge.</summary>
+    private void CopiesChanged() => hostMetrics.PendingSegments(_copies.Values.Sum(r => r.SegmentsTotal - r.SegmentsDone));
+
     private void FinishCopy(CopyRun run, string? failure)
     {
         _copies.Remove(run.Job);
+        CopiesChanged();
         var retryIn = _copyBackoff!.Finished(run.Job, succeeded: failure is null);
         var progress = run.Progress() with { Finished = DateTimeOffset.UtcNow, Failure = failure };
         recoveryLog.Add(progress);

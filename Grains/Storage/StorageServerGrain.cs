@@ -14,6 +14,7 @@ using OrleansStorage.Maps;
 using OrleansStorage.Placement;
 using OrleansStorage.Qos;
 using OrleansStorage.Segments;
+using OrleansStorage.Telemetry;
 
 namespace OrleansStorage.Storage;
 
@@ -39,6 +40,8 @@ public sealed partial class StorageServerGrain(
     VolumeQosGate qos,
     DataPortServer dataPort,
     DataPortClient peers,
+    HostMetrics hostMetrics,
+    DataPathMetrics dataPathMetrics,
     ILogger<StorageServerGrain> logger) : Grain, IStorageServerGrain
 {
     private readonly SegmentWriteOrder _writeOrder = new();
@@ -64,7 +67,7 @@ public sealed partial class StorageServerGrain(
         _savedMap = disk.LoadMap();
         StartLeases();
         StartScrub();
-        await AdoptAsync(await Management.GetMapAsync(), "activation");
+        await AdoptAsync(await Management.GetMapAsync(), MapTrigger.Activation);
         if (!_map.IsUnformed)
         {
             RemoveReleasedData(_map);
@@ -234,7 +237,7 @@ public sealed partial class StorageServerGrain(
     {
         if (epoch > _map.Epoch)
         {
-            await CatchUpAsync(epoch);
+            await CatchUpAsync(epoch, MapTrigger.Refresh);
         }
     }
 
@@ -242,7 +245,7 @@ public sealed partial class StorageServerGrain(
     {
         if (_map.Epoch < epoch)
         {
-            await CatchUpAsync(epoch);
+            await CatchUpAsync(epoch, MapTrigger.Refresh);
         }
         if (_map.FindTombstone(volumeId) is null)
         {
@@ -266,7 +269,7 @@ public sealed partial class StorageServerGrain(
         return Task.FromResult(new StorageServerStatus(
             _hostId, _map.Epoch, bytes, files, silo.SiloAddress.ToString(),
             [.. _copies.Values.Select(run => run.Progress())], recoveryLog.Recent(),
-            [.. _scrubs.Values], _blocksRepaired, _blocksLost, access.Refused, qos.Delayed));
+            [.. _scrubs.Values], _blocksRepaired, _blocksLost, access.Refused, qos.Delayed, dataPathMetrics.VolumeTotals()));
     }
 
     public async Task<SegmentData> ReadLocalAsync(SegmentAddress segment, int offset, int length)
@@ -421,7 +424,7 @@ public sealed partial class StorageServerGrain(
     /// of <paramref name="atLeastEpoch"/>: that pull may have been answered before the map moved
     /// to the epoch the caller heard of.
     /// </summary>
-    private async Task CatchUpAsync(long atLeastEpoch = long.MaxValue)
+    private async Task CatchUpAsync(long atLeastEpoch = long.MaxValue, string trigger = MapTrigger.Request)
     {
         var pull = _catchUp;
         if (pull is { IsCompleted: false })
@@ -438,7 +441,7 @@ public sealed partial class StorageServerGrain(
         }
         await _catchUp;
 
-        async Task PullAsync() => await AdoptAsync(await Management.GetMapAsync(), "pulled");
+        async Task PullAsync() => await AdoptAsync(await Management.GetMapAsync(), trigger);
     }
 
     private void ReportMismatch(long requestEpoch)
@@ -451,14 +454,16 @@ public sealed partial class StorageServerGrain(
     {
         if (!await pushFilter.AcceptAsync(_hostId, map.Epoch))
         {
+            hostMetrics.PushReceived("dropped");
             Log.PushDropped(logger, _hostId, map.Epoch);
             return;
         }
         // A push says that the map moved on; what it carries is not trusted (anyone with access to
         // the stream can publish): the persisted map is pulled from the management service.
+        hostMetrics.PushReceived(map.Epoch > _map.Epoch ? "newer" : "known");
         if (map.Epoch > _map.Epoch)
         {
-            await CatchUpAsync(map.Epoch);
+            await CatchUpAsync(map.Epoch, MapTrigger.Push);
         }
     }
 
@@ -493,6 +498,8 @@ public sealed partial class StorageServerGrain(
         var previous = _map;
         _map = map;
         qos.Adopt(map);
+        hostMetrics.MapAdopted(map, _hostId, source);
+        dataPathMetrics.MapAdopted(map);
         Log.MapApplied(logger, _hostId, previous.Epoch, map.Epoch, source);
         // Tells management at once that this host no longer serves the older epochs, so that groups
         // it stopped leading need not wait for its lease; and gets the lease for this epoch.

@@ -31,6 +31,8 @@ public static class SiloConfiguration
         ["--data-port"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.DataPort)}",
         ["--pki"] = $"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PkiDirectory)}",
         ["--recover"] = $"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.RecoverMap)}",
+        ["--http-port"] = "Http:Port",
+        ["--otlp-endpoint"] = "Telemetry:OtlpEndpoint",
     };
 
     /// <summary>The ADO.NET invariant of Npgsql; the providers default to SQL Server.</summary>

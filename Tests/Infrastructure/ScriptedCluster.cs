@@ -34,10 +34,24 @@ public sealed class ScriptedCluster : IAsyncDisposable
             ["OSTOR_SILO_PORT_BASE"] = SiloPortOf(1).ToString(CultureInfo.InvariantCulture),
             ["OSTOR_GATEWAY_PORT_BASE"] = netns ? "31000" : "31100",
             ["OSTOR_DATA_PORT_BASE"] = netns ? "32100" : "32200",
+            ["OSTOR_HTTP_PORT_BASE"] = HttpPortBase.ToString(CultureInfo.InvariantCulture),
         };
     }
 
     public int Hosts { get; }
+
+    /// <summary>Host 1's HTTP port (dashboard, /metrics); host N serves on this + N - 1.</summary>
+    public int HttpPortBase => Netns ? 18200 : 18300;
+
+    /// <summary>Host N's dashboard and /metrics (on loopback; only a cluster outside namespaces is reached this way).</summary>
+    public Uri HttpOf(int host) => new($"http://127.0.0.1:{HttpPortBase + host - 1}/");
+
+    /// <summary>Host N's silo process id, or null when it is not running.</summary>
+    public int? PidOf(int host)
+    {
+        var pidFile = Path.Combine(Data, "pids", $"host-{host}.pid");
+        return File.Exists(pidFile) && int.TryParse(File.ReadAllText(pidFile).Trim(), out var pid) ? pid : null;
+    }
 
     public bool Netns { get; }
 

@@ -1,0 +1,45 @@
+using System.Diagnostics;
+
+namespace OrleansStorage.Telemetry;
+
+/// <summary>
+/// The names OrleansStorage measures and traces under, shared by the silo, the client library and
+/// the NBD server (docs/monitoring.md lists every instrument).
+/// </summary>
+public static class StorageTelemetry
+{
+    /// <summary>The meter of every OrleansStorage instrument (<c>ostor.*</c>, exported as <c>ostor_*</c>).</summary>
+    public const string MeterName = "OrleansStorage";
+
+    /// <summary>The source of every OrleansStorage span.</summary>
+    public const string ActivitySourceName = "OrleansStorage";
+
+    /// <summary>
+    /// Spans of a request's way: the client's request, the primary's admission, each replica
+    /// forward. Free when nobody listens (<see cref="ActivitySource.StartActivity(string, ActivityKind)"/> returns null).
+    /// </summary>
+    public static readonly ActivitySource Tracing = new(ActivitySourceName);
+
+    /// <summary>
+    /// Latency histogram buckets in seconds, from a page-cache hit (tens of microseconds) to a
+    /// request that waited out a failover (seconds); the exporters' defaults are for web requests in
+    /// milliseconds and would put every storage request in the first bucket.
+    /// </summary>
+    public static readonly IReadOnlyList<double> LatencyBuckets =
+        [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+    /// <summary>The label value of an operation or error kind: <c>ReplicaWrite</c> becomes <c>replica_write</c>.</summary>
+    public static string LabelOf(string name)
+    {
+        var label = new System.Text.StringBuilder(name.Length + 4);
+        for (var i = 0; i < name.Length; i++)
+        {
+            if (char.IsUpper(name[i]) && i > 0)
+            {
+                label.Append('_');
+            }
+            label.Append(char.ToLowerInvariant(name[i]));
+        }
+        return label.ToString();
+    }
+}
