@@ -468,9 +468,11 @@ public static partial class OstorCommandLine
         var payloadTimeout = new Option<double>("--payload-timeout") { Description = "Seconds a write's payload may take to arrive, and a reply to be taken", DefaultValueFactory = _ => defaults.PayloadTimeout.TotalSeconds };
         var idleTimeout = new Option<double>("--idle-timeout") { Description = "Seconds a connection may send no request; 0 (the default): never, as a VM's idle disk must stay attached", DefaultValueFactory = _ => 0 };
         var tlsPsk = new Option<string?>("--tls-psk") { Description = "TLS with pre-shared keys from FILE (username:hexkey per line, as 'ostor pki psk' and psktool write and qemu's tls-creds-psk reads) instead of certificates; a username is a client name" };
+        var metrics = new Option<string?>("--metrics") { Description = "Serve Prometheus metrics at http://ADDRESS:PORT/metrics (per export: commands, bytes, latency, errors; connections); a loopback address unless --insecure" };
+        var otlpEndpoint = new Option<string?>("--otlp-endpoint") { Description = "Send a span per NBD command and per data request to this OTLP collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)" };
         var serve = new Command("serve", "Serve volumes over NBD until interrupted (qemu, nbd-client, nbdcopy, fio ...)")
         {
-            listen, exports, tls, tlsCertificate, tlsPsk, insecure, maxConnections, maxPerAddress, memoryBudget, handshakeTimeout, payloadTimeout, idleTimeout,
+            listen, exports, tls, tlsCertificate, tlsPsk, insecure, maxConnections, maxPerAddress, memoryBudget, handshakeTimeout, payloadTimeout, idleTimeout, metrics, otlpEndpoint,
         };
         serve.SetAction(async (parse, ct) =>
         {
@@ -516,7 +518,12 @@ public static partial class OstorCommandLine
             {
                 throw new InvalidRequestException($"--listen {endpoint} is not a loopback address, and without --tls require every exported volume would be open to that network; use TLS, or give --insecure");
             }
-            return await WithClientAsync(parse, client => ServeNbdAsync(client, options, ct), subscribe: true);
+            var telemetry = NbdTelemetry.FromOptions(parse.GetValue(metrics), parse.GetValue(otlpEndpoint), parse.GetValue(insecure));
+            return await WithClientAsync(parse, async client =>
+            {
+                using var exporting = telemetry.Start();
+                await ServeNbdAsync(client, options, ct);
+            }, subscribe: true);
         });
         nbd.Add(serve);
         return nbd;

@@ -3,6 +3,7 @@ using OrleansStorage.DataPort;
 using OrleansStorage.Errors;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
+using OrleansStorage.Telemetry;
 
 namespace OrleansStorage.Client.Library;
 
@@ -54,6 +55,7 @@ public sealed class VolumeHandle
     public async Task ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
     {
         var volume = CheckRange(offset, destination.Length);
+        using var span = StorageTelemetry.StartRequest("ostor.read", Name, offset, destination.Length);
         var slices = SegmentSplitter.Split(offset, destination.Length, volume.SegmentSizeBytes, DataPortLimits.MaxPayload);
         var op = IsReadOnly ? DataOp.SnapshotRead : DataOp.Read;
         await ForEachSliceAsync(slices, async (slice, map, primary) =>
@@ -75,6 +77,7 @@ public sealed class VolumeHandle
     {
         ThrowIfReadOnly("write");
         var volume = CheckRange(offset, data.Length);
+        using var span = StorageTelemetry.StartRequest("ostor.write", Name, offset, data.Length);
         await _client.WatchWritesAsync(volume);
         // Counted in flight, and held while a snapshot of the volume is being taken: whole in it or not at all.
         using var pass = await _client.Gates.EnterAsync(VolumeId, cancellationToken);
@@ -89,6 +92,7 @@ public sealed class VolumeHandle
     {
         ThrowIfReadOnly("trim");
         var volume = CheckRange(offset, length);
+        using var span = StorageTelemetry.StartRequest("ostor.trim", Name, offset, length);
         await _client.WatchWritesAsync(volume);
         using var pass = await _client.Gates.EnterAsync(VolumeId, cancellationToken);
         for (long done = 0; done < length; done += int.MaxValue / 2)

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
@@ -11,6 +12,7 @@ using OrleansStorage.Auth;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
 using OrleansStorage.Security;
+using OrleansStorage.Telemetry;
 using static OrleansStorage.Client.Nbd.NbdProtocol;
 
 namespace OrleansStorage.Client.Nbd;
@@ -592,12 +594,17 @@ internal sealed class NbdConnection : IAsyncDisposable
 
     private async Task ServeAsync(Request request, byte[]? payload, long cost, CancellationToken cancellationToken)
     {
+        var started = Stopwatch.GetTimestamp();
+        var volume = _volume!;
+        var command = CommandLabel(request.Type);
+        using var span = StorageTelemetry.StartRequest("nbd." + command, volume.Name, (long)request.Offset, request.Length);
         try
         {
-            var volume = _volume!;
             var (error, message) = await ExecuteAsync(volume, request, payload, cancellationToken);
+            _server.Metrics.Record(volume.Name, command, request.Type is CmdRead or CmdWrite ? request.Length : 0, started, error, ErrorLabel(error));
             if (error != 0)
             {
+                span?.SetStatus(ActivityStatusCode.Error, message);
                 _server.CountRejected();
                 if (_server.Refusals.TryEnter(out var suppressed))
                 {
@@ -991,6 +998,31 @@ internal sealed class NbdConnection : IAsyncDisposable
             await _budgetFreed.WaitAsync(TimeSpan.FromMilliseconds(100));
         }
     }
+
+    /// <summary>A command as a metric label: one of a few known values, whatever number a client sends.</summary>
+    private static string CommandLabel(ushort type) => type switch
+    {
+        CmdRead => "read",
+        CmdWrite => "write",
+        CmdFlush => "flush",
+        CmdTrim => "trim",
+        CmdWriteZeroes => "write_zeroes",
+        CmdBlockStatus => "block_status",
+        _ => "other",
+    };
+
+    private static string ErrorLabel(uint error) => error switch
+    {
+        0 => "",
+        Eperm => "eperm",
+        Eio => "eio",
+        Enomem => "enomem",
+        Einval => "einval",
+        Enospc => "enospc",
+        Eoverflow => "eoverflow",
+        Eshutdown => "eshutdown",
+        _ => "other",
+    };
 
     private static string CommandName(ushort type) => type switch
     {

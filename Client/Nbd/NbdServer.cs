@@ -43,6 +43,7 @@ public sealed class NbdServer : IAsyncDisposable
         _listener = new TcpListener(options.Listen);
         Memory = new NbdMemoryBudget(options.MemoryBudgetBytes, options.MaxRequestBytes);
         Refusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
+        Metrics = new NbdMetrics(this);
     }
 
     public IPEndPoint LocalEndpoint => (IPEndPoint)_listener.LocalEndpoint;
@@ -60,6 +61,8 @@ public sealed class NbdServer : IAsyncDisposable
     public long RequestsRejected => Interlocked.Read(ref _requestsRejected);
 
     internal NbdMemoryBudget Memory { get; }
+
+    internal NbdMetrics Metrics { get; }
 
     /// <summary>One rate for every line a client can cause at will: refusals, rejections, protocol violations.</summary>
     internal LogRateLimiter Refusals { get; }
@@ -208,5 +211,6 @@ public sealed class NbdServer : IAsyncDisposable
         }
         await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _stopping.Dispose();
+        Metrics.Dispose();
     }
 }

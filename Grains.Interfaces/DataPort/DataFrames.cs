@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Buffers.Binary;
 
 namespace OrleansStorage.DataPort;
@@ -81,14 +82,30 @@ public record struct DataRequestHeader(
     public const int Size = 72;
     /// <summary>A hello's ticket is a few hundred bytes; more is not a ticket.</summary>
     public const int MaxTicketBytes = 16 * 1024;
+
+    /// <summary>
+    /// The trace block that follows the header of a traced request, before its payload: the W3C
+    /// trace context of the sender's span (trace id 16 bytes, span id 8, trace flags 1, 7 reserved zero).
+    /// </summary>
+    public const int TraceSize = 32;
+
     private const ushort FlagForceUnitAccess = 1;
+    private const ushort FlagTraced = 2;
+
+    /// <summary>The sender's span, carried in a trace block when it is being recorded; default: none.</summary>
+    public ActivityContext Trace { get; set; }
+
+    public readonly bool IsTraced => Trace.TraceId != default;
+
+    /// <summary>The header's bytes on the wire: the fixed part, and the trace block when there is one.</summary>
+    public readonly int FrameHeaderSize => Size + (IsTraced ? TraceSize : 0);
 
     public readonly void Write(Span<byte> destination)
     {
         BinaryPrimitives.WriteUInt32LittleEndian(destination, Magic);
         destination[4] = ProtocolVersion;
         destination[5] = (byte)Op;
-        BinaryPrimitives.WriteUInt16LittleEndian(destination[6..], ForceUnitAccess ? FlagForceUnitAccess : (ushort)0);
+        BinaryPrimitives.WriteUInt16LittleEndian(destination[6..], (ushort)((ForceUnitAccess ? FlagForceUnitAccess : 0) | (IsTraced ? FlagTraced : 0)));
         BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], Tag);
         BinaryPrimitives.WriteInt64LittleEndian(destination[16..], Epoch);
         VolumeId.TryWriteBytes(destination[24..40]);
@@ -98,6 +115,25 @@ public record struct DataRequestHeader(
         BinaryPrimitives.WriteInt32LittleEndian(destination[56..], PayloadLength);
         BinaryPrimitives.WriteUInt32LittleEndian(destination[60..], TimeoutMs);
         BinaryPrimitives.WriteInt64LittleEndian(destination[64..], Version);
+        if (IsTraced)
+        {
+            var block = destination.Slice(Size, TraceSize);
+            block.Clear();
+            Trace.TraceId.CopyTo(block[..16]);
+            Trace.SpanId.CopyTo(block[16..24]);
+            block[24] = (byte)Trace.TraceFlags;
+        }
+    }
+
+    /// <summary>Whether a trace block follows this (already validated) header on the wire.</summary>
+    public static bool TraceFollows(ReadOnlySpan<byte> header) => (BinaryPrimitives.ReadUInt16LittleEndian(header[6..]) & FlagTraced) != 0;
+
+    /// <summary>The sender's span from a trace block; a block of zeros (no valid ids) gives none.</summary>
+    public static ActivityContext ReadTrace(ReadOnlySpan<byte> block)
+    {
+        var traceId = ActivityTraceId.CreateFromBytes(block[..16]);
+        var spanId = ActivitySpanId.CreateFromBytes(block[16..24]);
+        return traceId == default || spanId == default ? default : new ActivityContext(traceId, spanId, (ActivityTraceFlags)(block[24] & 1), isRemote: true);
     }
 
     /// <summary>
@@ -124,7 +160,7 @@ public record struct DataRequestHeader(
             return null;
         }
         var flags = BinaryPrimitives.ReadUInt16LittleEndian(source[6..]);
-        if ((flags & ~FlagForceUnitAccess) != 0)
+        if ((flags & ~(FlagForceUnitAccess | FlagTraced)) != 0)
         {
             problem = $"unknown flags 0x{flags:x}";
             return null;

@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
+using OrleansStorage.Telemetry;
 
 namespace OrleansStorage.DataPort;
 
@@ -46,9 +48,24 @@ public sealed class DataPortClient : IAsyncDisposable
     /// <summary>Sends one request to the host at <paramref name="endpoint"/>; see <see cref="DataPortLink.SendAsync"/>.</summary>
     public async Task<byte[]?> SendAsync(string hostId, string endpoint, DataRequestHeader request, ReadOnlyMemory<byte> payload = default, Memory<byte> readInto = default)
     {
-        var links = _hosts.GetOrAdd(endpoint, _ => new HostLinks());
-        var link = await links.PickAsync(() => DataPortLink.ConnectAsync(hostId, endpoint, _security, ConnectTimeout));
-        return await link.SendAsync(request, payload, readInto);
+        // A span per request sent (a client's to a primary, a primary's forward to a replica),
+        // whose context travels in the frame so the server's span joins the same trace.
+        using var span = StorageTelemetry.StartSend(request, hostId);
+        if (span is { Recorded: true })
+        {
+            request.Trace = span.Context;
+        }
+        try
+        {
+            var links = _hosts.GetOrAdd(endpoint, _ => new HostLinks());
+            var link = await links.PickAsync(() => DataPortLink.ConnectAsync(hostId, endpoint, _security, ConnectTimeout));
+            return await link.SendAsync(request, payload, readInto);
+        }
+        catch (Exception ex) when (span is not null)
+        {
+            span.SetStatus(ActivityStatusCode.Error, ex.Message);
+            throw;
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -140,7 +140,8 @@ public sealed class DataPortLink : IAsyncDisposable
     private async Task WriteRequestAsync(DataRequestHeader request, ReadOnlyMemory<byte> payload)
     {
         var coalesce = payload.Length < DataPortLimits.CoalesceBelow;
-        var frameLength = DataRequestHeader.Size + (coalesce ? payload.Length : 0);
+        var headerLength = request.FrameHeaderSize;
+        var frameLength = headerLength + (coalesce ? payload.Length : 0);
         var frame = ArrayPool<byte>.Shared.Rent(frameLength);
         await _writeLock.WaitAsync();
         try
@@ -158,12 +159,12 @@ public sealed class DataPortLink : IAsyncDisposable
             request.Write(frame);
             if (coalesce)
             {
-                payload.Span.CopyTo(frame.AsSpan(DataRequestHeader.Size));
+                payload.Span.CopyTo(frame.AsSpan(headerLength));
                 await _stream.WriteAsync(frame.AsMemory(0, frameLength));
             }
             else
             {
-                await _stream.WriteAsync(frame.AsMemory(0, DataRequestHeader.Size));
+                await _stream.WriteAsync(frame.AsMemory(0, headerLength));
                 await _stream.WriteAsync(payload);
             }
             await _stream.FlushAsync();

@@ -41,7 +41,8 @@ public sealed record ManagementStatus(
     [property: Id(0)] string Silo,
     [property: Id(1)] long Epoch,
     [property: Id(2)] long ActivatedAtEpoch,
-    [property: Id(3)] DateTimeOffset ActivatedAt);
+    [property: Id(3)] DateTimeOffset ActivatedAt,
+    [property: Id(4)] string HostId = "");
 
 /// <summary>The map <c>ostor cluster recover-map</c> rebuilt from the hosts' disks, and what it chose where they differed.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.MapRecoveryReport")]

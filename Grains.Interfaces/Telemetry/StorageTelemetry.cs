@@ -28,6 +28,52 @@ public static class StorageTelemetry
     public static readonly IReadOnlyList<double> LatencyBuckets =
         [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
+    /// <summary>The span of one request a client makes of a volume (a client library call, an NBD command); null when nobody records spans.</summary>
+    public static Activity? StartRequest(string name, string volume, long offset, long length)
+    {
+        if (!Tracing.HasListeners())
+        {
+            return null;
+        }
+        var span = Tracing.StartActivity(name, ActivityKind.Internal);
+        span?.SetTag("ostor.volume", volume).SetTag("ostor.offset", offset).SetTag("ostor.length", length);
+        return span;
+    }
+
+    /// <summary>The span of one data request sent to <paramref name="hostId"/>; null when nobody records spans.</summary>
+    public static Activity? StartSend(DataPort.DataRequestHeader request, string hostId)
+    {
+        if (!Tracing.HasListeners())
+        {
+            return null;
+        }
+        var span = Tracing.StartActivity("ostor.send " + LabelOf(request.Op.ToString()), ActivityKind.Client);
+        span?.SetTag("ostor.host", hostId)
+            .SetTag("ostor.volume_id", request.VolumeId)
+            .SetTag("ostor.segment", request.SegmentIndex)
+            .SetTag("ostor.offset", request.Offset)
+            .SetTag("ostor.length", request.Length)
+            .SetTag("ostor.epoch", request.Epoch);
+        return span;
+    }
+
+    /// <summary>The span of one data request a host serves, child of the sender's when the request carried it.</summary>
+    public static Activity? StartServe(DataPort.DataRequestHeader request, string hostId)
+    {
+        if (!Tracing.HasListeners())
+        {
+            return null;
+        }
+        var span = Tracing.StartActivity("ostor.serve " + LabelOf(request.Op.ToString()), ActivityKind.Server, request.Trace);
+        span?.SetTag("ostor.host", hostId)
+            .SetTag("ostor.volume_id", request.VolumeId)
+            .SetTag("ostor.segment", request.SegmentIndex)
+            .SetTag("ostor.offset", request.Offset)
+            .SetTag("ostor.length", request.Length)
+            .SetTag("ostor.epoch", request.Epoch);
+        return span;
+    }
+
     /// <summary>The label value of an operation or error kind: <c>ReplicaWrite</c> becomes <c>replica_write</c>.</summary>
     public static string LabelOf(string name)
     {

@@ -8,6 +8,7 @@ using System.Text;
 using OrleansStorage.Auth;
 using OrleansStorage.Errors;
 using OrleansStorage.Storage;
+using OrleansStorage.Telemetry;
 
 namespace OrleansStorage.DataPort;
 
@@ -94,6 +95,12 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
                 server.Refused(_peer, problem!);
                 return;
             }
+            if (DataRequestHeader.TraceFollows(header))
+            {
+                var block = new byte[DataRequestHeader.TraceSize];
+                await _stream.ReadExactlyAsync(block, stopping);
+                request.Trace = DataRequestHeader.ReadTrace(block);
+            }
             if (request.Op == DataOp.Hello)
             {
                 var ticket = new byte[request.PayloadLength];
@@ -158,6 +165,7 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
         var replyLength = 0;
         var started = Stopwatch.GetTimestamp();
         var status = DataStatus.Ok;
+        using var span = StorageTelemetry.StartServe(request, server.HostId);
         try
         {
             var door = server.Door ?? throw server.Asleep();
@@ -212,6 +220,7 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
         catch (Exception error)
         {
             (status, var value) = DataErrors.Classify(error);
+            span?.SetStatus(ActivityStatusCode.Error, status.ToString());
             var message = Encoding.UTF8.GetBytes(error.Message);
             await SendReplyAsync(new DataReplyHeader(request.Tag, status, value, message.Length), message);
         }

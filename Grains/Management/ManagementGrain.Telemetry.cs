@@ -40,7 +40,7 @@ public sealed partial class ManagementGrain
         _mismatchState.State ??= new MismatchCounts();
         _mismatches = _mismatchState.State.ByHost.ToImmutableDictionary(StringComparer.Ordinal);
         metrics.Serving(_map, _mismatches);
-        RememberChange(_map.Epoch, $"the management service started on {silo.SiloAddress} with the persisted map");
+        RememberChange(_map.Epoch, $"the management service started on {(LocalHostId.Length > 0 ? LocalHostId : silo.SiloAddress.ToString())} with the persisted map");
     }
 
     private void CountMismatch(string hostId)

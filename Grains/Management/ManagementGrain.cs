@@ -138,7 +138,11 @@ public sealed partial class ManagementGrain(
     public Task<ClusterMap> GetMapAsync() => Task.FromResult(_map);
 
     public Task<ManagementStatus> GetStatusAsync() =>
-        Task.FromResult(new ManagementStatus(silo.SiloAddress.ToString(), _map.Epoch, _activatedAtEpoch, _activatedAt));
+        Task.FromResult(new ManagementStatus(silo.SiloAddress.ToString(), _map.Epoch, _activatedAtEpoch, _activatedAt, LocalHostId));
+
+    /// <summary>The host whose silo runs the management service (its silo metadata names it).</summary>
+    private string LocalHostId =>
+        siloMetadata.GetSiloMetadata(silo.SiloAddress).Metadata.GetValueOrDefault(Placement.HostPinnedPlacementDirector.HostIdMetadataKey) ?? "";
 
     public Task<IReadOnlyList<HostReport>> GetHostsAsync() =>
         Task.FromResult<IReadOnlyList<HostReport>>(

@@ -1,4 +1,6 @@
 using System.Collections.Immutable;
+using Microsoft.Extensions.Options;
+using OrleansStorage.Hosting;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
@@ -12,7 +14,7 @@ namespace OrleansStorage.Silo.Web;
 /// difference between two gatherings, per host, so a host that did not answer once makes no
 /// spike when it answers again.
 /// </summary>
-public sealed class ClusterOverview(IGrainFactory grains, ILocalSiloDetails silo, TimeProvider clock)
+public sealed class ClusterOverview(IGrainFactory grains, IOptions<StorageServerOptions> storage, TimeProvider clock)
 {
     private static readonly TimeSpan MaxAge = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan HostTimeout = TimeSpan.FromSeconds(1);
@@ -54,9 +56,9 @@ public sealed class ClusterOverview(IGrainFactory grains, ILocalSiloDetails silo
             sample.At,
             map.ClusterId,
             map.Epoch,
-            status.Silo,
-            silo.SiloAddress.ToString(),
-            [.. hosts.Select(h => HostView(h, statuses.GetValueOrDefault(h.Host.HostId)))],
+            status.HostId.Length > 0 ? status.HostId : status.Silo,
+            storage.Value.HostId,
+            [.. hosts.OrderBy(h => h.Host.HostId, StringComparer.Ordinal).Select(h => HostView(h, statuses.GetValueOrDefault(h.Host.HostId)))],
             [.. map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal).Select(v => VolumeView(v, rates.GetValueOrDefault(v.VolumeId)))],
             [.. statuses.Values.SelectMany(s => s.Copies).Select(c => CopyView(c, map))],
             [.. changes.Reverse().Select(c => new ChangeView(c.Epoch, c.At, c.Reason))]);
@@ -160,7 +162,7 @@ public sealed record OverviewView(
     DateTimeOffset At,
     Guid ClusterId,
     long Epoch,
-    string ManagementSilo,
+    string Management,
     string ServedBy,
     ImmutableArray<HostView> Hosts,
     ImmutableArray<VolumeView> Volumes,

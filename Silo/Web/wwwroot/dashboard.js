@@ -111,7 +111,7 @@ async function refresh() {
     }
     showProblem('');
     document.getElementById('epoch').textContent = overview.epoch;
-    document.getElementById('management').textContent = overview.managementSilo;
+    document.getElementById('management').textContent = overview.management;
     document.getElementById('served-by').textContent = overview.servedBy;
     document.getElementById('updated').textContent = new Date(overview.at).toLocaleTimeString();
     drawHosts(overview.hosts);
