@@ -25,6 +25,8 @@ public sealed class ManagementMetrics
             "The epoch of the cluster map the management service last persisted");
         meter.CreateObservableGauge("ostor.hosts", ObserveHosts, "{host}",
             "Hosts in the map by state (up, down, out, draining)");
+        meter.CreateObservableGauge("ostor.host.state", ObserveHostStates, "{host}",
+            "1 for each host in the map, labelled with its state (up, down, out, draining): what alerts on a host key on");
         meter.CreateObservableGauge("ostor.placement_groups", ObserveGroups, "{group}",
             "Placement groups by volume and health (healthy, recovering, degraded, unavailable)");
         meter.CreateObservableCounter("ostor.epoch_mismatches", ObserveMismatches, "{report}",
@@ -56,6 +58,20 @@ public sealed class ManagementMetrics
         {
             yield return new Measurement<long>(now.Map.Hosts.Count(h => h.State == state),
                 new KeyValuePair<string, object?>("state", StorageTelemetry.LabelOf(state.ToString())));
+        }
+    }
+
+    private IEnumerable<Measurement<long>> ObserveHostStates()
+    {
+        if (Volatile.Read(ref _current) is not { } now)
+        {
+            yield break;
+        }
+        foreach (var host in now.Map.Hosts)
+        {
+            yield return new Measurement<long>(1,
+                new KeyValuePair<string, object?>("host", host.HostId),
+                new KeyValuePair<string, object?>("state", StorageTelemetry.LabelOf(host.State.ToString())));
         }
     }
 
