@@ -12,7 +12,7 @@ namespace OrleansStorage.Tests.Infrastructure;
 public sealed class ScriptedCluster : IAsyncDisposable
 {
     private readonly Dictionary<string, string> _environment;
-    private readonly Action<string> _log;
+    private Action<string> _log;
 
     /// <param name="log">Where the scripts' output goes (a test's output).</param>
     public ScriptedCluster(Action<string> log, int hosts, bool netns)
@@ -148,8 +148,27 @@ public sealed class ScriptedCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>Where the scripts' output goes from now on (a cluster shared by a class's tests: the running test's output).</summary>
+    public void LogTo(Action<string> log) => _log = log;
+
+    /// <summary>Sets a variable for every script run after this (e.g. OSTOR_PROMETHEUS_PORT).</summary>
+    public void SetEnvironment(string name, string value) => _environment[name] = value;
+
+    /// <summary>The variables the scripts run with: for a program started beside them (an NBD server).</summary>
+    public IReadOnlyDictionary<string, string> Variables => _environment;
+
     public async ValueTask DisposeAsync()
     {
+        if (File.Exists(Path.Combine(Data, "pids", "prometheus.pid")))
+        {
+            try
+            {
+                await RunAsync("monitoring", "down");
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
         if (Netns)
         {
             try
