@@ -41,6 +41,14 @@ public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHe
         await Expect(volumeRow.Locator(".cell[data-health='healthy']")).ToHaveCountAsync(groups);
         output.WriteLine("screenshot: " + await HeadlessChromium.ScreenshotAsync(page, test, "2-volume-created"));
 
+        // The Orleans Dashboard beside it, in a tab of its own (the dashboard's page stays as it is).
+        var orleans = await chromium.Browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1400, Height = 900 } });
+        await orleans.GotoAsync(new Uri(scripted.HttpOf(1), "orleans/").ToString());
+        await Expect(orleans).ToHaveTitleAsync("Orleans Dashboard");
+        await Expect(orleans.GetByText("Active Silos", new() { Exact = false })).ToBeVisibleAsync(new() { Timeout = 15_000 });
+        output.WriteLine("screenshot: " + await HeadlessChromium.ScreenshotAsync(orleans, test, "2b-orleans-dashboard"));
+        await orleans.CloseAsync();
+
         // kill -9 a host that neither serves the page nor runs the management service (killing
         // that one is the failover the metrics test makes): the page turns it Down by itself.
         var management = await page.Locator("#management").InnerTextAsync();
