@@ -27,9 +27,27 @@ public static partial class OstorCommandLine
             }
             using var authority = folder.CreateAuthority(parse.GetValue(clusterName)!, DateTimeOffset.UtcNow);
             folder.CreateTicketKey();
-            Console.WriteLine($"created the authority of cluster '{parse.GetValue(clusterName)}' in {folder.AuthorityCertificatePath} (key {folder.AuthorityKeyPath}, mode 0600), valid until {authority.NotAfter:yyyy-MM-dd}, and the hosts' ticket key {folder.TicketKeyPath}");
+            if (!folder.HasWebPassword)
+            {
+                folder.CreateWebPassword();
+            }
+            Console.WriteLine($"created the authority of cluster '{parse.GetValue(clusterName)}' in {folder.AuthorityCertificatePath} (key {folder.AuthorityKeyPath}, mode 0600), valid until {authority.NotAfter:yyyy-MM-dd}, the hosts' ticket key {folder.TicketKeyPath} and the HTTP endpoints' password {folder.WebPasswordPath}");
         });
         pki.Add(init);
+
+        var webPassword = new Command("web-password", "Create the password of the hosts' and NBD servers' HTTP endpoints (dashboard, /metrics) unless the folder has one; copy it to every host");
+        webPassword.SetAction(parse =>
+        {
+            var folder = RequiredPkiDirectory(parse);
+            if (folder.HasWebPassword)
+            {
+                Console.WriteLine($"{folder.WebPasswordPath} exists (HTTP Basic authentication, any user name)");
+                return;
+            }
+            folder.CreateWebPassword();
+            Console.WriteLine($"created {folder.WebPasswordPath} (mode 0600): the HTTP endpoints take it with HTTP Basic authentication, under any user name");
+        });
+        pki.Add(webPassword);
 
         var hostName = new Argument<string>("HOST") { Description = "Host id, e.g. host-4" };
         var addresses = new Option<string[]>("--address") { Description = "An address the host is reached at (repeat for several)", Required = true, AllowMultipleArgumentsPerToken = true };

@@ -518,10 +518,11 @@ public static partial class OstorCommandLine
             {
                 throw new InvalidRequestException($"--listen {endpoint} is not a loopback address, and without --tls require every exported volume would be open to that network; use TLS, or give --insecure");
             }
-            var telemetry = NbdTelemetry.FromOptions(parse.GetValue(metrics), parse.GetValue(otlpEndpoint), parse.GetValue(insecure));
+            var telemetry = NbdTelemetry.FromOptions(parse.GetValue(metrics), parse.GetValue(otlpEndpoint),
+                pkiPath is null ? null : new Security.PkiDirectory(pkiPath), parse.GetValue(insecure));
             return await WithClientAsync(parse, async client =>
             {
-                using var exporting = telemetry.Start();
+                await using var exporting = await telemetry.StartAsync();
                 await ServeNbdAsync(client, options, ct);
             }, subscribe: true);
         });

@@ -31,6 +31,11 @@ public sealed partial class PkiDirectory(string path)
 
     public bool HasTicketKey => File.Exists(TicketKeyPath);
 
+    /// <summary>The password of the hosts' and NBD servers' HTTP endpoints (dashboard, /metrics), see <see cref="WebCredentials"/>.</summary>
+    public string WebPasswordPath => System.IO.Path.Combine(Path, "web.password");
+
+    public bool HasWebPassword => File.Exists(WebPasswordPath);
+
     public string CertificatePath(CertificateRole role, string name) => System.IO.Path.Combine(Path, Folder(role), CheckedName(name) + ".crt");
 
     public string KeyPath(CertificateRole role, string name) => System.IO.Path.Combine(Path, Folder(role), CheckedName(name) + ".key");
@@ -61,6 +66,30 @@ public sealed partial class PkiDirectory(string path)
         }
         CreatePrivateFolder(Path);
         WriteAtomically(TicketKeyPath, Convert.ToBase64String(RandomNumberGenerator.GetBytes(32)) + "\n", PrivateFile);
+    }
+
+    /// <summary>Creates the HTTP endpoints' password: 24 random characters, mode 0600. Refuses to replace one.</summary>
+    public void CreateWebPassword()
+    {
+        if (HasWebPassword)
+        {
+            throw new InvalidRequestException($"{WebPasswordPath} exists; this folder already has the HTTP endpoints' password");
+        }
+        CreatePrivateFolder(Path);
+        WriteAtomically(WebPasswordPath, Convert.ToBase64String(RandomNumberGenerator.GetBytes(18)).Replace('+', '-').Replace('/', '_') + "\n", PrivateFile);
+    }
+
+    public WebCredentials LoadWebPassword()
+    {
+        if (!HasWebPassword)
+        {
+            throw new InvalidRequestException($"no password for the HTTP endpoint at {WebPasswordPath}: create it with 'ostor pki web-password' (and copy it to every host), or turn the endpoint off with --http-port 0");
+        }
+        RefuseOpenKey(WebPasswordPath);
+        var password = File.ReadAllText(WebPasswordPath).Trim();
+        return password.Length >= 16
+            ? new WebCredentials(password)
+            : throw new InvalidRequestException($"{WebPasswordPath} holds a password of {password.Length} characters; it needs at least 16");
     }
 
     public byte[] LoadTicketKey()

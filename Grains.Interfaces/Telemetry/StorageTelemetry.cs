@@ -74,6 +74,31 @@ public static class StorageTelemetry
         return span;
     }
 
+    /// <summary>The variable OpenTelemetry's exporters read their collector from.</summary>
+    public const string OtlpEndpointVariable = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+    /// <summary>
+    /// Whether spans go to an OTLP collector, and the endpoint to give the exporter: a configured
+    /// one (<c>--otlp-endpoint</c>) wins; with only the standard variable set the exporter reads it
+    /// itself (null endpoint), with <c>OTEL_EXPORTER_OTLP_PROTOCOL</c> and the path it implies.
+    /// Off when neither is set. <paramref name="problem"/> names a configured value that is no URI.
+    /// </summary>
+    public static bool TryOtlp(string? configured, out Uri? endpoint, out string? problem)
+    {
+        endpoint = null;
+        problem = null;
+        if (!string.IsNullOrWhiteSpace(configured))
+        {
+            if (Uri.TryCreate(configured, UriKind.Absolute, out endpoint))
+            {
+                return true;
+            }
+            problem = $"the OTLP endpoint '{configured}' (--otlp-endpoint) is not an absolute URI, such as http://127.0.0.1:4317";
+            return false;
+        }
+        return !string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(OtlpEndpointVariable));
+    }
+
     /// <summary>The label value of an operation or error kind: <c>ReplicaWrite</c> becomes <c>replica_write</c>.</summary>
     public static string LabelOf(string name)
     {

@@ -13,6 +13,7 @@ using OpenTelemetry.Trace;
 using Orleans.Dashboard;
 using OrleansStorage.Errors;
 using OrleansStorage.Hosting;
+using OrleansStorage.Security;
 using OrleansStorage.Silo.Hosting;
 using OrleansStorage.Telemetry;
 
@@ -47,6 +48,11 @@ public static class SiloHttp
         {
             throw new InvalidOperationException("invalid configuration: " + problem);
         }
+        var secured = !string.IsNullOrEmpty(configuration[$"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PkiDirectory)}"]);
+        if (options.IsOn && !secured && !IPAddress.IsLoopback(IPAddress.Parse(options.Address)))
+        {
+            throw new InvalidOperationException($"invalid configuration: Http:Address {options.Address} is not a loopback address, and without the cluster's certificates (--pki) the dashboard and /metrics would ask for no password there");
+        }
         if (options.IsOn && PortCheck.Taken(IPAddress.Parse(options.Address), ("http", options.Port)) is { } taken)
         {
             throw new InvalidOperationException(taken);
@@ -66,19 +72,44 @@ public static class SiloHttp
         });
         builder.Services.AddSingleton<ClusterOverview>();
         var hostId = builder.Configuration[$"{StorageServerOptions.SectionName}:{nameof(StorageServerOptions.HostId)}"] ?? "";
-        var otlp = OtlpEndpoint(builder.Configuration);
+        var tracing = StorageTelemetry.TryOtlp(builder.Configuration["Telemetry:OtlpEndpoint"], out var otlp, out var problem);
+        if (problem is not null)
+        {
+            throw new InvalidOperationException("invalid configuration: " + problem);
+        }
         var telemetry = builder.Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("ostor-silo", serviceInstanceId: hostId))
             .WithMetrics(metrics => metrics.AddMeter(Meters).AddPrometheusExporter());
-        if (otlp is not null)
+        if (tracing)
         {
             // Off unless asked for: with no listener, StartActivity returns null and tracing costs nothing.
             telemetry.WithTracing(tracing => tracing
                 .AddSource(StorageTelemetry.ActivitySourceName, "Microsoft.Orleans.Runtime", "Microsoft.Orleans.Application")
-                .AddOtlpExporter(o => o.Endpoint = otlp));
+                .AddOtlpExporter(o =>
+                {
+                    if (otlp is not null)
+                    {
+                        o.Endpoint = otlp;
+                    }
+                }));
         }
 
+        var credentials = Credentials(builder.Configuration);
         var app = builder.Build();
+        if (credentials is not null)
+        {
+            // Before anything else: without the password even a wrong path is only a 401.
+            app.Use(async (context, next) =>
+            {
+                if (!credentials.Admits(context.Request.Headers.Authorization))
+                {
+                    context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+                    context.Response.Headers.WWWAuthenticate = WebCredentials.Challenge;
+                    return;
+                }
+                await next(context);
+            });
+        }
         app.UseDefaultFiles();
         app.UseStaticFiles();
         app.MapPrometheusScrapingEndpoint("/metrics");
@@ -90,21 +121,26 @@ public static class SiloHttp
         return app;
     }
 
-    /// <summary>Tracing's endpoint: <c>Telemetry:OtlpEndpoint</c> (<c>--otlp-endpoint</c>), else the standard variable; null when neither is set.</summary>
-    private static Uri? OtlpEndpoint(IConfiguration configuration)
+    /// <summary>
+    /// On a cluster with certificates, the cluster's web password guards every path (the pages
+    /// name every host and volume); without them the silo serves loopback only, as it does its
+    /// other doors, and asks for nothing.
+    /// </summary>
+    private static WebCredentials? Credentials(IConfiguration configuration)
     {
-        var value = configuration["Telemetry:OtlpEndpoint"];
-        if (string.IsNullOrWhiteSpace(value))
-        {
-            value = Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT");
-        }
-        if (string.IsNullOrWhiteSpace(value))
+        var pki = configuration[$"{ClusterHostOptions.SectionName}:{nameof(ClusterHostOptions.PkiDirectory)}"];
+        if (string.IsNullOrEmpty(pki))
         {
             return null;
         }
-        return Uri.TryCreate(value, UriKind.Absolute, out var uri)
-            ? uri
-            : throw new InvalidOperationException($"invalid configuration: the OTLP endpoint '{value}' (--otlp-endpoint) is not an absolute URI");
+        try
+        {
+            return new PkiDirectory(pki).LoadWebPassword();
+        }
+        catch (Exception ex) when (ex is StorageException or IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidOperationException($"the HTTP endpoint (--pki {pki}): {ex.Message}", ex);
+        }
     }
 
     private static async Task<IResult> OverviewAsync(ClusterOverview overview)

@@ -46,6 +46,9 @@ public sealed class ScriptedCluster : IAsyncDisposable
     /// <summary>Host N's dashboard and /metrics (on loopback; only a cluster outside namespaces is reached this way).</summary>
     public Uri HttpOf(int host) => new($"http://127.0.0.1:{HttpPortBase + host - 1}/");
 
+    /// <summary>The password of the hosts' HTTP endpoints, which <c>infra/cluster up</c> made beside the certificates.</summary>
+    public string WebPassword => File.ReadAllText(Path.Combine(Pki, "web.password")).Trim();
+
     /// <summary>Host N's silo process id, or null when it is not running.</summary>
     public int? PidOf(int host)
     {

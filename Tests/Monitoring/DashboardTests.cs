@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Net;
+using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using System.Text;
 using System.Text.Json;
 using Microsoft.Playwright;
 using OrleansStorage.Tests.Infrastructure;
@@ -13,8 +15,8 @@ namespace OrleansStorage.Tests.Monitoring;
 /// <summary>
 /// The dashboard every silo serves, on the local cluster as <c>infra/cluster up</c> makes it,
 /// looked at in a real headless chromium: it shows what the cluster is, and follows it without a
-/// reload when a host dies. Its HTTP endpoint answers what it does not serve with 404 and keeps
-/// answering under many clients at once.
+/// reload when a host dies. Its HTTP endpoint takes the cluster's web password on every path,
+/// answers what it does not serve with 404 and keeps answering under many clients at once.
 /// </summary>
 public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHelper output) : IClassFixture<DashboardTests.Cluster>
 {
@@ -24,7 +26,8 @@ public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHe
         var scripted = await cluster.StartAsync(output);
         Prerequisites.Require(HeadlessChromium.IsInstalled, "Debian's chromium is not installed (apt-get install chromium)");
         await using var chromium = await HeadlessChromium.LaunchAsync();
-        var page = await chromium.Browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1400, Height = 1000 } });
+        var credentials = new HttpCredentials { Username = "admin", Password = scripted.WebPassword };
+        var page = await chromium.Browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1400, Height = 1000 }, HttpCredentials = credentials });
         const string test = "dashboard";
         await page.GotoAsync(scripted.HttpOf(1).ToString());
 
@@ -42,7 +45,7 @@ public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHe
         output.WriteLine("screenshot: " + await HeadlessChromium.ScreenshotAsync(page, test, "2-volume-created"));
 
         // The Orleans Dashboard beside it, in a tab of its own (the dashboard's page stays as it is).
-        var orleans = await chromium.Browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1400, Height = 900 } });
+        var orleans = await chromium.Browser.NewPageAsync(new BrowserNewPageOptions { ViewportSize = new ViewportSize { Width = 1400, Height = 900 }, HttpCredentials = credentials });
         await orleans.GotoAsync(new Uri(scripted.HttpOf(1), "orleans/").ToString());
         await Expect(orleans).ToHaveTitleAsync("Orleans Dashboard");
         await Expect(orleans.GetByText("Active Silos", new() { Exact = false })).ToBeVisibleAsync(new() { Timeout = 15_000 });
@@ -73,10 +76,23 @@ public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHe
     }
 
     [SkippableFact]
-    public async Task Unknown_paths_are_404_and_200_concurrent_clients_are_all_answered()
+    public async Task Every_path_needs_the_password_unknown_paths_are_404_and_200_concurrent_clients_are_all_answered()
     {
         var scripted = await cluster.StartAsync(output);
+        using (var stranger = new HttpClient { BaseAddress = scripted.HttpOf(1), Timeout = TimeSpan.FromSeconds(30) })
+        {
+            foreach (var path in new[] { "", "dashboard.js", "metrics", "api/overview", "orleans/", "nope" })
+            {
+                using var reply = await stranger.GetAsync(path);
+                Assert.True(reply.StatusCode == HttpStatusCode.Unauthorized, $"GET /{path} without the password: {(int)reply.StatusCode}, not 401");
+                Assert.StartsWith("Basic", reply.Headers.WwwAuthenticate.ToString(), StringComparison.Ordinal);
+            }
+            stranger.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("admin:not-the-password")));
+            using var wrong = await stranger.GetAsync("metrics");
+            Assert.Equal(HttpStatusCode.Unauthorized, wrong.StatusCode);
+        }
         using var http = new HttpClient { BaseAddress = scripted.HttpOf(1), Timeout = TimeSpan.FromSeconds(30) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("anyone:" + scripted.WebPassword)));
         foreach (var path in new[] { "nope", "metrics/extra", "api/nope", "api/overview/1", "orleans-not", "../../etc/passwd", "index.html/x" })
         {
             using var reply = await http.GetAsync(path);

@@ -15,7 +15,8 @@ namespace OrleansStorage.Tests.Monitoring;
 /// The metrics as a real Prometheus sees them: <c>infra/monitoring up</c> scraping the hosts of an
 /// <c>infra/cluster</c> and an <c>ostor nbd serve --metrics</c>, with fio as the client. What fio
 /// did is what the counters say; a stale request shows as a mismatch, and the count survives the
-/// management service's host being killed.
+/// management service's host being killed. The hosts and the NBD server export their spans to an
+/// OTLP collector named by the standard variables, as an operator would configure them.
 /// </summary>
 public sealed class PrometheusTests(ITestOutputHelper output)
 {
@@ -31,6 +32,9 @@ public sealed class PrometheusTests(ITestOutputHelper output)
         var prometheusPort = Ports.Free();
         cluster.SetEnvironment("OSTOR_PROMETHEUS_PORT", prometheusPort.ToString(CultureInfo.InvariantCulture));
         cluster.SetEnvironment("OSTOR_PROMETHEUS_INTERVAL", "1s");
+        using var collector = new OtlpCollector();
+        cluster.SetEnvironment("OTEL_EXPORTER_OTLP_ENDPOINT", collector.Endpoint);
+        cluster.SetEnvironment("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
         await cluster.UpAsync();
         await using var admin = await ConnectAsync(cluster);
         await admin.CreateVolumeAsync(Volume, 64 << 20, 2);
@@ -46,6 +50,9 @@ public sealed class PrometheusTests(ITestOutputHelper output)
             await eventually.UntilAsync(async () => await prometheus.ValueAsync("sum(up)") == 4, "prometheus scrapes the 3 hosts and the NBD server", TimeSpan.FromSeconds(60));
 
             await CountersMatchFioAsync(prometheus, eventually, nbdPort);
+            // Spans of the NBD server and of the hosts (a primary's and a replica's), exported in batches.
+            await eventually.UntilAsync(() => Task.FromResult(collector.Saw("nbd.write") && collector.Saw("ostor.serve write") && collector.Saw("ostor.serve replica_write")),
+                "the NBD server's and the hosts' spans at the OTLP collector", TimeSpan.FromSeconds(30), () => $"{collector.Exports} exports so far");
             await MismatchesSurviveFailoverAsync(cluster, admin, prometheus, eventually);
         }
         finally
