@@ -28,7 +28,7 @@ try
         SiloConfiguration.ConfigureSilo(silo, builder.Configuration);
         if (http.IsOn)
         {
-            SiloHttp.ConfigureSilo(silo);
+            SiloHttp.ConfigureSilo(silo, http);
         }
     });
     using IHost host = builder is WebApplicationBuilder web ? SiloHttp.Build(web, http) : ((HostApplicationBuilder)builder).Build();

@@ -109,16 +109,7 @@ public sealed class NbdTelemetry
         var app = builder.Build();
         if (_credentials is { } credentials)
         {
-            app.Use(async (context, next) =>
-            {
-                if (!credentials.Admits(context.Request.Headers.Authorization))
-                {
-                    context.Response.StatusCode = StatusCodes.Status401Unauthorized;
-                    context.Response.Headers.WWWAuthenticate = WebCredentials.Challenge;
-                    return;
-                }
-                await next(context);
-            });
+            app.Use((context, next) => credentials.Admits(context.Request.Headers.Authorization) ? next(context) : AskForPasswordAsync(context));
         }
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
@@ -138,5 +129,13 @@ public sealed class NbdTelemetry
             }
             Traces?.Dispose();
         }
+    }
+
+    /// <summary>401 with the challenge that makes a browser ask for the password.</summary>
+    private static Task AskForPasswordAsync(HttpContext context)
+    {
+        context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+        context.Response.Headers.WWWAuthenticate = WebCredentials.Challenge;
+        return Task.CompletedTask;
     }
 }

@@ -47,14 +47,7 @@ public static class StorageTelemetry
         {
             return null;
         }
-        var span = Tracing.StartActivity("ostor.send " + LabelOf(request.Op.ToString()), ActivityKind.Client);
-        span?.SetTag("ostor.host", hostId)
-            .SetTag("ostor.volume_id", request.VolumeId)
-            .SetTag("ostor.segment", request.SegmentIndex)
-            .SetTag("ostor.offset", request.Offset)
-            .SetTag("ostor.length", request.Length)
-            .SetTag("ostor.epoch", request.Epoch);
-        return span;
+        return Tagged(Tracing.StartActivity("ostor.send " + LabelOf(request.Op.ToString()), ActivityKind.Client), request, hostId);
     }
 
     /// <summary>The span of one data request a host serves, child of the sender's when the request carried it.</summary>
@@ -64,15 +57,16 @@ public static class StorageTelemetry
         {
             return null;
         }
-        var span = Tracing.StartActivity("ostor.serve " + LabelOf(request.Op.ToString()), ActivityKind.Server, request.Trace);
+        return Tagged(Tracing.StartActivity("ostor.serve " + LabelOf(request.Op.ToString()), ActivityKind.Server, request.Trace), request, hostId);
+    }
+
+    private static Activity? Tagged(Activity? span, DataPort.DataRequestHeader request, string hostId) =>
         span?.SetTag("ostor.host", hostId)
             .SetTag("ostor.volume_id", request.VolumeId)
             .SetTag("ostor.segment", request.SegmentIndex)
             .SetTag("ostor.offset", request.Offset)
             .SetTag("ostor.length", request.Length)
             .SetTag("ostor.epoch", request.Epoch);
-        return span;
-    }
 
     /// <summary>The variable OpenTelemetry's exporters read their collector from.</summary>
     public const string OtlpEndpointVariable = "OTEL_EXPORTER_OTLP_ENDPOINT";

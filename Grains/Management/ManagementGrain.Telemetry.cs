@@ -23,10 +23,15 @@ public sealed partial class ManagementGrain
 
     public Task<MapChange[]> GetRecentChangesAsync() => Task.FromResult(_recentChanges.ToArray());
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         metrics.Stopped();
-        return _mismatchesDirty ? SaveMismatchesAsync() : Task.CompletedTask;
+        // The last counts go with a graceful end (a killed host loses what it had not written yet).
+        await _mismatchSave;
+        if (_mismatchesDirty)
+        {
+            await SaveMismatchesAsync();
+        }
     }
 
     /// <summary>Reads the counts the last activation persisted; the metrics start from them.</summary>

@@ -26,9 +26,6 @@ namespace OrleansStorage.Silo.Web;
 /// </summary>
 public static class SiloHttp
 {
-    /// <summary>The meters exported: ours, Orleans' own, the .NET runtime's.</summary>
-    private static readonly string[] Meters = [StorageTelemetry.MeterName, "Microsoft.Orleans", "System.Runtime"];
-
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
     /// <summary>
@@ -60,8 +57,14 @@ public static class SiloHttp
         return options;
     }
 
-    /// <summary>The Orleans Dashboard's grains and call profiler, on every silo that serves HTTP.</summary>
-    public static void ConfigureSilo(ISiloBuilder silo) => silo.AddDashboard();
+    /// <summary>The Orleans Dashboard's grains and call profiler, on every silo that serves HTTP (unless <see cref="SiloHttpOptions.OrleansDashboard"/> is off).</summary>
+    public static void ConfigureSilo(ISiloBuilder silo, SiloHttpOptions http)
+    {
+        if (http.OrleansDashboard)
+        {
+            silo.AddDashboard();
+        }
+    }
 
     public static WebApplication Build(WebApplicationBuilder builder, SiloHttpOptions http)
     {
@@ -79,7 +82,7 @@ public static class SiloHttp
         }
         var telemetry = builder.Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService("ostor-silo", serviceInstanceId: hostId))
-            .WithMetrics(metrics => metrics.AddMeter(Meters).AddPrometheusExporter());
+            .WithMetrics(metrics => metrics.AddMeter(Meters(http)).AddPrometheusExporter());
         if (tracing)
         {
             // Off unless asked for: with no listener, StartActivity returns null and tracing costs nothing.
@@ -99,27 +102,25 @@ public static class SiloHttp
         if (credentials is not null)
         {
             // Before anything else: without the password even a wrong path is only a 401.
-            app.Use(async (context, next) =>
-            {
-                if (!credentials.Admits(context.Request.Headers.Authorization))
-                {
-                    context.Response.StatusCode = StatusCodes.Status401Unauthorized;
-                    context.Response.Headers.WWWAuthenticate = WebCredentials.Challenge;
-                    return;
-                }
-                await next(context);
-            });
+            app.Use((context, next) => credentials.Admits(context.Request.Headers.Authorization) ? next(context) : AskForPasswordAsync(context));
         }
         app.UseDefaultFiles();
         app.UseStaticFiles();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapGet("/api/overview", OverviewAsync);
-        app.MapOrleansDashboard("/orleans");
+        if (http.OrleansDashboard)
+        {
+            app.MapOrleansDashboard("/orleans");
+        }
         app.Lifetime.ApplicationStarted.Register(() =>
             app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("OrleansStorage.Silo.Web")
                 .LogInformation("Dashboard at http://{Address}:{Port}/, metrics at /metrics, Orleans Dashboard at /orleans/", http.Address, http.Port));
         return app;
     }
+
+    /// <summary>The meters exported: ours, the .NET runtime's, and Orleans' own unless turned off.</summary>
+    private static string[] Meters(SiloHttpOptions http) =>
+        http.OrleansMetrics ? [StorageTelemetry.MeterName, "System.Runtime", "Microsoft.Orleans"] : [StorageTelemetry.MeterName, "System.Runtime"];
 
     /// <summary>
     /// On a cluster with certificates, the cluster's web password guards every path (the pages
@@ -153,5 +154,13 @@ public static class SiloHttp
         {
             return Results.Json(new { error = $"the management service did not answer: {ex.Message}" }, Json, statusCode: StatusCodes.Status503ServiceUnavailable);
         }
+    }
+
+    /// <summary>401 with the challenge that makes a browser ask for the password.</summary>
+    private static Task AskForPasswordAsync(HttpContext context)
+    {
+        context.Response.StatusCode = StatusCodes.Status401Unauthorized;
+        context.Response.Headers.WWWAuthenticate = WebCredentials.Challenge;
+        return Task.CompletedTask;
     }
 }

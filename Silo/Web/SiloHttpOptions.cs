@@ -23,6 +23,12 @@ public sealed class SiloHttpOptions
     /// <summary>0 turns the endpoint off.</summary>
     public int Port { get; set; } = DefaultPort;
 
+    /// <summary>Mount the Orleans Dashboard at /orleans/ (its grains and call profiler run on every silo with it).</summary>
+    public bool OrleansDashboard { get; set; } = true;
+
+    /// <summary>Export Orleans' own meter (messaging, activations, scheduler) on /metrics beside ours and the runtime's.</summary>
+    public bool OrleansMetrics { get; set; } = true;
+
     public bool IsOn => Port != 0;
 
     public string? Problem()
