@@ -208,14 +208,5 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         return Process.Start(start)!;
     }
 
-    private static Task<OstorClient> ConnectAsync(ScriptedCluster cluster, string client)
-    {
-        var options = new OstorClientOptions { PkiDirectory = cluster.Pki, ClientName = client, SubscribeToMapChanges = false, ConnectTimeout = TimeSpan.FromSeconds(20) };
-        options.Gateways.Clear();
-        foreach (var gateway in cluster.Gateways)
-        {
-            options.Gateways.Add(gateway);
-        }
-        return OstorClient.ConnectAsync(options);
-    }
+    private static Task<OstorClient> ConnectAsync(ScriptedCluster cluster, string client) => cluster.ConnectAsync(client);
 }

@@ -154,6 +154,18 @@ public sealed class ScriptedCluster : IAsyncDisposable
     /// <summary>Where the scripts' output goes from now on (a cluster shared by a class's tests: the running test's output).</summary>
     public void LogTo(Action<string> log) => _log = log;
 
+    /// <summary>A client of this cluster presenting the certificate of <paramref name="client"/> from its PKI folder.</summary>
+    public Task<Client.Library.OstorClient> ConnectAsync(string client)
+    {
+        var options = new Client.Library.OstorClientOptions { PkiDirectory = Pki, ClientName = client, SubscribeToMapChanges = false, ConnectTimeout = TimeSpan.FromSeconds(20) };
+        options.Gateways.Clear();
+        foreach (var gateway in Gateways)
+        {
+            options.Gateways.Add(gateway);
+        }
+        return Client.Library.OstorClient.ConnectAsync(options);
+    }
+
     /// <summary>Sets a variable for every script run after this (e.g. OSTOR_PROMETHEUS_PORT).</summary>
     public void SetEnvironment(string name, string value) => _environment[name] = value;
 

@@ -36,7 +36,7 @@ public sealed class PrometheusTests(ITestOutputHelper output)
         cluster.SetEnvironment("OTEL_EXPORTER_OTLP_ENDPOINT", collector.Endpoint);
         cluster.SetEnvironment("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
         await cluster.UpAsync();
-        await using var admin = await ConnectAsync(cluster);
+        await using var admin = await cluster.ConnectAsync("admin");
         await admin.CreateVolumeAsync(Volume, 64 << 20, 2);
 
         var nbdPort = Ports.Free();
@@ -154,14 +154,4 @@ public sealed class PrometheusTests(ITestOutputHelper output)
         return Process.Start(start)!;
     }
 
-    private static Task<OstorClient> ConnectAsync(ScriptedCluster cluster)
-    {
-        var options = new OstorClientOptions { PkiDirectory = cluster.Pki, ClientName = "admin", SubscribeToMapChanges = false, ConnectTimeout = TimeSpan.FromSeconds(20) };
-        options.Gateways.Clear();
-        foreach (var gateway in cluster.Gateways)
-        {
-            options.Gateways.Add(gateway);
-        }
-        return OstorClient.ConnectAsync(options);
-    }
 }
