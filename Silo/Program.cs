@@ -49,6 +49,12 @@ static string? StartupError(Exception error)
 {
     for (var ex = error; ex is not null; ex = ex.InnerException)
     {
+        // Kestrel's bind failure names the address; its inner exception only says "Address already
+        // in use". The start-up port check misses a port taken in the moment between it and the bind.
+        if (ex is IOException { InnerException: Microsoft.AspNetCore.Connections.AddressInUseException })
+        {
+            return $"the http port is not free ({ex.Message.ReplaceLineEndings(" ").TrimEnd('.')}): another process, perhaps another cluster's silo, holds it; stop it or give --http-port another port (0 turns the endpoint off)";
+        }
         if (ex is HostStartupException or InvalidOperationException or OptionsValidationException or FormatException)
         {
             return ex.Message.ReplaceLineEndings(" ");

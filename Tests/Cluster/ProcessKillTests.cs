@@ -185,6 +185,8 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
                 "--silo-port", _siloPorts[host - 1].ToString(System.Globalization.CultureInfo.InvariantCulture),
                 "--gateway-port", _gatewayPorts[host - 1].ToString(System.Globalization.CultureInfo.InvariantCulture),
                 "--postgres", _connectionString,
+                // Three silos on one machine would all claim the default dashboard port 18080.
+                "--http-port", "0",
             },
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -195,13 +197,9 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
         start.Environment["OSTOR_Management__PlacementGroupsPerVolume"] = "16";
         start.Environment["OSTOR_Management__MembershipSettleTime"] = "00:00:02";
         var process = Process.Start(start) ?? throw new InvalidOperationException("could not start ostor-silo");
-        var writer = new StreamWriter(log, append: true) { AutoFlush = true };
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
-        process.Exited += (_, _) => { lock (writer) { writer.Dispose(); } };
+        var writer = ProcessLog.Attach(process, log, append: true);
+        process.Exited += (_, _) => writer.Dispose();
         process.EnableRaisingEvents = true;
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
         _silos[host] = process;
     }
 
@@ -219,7 +217,7 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
             {
                 foreach (var (host, silo) in _silos.Where(s => s.Value.HasExited))
                 {
-                    Assert.Fail($"host-{host} exited with {silo.ExitCode}: {File.ReadAllText(Path.Combine(_root, $"host-{host}.log"))}");
+                    Assert.Fail($"host-{host} exited with {silo.ExitCode}: {ProcessLog.Read(Path.Combine(_root, $"host-{host}.log"))}");
                 }
                 await Task.Delay(1000);
             }

@@ -26,6 +26,7 @@ public sealed class NbdHardeningTests(ITestOutputHelper output) : IAsyncLifetime
     private readonly string _scratch = Directory.CreateTempSubdirectory("ostor-nbd-flood-").FullName;
     private ConfiguredSilos? _silos;
     private Process? _server;
+    private ProcessLog? _serverLog;
     private int _port;
 
     private string ServerLog => Path.Combine(_scratch, "nbd.log");
@@ -59,11 +60,7 @@ public sealed class NbdHardeningTests(ITestOutputHelper output) : IAsyncLifetime
         }
         start.Environment.Remove("OSTOR_PKI");
         _server = Process.Start(start)!;
-        var log = new StreamWriter(ServerLog) { AutoFlush = true };
-        _server.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (log) { log.WriteLine(e.Data); } } };
-        _server.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (log) { log.WriteLine(e.Data); } } };
-        _server.BeginOutputReadLine();
-        _server.BeginErrorReadLine();
+        _serverLog = ProcessLog.Attach(_server, ServerLog);
         await new Eventually(output).UntilAsync(async () =>
         {
             Assert.False(_server.HasExited, "the NBD server exited: " + ReadLog());
@@ -79,6 +76,7 @@ public sealed class NbdHardeningTests(ITestOutputHelper output) : IAsyncLifetime
             await _server.WaitForExitAsync();
         }
         _server?.Dispose();
+        _serverLog?.Dispose();
         if (_silos is not null)
         {
             await _silos.DisposeAsync();
@@ -257,9 +255,5 @@ public sealed class NbdHardeningTests(ITestOutputHelper output) : IAsyncLifetime
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024;
     }
 
-    private string ReadLog()
-    {
-        using var file = new FileStream(ServerLog, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-        return new StreamReader(file).ReadToEnd();
-    }
+    private string ReadLog() => ProcessLog.Read(ServerLog);
 }
