@@ -20,8 +20,11 @@ namespace OrleansStorage.Tests.Monitoring;
 /// </summary>
 public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHelper output) : IClassFixture<DashboardTests.Cluster>
 {
+    /// <summary>Written while a host is down: 4 segments (4 MiB each) to resync at <see cref="Cluster.RecoveryBytesPerSecond"/>, several seconds of copying.</summary>
+    private const int MissedBytes = 16 << 20;
+
     [SkippableFact]
-    public async Task It_lists_the_hosts_shows_a_new_volume_and_turns_a_host_killed_with_kill_9_down_without_a_reload()
+    public async Task It_lists_the_hosts_shows_a_new_volume_turns_a_host_killed_with_kill_9_down_and_follows_its_resync_without_a_reload()
     {
         var scripted = await cluster.StartAsync(output);
         Prerequisites.Require(HeadlessChromium.IsInstalled, "Debian's chromium is not installed (apt-get install chromium)");
@@ -72,7 +75,21 @@ public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHe
         output.WriteLine("screenshot: " + await HeadlessChromium.ScreenshotAsync(page, test, "3-host-killed"));
         Assert.True(await page.Locator("#problem").IsHiddenAsync(), "the page shows a problem: " + await page.Locator("#problem").InnerTextAsync());
 
-        await scripted.UpAsync(); // host back for the other tests of the class
+        // Writes while it is away, then it comes back: the resync copies what it missed, paced by the
+        // class's low recovery bandwidth so that the page (polling once a second) sees it under way.
+        var missed = Path.Combine(scripted.Data, "missed.bin");
+        await File.WriteAllBytesAsync(missed, Replicas.RandomBytes(MissedBytes, seed: 14));
+        await scripted.RunAsync("ostor", "put", "dash-vol", missed);
+        await scripted.UpAsync();
+        var copies = page.Locator("#copies tbody tr");
+        await Expect(copies.First).ToContainTextAsync($"host-{victim} (resync)", new() { Timeout = 30_000 });
+        await Expect(copies.First.Locator(".bar")).ToBeVisibleAsync();
+        output.WriteLine($"resync shown: {await copies.First.InnerTextAsync()}");
+        output.WriteLine("screenshot: " + await HeadlessChromium.ScreenshotAsync(page, test, "4-resync-under-way"));
+        await Expect(page.Locator("#copies")).ToContainTextAsync("no copies running", new() { Timeout = 120_000 });
+        await Expect(hostRow).ToHaveAttributeAsync("data-state", "Up");
+        await Expect(volumeRow).ToHaveAttributeAsync("data-health", "healthy", new() { Timeout = 30_000 });
+        output.WriteLine("screenshot: " + await HeadlessChromium.ScreenshotAsync(page, test, "5-resync-done"));
     }
 
     [SkippableFact]
@@ -126,6 +143,9 @@ public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHe
     /// <summary>One 3-host cluster for the class, started by the first test that needs it.</summary>
     public sealed class Cluster : IAsyncLifetime
     {
+        /// <summary>Each host copies for recovery at most this fast (the shipped default is 64 MiB/s).</summary>
+        public const long RecoveryBytesPerSecond = 1 << 20;
+
         private ScriptedCluster? _cluster;
 
         public async Task<ScriptedCluster> StartAsync(ITestOutputHelper output)
@@ -134,6 +154,7 @@ public sealed class DashboardTests(DashboardTests.Cluster cluster, ITestOutputHe
             if (_cluster is null)
             {
                 _cluster = new ScriptedCluster(output.WriteLine, hosts: 3, netns: false);
+                _cluster.SetEnvironment("OSTOR_Storage__RecoveryBandwidthBytesPerSecond", RecoveryBytesPerSecond.ToString(System.Globalization.CultureInfo.InvariantCulture));
                 await _cluster.UpAsync();
             }
             _cluster.LogTo(output.WriteLine);

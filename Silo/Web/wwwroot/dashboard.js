@@ -86,7 +86,8 @@ function drawCopies(copies) {
     el('tbody', {}, ...copies.map(c => el('tr', { 'data-copy': c.volume + '/' + c.group + '/' + c.target },
       el('td', {}, c.volume), el('td', { class: 'number' }, c.group), el('td', {}, c.source),
       el('td', {}, c.target + (c.resync ? ' (resync)' : '')),
-      el('td', {}, bar(c.total > 0 ? c.done / c.total : 0), ' ' + c.done + ' / ' + c.total + ' segments'),
+      // A copy learns how many segments it has once it holds one of its host's copy slots.
+      el('td', {}, bar(c.total > 0 ? c.done / c.total : 0), c.total > 0 ? ' ' + c.done + ' / ' + c.total + ' segments' : ' queued'),
       el('td', { class: 'number' }, bytes(c.bytes)))))));
 }
 
