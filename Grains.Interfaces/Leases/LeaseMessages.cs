@@ -16,7 +16,9 @@ public sealed record LeaseRequest(
 /// the moment the request was sent (measured by the requester), and the requester serves a group
 /// in <see cref="Waits"/> only once its wait has passed: an earlier primary of that group may still
 /// hold a lease. <see cref="UnknownLeasesFor"/> is how long leases granted before management's
-/// current activation may last: it applies to every group the requester newly leads.
+/// current activation may last: it applies to every group the requester newly leads, except those
+/// of <see cref="VolumesCreatedSince"/>, the volumes this activation created (no lease it did not
+/// grant can cover them).
 /// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.LeaseGrant")]
 public sealed record LeaseGrant(
@@ -24,7 +26,8 @@ public sealed record LeaseGrant(
     [property: Id(1)] bool Granted,
     [property: Id(2)] TimeSpan Duration,
     [property: Id(3)] GroupWait[] Waits,
-    [property: Id(4)] TimeSpan UnknownLeasesFor);
+    [property: Id(4)] TimeSpan UnknownLeasesFor,
+    [property: Id(5)] Guid[]? VolumesCreatedSince = null);
 
 /// <summary>How much longer an earlier primary of a group may hold its lease, on management's clock.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.GroupWait")]

@@ -19,6 +19,13 @@ public sealed class LeaseTable
     private readonly HashSet<(Guid VolumeId, int GroupIndex)> _released = [];
 
     /// <summary>
+    /// Volumes this activation created while leases it cannot know of may still run: none of them
+    /// covers these volumes' groups, so their primaries need not wait (told with every grant until
+    /// <see cref="_unknownLeasesUntil"/>, then forgotten).
+    /// </summary>
+    private readonly HashSet<Guid> _createdHere = [];
+
+    /// <summary>
     /// Leases this activation did not grant end before this. Another activation grants only after
     /// reading that the database still holds the state it loaded, so once this one has written
     /// the state (<see cref="Fenced"/>), no lease of theirs starts later.
@@ -61,6 +68,16 @@ public sealed class LeaseTable
             Fenced();
         }
         var now = _clock.GetTimestamp();
+        if (now < _unknownLeasesUntil)
+        {
+            foreach (var volume in next.Volumes)
+            {
+                if (previous.FindVolume(volume.VolumeId) is null)
+                {
+                    _createdHere.Add(volume.VolumeId);
+                }
+            }
+        }
         foreach (var volume in previous.Volumes)
         {
             // A deleted volume has no primary any more: nobody serves it, at any epoch.
@@ -122,12 +139,18 @@ public sealed class LeaseTable
             var key = (deposition.VolumeId, deposition.GroupIndex);
             waits[key] = Math.Max(waits.GetValueOrDefault(key), deposition.Until - now);
         }
+        var unknownFor = Math.Max(0, _unknownLeasesUntil - now);
+        if (unknownFor == 0)
+        {
+            _createdHere.Clear();
+        }
         return new LeaseGrant(
             map.Epoch,
             true,
             _options.Duration,
             [.. waits.Select(w => new GroupWait(w.Key.Item1, w.Key.Item2, Span(w.Value)))],
-            Span(Math.Max(0, _unknownLeasesUntil - now)));
+            Span(unknownFor),
+            unknownFor > 0 ? [.. _createdHere.Where(id => map.FindVolume(id) is not null)] : null);
     }
 
     /// <summary>

@@ -28,7 +28,8 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
     /// <summary>
     /// Takes a grant made on <paramref name="map"/> (same epoch) for a request sent at
     /// <paramref name="sentAt"/>. Groups this host leads now but did not lead under the lease it
-    /// held until now wait out leases management cannot account for.
+    /// held until now wait out leases management cannot account for, except the groups of volumes
+    /// management created since: no such lease covers them.
     /// </summary>
     public void Apply(LeaseGrant grant, ClusterMap map, long sentAt)
     {
@@ -46,8 +47,13 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         if (grant.UnknownLeasesFor > TimeSpan.Zero)
         {
             var until = now + Ticks(options.Stretch(grant.UnknownLeasesFor));
+            var created = grant.VolumesCreatedSince ?? [];
             foreach (var volume in map.Volumes)
             {
+                if (Array.IndexOf(created, volume.VolumeId) >= 0)
+                {
+                    continue;
+                }
                 var before = held?.FindVolume(volume.VolumeId);
                 foreach (var group in volume.PlacementGroups)
                 {

@@ -187,4 +187,53 @@ public class LeaseTests
 
         Assert.NotEqual(TimeSpan.Zero, host1.WaitBeforeServing(map, volumeId, 0));
     }
+
+    [Fact]
+    public void A_volume_created_after_a_management_failover_is_served_at_once_and_one_that_existed_before_waits()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var before = SettledTable(clock, map);
+        Holder("host-1", clock, before, map);
+
+        // A new activation, still inside the window where the old one's leases may live, creates a
+        // volume: no lease it did not grant can cover a group of a volume it made.
+        var after = new LeaseTable(Options, clock);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        var transitions = TestMaps.Transitions(4);
+        var createdId = Guid.NewGuid();
+        var next = transitions.CreateVolume(map, createdId, "new", 8 << 20, 2);
+        after.MapChanged(map, next);
+        var created = next.FindVolume(createdId)!;
+        var host2 = Holder("host-2", clock, after, next);
+
+        foreach (var group in created.PlacementGroups.Where(g => g.Primary == "host-2"))
+        {
+            Assert.Equal(TimeSpan.Zero, host2.WaitBeforeServing(next, createdId, group.Index));
+        }
+        // The groups of the volume that was there before the failover still wait for leases the new
+        // activation cannot know of.
+        var older = next.FindVolume(volumeId)!.PlacementGroups.First(g => g.Primary == "host-2");
+        Assert.True(host2.WaitBeforeServing(next, volumeId, older.Index) >= TimeSpan.FromSeconds(7));
+        Assert.Contains(created.PlacementGroups, g => g.Primary == "host-2");
+    }
+
+    [Fact]
+    public void A_volume_created_before_the_failover_is_not_taken_for_a_new_one_when_it_is_deleted_and_its_name_reused()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var after = new LeaseTable(Options, clock);
+        var transitions = TestMaps.Transitions(4);
+        var deleted = map with { Epoch = map.Epoch + 1, Volumes = [] };
+        after.MapChanged(map, deleted);
+        var reusedId = Guid.NewGuid();
+        var recreated = transitions.CreateVolume(deleted, reusedId, "v", 8 << 20, 2);
+        after.MapChanged(deleted, recreated);
+        var host1 = Holder("host-1", clock, after, recreated);
+
+        // The name is the old one, the volume is new: it is served at once.
+        Assert.Equal(TimeSpan.Zero, host1.WaitBeforeServing(recreated, reusedId, 0));
+        Assert.Null(recreated.FindVolume(volumeId));
+    }
 }
