@@ -15,9 +15,10 @@ using OrleansStorage.Silo.Web;
 // --recover is a flag; the configuration's command line wants a value for every switch.
 args = [.. args.Select(arg => arg == "--recover" ? "--recover=true" : arg)];
 
+SiloHttpOptions? http = null;
 try
 {
-    var http = SiloHttp.ReadOptions(args);
+    http = SiloHttp.ReadOptions(args);
     IHostApplicationBuilder builder = http.IsOn
         ? WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory })
         : Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
@@ -37,7 +38,7 @@ try
     await host.RunAsync();
     return 0;
 }
-catch (Exception ex) when (StartupError(ex) is { } line)
+catch (Exception ex) when (StartupError(ex, http) is { } line)
 {
     Console.Error.WriteLine($"ostor-silo: {line}");
     return 2;
@@ -45,15 +46,15 @@ catch (Exception ex) when (StartupError(ex) is { } line)
 
 // The one line for an exception that stopped the start: ours and configuration errors as they
 // are, anything else with its type, searched through wrappers.
-static string? StartupError(Exception error)
+static string? StartupError(Exception error, SiloHttpOptions? http)
 {
     for (var ex = error; ex is not null; ex = ex.InnerException)
     {
-        // Kestrel's bind failure names the address; its inner exception only says "Address already
-        // in use". The start-up port check misses a port taken in the moment between it and the bind.
-        if (ex is IOException { InnerException: Microsoft.AspNetCore.Connections.AddressInUseException })
+        // The start-up port check misses a port taken in the moment between it and Kestrel's bind,
+        // whose failure (an IOException around this one) does not say which door it was.
+        if (ex is IOException { InnerException: Microsoft.AspNetCore.Connections.AddressInUseException } && http is not null)
         {
-            return $"the http port is not free ({ex.Message.ReplaceLineEndings(" ").TrimEnd('.')}): another process, perhaps another cluster's silo, holds it; stop it or give --http-port another port (0 turns the endpoint off)";
+            return PortCheck.NotFree("http", $"{http.Address}:{http.Port}", nameof(System.Net.Sockets.SocketError.AddressAlreadyInUse));
         }
         if (ex is HostStartupException or InvalidOperationException or OptionsValidationException or FormatException)
         {

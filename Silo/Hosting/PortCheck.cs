@@ -22,9 +22,13 @@ internal static class PortCheck
             }
             catch (SocketException ex)
             {
-                return $"the {door} port {address}:{port} is not free ({ex.SocketErrorCode}): another process, perhaps another cluster's silo, holds it; stop it or give --{door}-port another port";
+                return NotFree(door, $"{address}:{port}", ex.SocketErrorCode.ToString());
             }
         }
         return null;
     }
+
+    /// <summary>The line for a port someone holds, found by this check or by a listener's bind.</summary>
+    public static string NotFree(string door, string endpoint, string reason) =>
+        $"the {door} port {endpoint} is not free ({reason}): another process, perhaps another cluster's silo, holds it; stop it or give --{door}-port another port";
 }
