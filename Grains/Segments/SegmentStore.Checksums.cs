@@ -99,7 +99,7 @@ public sealed partial class SegmentStore
         var offset = firstBlock * BlockChecksums.BlockSize;
         CheckRange(segmentSize, offset, bytes.Length);
         ThrowIfFailed();
-        await PrepareWriteAsync(segment).ConfigureAwait(false);
+        using var writing = await BeginDataWriteAsync(segment).ConfigureAwait(false);
         using var lease = Acquire(segment, create: true);
         await RandomAccess.WriteAsync(lease.Handle!, bytes, offset).ConfigureAwait(false);
         var checksums = new uint[BlockChecksums.BlocksOf(offset, bytes.Length).End - firstBlock];

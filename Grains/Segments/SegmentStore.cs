@@ -229,7 +229,11 @@ public sealed partial class SegmentStore : IDisposable
         {
             return;
         }
-        await PrepareWriteAsync(segment).ConfigureAwait(false);
+        using var writing = await BeginDataWriteAsync(segment).ConfigureAwait(false);
+        if (BeforeDataWrite is { } hold)
+        {
+            await hold(segment).ConfigureAwait(false);
+        }
         using var lease = Acquire(segment, create: true);
         var (firstBlock, checksums) = await ChecksumsAfterWriteAsync(lease, segment, segmentSize, offset, data, data.Length, verifyPartialBlocks, cancellationToken).ConfigureAwait(false);
         await RandomAccess.WriteAsync(lease.Handle!, data, offset, cancellationToken).ConfigureAwait(false);
@@ -279,7 +283,7 @@ public sealed partial class SegmentStore : IDisposable
         {
             return; // nothing was ever written there
         }
-        await PrepareWriteAsync(segment).ConfigureAwait(false);
+        using var writing = await BeginDataWriteAsync(segment).ConfigureAwait(false);
         var (firstBlock, checksums) = await ChecksumsAfterWriteAsync(lease, segment, segmentSize, offset, null, length, verifyPartialBlocks, cancellationToken).ConfigureAwait(false);
         if (!PunchHole(handle, offset, length))
         {
@@ -395,13 +399,13 @@ public sealed partial class SegmentStore : IDisposable
         await Task.WhenAll(syncs).ConfigureAwait(false);
         lock (_gate)
         {
-            // Data and versions of these segments are durable now; a write that landed after our
-            // snapshot has a newer generation, stays dirty and keeps its intent.
+            // Data and versions of these segments are durable now; a write that ended after our
+            // snapshot, or is still in flight, has a newer generation or is counted in flight: the
+            // segment stays dirty and keeps its intent.
             var now = Environment.TickCount64;
             foreach (var (segment, generation) in written)
             {
-                var current = _dirty.TryGetValue(segment, out var g) ? g : -1;
-                if (current == generation)
+                if (SyncedEverything(segment, generation))
                 {
                     _dirty.Remove(segment);
                     _cleanSince.TryAdd(segment, now);
@@ -590,7 +594,7 @@ public sealed partial class SegmentStore : IDisposable
             throw new InvalidRequestException($"segment image carries {bytes.Length} bytes for extents totalling {total}");
         }
         ThrowIfFailed();
-        await PrepareWriteAsync(segment).ConfigureAwait(false);
+        using (await BeginDataWriteAsync(segment).ConfigureAwait(false))
         using (var lease = Acquire(segment, create: true))
         {
             RandomAccess.SetLength(lease.Handle!, 0);
@@ -793,18 +797,24 @@ public sealed partial class SegmentStore : IDisposable
     }
 
     /// <summary>
-    /// Before any change to a segment's data or version: it is dirty (the next flush syncs it) and
-    /// its write intent is durable. Both under one lock with the flush's clearing, so a flush never
-    /// clears the intent of a write that has begun.
+    /// Before a change to a segment's version alone (data writes use <see cref="BeginDataWriteAsync"/>):
+    /// it is dirty (the next flush syncs it) and its write intent is durable. Both under one lock
+    /// with the flush's clearing, so a flush never clears the intent of a change that has begun.
     /// </summary>
     private Task PrepareWriteAsync(SegmentAddress segment)
     {
         lock (_gate)
         {
-            _dirty[segment] = ++_writeGeneration;
-            _cleanSince.Remove(segment);
-            return _intents.Mark(segment.VolumeId, segment.SegmentIndex);
+            return MarkDirty(segment);
         }
+    }
+
+    /// <summary>The segment is dirty from now on and its intent is being made durable. Under _gate.</summary>
+    private Task MarkDirty(SegmentAddress segment)
+    {
+        _dirty[segment] = ++_writeGeneration;
+        _cleanSince.Remove(segment);
+        return _intents.Mark(segment.VolumeId, segment.SegmentIndex);
     }
 
     /// <summary>Creates a segment's file, remembering that its directory entry is not durable yet; a file created meanwhile by another request is opened instead.</summary>

@@ -354,6 +354,79 @@ public sealed class SegmentStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task A_write_acknowledged_after_a_flush_that_ran_while_it_was_in_flight_is_made_durable_by_the_next_flush()
+    {
+        // The Linux NBD client sends FLUSH with writes in flight: a flush that starts after a
+        // write was marked dirty but before its bytes reach the file must not mark the segment
+        // clean, or the client's next flush syncs nothing and a power cut loses the write.
+        var power = new Infrastructure.PowerLossSimulator();
+        var root = Path.Combine(_root, "flush-race");
+        var written = new byte[4096];
+        Array.Fill(written, (byte)0x5A);
+        using (var store = new SegmentStore(root, failsFsync: path => power.FailsFsync("host", path)))
+        {
+            power.Baseline("host", store.VolumesRoot);
+            await store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
+            await store.FlushVolumeAsync(_segment.VolumeId); // the volume's first flush: everything known
+
+            var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            store.BeforeDataWrite = async _ =>
+            {
+                held.TrySetResult();
+                await release.Task;
+            };
+            var write = store.WriteAsync(_segment, Segment, 0, written, durable: false).AsTask();
+            await held.Task; // marked dirty, bytes not written yet
+            await store.FlushVolumeAsync(_segment.VolumeId); // a FLUSH that overlaps the write: it owes it nothing
+            store.BeforeDataWrite = null;
+            release.SetResult();
+            await write; // acknowledged
+            await store.FlushVolumeAsync(_segment.VolumeId); // issued after the write completed: it must cover it
+            power.PowerOff("host");
+        }
+        power.RestoreAfterPowerLoss("host", Path.Combine(root, "volumes"));
+
+        using var reopened = new SegmentStore(root);
+        var back = new byte[4096];
+        await reopened.ReadAsync(_segment, Segment, 0, back);
+        Assert.True(back.AsSpan().SequenceEqual(written),
+            $"a write acknowledged before an acknowledged flush was lost by a power cut: block reads 0x{back[0]:X2}, wrote 0x5A; fsyncs: {power.History("host", ".seg")}");
+    }
+
+    [Fact]
+    public async Task A_flush_that_overlaps_a_write_in_flight_keeps_its_segments_intent_so_a_crash_leaves_it_suspect()
+    {
+        // Intents cleared at once after a flush: a flush that cleared the intent of a segment whose
+        // write is still in flight would let a crash leave a half-written segment trusted.
+        var root = Path.Combine(_root, "intent-race");
+        var store = new SegmentStore(root, intentClearDelay: TimeSpan.Zero);
+        await store.NextVersionAsync(_segment, epoch: 4);
+        await store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
+        await store.FlushVolumeAsync(_segment.VolumeId);
+
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        store.BeforeDataWrite = async _ =>
+        {
+            held.TrySetResult();
+            await release.Task;
+        };
+        await store.NextVersionAsync(_segment, epoch: 4);
+        var write = store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false).AsTask();
+        await held.Task;
+        await store.FlushVolumeAsync(_segment.VolumeId);
+        await store.FlushVolumeAsync(_segment.VolumeId);
+
+        // A crash while the write is still in flight: the store is opened again without its clean shutdown.
+        using var reopened = new SegmentStore(root);
+        var suspects = reopened.SuspectSegments.TryGetValue(_segment.VolumeId, out var marked) ? marked : [];
+        Assert.True(suspects.Contains(_segment.SegmentIndex), "a segment with a write in flight lost its write intent to an overlapping flush");
+        release.SetResult();
+        await write;
+    }
+
+    [Fact]
     public async Task A_clean_shutdown_leaves_nothing_suspect()
     {
         await _store.NextVersionAsync(_segment, epoch: 4);
