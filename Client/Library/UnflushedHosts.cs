@@ -12,6 +12,18 @@ internal sealed class UnflushedHosts
     private readonly Dictionary<Guid, HashSet<string>> _hosts = [];
     private readonly HashSet<Guid> _tracked = [];
 
+    /// <summary>
+    /// A write about to be sent to <paramref name="hosts"/>: they hold it until a flush. Dispose the
+    /// scope when the write has ended (before it is acknowledged): a flush that overlapped the write
+    /// took the hosts from the record but owed the write nothing, so they are noted again for the
+    /// flush that does owe it.
+    /// </summary>
+    public WriteInFlight BeginWrite(Guid volumeId, IEnumerable<string> hosts)
+    {
+        Note(volumeId, hosts);
+        return new WriteInFlight(this, volumeId, hosts);
+    }
+
     /// <summary>Before a write is sent: these hosts will hold it until a flush.</summary>
     public void Note(Guid volumeId, IEnumerable<string> hosts)
     {
@@ -51,5 +63,11 @@ internal sealed class UnflushedHosts
         {
             Note(volumeId, hosts);
         }
+    }
+
+    /// <summary>A write in flight to some hosts; see <see cref="BeginWrite"/>.</summary>
+    public readonly struct WriteInFlight(UnflushedHosts record, Guid volumeId, IEnumerable<string> hosts) : IDisposable
+    {
+        public void Dispose() => record?.Note(volumeId, hosts);
     }
 }

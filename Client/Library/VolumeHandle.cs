@@ -360,7 +360,7 @@ public sealed class VolumeHandle
     }
 
     private Task RunSliceAsync(SegmentSlice slice, Func<SegmentSlice, ClusterMap, string, Task> operation, CancellationToken cancellationToken, bool changesData) =>
-        _client.RetryAsync(map =>
+        _client.RetryAsync(async map =>
         {
             var volume = map.FindVolume(VolumeId) ?? throw new VolumeNotFoundException(Name);
             var group = volume.PlacementGroupOf(slice.SegmentIndex);
@@ -368,11 +368,14 @@ public sealed class VolumeHandle
             {
                 throw new PlacementGroupUnavailableException(volume.Name, group.Index, map.Epoch, group.Absent);
             }
-            if (changesData)
+            if (!changesData)
             {
-                // Every host the primary forwards to at this epoch holds the write once it is acknowledged.
-                _client.Unflushed.Note(VolumeId, group.Receivers);
+                await operation(slice, map, group.Primary);
+                return;
             }
-            return operation(slice, map, group.Primary);
+            // Every host the primary forwards to at this epoch holds the write once it is
+            // acknowledged; noted again when it ends, for a flush that overlapped it took them.
+            using var writing = _client.Unflushed.BeginWrite(VolumeId, group.Receivers);
+            await operation(slice, map, group.Primary);
         }, cancellationToken);
 }

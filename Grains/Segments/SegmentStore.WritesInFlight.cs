@@ -16,13 +16,13 @@ public sealed partial class SegmentStore
     /// Marks the segment dirty and its intent durable, as every change does, and counts the write
     /// in flight until the returned scope ends. Dispose it after the bytes and checksums are written.
     /// </summary>
-    private async ValueTask<WriteInFlight> BeginDataWriteAsync(SegmentAddress segment)
+    private async ValueTask<ChangeInFlight> BeginDataWriteAsync(SegmentAddress segment)
     {
         Task intentMarked;
         lock (_gate)
         {
+            intentMarked = MarkDirty(segment); // first: if it throws, nothing is counted
             _writesInFlight[segment] = _writesInFlight.GetValueOrDefault(segment) + 1;
-            intentMarked = MarkDirty(segment);
         }
         try
         {
@@ -33,8 +33,19 @@ public sealed partial class SegmentStore
             EndDataWrite(segment);
             throw;
         }
-        return new WriteInFlight(this, segment);
+        return new ChangeInFlight(this, segment);
     }
+
+    /// <summary>
+    /// A change that spans more than one call: the primary's write from the version it takes to the
+    /// end of its local write (which may wait long, repairing its own copy from a replica, while
+    /// the replicas already hold the write at that version). Until the scope ends no flush calls
+    /// the segment clean, so its intent stays and a crash leaves it suspect.
+    /// </summary>
+    public ValueTask<ChangeInFlight> BeginChangeAsync(SegmentAddress segment) => BeginDataWriteAsync(segment);
+
+    /// <summary>Whether any data write is in flight (a shutdown with one is not clean). Under _gate.</summary>
+    private bool AnyWriteInFlight => _writesInFlight.Count > 0;
 
     /// <summary>
     /// The write's bytes are in the file (or it failed): a new generation, so a flush that took the
@@ -62,8 +73,18 @@ public sealed partial class SegmentStore
     private bool SyncedEverything(SegmentAddress segment, long generation) =>
         !_writesInFlight.ContainsKey(segment) && (_dirty.TryGetValue(segment, out var current) ? current : -1) == generation;
 
-    private readonly struct WriteInFlight(SegmentStore store, SegmentAddress segment) : IDisposable
+    /// <summary>A change counted in flight on its segment until disposed.</summary>
+    public readonly struct ChangeInFlight : IDisposable
     {
-        public void Dispose() => store.EndDataWrite(segment);
+        private readonly SegmentStore _store;
+        private readonly SegmentAddress _segment;
+
+        internal ChangeInFlight(SegmentStore store, SegmentAddress segment)
+        {
+            _store = store;
+            _segment = segment;
+        }
+
+        public void Dispose() => _store?.EndDataWrite(_segment);
     }
 }

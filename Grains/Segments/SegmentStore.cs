@@ -684,7 +684,12 @@ public sealed partial class SegmentStore : IDisposable
             {
                 FlushVolumeAsync(volumeId).GetAwaiter().GetResult();
             }
-            return true;
+            lock (_gate)
+            {
+                // A data-port write can still be in flight as the host stops: its segment may end
+                // up with a version its data does not have, so it must come back suspect.
+                return !AnyWriteInFlight;
+            }
         }
         catch (Exception ex) when (ex is IOException or DiskFailedException or UnauthorizedAccessException)
         {
@@ -958,25 +963,24 @@ public sealed partial class SegmentStore : IDisposable
     /// <summary>Fsyncs a volume's directory: every segment file created before it now has a durable entry.</summary>
     private void SyncVolumeDirectory(Guid volumeId)
     {
-        HashSet<long>? covered;
+        // The entries stay listed until the fsync returned: a flush running beside this one must
+        // not take them as durable while this fsync is still under way.
+        long[] covered;
         lock (_gate)
         {
-            _newFiles.Remove(volumeId, out covered);
+            covered = _newFiles.TryGetValue(volumeId, out var created) ? [.. created] : [];
         }
-        try
+        SyncDirectory(VolumeDirectory(volumeId));
+        lock (_gate)
         {
-            SyncDirectory(VolumeDirectory(volumeId));
-        }
-        catch
-        {
-            lock (_gate)
+            if (_newFiles.TryGetValue(volumeId, out var created))
             {
-                if (covered is not null)
+                created.ExceptWith(covered); // files created since stay listed: this fsync may have missed them
+                if (created.Count == 0)
                 {
-                    _newFiles.TryAdd(volumeId, covered); // still not durable
+                    _newFiles.Remove(volumeId);
                 }
             }
-            throw;
         }
     }
 

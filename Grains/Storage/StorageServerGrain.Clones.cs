@@ -52,6 +52,8 @@ public sealed partial class StorageServerGrain
         {
             return;
         }
+        // Counted in flight from its version to its end: until then no flush may call the segment clean.
+        using var change = await store.BeginChangeAsync(request.Segment);
         var version = await store.NextVersionAsync(request.Segment, _map.Epoch);
         var local = store.InstallDenseAsync(request.Segment, current.SegmentSizeBytes, request.Data, version);
         var header = new DataRequestHeader(DataOp.ReplicaMaterialize, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,

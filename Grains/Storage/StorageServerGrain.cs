@@ -154,6 +154,8 @@ public sealed partial class StorageServerGrain(
         DataRequestDeadline.ThrowIfPassed(_hostId);
         // The wait above may have spanned a map change: decide again on the current map.
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
+        // Counted in flight from its version to its end: until then no flush may call the segment clean.
+        using var change = await store.BeginChangeAsync(request.Segment);
         var version = await store.NextVersionAsync(request.Segment, _map.Epoch);
         var local = WithOwnRepairAsync(volume, group, () => store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask());
         var header = new DataRequestHeader(DataOp.ReplicaWrite, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,
@@ -173,6 +175,8 @@ public sealed partial class StorageServerGrain(
         using var turn = await _writeOrder.EnterAsync(request.Segment, request.Offset, request.Length);
         DataRequestDeadline.ThrowIfPassed(_hostId);
         var (_, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Primary);
+        // Counted in flight from its version to its end: until then no flush may call the segment clean.
+        using var change = await store.BeginChangeAsync(request.Segment);
         var version = await store.NextVersionAsync(request.Segment, _map.Epoch);
         var local = WithOwnRepairAsync(volume, group, () => store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask());
         var header = new DataRequestHeader(DataOp.ReplicaTrim, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,

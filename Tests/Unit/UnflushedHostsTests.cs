@@ -35,4 +35,21 @@ public sealed class UnflushedHostsTests
         unflushed.Restore(Volume, taken); // the flush failed
         Assert.Equal(["h1", "h2"], unflushed.Take(Volume)!.Order());
     }
+
+    [Fact]
+    public void A_flush_that_overlapped_a_write_leaves_its_hosts_for_the_flush_after_the_write_ended()
+    {
+        // The Linux NBD client sends FLUSH with writes in flight: the flush that overlapped write W
+        // reached h1 and h2 before W landed there, so the flush after W's acknowledgement must too.
+        var unflushed = new UnflushedHosts();
+        Assert.Null(unflushed.Take(Volume));
+        unflushed.Flushed(Volume);
+        using (unflushed.BeginWrite(Volume, ["h1", "h2"]))
+        {
+            Assert.Equal(["h1", "h2"], unflushed.Take(Volume)!.Order()); // the overlapping flush
+            unflushed.Flushed(Volume);
+        } // W ends and is acknowledged
+        var next = unflushed.Take(Volume)!;
+        Assert.True(next.SetEquals(["h1", "h2"]), $"the flush after W's acknowledgement reaches [{string.Join(",", next)}]: W's hosts were taken by a flush that overlapped it");
+    }
 }
