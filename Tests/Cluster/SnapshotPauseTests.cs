@@ -27,7 +27,7 @@ public sealed class SnapshotPauseTests(GatedMapWritesFixture fixture, ITestOutpu
         var reference = fixture.Cluster.Client.CreateObjectReference<IVolumeWriterObserver>(writer);
         await fixture.Management.WatchWritesAsync(volume.Name, reference, watching: true);
 
-        await fixture.Management.CreateSnapshotAsync(volume.Name, "first");
+        var first = await fixture.Management.CreateSnapshotAsync(volume.Name, "first");
         await writer.WaitForAsync(quiesces: 1, resumes: 1);
 
         fixture.Gate.Hold();
@@ -35,7 +35,7 @@ public sealed class SnapshotPauseTests(GatedMapWritesFixture fixture, ITestOutpu
         await writer.WaitForAsync(quiesces: 2, resumes: 1);
         await fixture.Gate.Arrived.WaitAsync(TimeSpan.FromSeconds(30));
         // The first create's resume again, late: as its creator sends it after waiting out a lease.
-        await fixture.Management.ResumeWritersAsync(volume.Name);
+        await fixture.Management.ResumeWritersAsync(volume.Name, first.PauseId);
         await writer.WaitForAsync(quiesces: 2, resumes: 2);
         var write = writer.Gates.EnterAsync(volume.VolumeId, CancellationToken.None);
         var gotThrough = write.IsCompleted;
@@ -59,9 +59,35 @@ public sealed class SnapshotPauseTests(GatedMapWritesFixture fixture, ITestOutpu
         await FailOverManagementAsync(before);
 
         var after = await fixture.Management.GetStatusAsync();
-        var taken = await fixture.Management.CreateSnapshotAsync(volume.Name, "after-failover");
-        Assert.True(writer.Quiesces > 0,
-            $"the activation of {after.ActivatedAt:HH:mm:ss.fff} committed snapshot 'after-failover' at epoch {taken.Snapshot.Epoch} while the volume's writer, registered with the activation of {before.ActivatedAt:HH:mm:ss.fff}, was never paused");
+        SnapshotTaken? taken = null;
+        WritersNotYetKnownException? refused = null;
+        try
+        {
+            taken = await fixture.Management.CreateSnapshotAsync(volume.Name, "after-failover");
+        }
+        catch (WritersNotYetKnownException ex)
+        {
+            refused = ex;
+            output.WriteLine($"refused: {ex.Message}");
+        }
+        Assert.True(taken is null || writer.Quiesces > 0,
+            $"the activation of {after.ActivatedAt:HH:mm:ss.fff} committed snapshot 'after-failover' at epoch {taken?.Snapshot.Epoch} while the volume's writer, registered with the activation of {before.ActivatedAt:HH:mm:ss.fff}, was never paused");
+        Assert.NotNull(refused);
+        Assert.InRange(refused.RetryAfter, TimeSpan.FromTicks(1), VolumeWriters.AllKnownAfter);
+
+        // A volume the new activation created has no writer from before it: its snapshots are not held up.
+        var fresh = await fixture.Client.CreateVolumeAsync("pause-created-after-failover", VolumeSize, 1);
+        await fixture.Management.CreateSnapshotAsync(fresh.Name, "at-once");
+
+        // The writer renews, as every writer does every 10 s. The library asks again once the
+        // activation has heard from every writer, and takes the snapshot with the writer paused.
+        await fixture.Management.WatchWritesAsync(volume.Name, reference, watching: true);
+        var started = DateTime.UtcNow;
+        await fixture.Client.CreateSnapshotAsync(volume.Name, "after-failover");
+        output.WriteLine($"taken {(DateTime.UtcNow - started).TotalSeconds:0.0} s after the first refusal");
+        Assert.Equal(1, writer.Quiesces);
+        await writer.WaitForAsync(quiesces: 1, resumes: 1);
+        using var pass = await writer.Gates.EnterAsync(volume.VolumeId, CancellationToken.None).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
     }
 
     /// <summary>A map write that fails deactivates management; the next call starts a new activation, which reloads the map.</summary>

@@ -39,15 +39,15 @@ public sealed class RecordingWriterObserver : IVolumeWriterObserver
         }
     }
 
-    public async Task QuiesceAsync(Guid volumeId, TimeSpan drainFor, TimeSpan holdAtMost)
+    public async Task QuiesceAsync(Guid volumeId, Guid pauseId, TimeSpan drainFor, TimeSpan holdAtMost)
     {
-        await Gates.QuiesceAsync(volumeId, drainFor, holdAtMost);
+        await Gates.QuiesceAsync(volumeId, pauseId, drainFor, holdAtMost);
         Record(() => _quiesces++);
     }
 
-    public async Task ResumeAsync(Guid volumeId)
+    public async Task ResumeAsync(Guid volumeId, Guid pauseId)
     {
-        await Gates.ResumeAsync(volumeId);
+        await Gates.ResumeAsync(volumeId, pauseId);
         Record(() => _resumes++);
     }
 
