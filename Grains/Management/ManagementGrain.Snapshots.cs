@@ -21,7 +21,8 @@ public sealed partial class ManagementGrain
         // Bad input is refused before any writer is paused.
         _ = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
         var volumeId = _map.FindVolume(volumeName)!.VolumeId;
-        if (_writerPauses.UnknownWritersFor(volumeId) is { } unknownFor && unknownFor > TimeSpan.Zero)
+        var unknownFor = _writerPauses.UnknownWritersFor(volumeId);
+        if (unknownFor > TimeSpan.Zero)
         {
             // A writer that registered with an earlier activation is paused by nobody until it renews here.
             throw new WritersNotYetKnownException(volumeName, unknownFor);
