@@ -18,21 +18,41 @@ public sealed partial class OstorClient
     /// </summary>
     public async Task<SnapshotInfo> CreateSnapshotAsync(string volume, string snapshot)
     {
-        var taken = await ManagementAsync(m => m.CreateSnapshotAsync(volume, snapshot), idempotent: false);
+        var taken = await CreateWhenWritersKnownAsync(volume, snapshot);
         if (taken.SettleFor > TimeSpan.Zero)
         {
             // A primary did not confirm the new map (it may be dead or cut off): until its lease on
             // the older one runs out it might still admit a write that would land before the
-            // snapshot. The volume's writers stay paused until then.
+            // snapshot. The volume's writers stay paused (by this create) until then.
             await Task.Delay(taken.SettleFor);
             await ManagementAsync(async m =>
             {
-                await m.ResumeWritersAsync(volume);
+                await m.ResumeWritersAsync(volume, taken.PauseId);
                 return true;
             }, idempotent: true);
         }
         await Maps.RefreshAsync(taken.Snapshot.Epoch);
         return taken.Snapshot;
+    }
+
+    /// <summary>
+    /// The create, asked again while the management service has just started and may not know
+    /// every writer of the volume yet (for up to <see cref="VolumeWriters.AllKnownAfter"/>).
+    /// </summary>
+    private async Task<SnapshotTaken> CreateWhenWritersKnownAsync(string volume, string snapshot)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await ManagementAsync(m => m.CreateSnapshotAsync(volume, snapshot), idempotent: false);
+            }
+            catch (WritersNotYetKnownException ex) when (attempt < 3)
+            {
+                // A third refusal means management failed over twice meanwhile: the caller hears it.
+                await Task.Delay(ex.RetryAfter);
+            }
+        }
     }
 
     public async Task DeleteSnapshotAsync(string volume, string snapshot)
@@ -198,10 +218,8 @@ public sealed partial class OstorClient
         }
         try
         {
-            if (await ManagementAsync(m => m.WatchWritesAsync(volume.Name, observer, watching: true), idempotent: false))
-            {
-                Gates.StartPaused(volume.VolumeId, StartPausedFor);
-            }
+            var pauses = await ManagementAsync(m => m.WatchWritesAsync(volume.Name, observer, watching: true), idempotent: false);
+            Gates.StartPaused(volume.VolumeId, pauses, StartPausedFor);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
@@ -209,8 +227,13 @@ public sealed partial class OstorClient
         }
         lock (_watchLock)
         {
-            // The renewals keep it registered (their first one repeats the call above, harmlessly).
-            _watched.GetOrAdd(volume.Name, name => new VolumeWriter(watching => ManagementAsync(m => m.WatchWritesAsync(name, observer, watching), idempotent: false)));
+            // The renewals keep it registered (their first one repeats the call above, harmlessly),
+            // and pause it by any create it was not told of (it was forgotten meanwhile).
+            _watched.GetOrAdd(volume.Name, name => new VolumeWriter(async watching =>
+            {
+                var inForce = await ManagementAsync(m => m.WatchWritesAsync(name, observer, watching), idempotent: false);
+                Gates.StartPaused(volume.VolumeId, inForce, StartPausedFor);
+            }));
         }
     }
 

@@ -4,34 +4,46 @@ using OrleansStorage.Management;
 namespace OrleansStorage.Client.Library;
 
 /// <summary>
-/// This client's writes in flight, per volume, and the pause a snapshot asks for: while paused, a
-/// new write (or trim) of the volume waits before its first piece is sent, and the pause begins
-/// only once the writes in flight have finished, so no write is split by the snapshot. The
-/// management service reaches it as an <see cref="IVolumeWriterObserver"/>; the client registers
-/// it for each volume it writes (<see cref="OstorClient"/>).
+/// This client's writes in flight, per volume, and the pauses snapshots ask for: while paused, a
+/// new write (or trim) of the volume waits before its first piece is sent, and a pause begins
+/// only once the writes in flight have finished, so no write is split by the snapshot. Each pause
+/// is one create's (its id): a resume ends that pause only, and writes go on once every pause of
+/// the volume has ended. The management service reaches it as an <see cref="IVolumeWriterObserver"/>;
+/// the client registers it for each volume it writes (<see cref="OstorClient"/>).
 /// </summary>
 internal sealed class VolumeWriteGates : IVolumeWriterObserver
 {
+    /// <summary>
+    /// How long a resumed pause is remembered, so that it does not begin (again) should its
+    /// request arrive after the resume: far longer than management waits for a pause to be answered.
+    /// </summary>
+    private static readonly TimeSpan ResumedIdMemory = TimeSpan.FromMinutes(1);
+
     private readonly ConcurrentDictionary<Guid, Gate> _gates = new();
 
     /// <summary>Waits while the volume is paused, then counts the write in flight until the pass is disposed.</summary>
     public ValueTask<Pass> EnterAsync(Guid volumeId, CancellationToken cancellationToken) =>
-        _gates.GetOrAdd(volumeId, _ => new Gate()).EnterAsync(cancellationToken);
+        GateOf(volumeId).EnterAsync(cancellationToken);
 
-    public Task QuiesceAsync(Guid volumeId, TimeSpan drainFor, TimeSpan holdAtMost) =>
-        _gates.GetOrAdd(volumeId, _ => new Gate()).PauseAsync(drainFor, holdAtMost);
+    public Task QuiesceAsync(Guid volumeId, Guid pauseId, TimeSpan drainFor, TimeSpan holdAtMost) =>
+        GateOf(volumeId).PauseAsync(pauseId, drainFor, holdAtMost);
 
-    public Task ResumeAsync(Guid volumeId)
+    public Task ResumeAsync(Guid volumeId, Guid pauseId)
     {
-        if (_gates.TryGetValue(volumeId, out var gate))
-        {
-            gate.Resume();
-        }
+        GateOf(volumeId).Resume(pauseId);
         return Task.CompletedTask;
     }
 
-    /// <summary>Starts the volume paused: a snapshot of it was being taken when this client began writing it.</summary>
-    public void StartPaused(Guid volumeId, TimeSpan holdAtMost) => _gates.GetOrAdd(volumeId, _ => new Gate()).PauseAsync(TimeSpan.Zero, holdAtMost).Ignore();
+    /// <summary>Starts the volume paused: snapshots of it were being taken when this client began writing it.</summary>
+    public void StartPaused(Guid volumeId, IEnumerable<Guid> pauseIds, TimeSpan holdAtMost)
+    {
+        foreach (var pauseId in pauseIds)
+        {
+            GateOf(volumeId).PauseAsync(pauseId, TimeSpan.Zero, holdAtMost).Ignore();
+        }
+    }
+
+    private Gate GateOf(Guid volumeId) => _gates.GetOrAdd(volumeId, _ => new Gate());
 
     /// <summary>A write in flight; disposing it lets a pause waiting for it begin.</summary>
     public readonly struct Pass(Gate gate) : IDisposable
@@ -43,7 +55,17 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
     {
         private readonly Lock _lock = new();
         private int _inFlight;
+
+        /// <summary>The pauses in force; writes wait while there is any.</summary>
+        private readonly HashSet<Guid> _pauses = [];
+
+        /// <summary>Pauses resumed lately: one whose resume overtook it on the way never begins, nor does one asked for twice.</summary>
+        private readonly HashSet<Guid> _resumedIds = [];
+
+        /// <summary>Completes when the last pause in force ends.</summary>
         private TaskCompletionSource? _resumed;
+
+        /// <summary>Completes when the writes in flight have finished; shared by every pause waiting for them.</summary>
         private TaskCompletionSource? _drained;
 
         public async ValueTask<Pass> EnterAsync(CancellationToken cancellationToken)
@@ -72,22 +94,32 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
                 if (_inFlight == 0)
                 {
                     _drained?.TrySetResult();
+                    _drained = null;
                 }
             }
         }
 
-        public async Task PauseAsync(TimeSpan drainFor, TimeSpan holdAtMost)
+        public async Task PauseAsync(Guid pauseId, TimeSpan drainFor, TimeSpan holdAtMost)
         {
             Task drained;
-            TaskCompletionSource pause;
             lock (_lock)
             {
-                pause = _resumed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                _drained = _inFlight == 0 ? null : new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                if (_resumedIds.Contains(pauseId))
+                {
+                    return;
+                }
+                if (_pauses.Add(pauseId) && _pauses.Count == 1)
+                {
+                    _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
+                if (_inFlight > 0)
+                {
+                    _drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                }
                 drained = _drained?.Task ?? Task.CompletedTask;
             }
-            // Never paused for good: a resume lost with the management service still ends it.
-            _ = Task.Delay(holdAtMost).ContinueWith(_ => Resume(pause), TaskScheduler.Default);
+            // Never paused for good: a resume lost with the management service still ends this pause (only this one).
+            _ = Task.Delay(holdAtMost).ContinueWith(_ => End(pauseId), TaskScheduler.Default);
             try
             {
                 await drained.WaitAsync(drainFor);
@@ -98,20 +130,43 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
             }
         }
 
-        public void Resume() => Resume(null);
-
-        private void Resume(TaskCompletionSource? only)
+        public void Resume(Guid pauseId)
         {
             lock (_lock)
             {
-                if (_resumed is null || (only is not null && _resumed != only))
-                {
-                    return;
-                }
-                _resumed.TrySetResult();
-                _resumed = null;
-                _drained = null;
+                EndLocked(pauseId);
+                _resumedIds.Add(pauseId);
             }
+            _ = Task.Delay(ResumedIdMemory).ContinueWith(_ =>
+            {
+                lock (_lock)
+                {
+                    _resumedIds.Remove(pauseId);
+                }
+            }, TaskScheduler.Default);
+        }
+
+        private void End(Guid pauseId)
+        {
+            lock (_lock)
+            {
+                EndLocked(pauseId);
+            }
+        }
+
+        /// <summary>Ends one pause; the writes go on if it was the last. False when it was not in force.</summary>
+        private bool EndLocked(Guid pauseId)
+        {
+            if (!_pauses.Remove(pauseId))
+            {
+                return false;
+            }
+            if (_pauses.Count == 0)
+            {
+                _resumed!.TrySetResult();
+                _resumed = null;
+            }
+            return true;
         }
     }
 }

@@ -118,6 +118,25 @@ public sealed class ManagementUnavailableException : StorageException
 }
 
 /// <summary>
+/// A snapshot create refused for now: the management service started recently (a failover) and
+/// may not have heard yet from every client writing the volume (they register again within
+/// <see cref="Management.VolumeWriters.AllKnownAfter"/>), so it could not pause them all and the
+/// snapshot could split a write. Nothing was changed; the client library asks again after
+/// <see cref="RetryAfter"/>.
+/// </summary>
+[GenerateSerializer, Alias("ostor.WritersNotYetKnownException")]
+public sealed class WritersNotYetKnownException : StorageException
+{
+    public WritersNotYetKnownException(string volumeName, TimeSpan retryAfter)
+        : base($"snapshot of volume '{volumeName}' not taken yet: the management service started less than {Management.VolumeWriters.AllKnownAfter.TotalSeconds:0} s ago and may not know all the volume's writers; ask again in {retryAfter.TotalSeconds:0.0} s")
+    {
+        RetryAfter = retryAfter;
+    }
+
+    [Id(0)] public TimeSpan RetryAfter { get; private set; }
+}
+
+/// <summary>
 /// Two parts of different clusters met: a data directory, a host, a map or an Orleans deployment
 /// belongs to another cluster than the one it was offered to. Nothing was changed.
 /// </summary>

@@ -55,6 +55,8 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     /// <summary>
     /// Takes a snapshot of the volume: one map change. The caller reports it taken after
     /// <see cref="SnapshotTaken.SettleFor"/>: from then on no write sent is in it (docs/snapshots.md).
+    /// Refused with <see cref="Errors.WritersNotYetKnownException"/> while this activation of the
+    /// service may not know every writer of the volume yet (just after a failover).
     /// </summary>
     [Alias("CreateSnapshot")]
     [Requires(Access.Admin, VolumeNameArgument = 0)]
@@ -90,20 +92,23 @@ public interface IManagementServiceGrain : IGrainWithStringKey
 
     /// <summary>
     /// A client writes the volume and can be asked to pause around a snapshot
-    /// (<see cref="IVolumeWriterObserver"/>); renewed like <see cref="HoldWriterAsync"/>, and with
-    /// <paramref name="watching"/> false gone at once (the client is closing). True when a
-    /// snapshot of the volume is being taken right now: the client starts paused.
+    /// (<see cref="IVolumeWriterObserver"/>); renewed every <see cref="VolumeWriters.RenewInterval"/>,
+    /// and with <paramref name="watching"/> false gone at once (the client is closing). Returns the
+    /// pauses of the volume in force now (snapshots being taken): the client starts paused by them.
     /// </summary>
-    [Alias("WatchWrites")]
+    [Alias("WatchWritesWithPauseIds")]
     [Requires(Access.Write, VolumeNameArgument = 0)]
     [AlwaysInterleave]
-    Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer, bool watching);
+    Task<Guid[]> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer, bool watching);
 
-    /// <summary>Lets the volume's paused writers go on: the snapshot's creator calls it once it waited out <see cref="SnapshotTaken.SettleFor"/>.</summary>
-    [Alias("ResumeWriters")]
+    /// <summary>
+    /// Ends the pause of the volume's writers that one create asked for (<see cref="SnapshotTaken.PauseId"/>),
+    /// and no other: the snapshot's creator calls it once it waited out <see cref="SnapshotTaken.SettleFor"/>.
+    /// </summary>
+    [Alias("ResumeWritersWithPauseId")]
     [Requires(Access.Admin, VolumeNameArgument = 0)]
     [AlwaysInterleave]
-    Task ResumeWritersAsync(string volumeName);
+    Task ResumeWritersAsync(string volumeName, Guid pauseId);
 
     /// <summary>Who holds the volume open for writing now (what <see cref="HoldWriterAsync"/> heard).</summary>
     [Alias("GetWriters")]

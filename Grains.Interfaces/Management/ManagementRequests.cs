@@ -53,12 +53,14 @@ public sealed record MapRecoveryReport(
 /// <summary>
 /// A snapshot committed to the map, and how long a primary that did not confirm the new map may
 /// still admit writes at an older epoch (zero when every one confirmed): the caller waits that
-/// long before reporting the snapshot taken.
+/// long before reporting the snapshot taken, and then ends the pause of the volume's writers
+/// that this create asked for (<see cref="PauseId"/>) if it is still in force.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.SnapshotTaken")]
 public sealed record SnapshotTaken(
     [property: Id(0)] SnapshotInfo Snapshot,
-    [property: Id(1)] TimeSpan SettleFor);
+    [property: Id(1)] TimeSpan SettleFor,
+    [property: Id(2)] Guid PauseId);
 
 /// <summary>How holders of a volume open for writing keep the management service told (<see cref="IManagementServiceGrain.HoldWriterAsync"/>).</summary>
 public static class VolumeWriters
@@ -68,6 +70,14 @@ public static class VolumeWriters
 
     /// <summary>A holder not renewed for this long is forgotten: three renewals missed.</summary>
     public static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long after it starts a management activation has heard from every live writer: each
+    /// renews within one <see cref="RenewInterval"/>, and the call takes at most a client's
+    /// request timeout (5 s). Registrations live in memory only, so until then a new activation
+    /// takes no snapshot of a volume that existed before it (docs/snapshots.md).
+    /// </summary>
+    public static readonly TimeSpan AllKnownAfter = RenewInterval + TimeSpan.FromSeconds(5);
 }
 
 /// <summary>How many map changes the management service remembers for <see cref="IManagementServiceGrain.GetRecentChangesAsync"/>.</summary>

@@ -1,3 +1,4 @@
+using OrleansStorage.Errors;
 using OrleansStorage.Logging;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
@@ -20,11 +21,17 @@ public sealed partial class ManagementGrain
         // Bad input is refused before any writer is paused.
         _ = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
         var volumeId = _map.FindVolume(volumeName)!.VolumeId;
-        _quiescing.Add(volumeName);
+        var unknownFor = _writerPauses.UnknownWritersFor(volumeId);
+        if (unknownFor > TimeSpan.Zero)
+        {
+            // A writer that registered with an earlier activation is paused by nobody until it renews here.
+            throw new WritersNotYetKnownException(volumeName, unknownFor);
+        }
+        var pauseId = _writerPauses.Begin(volumeName);
         var settled = false;
         try
         {
-            await QuiesceWritersAsync(volumeName, volumeId);
+            await QuiesceWritersAsync(volumeName, volumeId, pauseId);
             var next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
             await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
             var volume = _map.FindVolume(volumeName)!;
@@ -33,7 +40,7 @@ public sealed partial class ManagementGrain
             // With a primary still to wait out, the writers stay paused until the creator has
             // waited too and calls ResumeWritersAsync (or they give up waiting on their own).
             settled = settleFor == TimeSpan.Zero;
-            return new SnapshotTaken(snapshot, settleFor);
+            return new SnapshotTaken(snapshot, settleFor, pauseId);
         }
         catch
         {
@@ -44,18 +51,16 @@ public sealed partial class ManagementGrain
         {
             if (settled)
             {
-                _quiescing.Remove(volumeName);
-                ResumeWriters(volumeName, volumeId);
+                ResumeWriters(volumeName, volumeId, pauseId);
             }
         }
     }
 
-    public Task ResumeWritersAsync(string volumeName)
+    public Task ResumeWritersAsync(string volumeName, Guid pauseId)
     {
-        _quiescing.Remove(volumeName);
         if (_map.FindVolume(volumeName) is { } volume)
         {
-            ResumeWriters(volumeName, volume.VolumeId);
+            ResumeWriters(volumeName, volume.VolumeId, pauseId);
         }
         return Task.CompletedTask;
     }
@@ -64,13 +69,13 @@ public sealed partial class ManagementGrain
     /// Asks every client that writes the volume to hold new writes and let its writes in flight
     /// finish, all at once; one that does not answer in time (dead, cut off) is not waited for.
     /// </summary>
-    private async Task QuiesceWritersAsync(string volumeName, Guid volumeId)
+    private async Task QuiesceWritersAsync(string volumeName, Guid volumeId, Guid pauseId)
     {
-        await Task.WhenAll(WatchersOf(volumeName).Select(async observer =>
+        await Task.WhenAll(_writerPauses.WritersOf(volumeName).Select(async observer =>
         {
             try
             {
-                await observer.QuiesceAsync(volumeId, WriterDrainTime, WriterHoldLimit).WaitAsync(WriterDrainTime + TimeSpan.FromSeconds(0.5));
+                await observer.QuiesceAsync(volumeId, pauseId, WriterDrainTime, WriterHoldLimit).WaitAsync(WriterDrainTime + TimeSpan.FromSeconds(0.5));
             }
             catch (Exception ex)
             {
@@ -79,36 +84,22 @@ public sealed partial class ManagementGrain
         }));
     }
 
-    private void ResumeWriters(string volumeName, Guid volumeId)
+    /// <summary>
+    /// Ends this create's pause, and only it: a writer paused by another create too stays paused.
+    /// Told to every writer even if the pause had ended: a repeated resume is harmless, and one
+    /// that overtakes its pause on the way keeps that pause from beginning.
+    /// </summary>
+    private void ResumeWriters(string volumeName, Guid volumeId, Guid pauseId)
     {
-        foreach (var observer in WatchersOf(volumeName))
+        _writerPauses.End(pauseId);
+        foreach (var observer in _writerPauses.WritersOf(volumeName))
         {
-            observer.ResumeAsync(volumeId).Ignore(); // one that misses it resumes on its own after WriterHoldLimit
+            observer.ResumeAsync(volumeId, pauseId).Ignore(); // one that misses it resumes on its own after WriterHoldLimit
         }
     }
 
-    private List<IVolumeWriterObserver> WatchersOf(string volumeName)
-    {
-        var now = Now;
-        return [.. _watchers.Where(w => w.Key.Volume == volumeName && w.Value.Expires > now).Select(w => w.Value.Observer)];
-    }
-
-    public Task<bool> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer, bool watching)
-    {
-        var now = Now;
-        foreach (var stale in _watchers.Where(w => w.Value.Expires <= now).Select(w => w.Key).ToList())
-        {
-            _watchers.Remove(stale);
-        }
-        if (!watching)
-        {
-            // A closing client: a snapshot must not wait on it until its registration runs out.
-            _watchers.Remove((volumeName, observer.GetGrainId()));
-            return Task.FromResult(false);
-        }
-        _watchers[(volumeName, observer.GetGrainId())] = (now + VolumeWriters.LeaseTime, observer);
-        return Task.FromResult(_quiescing.Contains(volumeName));
-    }
+    public Task<Guid[]> WatchWritesAsync(string volumeName, IVolumeWriterObserver observer, bool watching) =>
+        Task.FromResult(_writerPauses.Register(volumeName, observer.GetGrainId(), observer, watching));
 
     /// <summary>
     /// How long a snapshot waits for its volume's writes in flight to finish. A write stuck longer
@@ -118,10 +109,10 @@ public sealed partial class ManagementGrain
     public static readonly TimeSpan WriterDrainTime = TimeSpan.FromSeconds(2);
 
     /// <summary>How long a paused writer waits for its resume before it goes on by itself: past any lease the creator may wait out.</summary>
-    private static readonly TimeSpan WriterHoldLimit = TimeSpan.FromSeconds(20);
+    internal static readonly TimeSpan WriterHoldLimit = TimeSpan.FromSeconds(20);
 
-    private readonly Dictionary<(string Volume, GrainId Observer), (DateTimeOffset Expires, IVolumeWriterObserver Observer)> _watchers = [];
-    private readonly HashSet<string> _quiescing = new(StringComparer.Ordinal);
+    /// <summary>Writers of each volume and the pauses in force; made anew by each activation (<see cref="OnActivateAsync"/>).</summary>
+    private VolumeWriterPauses _writerPauses = null!;
 
     public async Task DeleteSnapshotAsync(string volumeName, string snapshotName)
     {

@@ -95,6 +95,8 @@ public sealed partial class ManagementGrain(
         await FenceAsync();
         var interval = options.Value.ReconcileInterval;
         this.RegisterGrainTimer(ReconcileAsync, new GrainTimerCreationOptions(interval, interval) { KeepAlive = true });
+        // Last: writers registered with an earlier activation are heard from within one renewal from now.
+        _writerPauses = new VolumeWriterPauses(clock, _map.Volumes.Select(v => v.VolumeId), WriterHoldLimit);
         Log.ManagementActivated(logger, _map.Epoch, _map.Hosts.Length, _map.Volumes.Length);
     }
 
