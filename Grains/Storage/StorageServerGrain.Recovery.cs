@@ -104,6 +104,7 @@ public sealed partial class StorageServerGrain
             for (var i = 0; i < segments.Count; i++)
             {
                 var segment = new SegmentAddress(job.VolumeId, segments[i]);
+                await faults.BeforeFillSegmentAsync(_hostId, segment);
                 ThrowIfAbandoned(run);
                 var ours = store.Version(segment);
                 var theirs = i < targetVersions.Length ? targetVersions[i] : 0;

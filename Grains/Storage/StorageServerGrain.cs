@@ -191,9 +191,14 @@ public sealed partial class StorageServerGrain(
         DataRequestDeadline.ThrowIfPassed(_hostId);
         var (current, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
         RequireSnapshotCopy(current, group, request.Segment);
-        if (faults.ShouldFail(_hostId))
+        switch (faults.NextFault(_hostId))
         {
-            throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
+            case ReplicaWriteFault.Fail:
+                throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
+            case ReplicaWriteFault.RefuseAsStale:
+                throw new StaleEpochException(request.Epoch, _map.Epoch + 1, _hostId);
+            case ReplicaWriteFault.RefuseAsMisdirected:
+                throw new MisdirectedRequestException(_hostId, volume.VolumeId, group.Index, _map.Epoch, "holds no replica (injected fault)");
         }
         try
         {
