@@ -62,12 +62,38 @@ public sealed partial class StorageServerGrain
     }
 
     /// <summary>
+    /// As a pending replica: the primary, holding the segment's write turn, found our version of it
+    /// equal to its own and copies nothing. If it still is, the segment counts as installed (the
+    /// forwards that follow raise its version, the preserves copy it as on an acting replica);
+    /// false tells the primary to copy it after all.
+    /// </summary>
+    public async Task<bool> ConfirmSegmentAsync(long epoch, SegmentAddress segment, long version)
+    {
+        var (volume, _) = await AdmitAsync(epoch, segment, ReplicaRole.Pending);
+        using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
+        var (_, group) = AdmitCurrent(epoch, segment, ReplicaRole.Pending);
+        if (version == SegmentVersions.Unknown || store.Version(segment) != version)
+        {
+            return false;
+        }
+        InstalledFor(volume.VolumeId, group).Segments.Add(segment.SegmentIndex);
+        return true;
+    }
+
+    /// <summary>
     /// A replica records the version of a write it applied. A pending replica does so only for
-    /// segments already installed by the copy: for the others, raising the version would make a
-    /// segment look current when the writes it missed while away are still to be copied.
+    /// segments already installed (or confirmed) by the copy: for the others, raising the version
+    /// would make a segment look current when the writes it missed while away are still to be
+    /// copied. The unknown version comes from a primary that knows this replica lacks a write it
+    /// missed: its version becomes unknown, so it never looks equal again until a copy replaces it.
     /// </summary>
     private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, long version)
     {
+        if (version == SegmentVersions.Unknown)
+        {
+            store.ForgetVersion(segment);
+            return;
+        }
         if (group.Contains(_hostId) || InstalledFor(segment.VolumeId, group).Segments.Contains(segment.SegmentIndex))
         {
             store.RaiseVersion(segment, version);
@@ -113,9 +139,10 @@ public sealed partial class StorageServerGrain
                 var theirCopies = targetCopies.ToDictionary(c => c.SnapshotId, c => i < c.Versions.Length ? c.Versions[i] : SnapshotCopyVersions.NoCopy);
                 // A new replica gets every segment the primary has, whatever the versions say.
                 var copySegment = differs || (!job.Resync && store.HasFile(segment));
-                if (copySegment || SnapshotCopiesDiffer(volume, segment, theirCopies, job.Resync))
+                // Every segment, even one that looks equal: the target must count it as installed
+                // (or get it), and a snapshot taken since the fill began may need its copy.
+                if (await CopySegmentAsync(run, target, volume, segment, copySegment, theirCopies) is { } bytes)
                 {
-                    var bytes = await CopySegmentAsync(run, target, volume, segment, copySegment, theirCopies);
                     run.SegmentsCopied++;
                     run.BytesCopied += bytes;
                     hostMetrics.SegmentCopied(bytes);
@@ -139,20 +166,24 @@ public sealed partial class StorageServerGrain
     }
 
     /// <summary>
-    /// One segment, read and installed with no write to it in flight, its snapshots' copies first;
-    /// returns the bytes sent.
+    /// One segment, with no write to it in flight: its snapshots' copies first (those of every
+    /// snapshot the map has now), then the segment, read and installed, or, when it looked equal,
+    /// confirmed: the target counts it as installed if its version still equals ours, so that
+    /// forwarded writes raise it from now on exactly as on an acting replica; else it is copied.
+    /// Returns the bytes sent, null when nothing was.
     /// </summary>
-    private async Task<int> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, bool copySegment, IReadOnlyDictionary<Guid, long> theirCopies)
+    private async Task<int?> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, bool copySegment, IReadOnlyDictionary<Guid, long> theirCopies)
     {
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
         ThrowIfAbandoned(run);
         volume = _map.FindVolume(segment.VolumeId) ?? volume;
-        var sent = await CopySnapshotCopiesAsync(run, target, volume, segment, theirCopies);
-        if (!copySegment)
-        {
-            return sent;
-        }
+        var (sent, copies) = await CopySnapshotCopiesAsync(run, target, volume, segment, theirCopies);
         var version = store.Version(segment);
+        if (!copySegment && await AtCurrentEpochAsync(run, epoch => target.ConfirmSegmentAsync(epoch, segment, version)))
+        {
+            _missedForwards.Forget(segment, run.Job.TargetHostId);
+            return copies > 0 ? sent : null;
+        }
         // Bad blocks here are repaired from another acting replica first: a copy never spreads them.
         DataExtent[] extents = [];
         byte[] bytes = [];
@@ -163,6 +194,7 @@ public sealed partial class StorageServerGrain
             await target.InstallSegmentAsync(new SegmentImage(epoch, segment, version, extents, bytes));
             return true;
         });
+        _missedForwards.Forget(segment, run.Job.TargetHostId);
         return sent + bytes.Length;
     }
 
