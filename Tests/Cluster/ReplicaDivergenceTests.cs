@@ -66,6 +66,32 @@ public sealed class ReplicaDivergenceTests(FailureClusterFixture fixture, ITestO
     }
 
     [SkippableFact]
+    public async Task A_refused_write_that_the_client_sends_again_makes_the_replica_whole_with_no_resync()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Eventually.Healthy, "a healthy cluster before the test");
+        var name = "retried-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        var map = await MapAtRestAsync();
+        var volume = map.FindVolume(name)!;
+        var (primary, replica) = (volume.PlacementGroupOf(0).Replicas[0], volume.PlacementGroupOf(0).Replicas[1]);
+        var segment = new SegmentAddress(volume.VolumeId, 0);
+        var refusedBytes = Replicas.RandomBytes(Chunk, seed: 44);
+
+        fixture.ReplicaFaults.FaultNext(replica, 1, ReplicaWriteFault.RefuseAsStale);
+        await Assert.ThrowsAnyAsync<StorageException>(() => fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, refusedBytes, false)));
+        // What a client does after a stale epoch: the same write again (it rewrites every byte the replica missed).
+        await WriteOnPrimaryAsync(primary, segment, 0, refusedBytes);
+
+        var (versions, bytes) = await HeldByAsync(segment, primary, replica);
+        output.WriteLine($"after the retry: '{primary}' at {Describe(versions[0])}, '{replica}' at {Describe(versions[1])}");
+        Assert.True(versions[0] == versions[1] && versions[1] != SegmentVersions.Unknown, $"'{replica}' at {Describe(versions[1])}, the primary at {Describe(versions[0])}: the retry made it whole, it needs no resync");
+        Assert.True(bytes[0].AsSpan().SequenceEqual(bytes[1]), $"'{replica}' differs from the primary after the retry");
+        Assert.Equal(map.Epoch, (await fixture.Management.GetMapAsync()).Epoch); // no resync was asked for
+        await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    [SkippableFact]
     public async Task A_replica_filled_while_its_segments_are_written_and_snapshotted_ends_with_the_primarys_versions_and_copies()
     {
         fixture.SkipIfUnavailable();
