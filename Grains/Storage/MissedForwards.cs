@@ -9,6 +9,8 @@ namespace OrleansStorage.Storage;
 /// missed range makes the replica whole again and carries its version as usual; any other carries
 /// <see cref="Segments.SegmentVersions.Unknown"/>, which makes the replica's version unknown (it
 /// never matches again until a copy replaces the segment), and the replica must be resynced.
+/// A host that lost the group keeps the records under its own id: it holds bytes the new primary
+/// may lack, and the new primary's forwards are judged the same way on it.
 /// Touched only on the grain's turns: no locking.
 /// </summary>
 public sealed class MissedForwards
@@ -53,15 +55,37 @@ public sealed class MissedForwards
     /// <summary>The replica's copy of the segment now equals ours (a fill installed or confirmed it).</summary>
     public void Forget(SegmentAddress segment, string hostId) => _missed.Remove((segment, hostId));
 
-    /// <summary>Removes and returns every record that <paramref name="settled"/> says is settled.</summary>
-    public List<(SegmentAddress Segment, string HostId)> RemoveWhere(Func<SegmentAddress, string, bool> settled)
+    public bool Has(SegmentAddress segment, string hostId) => _missed.Count > 0 && _missed.ContainsKey((segment, hostId));
+
+    /// <summary>Every record, as (segment, replica): a copy, to change the records while going over it.</summary>
+    public List<(SegmentAddress Segment, string HostId)> Records() => [.. _missed.Keys];
+
+    /// <summary>
+    /// What <paramref name="fromHostId"/> missed becomes what each of <paramref name="toHostIds"/>
+    /// missed (merged with what they missed already): when the host that holds the writes others
+    /// lack changes role, the records follow the bytes.
+    /// </summary>
+    public void Move(SegmentAddress segment, string fromHostId, IEnumerable<string> toHostIds)
     {
-        var removed = _missed.Keys.Where(key => settled(key.Segment, key.HostId)).ToList();
-        foreach (var key in removed)
+        if (!_missed.Remove((segment, fromHostId), out var missed))
         {
-            _missed.Remove(key);
+            return;
         }
-        return removed;
+        foreach (var hostId in toHostIds)
+        {
+            if (hostId == fromHostId)
+            {
+                continue;
+            }
+            foreach (var range in missed.Ranges)
+            {
+                Add(segment, hostId, range);
+            }
+            if (missed.Uncoverable)
+            {
+                Add(segment, hostId, range: null);
+            }
+        }
     }
 
     private sealed class Missed

@@ -121,11 +121,13 @@ public sealed partial class StorageServerGrain
         failure is StaleEpochException or MisdirectedRequestException or VolumeNotFoundException or InvalidRequestException;
 
     /// <summary>
-    /// On a new map, what this host remembers of missed forwards as a primary: kept for groups it
-    /// still leads (for the replicas still in them). For a group it no longer leads, this host
-    /// holds writes that failed elsewhere and the new primary may lack them, while its forwards
-    /// would raise this host to its versions: this host's version of the segment becomes unknown
-    /// and it asks to be resynced from the new primary, as do the replicas that missed them.
+    /// On a new map, what this host remembers of missed forwards. In a group it still leads, the
+    /// records of replicas still in it stay. In a group it no longer leads, this host holds the
+    /// writes that failed elsewhere and the new primary may lack them: the records pass to this
+    /// host itself, so that a forward from the new primary that does not rewrite those bytes makes
+    /// its version unknown (<see cref="RecordReplicaVersion"/>) instead of raising it over them; a
+    /// replica that missed them, other than the new primary, is reported. Leading a group again
+    /// with such a record, every other replica lacks those bytes.
     /// </summary>
     private void SettleMissedForwards(ClusterMap map)
     {
@@ -133,34 +135,33 @@ public sealed partial class StorageServerGrain
         {
             return;
         }
-        var deposed = new HashSet<(SegmentAddress Segment, PlacementGroup Group)>();
-        _missedForwards.RemoveWhere((segment, hostId) =>
+        foreach (var (segment, hostId) in _missedForwards.Records())
         {
             var volume = map.FindVolume(segment.VolumeId);
-            if (volume is null || segment.SegmentIndex >= volume.SegmentCount)
+            var group = volume is not null && segment.SegmentIndex < volume.SegmentCount ? volume.PlacementGroupOf(segment.SegmentIndex) : null;
+            if (group is null || !group.Receives(_hostId))
             {
-                return true;
+                _missedForwards.Forget(segment, hostId); // the data goes with the group
             }
-            var group = volume.PlacementGroupOf(segment.SegmentIndex);
-            if (!group.Receives(_hostId) || !group.Receives(hostId))
+            else if (group.Primary == _hostId)
             {
-                return true;
+                if (hostId == _hostId)
+                {
+                    _missedForwards.Move(segment, _hostId, group.ForwardTargets);
+                }
+                else if (!group.Receives(hostId))
+                {
+                    _missedForwards.Forget(segment, hostId);
+                }
             }
-            if (group.Primary == _hostId)
+            else if (hostId != _hostId)
             {
-                return false;
+                if (hostId != group.Primary && group.Receives(hostId))
+                {
+                    ReportReplica(group, segment, hostId, $"it missed a write to segment {segment.SegmentIndex} from a primary that no longer leads the group");
+                }
+                _missedForwards.Move(segment, hostId, [_hostId]);
             }
-            deposed.Add((segment, group));
-            if (hostId != group.Primary)
-            {
-                ReportReplica(group, segment, hostId, $"it missed a write to segment {segment.SegmentIndex} of a primary that no longer leads the group");
-            }
-            return true;
-        });
-        foreach (var (segment, group) in deposed)
-        {
-            store.ForgetVersion(segment);
-            ReportReplica(group, segment, _hostId, $"it holds a write to segment {segment.SegmentIndex} that failed on other replicas while it led the group; its version is unknown now");
         }
     }
 }

@@ -58,6 +58,7 @@ public sealed partial class StorageServerGrain
         using var turn = await _writeOrder.EnterAsync(image.Segment, 0, volume.SegmentSizeBytes);
         var (_, group) = AdmitCurrent(image.Epoch, image.Segment, ReplicaRole.Pending);
         await store.InstallImageAsync(image.Segment, volume.SegmentSizeBytes, image.Extents, image.Bytes, image.Version);
+        _missedForwards.Forget(image.Segment, _hostId); // whatever this host held that the primary lacked is gone
         InstalledFor(volume.VolumeId, group).Segments.Add(image.Segment.SegmentIndex);
     }
 
@@ -72,7 +73,7 @@ public sealed partial class StorageServerGrain
         var (volume, _) = await AdmitAsync(epoch, segment, ReplicaRole.Pending);
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
         var (_, group) = AdmitCurrent(epoch, segment, ReplicaRole.Pending);
-        if (version == SegmentVersions.Unknown || store.Version(segment) != version)
+        if (version == SegmentVersions.Unknown || store.Version(segment) != version || _missedForwards.Has(segment, _hostId))
         {
             return false;
         }
@@ -86,12 +87,18 @@ public sealed partial class StorageServerGrain
     /// would make a segment look current when the writes it missed while away are still to be
     /// copied. The unknown version comes from a primary that knows this replica lacks a write it
     /// missed: its version becomes unknown, so it never looks equal again until a copy replaces it.
+    /// So does this host's own version when it led the group before and holds a write that failed
+    /// on others, and this forward does not rewrite those bytes (<see cref="SettleMissedForwards"/>).
     /// </summary>
-    private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, long version)
+    private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, ByteRange range, long version)
     {
-        if (version == SegmentVersions.Unknown)
+        if (_missedForwards.VersionFor(segment, _hostId, range, version) == SegmentVersions.Unknown)
         {
             store.ForgetVersion(segment);
+            if (version != SegmentVersions.Unknown)
+            {
+                ReportReplica(group, segment, _hostId, $"it holds a write to segment {segment.SegmentIndex} that failed on other replicas while it led the group; its version is unknown now");
+            }
             return;
         }
         if (group.Contains(_hostId) || InstalledFor(segment.VolumeId, group).Segments.Contains(segment.SegmentIndex))

@@ -210,7 +210,7 @@ public sealed partial class StorageServerGrain(
         {
             await WriteOverBadCopyAsync(group, bad, () => store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess, verifyPartialBlocks: false).AsTask());
         }
-        RecordReplicaVersion(group, request.Segment, request.Version);
+        RecordReplicaVersion(group, request.Segment, new ByteRange(request.Offset, request.Data.Length), request.Version);
     }
 
     public async Task ReplicaTrimAsync(SegmentTrim request)
@@ -229,7 +229,7 @@ public sealed partial class StorageServerGrain(
         {
             await WriteOverBadCopyAsync(group, bad, () => store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length, verifyPartialBlocks: false).AsTask());
         }
-        RecordReplicaVersion(group, request.Segment, request.Version);
+        RecordReplicaVersion(group, request.Segment, new ByteRange(request.Offset, request.Length), request.Version);
     }
 
     public async Task FlushAsync(long epoch, Guid volumeId)

@@ -57,4 +57,21 @@ public sealed class MissedForwardsTests
 
         Assert.Equal(Version, missed.VersionFor(Segment, "host-2", new ByteRange(8192, 4096), Version));
     }
+
+    [Fact]
+    public void A_primary_that_loses_the_group_keeps_the_misses_as_its_own_and_spreads_them_when_it_leads_again()
+    {
+        var missed = new MissedForwards();
+        missed.Add(Segment, "host-2", new ByteRange(0, 4096));
+        missed.Move(Segment, "host-2", ["host-1"]);
+
+        Assert.False(missed.Has(Segment, "host-2"));
+        // host-1 holds the bytes host-2 lacks: host-2's forward of another range must not raise it.
+        Assert.Equal(SegmentVersions.Unknown, missed.VersionFor(Segment, "host-1", new ByteRange(8192, 4096), Version));
+
+        missed.Add(Segment, "host-1", new ByteRange(0, 4096));
+        missed.Move(Segment, "host-1", ["host-2", "host-3"]);
+        Assert.Equal(Version, missed.VersionFor(Segment, "host-2", new ByteRange(0, 4096), Version));
+        Assert.Equal(SegmentVersions.Unknown, missed.VersionFor(Segment, "host-3", new ByteRange(8192, 4096), Version));
+    }
 }
