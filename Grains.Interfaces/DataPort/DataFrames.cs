@@ -177,8 +177,11 @@ public record struct DataRequestHeader(
             (flags & FlagForceUnitAccess) != 0,
             BinaryPrimitives.ReadInt32LittleEndian(source[56..]),
             BinaryPrimitives.ReadUInt32LittleEndian(source[60..]));
-        // A preserve may carry the version of a suspect segment (-1), which never matches a replica's.
-        if (header.SegmentIndex < 0 || header.Offset < 0 || header.Length < 0 || header.PayloadLength < 0 || header.Version < (op == DataOp.ReplicaPreserve ? -1 : 0))
+        // A primary's order to a replica may carry the unknown version (-1): a preserve, that of a
+        // suspect segment, which never matches a replica's; a forwarded write, to a replica that
+        // lacks a write it missed, whose version must become unknown.
+        if (header.SegmentIndex < 0 || header.Offset < 0 || header.Length < 0 || header.PayloadLength < 0
+            || header.Version < (op is DataOp.ReplicaPreserve or DataOp.ReplicaWrite or DataOp.ReplicaTrim or DataOp.ReplicaMaterialize ? -1 : 0))
         {
             problem = "a negative segment, offset or length";
             return null;

@@ -95,6 +95,13 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("InstallSegment")]
     Task InstallSegmentAsync(SegmentImage image);
 
+    /// <summary>
+    /// As a pending replica: the primary found our version of the segment equal to its own, with no
+    /// write to it in flight; true (and the segment counts as installed) if it still is.
+    /// </summary>
+    [Alias("ConfirmSegment")]
+    Task<bool> ConfirmSegmentAsync(long epoch, SegmentAddress segment, long version);
+
     /// <summary>As a pending replica: the versions of every snapshot's copies of the group's segments.</summary>
     [Alias("GetSnapshotCopyVersions")]
     Task<SnapshotCopyVersions[]> GetSnapshotCopyVersionsAsync(long epoch, Guid volumeId, int groupIndex);

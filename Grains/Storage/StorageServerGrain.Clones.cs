@@ -58,7 +58,8 @@ public sealed partial class StorageServerGrain
         var local = store.InstallDenseAsync(request.Segment, current.SegmentSizeBytes, request.Data, version);
         var header = new DataRequestHeader(DataOp.ReplicaMaterialize, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,
             0, request.Data.Length, version, false, request.Data.Length);
-        await ForwardAsync(group, request.Segment, local, host => ForwardOverDataPortAsync(host, header, request.Data));
+        await ForwardAsync(group, request.Segment, new ByteRange(0, request.Data.Length), version, local,
+            (host, carried) => ForwardOverDataPortAsync(host, header with { Version = carried }, request.Data));
     }
 
     /// <summary>As a replica: the primary's materialization, installed with its version (again, harmlessly, if it came twice).</summary>

@@ -58,16 +58,49 @@ public sealed partial class StorageServerGrain
         using var turn = await _writeOrder.EnterAsync(image.Segment, 0, volume.SegmentSizeBytes);
         var (_, group) = AdmitCurrent(image.Epoch, image.Segment, ReplicaRole.Pending);
         await store.InstallImageAsync(image.Segment, volume.SegmentSizeBytes, image.Extents, image.Bytes, image.Version);
+        _missedForwards.Forget(image.Segment, _hostId); // whatever this host held that the primary lacked is gone
         InstalledFor(volume.VolumeId, group).Segments.Add(image.Segment.SegmentIndex);
     }
 
     /// <summary>
-    /// A replica records the version of a write it applied. A pending replica does so only for
-    /// segments already installed by the copy: for the others, raising the version would make a
-    /// segment look current when the writes it missed while away are still to be copied.
+    /// As a pending replica: the primary, holding the segment's write turn, found our version of it
+    /// equal to its own and copies nothing. If it still is, the segment counts as installed (the
+    /// forwards that follow raise its version, the preserves copy it as on an acting replica);
+    /// false tells the primary to copy it after all.
     /// </summary>
-    private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, long version)
+    public async Task<bool> ConfirmSegmentAsync(long epoch, SegmentAddress segment, long version)
     {
+        var (volume, _) = await AdmitAsync(epoch, segment, ReplicaRole.Pending);
+        using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
+        var (_, group) = AdmitCurrent(epoch, segment, ReplicaRole.Pending);
+        if (version == SegmentVersions.Unknown || store.Version(segment) != version || _missedForwards.Has(segment, _hostId))
+        {
+            return false;
+        }
+        InstalledFor(volume.VolumeId, group).Segments.Add(segment.SegmentIndex);
+        return true;
+    }
+
+    /// <summary>
+    /// A replica records the version of a write it applied. A pending replica does so only for
+    /// segments already installed (or confirmed) by the copy: for the others, raising the version
+    /// would make a segment look current when the writes it missed while away are still to be
+    /// copied. The unknown version comes from a primary that knows this replica lacks a write it
+    /// missed: its version becomes unknown, so it never looks equal again until a copy replaces it.
+    /// So does this host's own version when it led the group before and holds a write that failed
+    /// on others, and this forward does not rewrite those bytes (<see cref="SettleMissedForwards"/>).
+    /// </summary>
+    private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, ByteRange range, long version)
+    {
+        if (_missedForwards.VersionFor(segment, _hostId, range, version) == SegmentVersions.Unknown)
+        {
+            store.ForgetVersion(segment);
+            if (version != SegmentVersions.Unknown)
+            {
+                ReportReplica(group, segment, _hostId, $"it holds a write to segment {segment.SegmentIndex} that failed on other replicas while it led the group; its version is unknown now");
+            }
+            return;
+        }
         if (group.Contains(_hostId) || InstalledFor(segment.VolumeId, group).Segments.Contains(segment.SegmentIndex))
         {
             store.RaiseVersion(segment, version);
@@ -104,6 +137,7 @@ public sealed partial class StorageServerGrain
             for (var i = 0; i < segments.Count; i++)
             {
                 var segment = new SegmentAddress(job.VolumeId, segments[i]);
+                await faults.BeforeFillSegmentAsync(_hostId, segment);
                 ThrowIfAbandoned(run);
                 var ours = store.Version(segment);
                 var theirs = i < targetVersions.Length ? targetVersions[i] : 0;
@@ -112,9 +146,10 @@ public sealed partial class StorageServerGrain
                 var theirCopies = targetCopies.ToDictionary(c => c.SnapshotId, c => i < c.Versions.Length ? c.Versions[i] : SnapshotCopyVersions.NoCopy);
                 // A new replica gets every segment the primary has, whatever the versions say.
                 var copySegment = differs || (!job.Resync && store.HasFile(segment));
-                if (copySegment || SnapshotCopiesDiffer(volume, segment, theirCopies, job.Resync))
+                // Every segment, even one that looks equal: the target must count it as installed
+                // (or get it), and a snapshot taken since the fill began may need its copy.
+                if (await CopySegmentAsync(run, target, volume, segment, copySegment, theirCopies) is { } bytes)
                 {
-                    var bytes = await CopySegmentAsync(run, target, volume, segment, copySegment, theirCopies);
                     run.SegmentsCopied++;
                     run.BytesCopied += bytes;
                     hostMetrics.SegmentCopied(bytes);
@@ -138,20 +173,24 @@ public sealed partial class StorageServerGrain
     }
 
     /// <summary>
-    /// One segment, read and installed with no write to it in flight, its snapshots' copies first;
-    /// returns the bytes sent.
+    /// One segment, with no write to it in flight: its snapshots' copies first (those of every
+    /// snapshot the map has now), then the segment, read and installed, or, when it looked equal,
+    /// confirmed: the target counts it as installed if its version still equals ours, so that
+    /// forwarded writes raise it from now on exactly as on an acting replica; else it is copied.
+    /// Returns the bytes sent, null when nothing was.
     /// </summary>
-    private async Task<int> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, bool copySegment, IReadOnlyDictionary<Guid, long> theirCopies)
+    private async Task<int?> CopySegmentAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, bool copySegment, IReadOnlyDictionary<Guid, long> theirCopies)
     {
         using var turn = await _writeOrder.EnterAsync(segment, 0, volume.SegmentSizeBytes);
         ThrowIfAbandoned(run);
         volume = _map.FindVolume(segment.VolumeId) ?? volume;
-        var sent = await CopySnapshotCopiesAsync(run, target, volume, segment, theirCopies);
-        if (!copySegment)
-        {
-            return sent;
-        }
+        var (sent, copies) = await CopySnapshotCopiesAsync(run, target, volume, segment, theirCopies);
         var version = store.Version(segment);
+        if (!copySegment && await AtCurrentEpochAsync(run, epoch => target.ConfirmSegmentAsync(epoch, segment, version)))
+        {
+            _missedForwards.Forget(segment, run.Job.TargetHostId);
+            return copies > 0 ? sent : null;
+        }
         // Bad blocks here are repaired from another acting replica first: a copy never spreads them.
         DataExtent[] extents = [];
         byte[] bytes = [];
@@ -162,6 +201,7 @@ public sealed partial class StorageServerGrain
             await target.InstallSegmentAsync(new SegmentImage(epoch, segment, version, extents, bytes));
             return true;
         });
+        _missedForwards.Forget(segment, run.Job.TargetHostId);
         return sent + bytes.Length;
     }
 

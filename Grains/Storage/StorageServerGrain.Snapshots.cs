@@ -37,7 +37,7 @@ public sealed partial class StorageServerGrain
         var version = store.Version(segment);
         var local = WithOwnRepairAsync(volume, group, () => store.PreserveAsync(segment, Namespace(volume, snapshot), volume.SegmentSizeBytes));
         var header = new DataRequestHeader(DataOp.ReplicaPreserve, 0, requestEpoch, segment.VolumeId, segment.SegmentIndex, 0, 0, version, false, 0);
-        await ForwardAsync(group, segment, local, host => ForwardOverDataPortAsync(host, header, default));
+        await ForwardAsync(group, segment, range: null, version, local, (host, carried) => ForwardOverDataPortAsync(host, header with { Version = carried }, default));
     }
 
     /// <summary>The volume has a snapshot at this map's epoch and the segment has no copy for it here.</summary>
@@ -58,9 +58,10 @@ public sealed partial class StorageServerGrain
     /// <summary>
     /// As a replica: the primary copied the segment for the current snapshot from its version
     /// <see cref="SegmentPreserve.Version"/>. A replica at the same version holds the same bytes and
-    /// copies its own; one that differs cannot make a true copy: it keeps one marked unknown (so a
-    /// resync replaces it) and, unless it is a pending replica whose copy of the segment is still
-    /// to come, fails the forward, so the primary reports it and it is resynced.
+    /// copies its own. One that differs cannot make a true copy: an acting replica, or a pending
+    /// one whose segment the fill installed or confirmed, keeps one marked unknown (so a resync
+    /// replaces it) and fails the forward, so the primary reports it and it is resynced; a pending
+    /// replica whose segment the fill has still to go over makes none (the fill brings the copy).
     /// </summary>
     public async Task ReplicaPreserveAsync(SegmentPreserve request)
     {
@@ -82,6 +83,10 @@ public sealed partial class StorageServerGrain
         }
         var ours = store.Version(request.Segment);
         var same = ours == request.Version && ours != SegmentVersions.Unknown;
+        if (!same && !installed)
+        {
+            return;
+        }
         await store.PreserveAsync(request.Segment, Namespace(current, snapshot), current.SegmentSizeBytes, same ? null : SegmentVersions.Unknown);
         if (!same && installed)
         {
@@ -235,24 +240,16 @@ public sealed partial class StorageServerGrain
         await store.InstallSnapshotCopyAsync(copy, Namespace(volume, snapshot), volume.SegmentSizeBytes, image.Extents, image.Bytes, image.Version);
     }
 
-    /// <summary>Whether the target's copies of the segment for any snapshot differ from ours (for a new replica: whether we hold any).</summary>
-    private bool SnapshotCopiesDiffer(VolumeInfo volume, SegmentAddress segment, IReadOnlyDictionary<Guid, long> theirs, bool resync) =>
-        volume.Snapshots.Any(snapshot =>
-        {
-            var ours = CopyVersion(snapshot.SnapshotId, segment.SegmentIndex);
-            var their = theirs.GetValueOrDefault(snapshot.SnapshotId, SnapshotCopyVersions.NoCopy);
-            return ours != their || ours == SegmentVersions.Unknown || (!resync && ours != SnapshotCopyVersions.NoCopy);
-        });
-
     /// <summary>
     /// As a primary filling a replica, under the segment's whole-range turn: makes every
     /// snapshot's copy of the segment there agree with ours (sent where the versions differ, or
     /// every one we hold for a new replica; dropped where we hold none). Before the segment itself,
     /// so a write forwarded after the turn finds its snapshot copy in place.
     /// </summary>
-    private async Task<int> CopySnapshotCopiesAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, IReadOnlyDictionary<Guid, long> theirs)
+    private async Task<(int Bytes, int Copies)> CopySnapshotCopiesAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, IReadOnlyDictionary<Guid, long> theirs)
     {
         var sent = 0;
+        var copies = 0;
         foreach (var snapshot in volume.Snapshots)
         {
             var ours = CopyVersion(snapshot.SnapshotId, segment.SegmentIndex);
@@ -271,8 +268,9 @@ public sealed partial class StorageServerGrain
                 return true;
             });
             sent += bytes.Length;
+            copies++;
         }
-        return sent;
+        return (sent, copies);
     }
 
     private Task _snapshotDrops = Task.CompletedTask;

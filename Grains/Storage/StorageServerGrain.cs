@@ -160,7 +160,8 @@ public sealed partial class StorageServerGrain(
         var local = WithOwnRepairAsync(volume, group, () => store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess).AsTask());
         var header = new DataRequestHeader(DataOp.ReplicaWrite, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,
             request.Offset, request.Data.Length, version, request.ForceUnitAccess, 0);
-        await ForwardAsync(group, request.Segment, local, host => ForwardOverDataPortAsync(host, header, request.Data));
+        await ForwardAsync(group, request.Segment, new ByteRange(request.Offset, request.Data.Length), version, local,
+            (host, carried) => ForwardOverDataPortAsync(host, header with { Version = carried }, request.Data));
     }
 
     public async Task TrimAsync(SegmentTrim request)
@@ -181,7 +182,8 @@ public sealed partial class StorageServerGrain(
         var local = WithOwnRepairAsync(volume, group, () => store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length).AsTask());
         var header = new DataRequestHeader(DataOp.ReplicaTrim, 0, request.Epoch, request.Segment.VolumeId, request.Segment.SegmentIndex,
             request.Offset, request.Length, version, false, 0);
-        await ForwardAsync(group, request.Segment, local, host => ForwardOverDataPortAsync(host, header, default));
+        await ForwardAsync(group, request.Segment, new ByteRange(request.Offset, request.Length), version, local,
+            (host, carried) => ForwardOverDataPortAsync(host, header with { Version = carried }, default));
     }
 
     public async Task ReplicaWriteAsync(SegmentWrite request)
@@ -195,9 +197,14 @@ public sealed partial class StorageServerGrain(
         DataRequestDeadline.ThrowIfPassed(_hostId);
         var (current, group) = AdmitCurrent(request.Epoch, request.Segment, ReplicaRole.Member);
         RequireSnapshotCopy(current, group, request.Segment);
-        if (faults.ShouldFail(_hostId))
+        switch (faults.NextFault(_hostId))
         {
-            throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
+            case ReplicaWriteFault.Fail:
+                throw new IOException($"host '{_hostId}' failed a replica write (injected fault)");
+            case ReplicaWriteFault.RefuseAsStale:
+                throw new StaleEpochException(request.Epoch, _map.Epoch + 1, _hostId);
+            case ReplicaWriteFault.RefuseAsMisdirected:
+                throw new MisdirectedRequestException(_hostId, volume.VolumeId, group.Index, _map.Epoch, "holds no replica (injected fault)");
         }
         try
         {
@@ -207,7 +214,7 @@ public sealed partial class StorageServerGrain(
         {
             await WriteOverBadCopyAsync(group, bad, () => store.WriteAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Data, request.ForceUnitAccess, verifyPartialBlocks: false).AsTask());
         }
-        RecordReplicaVersion(group, request.Segment, request.Version);
+        RecordReplicaVersion(group, request.Segment, new ByteRange(request.Offset, request.Data.Length), request.Version);
     }
 
     public async Task ReplicaTrimAsync(SegmentTrim request)
@@ -226,7 +233,7 @@ public sealed partial class StorageServerGrain(
         {
             await WriteOverBadCopyAsync(group, bad, () => store.TrimAsync(request.Segment, volume.SegmentSizeBytes, request.Offset, request.Length, verifyPartialBlocks: false).AsTask());
         }
-        RecordReplicaVersion(group, request.Segment, request.Version);
+        RecordReplicaVersion(group, request.Segment, new ByteRange(request.Offset, request.Length), request.Version);
     }
 
     public async Task FlushAsync(long epoch, Guid volumeId)
@@ -297,63 +304,6 @@ public sealed partial class StorageServerGrain(
         }
         return new SegmentData(buffer);
     }
-
-    /// <summary>
-    /// Applies the local write and the forwards to every other acting and pending replica in
-    /// parallel; done when all are. If any failed, the write is not acknowledged and the segment
-    /// gets a fresh version here, so a replica that missed it differs from us and a resync copies
-    /// the segment rather than trusting equal versions; and each replica that failed for any
-    /// reason but a map disagreement is reported, so it is resynced before it serves again.
-    /// </summary>
-    private async Task ForwardAsync(PlacementGroup group, SegmentAddress segment, Task local, Func<string, Task> forward)
-    {
-        // Built without LINQ: this runs for every write.
-        var all = new Task[group.Replicas.Length + group.Pending.Length];
-        all[0] = local;
-        var next = 1;
-        for (var i = 1; i < group.Replicas.Length; i++)
-        {
-            all[next++] = Forward(group.Replicas[i]);
-        }
-        foreach (var pending in group.Pending)
-        {
-            all[next++] = Forward(pending.HostId);
-        }
-        try
-        {
-            await Task.WhenAll(all);
-        }
-        catch
-        {
-            var epoch = _map.Epoch;
-            await store.NextVersionAsync(segment, epoch);
-            var targets = group.ForwardTargets.ToArray(); // the order the forwards were started in
-            for (var i = 0; i < targets.Length; i++)
-            {
-                if (all[i + 1].Exception?.InnerException is { } failure && !IsMapDisagreement(failure))
-                {
-                    var report = new ReplicaFailure(segment.VolumeId, group.Index, targets[i], _hostId, failure.Message, epoch);
-                    InBackground(Management.ReportReplicaFailedAsync(report), ex => Log.ReplicaFailureReportFailed(logger, ex, report.HostId));
-                }
-            }
-            throw;
-        }
-
-        Task Forward(string hostId)
-        {
-            try
-            {
-                return forward(hostId);
-            }
-            catch (Exception ex)
-            {
-                return Task.FromException(ex); // failed like a forward that was sent: reported below
-            }
-        }
-    }
-
-    private static bool IsMapDisagreement(Exception failure) =>
-        failure is StaleEpochException or MisdirectedRequestException or VolumeNotFoundException or InvalidRequestException;
 
     /// <summary>A report to management that must not hold up the request that made it; a lost report is logged.</summary>
     private static void InBackground(Task report, Action<Exception> onFailure) =>
@@ -502,6 +452,7 @@ public sealed partial class StorageServerGrain(
         var previous = _map;
         _map = map;
         qos.Adopt(map);
+        SettleMissedForwards(map);
         hostMetrics.MapAdopted(map, _hostId, source);
         dataPathMetrics.MapAdopted(map);
         Log.MapApplied(logger, _hostId, previous.Epoch, map.Epoch, source);

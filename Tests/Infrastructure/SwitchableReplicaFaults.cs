@@ -4,10 +4,13 @@ using OrleansStorage.Storage;
 
 namespace OrleansStorage.Tests.Infrastructure;
 
-/// <summary>Makes a chosen live host fail its next forwarded writes, or hold them, on purpose.</summary>
+/// <summary>Makes a chosen live host fail or refuse its next forwarded writes, or hold them, or hold a primary's fill, on purpose.</summary>
 public sealed class SwitchableReplicaFaults : IReplicaWriteFaults
 {
     private readonly ConcurrentDictionary<string, int> _remaining = new();
+    private readonly ConcurrentDictionary<string, ReplicaWriteFault> _kind = new();
+    private readonly ConcurrentDictionary<(string, SegmentAddress), TaskCompletionSource> _fillHolds = new();
+    private readonly ConcurrentDictionary<(string, SegmentAddress), TaskCompletionSource> _fillHeld = new();
     private readonly ConcurrentDictionary<(string, SegmentAddress), TaskCompletionSource> _holds = new();
     private readonly ConcurrentDictionary<(string, SegmentAddress), TaskCompletionSource> _held = new();
 
@@ -43,20 +46,59 @@ public sealed class SwitchableReplicaFaults : IReplicaWriteFaults
         }
     }
 
-    public void FailNext(string hostId, int writes) => _remaining[hostId] = writes;
+    /// <summary>
+    /// Holds the fill that <paramref name="sourceHostId"/> runs as a primary before it goes over
+    /// <paramref name="segment"/>, until <see cref="ReleaseFill"/>. Returns a task that completes once it is held.
+    /// </summary>
+    public Task HoldFill(string sourceHostId, SegmentAddress segment)
+    {
+        _fillHolds[(sourceHostId, segment)] = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _fillHeld[(sourceHostId, segment)] = held;
+        return held.Task;
+    }
+
+    public void ReleaseFill(string sourceHostId, SegmentAddress segment)
+    {
+        if (_fillHolds.TryRemove((sourceHostId, segment), out var hold))
+        {
+            hold.TrySetResult();
+        }
+    }
+
+    public async ValueTask BeforeFillSegmentAsync(string sourceHostId, SegmentAddress segment)
+    {
+        if (_fillHolds.TryGetValue((sourceHostId, segment), out var hold))
+        {
+            if (_fillHeld.TryGetValue((sourceHostId, segment), out var held))
+            {
+                held.TrySetResult();
+            }
+            await hold.Task;
+        }
+    }
+
+    public void FailNext(string hostId, int writes) => FaultNext(hostId, writes, ReplicaWriteFault.Fail);
+
+    /// <summary>The host's next <paramref name="writes"/> forwarded writes fail as <paramref name="fault"/> says.</summary>
+    public void FaultNext(string hostId, int writes, ReplicaWriteFault fault)
+    {
+        _kind[hostId] = fault;
+        _remaining[hostId] = writes;
+    }
 
     public int Remaining(string hostId) => _remaining.GetValueOrDefault(hostId);
 
-    public bool ShouldFail(string hostId)
+    public ReplicaWriteFault NextFault(string hostId)
     {
         while (_remaining.TryGetValue(hostId, out var left) && left > 0)
         {
             if (_remaining.TryUpdate(hostId, left - 1, left))
             {
-                return true;
+                return _kind.GetValueOrDefault(hostId, ReplicaWriteFault.Fail);
             }
         }
-        return false;
+        return ReplicaWriteFault.None;
     }
 }
 

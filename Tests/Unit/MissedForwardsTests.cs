@@ -1,0 +1,77 @@
+using OrleansStorage.Segments;
+using OrleansStorage.Storage;
+using Xunit;
+
+namespace OrleansStorage.Tests.Unit;
+
+public sealed class MissedForwardsTests
+{
+    private static readonly SegmentAddress Segment = new(Guid.NewGuid(), 3);
+    private const long Version = (7L << SegmentVersions.EpochShift) + 5;
+
+    [Fact]
+    public void A_replica_that_missed_nothing_gets_the_version()
+    {
+        var missed = new MissedForwards();
+        Assert.Equal(Version, missed.VersionFor(Segment, "host-2", new ByteRange(0, 4096), Version));
+    }
+
+    [Fact]
+    public void A_forward_that_does_not_rewrite_what_the_replica_missed_makes_its_version_unknown_once()
+    {
+        var missed = new MissedForwards();
+        missed.Add(Segment, "host-2", new ByteRange(0, 65536));
+
+        Assert.Equal(Version, missed.VersionFor(Segment, "host-3", new ByteRange(131072, 4096), Version));
+        Assert.Equal(SegmentVersions.Unknown, missed.VersionFor(Segment, "host-2", new ByteRange(131072, 4096), Version));
+        // The replica's version is unknown now, for good: the next forward carries the version again.
+        Assert.Equal(Version, missed.VersionFor(Segment, "host-2", new ByteRange(131072, 4096), Version));
+    }
+
+    [Fact]
+    public void A_retry_that_rewrites_every_missed_byte_carries_the_version()
+    {
+        var missed = new MissedForwards();
+        missed.Add(Segment, "host-2", new ByteRange(4096, 8192));
+        missed.Add(Segment, "host-2", new ByteRange(16384, 4096));
+
+        Assert.Equal(Version, missed.VersionFor(Segment, "host-2", new ByteRange(0, 65536), Version));
+        Assert.Equal(0, missed.Count);
+    }
+
+    [Fact]
+    public void A_missed_preserve_is_made_up_for_by_no_write()
+    {
+        var missed = new MissedForwards();
+        missed.Add(Segment, "host-2", range: null);
+
+        Assert.Equal(SegmentVersions.Unknown, missed.VersionFor(Segment, "host-2", new ByteRange(0, 1 << 20), Version));
+    }
+
+    [Fact]
+    public void A_fill_that_installed_or_confirmed_the_segment_settles_the_miss()
+    {
+        var missed = new MissedForwards();
+        missed.Add(Segment, "host-2", new ByteRange(0, 4096));
+        missed.Forget(Segment, "host-2");
+
+        Assert.Equal(Version, missed.VersionFor(Segment, "host-2", new ByteRange(8192, 4096), Version));
+    }
+
+    [Fact]
+    public void A_primary_that_loses_the_group_keeps_the_misses_as_its_own_and_spreads_them_when_it_leads_again()
+    {
+        var missed = new MissedForwards();
+        missed.Add(Segment, "host-2", new ByteRange(0, 4096));
+        missed.Move(Segment, "host-2", ["host-1"]);
+
+        Assert.False(missed.Has(Segment, "host-2"));
+        // host-1 holds the bytes host-2 lacks: host-2's forward of another range must not raise it.
+        Assert.Equal(SegmentVersions.Unknown, missed.VersionFor(Segment, "host-1", new ByteRange(8192, 4096), Version));
+
+        missed.Add(Segment, "host-1", new ByteRange(0, 4096));
+        missed.Move(Segment, "host-1", ["host-2", "host-3"]);
+        Assert.Equal(Version, missed.VersionFor(Segment, "host-2", new ByteRange(0, 4096), Version));
+        Assert.Equal(SegmentVersions.Unknown, missed.VersionFor(Segment, "host-3", new ByteRange(8192, 4096), Version));
+    }
+}
