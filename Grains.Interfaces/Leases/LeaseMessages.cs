@@ -18,7 +18,8 @@ public sealed record LeaseRequest(
 /// hold a lease. <see cref="UnknownLeasesFor"/> is how long leases granted before management's
 /// current activation may last: it applies to every group the requester newly leads, except those
 /// of <see cref="VolumesCreatedSince"/>, the volumes this activation created (no lease it did not
-/// grant can cover them).
+/// grant can cover them). <see cref="Grantor"/> names the activation: only the one that gave a
+/// wait knows when the deposed primary gave its lease up, so only its grants may lift that wait.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.LeaseGrant")]
 public sealed record LeaseGrant(
@@ -27,7 +28,8 @@ public sealed record LeaseGrant(
     [property: Id(2)] TimeSpan Duration,
     [property: Id(3)] GroupWait[] Waits,
     [property: Id(4)] TimeSpan UnknownLeasesFor,
-    [property: Id(5)] Guid[]? VolumesCreatedSince = null);
+    [property: Id(5)] Guid[]? VolumesCreatedSince = null,
+    [property: Id(6)] Guid Grantor = default);
 
 /// <summary>How much longer an earlier primary of a group may hold its lease, on management's clock.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.GroupWait")]

@@ -33,6 +33,9 @@ public sealed class LeaseTable
     private long _unknownLeasesUntil;
     private bool _fenced;
 
+    /// <summary>Names this activation in its grants: a host drops a wait only on a grant of the activation that gave it.</summary>
+    public Guid GrantorId { get; } = Guid.NewGuid();
+
     public LeaseTable(LeaseOptions options, TimeProvider clock)
     {
         _options = options;
@@ -123,7 +126,7 @@ public sealed class LeaseTable
         });
         if (request.MapEpoch != map.Epoch)
         {
-            return new LeaseGrant(map.Epoch, false, TimeSpan.Zero, [], TimeSpan.Zero);
+            return new LeaseGrant(map.Epoch, false, TimeSpan.Zero, [], TimeSpan.Zero, Grantor: GrantorId);
         }
         _grantedUntil[request.HostId] = now + Ticks(_options.Stretch(_options.Duration));
         var waits = new Dictionary<(Guid, int), long>();
@@ -150,7 +153,8 @@ public sealed class LeaseTable
             _options.Duration,
             [.. waits.Select(w => new GroupWait(w.Key.Item1, w.Key.Item2, Span(w.Value)))],
             Span(unknownFor),
-            unknownFor > 0 ? [.. _createdHere.Where(id => map.FindVolume(id) is not null)] : null);
+            unknownFor > 0 ? [.. _createdHere.Where(id => map.FindVolume(id) is not null)] : null,
+            GrantorId);
     }
 
     /// <summary>

@@ -10,10 +10,17 @@ namespace OrleansStorage.Leases;
 /// </summary>
 public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvider clock)
 {
-    /// <summary>Waits for earlier primaries management knows of: each grant replaces them (one that gave its lease up is gone).</summary>
+    /// <summary>
+    /// Waits for earlier primaries that management's activation <see cref="_depositionWaitsGrantor"/>
+    /// knows of: each of its grants replaces them (one that gave its lease up is gone).
+    /// </summary>
     private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _depositionWaits = [];
+    private Guid _depositionWaitsGrantor;
 
-    /// <summary>Waits for leases management cannot know of (granted before its activation): they only run out.</summary>
+    /// <summary>
+    /// Waits for leases the granting activation cannot know of (granted before it, or depositions
+    /// an earlier activation told of): they only run out.
+    /// </summary>
     private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _unknownWaits = [];
     private long _epoch = -1;
     private long _validUntil;
@@ -29,7 +36,8 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
     /// Takes a grant made on <paramref name="map"/> (same epoch) for a request sent at
     /// <paramref name="sentAt"/>. Groups this host leads now but did not lead under the lease it
     /// held until now wait out leases management cannot account for, except the groups of volumes
-    /// management created since: no such lease covers them.
+    /// management created since: no such lease covers them. Waits an earlier activation gave are
+    /// kept until they run out: the grantor knows nothing of them, so its grants cannot lift them.
     /// </summary>
     public void Apply(LeaseGrant grant, ClusterMap map, long sentAt)
     {
@@ -39,6 +47,16 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         }
         var now = Now();
         var held = now < _validUntil ? _grantedOn : null;
+        if (grant.Grantor != _depositionWaitsGrantor)
+        {
+            // Management moved: the old activation may be gone with the depositions it recorded,
+            // and the new one cannot tell when those deposed primaries gave their leases up.
+            foreach (var (group, until) in _depositionWaits)
+            {
+                Delay(_unknownWaits, group, until);
+            }
+            _depositionWaitsGrantor = grant.Grantor;
+        }
         _depositionWaits.Clear();
         foreach (var wait in grant.Waits)
         {

@@ -1,6 +1,10 @@
 using System.Diagnostics;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Storage;
+using Orleans.TestingHost;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
+using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
 using OrleansStorage.Tests.Infrastructure;
@@ -78,6 +82,101 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
 
         // The host checks in again (it was never down), returns empty and is refilled.
         await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(deposed)!.State == HostState.Up && Healthy(m), $"'{deposed}' back and every group full", TimeSpan.FromSeconds(120));
+        await writer.ReadAsync(0, back);
+        Assert.Equal(fresh, back);
+        await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    /// <summary>
+    /// Issue 28, hole 2: the management activation that deposed the primary, and told the new one
+    /// to wait, is replaced before the deposed one's lease runs out. The new activation knows
+    /// nothing of that deposition; its grants must not lift the wait.
+    /// </summary>
+    [SkippableFact]
+    public async Task A_deposed_primary_serves_no_old_data_when_management_moves_before_its_lease_runs_out()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Healthy, "a healthy cluster before the test");
+        var name = "deposed-moved-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        var volume = (await MapAtRestAsync()).FindVolume(name)!;
+        var segment = new SegmentAddress(volume.VolumeId, 0);
+        var deposed = volume.PlacementGroupOf(0).Primary;
+        var writer = await fixture.Client.OpenVolumeAsync(name);
+        var old = Replicas.RandomBytes(64 * 1024, seed: 5);
+        var fresh = Replicas.RandomBytes(64 * 1024, seed: 6);
+        await writer.WriteAsync(0, old);
+        var readerEpoch = (await fixture.Management.GetMapAsync()).Epoch;
+        Assert.Equal(old, (await fixture.Server(deposed).ReadAsync(new SegmentRead(readerEpoch, segment, 0, old.Length))).Bytes.ToArray());
+
+        fixture.PushFilter.DropPushesTo(deposed);
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            await fixture.Management.HostFailedAsync(deposed, "judged failed by the test while it runs");
+            var changed = await fixture.Management.GetMapAsync();
+            var successor = changed.FindVolume(name)!.PlacementGroupOf(0).Primary;
+            Assert.NotEqual(deposed, successor);
+            // The activation that moved the group told the successor to wait for the deposed host.
+            // (The map may move on meanwhile: the deposed host checks in again, as it was never down.)
+            await _eventually.UntilAsync(async () =>
+            {
+                var epoch = (await fixture.Management.GetMapAsync()).Epoch;
+                var refused = await Assert.ThrowsAsync<PrimaryLeaseException>(() => fixture.Server(successor).WriteAsync(new SegmentWrite(epoch, segment, 0, fresh, false)));
+                return refused.Message.Contains("earlier primary", StringComparison.Ordinal);
+            }, $"'{successor}' told to wait for '{deposed}'", TimeSpan.FromSeconds(5));
+
+            // Another activation takes over, as after a failover: it writes the stored state back
+            // (its fence); the old one finds the etag moved at its next grant and deactivates.
+            var first = await fixture.Management.GetStatusAsync();
+            await FenceAsIfAnotherActivationAsync();
+            await _eventually.UntilAsync(async () =>
+            {
+                await fixture.Server(successor).LeaseReleasedAsync();
+                return (await fixture.Management.GetStatusAsync()).ActivatedAt != first.ActivatedAt;
+            }, "a new management activation", TimeSpan.FromSeconds(10));
+            output.WriteLine($"management moved {clock.ElapsedMilliseconds} ms after '{deposed}' was judged failed");
+
+            // The group's primary (the successor, or another one the new activation chose) renews
+            // with the new activation until it serves the group.
+            var refusals = new List<string>();
+            await _eventually.UntilAsync(async () =>
+            {
+                var map = await fixture.Management.GetMapAsync();
+                successor = map.FindVolume(name)!.PlacementGroupOf(0).Primary;
+                await fixture.Server(successor).LeaseReleasedAsync();
+                try
+                {
+                    await fixture.Server(successor).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, fresh, false));
+                    return true;
+                }
+                catch (PrimaryLeaseException refused)
+                {
+                    refusals.Add($"{clock.ElapsedMilliseconds} ms: {refused.Message}");
+                    throw;
+                }
+            }, "a write acknowledged by the group's primary", TimeSpan.FromSeconds(30));
+            var acknowledgedAfter = clock.ElapsedMilliseconds;
+            output.WriteLine($"{refusals.Count} refusals under the new activation, the first: {refusals.FirstOrDefault() ?? "none"}; the last: {refusals.LastOrDefault() ?? "none"}");
+
+            // A client still on the old epoch goes to the deposed host: refused, never the old bytes.
+            try
+            {
+                var served = (await fixture.Server(deposed).ReadAsync(new SegmentRead(readerEpoch, segment, 0, old.Length))).Bytes.ToArray();
+                Assert.Fail($"'{deposed}' served {(served.SequenceEqual(old) ? "the old bytes" : "bytes")} at epoch {readerEpoch}, {clock.ElapsedMilliseconds} ms after it was deposed; '{successor}', leased by a new management activation, had acknowledged a write there at {acknowledgedAfter} ms");
+            }
+            catch (PrimaryLeaseException refused)
+            {
+                output.WriteLine($"'{successor}' acknowledged {acknowledgedAfter} ms after the change; then '{deposed}': {refused.Message}");
+            }
+        }
+        finally
+        {
+            fixture.PushFilter.DeliverAll();
+        }
+
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(deposed)!.State == HostState.Up && Healthy(m), $"'{deposed}' back and every group full", TimeSpan.FromSeconds(120));
+        var back = new byte[fresh.Length];
         await writer.ReadAsync(0, back);
         Assert.Equal(fresh, back);
         await fixture.Client.DeleteVolumeAsync(name);
@@ -248,6 +347,28 @@ public sealed class DeposedPrimaryTests(FailureClusterFixture fixture, ITestOutp
         await fixture.Management.RemoveHostAsync(joined);
         await fixture.KillHostAsync(joined);
         await fixture.Client.DeleteVolumeAsync(name);
+    }
+
+    /// <summary>Writes the management service's stored state back unchanged, straight to PostgreSQL: it moves the etag, as a new activation's fence does.</summary>
+    private async Task FenceAsIfAnotherActivationAsync()
+    {
+        var silo = fixture.Cluster.Silos.OfType<InProcessSiloHandle>().First(s => s.IsActive);
+        var store = silo.SiloHost.Services.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
+        var grainId = GrainId.Create("ostor-management", IManagementServiceGrain.DefaultKey);
+        for (var attempt = 1; ; attempt++)
+        {
+            var stored = new GrainState<ManagementState>(new ManagementState());
+            await store.ReadStateAsync("cluster", grainId, stored);
+            try
+            {
+                await store.WriteStateAsync("cluster", grainId, stored);
+                return;
+            }
+            catch (InconsistentStateException) when (attempt < 10)
+            {
+                // The map changed between our read and write (the deposed host checking in): read it again.
+            }
+        }
     }
 
     /// <summary>Primary balancing may still reorder a new volume's groups: the map once it stopped moving.</summary>

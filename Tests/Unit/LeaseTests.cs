@@ -172,6 +172,56 @@ public class LeaseTests
         Assert.Equal(TimeSpan.Zero, host2.WaitBeforeServing(next, volumeId, continuing));
     }
 
+    /// <summary>
+    /// Issue 28, hole 2. Activation A moves group 0 from host-1 to host-2 while host-1's lease
+    /// runs and host-1 misses the push; host-2 is told to wait. A dies; host-2 renews with B,
+    /// which knows nothing of host-1's lease, and host-2 already led the group under the lease it
+    /// held: neither B's grant nor the unknown-lease rule may lift the wait A gave.
+    /// </summary>
+    [Fact]
+    public void A_wait_for_a_deposed_primary_outlives_the_management_activation_that_set_it()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var first = SettledTable(clock, map);
+        var deposed = Holder("host-1", clock, first, map);
+        var deposedUntil = clock.GetTimestamp() + (long)(Options.Duration.TotalSeconds * clock.TimestampFrequency);
+        var host2 = Holder("host-2", clock, first, map);
+
+        clock.Advance(TimeSpan.FromSeconds(2));
+        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        first.MapChanged(map, next);
+        Assert.Equal("host-2", next.FindVolume(volumeId)!.PlacementGroups[0].Primary);
+        var sent = host2.Now();
+        host2.Apply(first.Grant(new LeaseRequest("host-2", next.Epoch), next), next, sent);
+        Assert.True(host2.WaitBeforeServing(next, volumeId, 0) >= TimeSpan.FromSeconds(6));
+
+        // A dies; B activates and fences. host-1 never heard of the change and asks nobody.
+        var second = new LeaseTable(Options, clock);
+        second.Fenced();
+        for (var renewal = 0; renewal < 3; renewal++)
+        {
+            clock.Advance(Options.RenewInterval);
+            sent = host2.Now();
+            host2.Apply(second.Grant(new LeaseRequest("host-2", next.Epoch), next), next, sent);
+            var wait = host2.WaitBeforeServing(next, volumeId, 0);
+            // host-1's lease, asked for 2 s before the change, runs 8 s: host-2 must not serve the
+            // group while host-1 may still serve it to a client on the old epoch.
+            if (deposed.WaitBeforeServing(map, volumeId, 0) == TimeSpan.Zero)
+            {
+                Assert.True(wait > TimeSpan.Zero,
+                    $"after renewal {renewal + 1} with a new management activation host-2 serves group 0 at epoch {next.Epoch}, while host-1 still serves it at epoch {map.Epoch} for {(deposedUntil - clock.GetTimestamp()) / 1000} ms");
+            }
+        }
+
+        // Once host-1's lease has run out (stretched), host-2 serves: the wait ends, it is not endless.
+        clock.Advance(Options.Stretch(Stretched));
+        Assert.Null(deposed.WaitBeforeServing(map, volumeId, 0));
+        sent = host2.Now();
+        host2.Apply(second.Grant(new LeaseRequest("host-2", next.Epoch), next), next, sent);
+        Assert.Equal(TimeSpan.Zero, host2.WaitBeforeServing(next, volumeId, 0));
+    }
+
     [Fact]
     public void A_host_whose_lease_ran_out_waits_like_a_new_one_after_a_failover()
     {
