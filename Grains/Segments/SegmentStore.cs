@@ -647,7 +647,7 @@ public sealed partial class SegmentStore : IDisposable
     /// </summary>
     public void Dispose()
     {
-        var clean = ShutDownCleanly();
+        var clean = !_crashOnDispose && ShutDownCleanly();
         lock (_gate)
         {
             foreach (var key in _open.Keys.ToList())
