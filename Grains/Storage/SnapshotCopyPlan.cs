@@ -5,7 +5,7 @@ namespace OrleansStorage.Storage;
 /// <summary>What a primary filling a replica does with one snapshot's copy of one segment.</summary>
 public enum SnapshotCopyAction
 {
-    /// <summary>The target's copy is the primary's, or the primary's cannot be trusted and there is nothing better.</summary>
+    /// <summary>The target's copy is the primary's, or both are of unknown version.</summary>
     Nothing,
 
     /// <summary>The primary's copy goes to the target.</summary>
@@ -21,8 +21,10 @@ public enum SnapshotCopyAction
 /// <summary>
 /// Decides, from the two versions of a snapshot's copy (the primary's and the target's), which way
 /// the copy goes. A copy whose version is unknown (one a crash cut short while a store wrote it in
-/// place, or one a replica made from a segment at a version the primary did not hold) is never a
-/// source: sent, it would overwrite the good copies of the other replicas (issue 28, hole 3).
+/// place, or one a replica made from a segment at a version the primary did not hold) never
+/// replaces a copy the target holds: sent, it would overwrite good copies (issue 28, hole 3). It
+/// still goes to a target that holds none, which is no worse off (it would otherwise refuse every
+/// forwarded write for want of a copy, and be resynced again and again).
 /// </summary>
 public static class SnapshotCopyPlan
 {
@@ -30,7 +32,12 @@ public static class SnapshotCopyPlan
     {
         if (ours == SegmentVersions.Unknown)
         {
-            return theirs is SnapshotCopyVersions.NoCopy or SegmentVersions.Unknown ? SnapshotCopyAction.Nothing : SnapshotCopyAction.TakeTheirs;
+            return theirs switch
+            {
+                SnapshotCopyVersions.NoCopy => SnapshotCopyAction.Send,
+                SegmentVersions.Unknown => SnapshotCopyAction.Nothing,
+                _ => SnapshotCopyAction.TakeTheirs,
+            };
         }
         var differs = ours != theirs;
         // A new replica gets every copy the primary has; a resync only those that differ.

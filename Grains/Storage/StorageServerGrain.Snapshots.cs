@@ -246,7 +246,7 @@ public sealed partial class StorageServerGrain
     /// As a primary filling a replica, under the segment's whole-range turn: makes every
     /// snapshot's copy of the segment there agree with ours (sent where the versions differ, or
     /// every one we hold for a new replica; dropped where we hold none). A copy of ours whose
-    /// version is unknown is never sent: where the target's is known, we take it instead. Before
+    /// version is unknown never replaces the target's: where that one is known, we take it. Before
     /// the segment itself, so a write forwarded after the turn finds its snapshot copy in place.
     /// </summary>
     private async Task<int> CopySnapshotCopiesAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, IReadOnlyDictionary<Guid, long> theirs)
@@ -260,8 +260,12 @@ public sealed partial class StorageServerGrain
             var action = SnapshotCopyPlan.Decide(ours, their, run.Job.Resync);
             if (ours == SegmentVersions.Unknown)
             {
-                Log.SnapshotCopyUnknown(logger, _hostId, snapshot.SnapshotId, segment.SegmentIndex,
-                    action == SnapshotCopyAction.TakeTheirs ? $"taking the copy of '{run.Job.TargetHostId}' instead" : $"'{run.Job.TargetHostId}' has no known copy to take either");
+                Log.SnapshotCopyUnknown(logger, _hostId, snapshot.SnapshotId, segment.SegmentIndex, action switch
+                {
+                    SnapshotCopyAction.TakeTheirs => $"taking the copy of '{run.Job.TargetHostId}' instead",
+                    SnapshotCopyAction.Send => $"sent to '{run.Job.TargetHostId}', which holds none, still unknown",
+                    _ => $"'{run.Job.TargetHostId}' holds one of unknown version too",
+                });
             }
             if (action == SnapshotCopyAction.Nothing)
             {
