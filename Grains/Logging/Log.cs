@@ -80,6 +80,9 @@ internal static partial class Log
     [LoggerMessage(1017, LogLevel.Information, "Host {HostId} dropped snapshot {SnapshotId} of volume {VolumeId}: {Merged} segment copies passed to the snapshot before it, {Removed} removed")]
     public static partial void SnapshotDropped(ILogger logger, string hostId, Guid snapshotId, Guid volumeId, int merged, int removed);
 
+    [LoggerMessage(1031, LogLevel.Warning, "Host {HostId} holds copy {SegmentIndex} of snapshot {SnapshotId} at an unknown version: it never replaces another replica's; {Action}")]
+    public static partial void SnapshotCopyUnknown(ILogger logger, string hostId, Guid snapshotId, long segmentIndex, string action);
+
     [LoggerMessage(1018, LogLevel.Warning, "Host {HostId} could not drop the copies of a deleted snapshot; the next map change tries again")]
     public static partial void SnapshotDropFailed(ILogger logger, Exception exception, string hostId);
 

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using OrleansStorage.Files;
 using OrleansStorage.Storage;
 
 namespace OrleansStorage.Segments;
@@ -21,7 +20,8 @@ public sealed partial class SegmentStore
     /// <summary>
     /// Makes <paramref name="segment"/>'s copy for the snapshot from the segment as it is now, with
     /// its version, durably, before the write that follows may change the segment. Nothing when the
-    /// copy exists already. The caller holds the segment's whole-range write turn.
+    /// copy exists already: a copy is published whole or not at all (<see cref="PublishCopyAsync"/>),
+    /// so one that exists is finished. The caller holds the segment's whole-range write turn.
     /// </summary>
     /// <param name="version">The copy's version; null: the segment's own.</param>
     public async Task PreserveAsync(SegmentAddress segment, SnapshotNamespace snapshot, int segmentSize, long? version = null)
@@ -33,7 +33,7 @@ public sealed partial class SegmentStore
         }
         EnsureSnapshotNamespace(snapshot);
         var (extents, bytes) = HasFile(segment) ? await ReadImageAsync(segment, segmentSize).ConfigureAwait(false) : ([], []);
-        await InstallImageAsync(copy, segmentSize, extents, bytes, version ?? Version(segment)).ConfigureAwait(false);
+        await PublishCopyAsync(copy, segmentSize, extents, bytes, version ?? Version(segment)).ConfigureAwait(false);
         Settled(copy);
     }
 
@@ -41,13 +41,87 @@ public sealed partial class SegmentStore
     public async Task InstallSnapshotCopyAsync(SegmentAddress copy, SnapshotNamespace snapshot, int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes, long version)
     {
         EnsureSnapshotNamespace(snapshot);
-        await InstallImageAsync(copy, segmentSize, extents, bytes, version).ConfigureAwait(false);
+        await PublishCopyAsync(copy, segmentSize, extents, bytes, version).ConfigureAwait(false);
         Settled(copy);
     }
 
     /// <summary>
-    /// A copy that was installed with every part durable: it needs no flush and no write intent
-    /// (a snapshot's copies are never written again, so nothing would ever clear it).
+    /// Where a copy is written before it is published; never listed as a segment (its name does
+    /// not end in .seg), and what a crash leaves of one is removed at open.
+    /// </summary>
+    public const string UnpublishedCopySuffix = ".unpublished";
+
+    /// <summary>
+    /// Writes a snapshot's copy so that after a crash it is either whole, with its version, or
+    /// absent, as storage engines publish a file: data and checksums into files of their own,
+    /// fsynced, then renamed into place (checksums first: the data file's presence is what makes
+    /// the copy exist) and the directory fsynced. Written in place instead, a copy cut short by a
+    /// crash was a file with some extents missing that copy-on-write took as finished and a
+    /// resync sent to the other replicas (issue 28, hole 3). An absent copy is simply made again:
+    /// the write that follows a copy waits for it, so the head still holds what the copy needs.
+    /// The version is durable before the copy exists; a copy being replaced (a resync) is unknown
+    /// while its files change, so a crash then leaves a copy that is resynced, never trusted.
+    /// </summary>
+    private async Task PublishCopyAsync(SegmentAddress copy, int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes, long version)
+    {
+        try
+        {
+            CheckImage(segmentSize, extents, bytes);
+            ThrowIfFailed();
+            var data = SegmentPath(copy) + UnpublishedCopySuffix;
+            var checksums = ChecksumPath(copy) + UnpublishedCopySuffix;
+            using (var dataFile = File.OpenHandle(data, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite, FileOptions.Asynchronous))
+            using (var checksumFile = File.OpenHandle(checksums, FileMode.Create, FileAccess.ReadWrite, FileShare.ReadWrite))
+            {
+                var at = 0;
+                foreach (var extent in extents)
+                {
+                    await RandomAccess.WriteAsync(dataFile, bytes.Slice(at, extent.Length), extent.Offset).ConfigureAwait(false);
+                    at += extent.Length;
+                }
+                BlockChecksums.Write(checksumFile, 0, ImageChecksums(segmentSize, extents, bytes.Span));
+                await Task.WhenAll(
+                    Task.Run(() => Sync(data, () => FsyncHandle(dataFile))),
+                    Task.Run(() => Sync(checksums, () => FsyncHandle(checksumFile)))).ConfigureAwait(false);
+            }
+            var replacing = HasFile(copy);
+            _versions.Set(copy.VolumeId, copy.SegmentIndex, replacing ? SegmentVersions.Unknown : version);
+            SyncVersions(copy.VolumeId);
+            lock (_gate)
+            {
+                Close(copy); // a handle on the file being replaced must not serve the new copy
+            }
+            File.Move(checksums, ChecksumPath(copy), overwrite: true);
+            File.Move(data, SegmentPath(copy), overwrite: true);
+            SyncVolumeDirectory(copy.VolumeId);
+            if (replacing)
+            {
+                _versions.Set(copy.VolumeId, copy.SegmentIndex, version);
+                SyncVersions(copy.VolumeId);
+            }
+        }
+        catch (Exception ex) when (IsDiskError(ex))
+        {
+            Fail($"copy of segment {copy.SegmentIndex} for snapshot {copy.VolumeId} failed: {ex.Message}");
+        }
+    }
+
+    /// <summary>Removes what crashes left of copies never published; their copy-on-write or resync makes them again.</summary>
+    private void RemoveUnpublishedCopies()
+    {
+        foreach (var id in ListVolumes())
+        {
+            foreach (var leftover in Directory.EnumerateFiles(VolumeDirectory(id), "*" + UnpublishedCopySuffix))
+            {
+                File.Delete(leftover);
+            }
+        }
+    }
+
+    /// <summary>
+    /// A copy that was published with every part durable: it needs no flush and no write intent
+    /// (a snapshot's copies are never written again, so nothing would ever clear one; one left by
+    /// a store that wrote copies in place is cleared here).
     /// </summary>
     private void Settled(SegmentAddress copy)
     {
@@ -75,7 +149,16 @@ public sealed partial class SegmentStore
             SyncDirectory(_volumesRoot);
         }
         var line = string.Create(CultureInfo.InvariantCulture, $"{snapshot.VolumeId:N} {snapshot.Epoch}\n");
-        DurableFiles.WriteAtomically(owner, Encoding.ASCII.GetBytes(line));
+        // Written atomically as DurableFiles.WriteAtomically does, but with the store's own fsyncs,
+        // which its disk-fault seam sees (a power-loss simulation must know this file is durable).
+        var temporary = owner + ".tmp";
+        using (var file = File.OpenHandle(temporary, FileMode.Create, FileAccess.Write))
+        {
+            RandomAccess.Write(file, Encoding.ASCII.GetBytes(line), 0);
+            Sync(temporary, () => FsyncHandle(file));
+        }
+        File.Move(temporary, owner, overwrite: true);
+        SyncDirectory(directory);
     }
 
     /// <summary>Every snapshot that has a directory on this host, with the volume and epoch its owner file names.</summary>
@@ -148,8 +231,14 @@ public sealed partial class SegmentStore
     /// </summary>
     public Task InstallDenseAsync(SegmentAddress segment, int segmentSize, ReadOnlyMemory<byte> data, long version)
     {
+        var (extents, bytes) = SparseImage(data.Span);
+        return InstallImageAsync(segment, segmentSize, extents, bytes, version);
+    }
+
+    /// <summary>A segment's whole contents from offset 0 as an image: its blocks that hold anything but zeros, back to back.</summary>
+    public static (DataExtent[] Extents, byte[] Bytes) SparseImage(ReadOnlySpan<byte> span)
+    {
         var extents = new List<DataExtent>();
-        var span = data.Span;
         for (var at = 0; at < span.Length; at += BlockChecksums.BlockSize)
         {
             var length = Math.Min(BlockChecksums.BlockSize, span.Length - at);
@@ -173,7 +262,7 @@ public sealed partial class SegmentStore
             span.Slice(extent.Offset, extent.Length).CopyTo(bytes.AsSpan(packed));
             packed += extent.Length;
         }
-        return InstallImageAsync(segment, segmentSize, [.. extents], bytes, version);
+        return ([.. extents], bytes);
     }
 
     /// <summary>Bytes the segment's file takes on disk (holes do not count); 0 when it has none.</summary>

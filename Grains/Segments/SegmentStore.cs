@@ -80,6 +80,7 @@ public sealed partial class SegmentStore : IDisposable
         _versions = new SegmentVersions(_volumesRoot, SyncDirectory);
         _intents = new WriteIntents(_volumesRoot, SyncIntents, SyncDirectory);
         ChecksumEverySegmentOnce();
+        RemoveUnpublishedCopies();
         SuspectSegments = OpenAfterShutdown();
     }
 
@@ -583,16 +584,7 @@ public sealed partial class SegmentStore : IDisposable
 
     private async Task InstallImageCoreAsync(SegmentAddress segment, int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes, long version)
     {
-        long total = 0;
-        foreach (var extent in extents)
-        {
-            CheckRange(segmentSize, extent.Offset, extent.Length);
-            total += extent.Length;
-        }
-        if (total != bytes.Length)
-        {
-            throw new InvalidRequestException($"segment image carries {bytes.Length} bytes for extents totalling {total}");
-        }
+        CheckImage(segmentSize, extents, bytes);
         ThrowIfFailed();
         using (await BeginDataWriteAsync(segment).ConfigureAwait(false))
         using (var lease = Acquire(segment, create: true))
@@ -613,6 +605,20 @@ public sealed partial class SegmentStore : IDisposable
         _versions.Set(segment.VolumeId, segment.SegmentIndex, version);
         SyncVersions(segment.VolumeId);
         SyncVolumeDirectory(segment.VolumeId);
+    }
+
+    private static void CheckImage(int segmentSize, DataExtent[] extents, ReadOnlyMemory<byte> bytes)
+    {
+        long total = 0;
+        foreach (var extent in extents)
+        {
+            CheckRange(segmentSize, extent.Offset, extent.Length);
+            total += extent.Length;
+        }
+        if (total != bytes.Length)
+        {
+            throw new InvalidRequestException($"segment image carries {bytes.Length} bytes for extents totalling {total}");
+        }
     }
 
     /// <summary>The highest write version of any segment of any volume on this host.</summary>
@@ -645,7 +651,7 @@ public sealed partial class SegmentStore : IDisposable
     /// </summary>
     public void Dispose()
     {
-        var clean = ShutDownCleanly();
+        var clean = !_crashOnDispose && ShutDownCleanly();
         lock (_gate)
         {
             foreach (var key in _open.Keys.ToList())

@@ -243,8 +243,9 @@ public sealed partial class StorageServerGrain
     /// <summary>
     /// As a primary filling a replica, under the segment's whole-range turn: makes every
     /// snapshot's copy of the segment there agree with ours (sent where the versions differ, or
-    /// every one we hold for a new replica; dropped where we hold none). Before the segment itself,
-    /// so a write forwarded after the turn finds its snapshot copy in place.
+    /// every one we hold for a new replica; dropped where we hold none). A copy of ours whose
+    /// version is unknown never replaces the target's: where that one is known, we take it. Before
+    /// the segment itself, so a write forwarded after the turn finds its snapshot copy in place.
     /// </summary>
     private async Task<(int Bytes, int Copies)> CopySnapshotCopiesAsync(CopyRun run, IStorageServerGrain target, VolumeInfo volume, SegmentAddress segment, IReadOnlyDictionary<Guid, long> theirs)
     {
@@ -254,14 +255,30 @@ public sealed partial class StorageServerGrain
         {
             var ours = CopyVersion(snapshot.SnapshotId, segment.SegmentIndex);
             var their = theirs.GetValueOrDefault(snapshot.SnapshotId, SnapshotCopyVersions.NoCopy);
-            var differs = ours != their || ours == SegmentVersions.Unknown;
-            if (!differs && (run.Job.Resync || ours == SnapshotCopyVersions.NoCopy))
+            var copy = new SegmentAddress(snapshot.SnapshotId, segment.SegmentIndex);
+            var action = SnapshotCopyPlan.Decide(ours, their, run.Job.Resync);
+            if (ours == SegmentVersions.Unknown)
+            {
+                Log.SnapshotCopyUnknown(logger, _hostId, snapshot.SnapshotId, segment.SegmentIndex, action switch
+                {
+                    SnapshotCopyAction.TakeTheirs => $"taking the copy of '{run.Job.TargetHostId}' instead",
+                    SnapshotCopyAction.Send => $"sent to '{run.Job.TargetHostId}', which holds none, still unknown",
+                    _ => $"'{run.Job.TargetHostId}' holds one of unknown version too",
+                });
+            }
+            if (action == SnapshotCopyAction.Nothing)
             {
                 continue;
             }
-            var copy = new SegmentAddress(snapshot.SnapshotId, segment.SegmentIndex);
-            var (extents, bytes) = ours == SnapshotCopyVersions.NoCopy ? ([], []) : await store.ReadImageAsync(copy, volume.SegmentSizeBytes);
-            var image = new SnapshotCopyImage(0, volume.VolumeId, snapshot.SnapshotId, segment.SegmentIndex, ours, extents, bytes, Remove: ours == SnapshotCopyVersions.NoCopy);
+            if (action == SnapshotCopyAction.TakeTheirs)
+            {
+                var good = await AtCurrentEpochAsync(run, epoch => target.ReadForRepairAsync(new SegmentRead(epoch, copy, 0, volume.SegmentSizeBytes)));
+                var (theirExtents, theirBytes) = SegmentStore.SparseImage(good.Bytes.Span);
+                await store.InstallSnapshotCopyAsync(copy, Namespace(volume, snapshot), volume.SegmentSizeBytes, theirExtents, theirBytes, their);
+                continue;
+            }
+            var (extents, bytes) = action == SnapshotCopyAction.Remove ? ([], []) : await store.ReadImageAsync(copy, volume.SegmentSizeBytes);
+            var image = new SnapshotCopyImage(0, volume.VolumeId, snapshot.SnapshotId, segment.SegmentIndex, ours, extents, bytes, Remove: action == SnapshotCopyAction.Remove);
             await AtCurrentEpochAsync(run, async epoch =>
             {
                 await target.InstallSnapshotCopyAsync(image with { Epoch = epoch });

@@ -49,7 +49,7 @@ public sealed class ClusterRestartTests(RestartClusterFixture fixture)
         // same HostIds and therefore the same data directories.
         foreach (var silo in fixture.Cluster.Silos.ToList())
         {
-            await fixture.Cluster.KillSiloAsync(silo);
+            await fixture.KillSiloAsync(silo);
             fixture.ReleaseHostId(silo.Name);
         }
         for (var i = 0; i < 3; i++)

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
 using OrleansStorage.Segments;
 
 namespace OrleansStorage.Tests.Infrastructure;
@@ -10,9 +11,11 @@ namespace OrleansStorage.Tests.Infrastructure;
 /// fsync of their directory made durable. <see cref="PowerOff"/> stops recording (later fsyncs
 /// never happened); <see cref="RestoreAfterPowerLoss"/> then puts every file back to what was
 /// durable: its content at its last fsync, empty if it was never fsynced, gone if its directory
-/// entry never was.
+/// entry never was. Contents belong to files, not names, as on a real file system: a file fsynced
+/// under a temporary name and renamed into place (an atomic publish) is durable under its new name
+/// once its directory is fsynced, and a name renamed over keeps its old file until then.
 /// </summary>
-public sealed class PowerLossSimulator : IDiskFaults
+public sealed partial class PowerLossSimulator : IDiskFaults
 {
     private readonly ConcurrentDictionary<string, HostDisk> _hosts = new(StringComparer.Ordinal);
 
@@ -37,8 +40,11 @@ public sealed class PowerLossSimulator : IDiskFaults
     private sealed class HostDisk
     {
         private readonly Lock _gate = new();
-        private readonly Dictionary<string, byte[]> _content = new(StringComparer.Ordinal);
-        private readonly HashSet<string> _entries = new(StringComparer.Ordinal);
+        // What each file held at its last fsync, and which file each durable name is. A file is
+        // its directory and inode: renames within a directory keep both, and a number the file
+        // system reuses after a delete elsewhere cannot pass one file's content to another.
+        private readonly Dictionary<(string Directory, ulong Inode), byte[]> _content = [];
+        private readonly Dictionary<string, ulong> _entries = new(StringComparer.Ordinal);
         private readonly List<string> _history = [];
         private bool _off;
 
@@ -69,16 +75,19 @@ public sealed class PowerLossSimulator : IDiskFaults
                 {
                     foreach (var entry in Directory.EnumerateFileSystemEntries(path))
                     {
-                        _entries.Add(entry);
+                        _entries[entry] = Inode(entry);
                     }
                 }
                 else if (File.Exists(path))
                 {
-                    _content[path] = File.ReadAllBytes(path);
-                    _history.Add($"{Short(path)}:{_content[path].Length}:{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(_content[path]))[..8]}");
+                    var content = File.ReadAllBytes(path);
+                    _content[FileOf(path, Inode(path))] = content;
+                    _history.Add($"{Short(path)}:{content.Length}:{Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(content))[..8]}");
                 }
             }
         }
+
+        private static (string Directory, ulong Inode) FileOf(string path, ulong inode) => (Path.GetDirectoryName(path) ?? "", inode);
 
         public void PowerOff()
         {
@@ -102,10 +111,10 @@ public sealed class PowerLossSimulator : IDiskFaults
                 }
                 foreach (var entry in Directory.EnumerateFileSystemEntries(volumesRoot, "*", SearchOption.AllDirectories))
                 {
-                    _entries.Add(entry);
+                    _entries[entry] = Inode(entry);
                     if (File.Exists(entry))
                     {
-                        _content[entry] = File.ReadAllBytes(entry);
+                        _content[FileOf(entry, _entries[entry])] = File.ReadAllBytes(entry);
                     }
                 }
             }
@@ -118,7 +127,7 @@ public sealed class PowerLossSimulator : IDiskFaults
                 var lost = 0;
                 foreach (var directory in Directory.EnumerateDirectories(volumesRoot).ToList())
                 {
-                    if (!_entries.Contains(directory))
+                    if (!_entries.ContainsKey(directory))
                     {
                         lost += Directory.EnumerateFiles(directory).Count();
                         Directory.Delete(directory, recursive: true);
@@ -127,14 +136,16 @@ public sealed class PowerLossSimulator : IDiskFaults
                 foreach (var file in Directory.EnumerateFiles(volumesRoot, "*", SearchOption.AllDirectories).ToList())
                 {
                     var before = File.ReadAllBytes(file);
-                    if (!_entries.Contains(file))
+                    if (!_entries.TryGetValue(file, out var inode))
                     {
                         File.Delete(file);
                         _history.Add($"[off]{Short(file)}:deleted");
                         lost++;
                         continue;
                     }
-                    var durable = _content.GetValueOrDefault(file, []);
+                    // The file the durable name points at: another than the one there now if a
+                    // rename over the name was never made durable.
+                    var durable = _content.GetValueOrDefault(FileOf(file, inode), []);
                     if (!before.AsSpan().SequenceEqual(durable))
                     {
                         File.WriteAllBytes(file, durable);
@@ -148,4 +159,18 @@ public sealed class PowerLossSimulator : IDiskFaults
             }
         }
     }
+
+    /// <summary>The inode number of a file or directory (stat's st_ino: the second 8-byte field on 64-bit Linux).</summary>
+    private static ulong Inode(string path)
+    {
+        var stat = new ulong[32];
+        if (Stat(path, stat) != 0)
+        {
+            throw new IOException($"stat of '{path}' failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+        return stat[1];
+    }
+
+    [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Stat(string path, [Out] ulong[] statBuffer);
 }

@@ -130,8 +130,19 @@ public class StorageClusterFixture : IAsyncLifetime
     public async Task KillHostAsync(string hostId)
     {
         var silo = Cluster.Silos.Single(s => HostIdOfSilo(s.Name) == hostId);
-        await Cluster.KillSiloAsync(silo);
+        await KillSiloAsync(silo);
         ReleaseHostId(silo.Name);
+    }
+
+    /// <summary>
+    /// Kills a silo as a crash would. TestingHost's kill still disposes the silo's services, and a
+    /// segment store disposed writes its clean-shutdown marker: told first, it leaves none, so the
+    /// host's next start takes the unclean-shutdown path (suspect segments) as after kill -9.
+    /// </summary>
+    public async Task KillSiloAsync(InProcessSiloHandle silo)
+    {
+        silo.SiloHost.Services.GetRequiredService<Segments.SegmentStore>().CrashOnDispose();
+        await Cluster.KillSiloAsync(silo);
     }
 
     public async Task DisposeAsync()
