@@ -326,7 +326,7 @@ public sealed partial class OstorClient : IAsyncDisposable
             catch (StaleEpochException ex)
             {
                 failure = ex;
-                if (await TryRefreshAsync(ex.ServerEpoch) && attempt < 3)
+                if (await CatchUpAsync(ex.ServerEpoch, ex.HostId) && attempt < 3)
                 {
                     continue; // a fresh map is usually all it takes: retry at once
                 }
