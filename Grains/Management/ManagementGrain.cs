@@ -26,6 +26,7 @@ namespace OrleansStorage.Management;
 /// (ManagementGrain.Reconcile.cs).
 /// </summary>
 [GrainType("ostor-management")]
+[Placement.AnyGateway]
 public sealed partial class ManagementGrain(
     IClusterIdentityStore identities,
     IOptions<ManagementOptions> options,

@@ -1,3 +1,6 @@
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Metadata;
+using Orleans.Runtime;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Tests.Infrastructure;
 using Xunit;
@@ -16,6 +19,20 @@ public sealed class StaleMapTests(StorageClusterFixture fixture, ITestOutputHelp
     private readonly Eventually _eventually = new(output);
 
     private const int Segment = StorageClusterFixture.SegmentSize;
+
+    [SkippableFact]
+    public void Clients_call_the_management_and_auth_services_through_each_gateway_in_turn()
+    {
+        fixture.SkipIfUnavailable();
+        // What the client's routing reads: an unordered grain type's calls take the next gateway each time.
+        var manifest = fixture.Cluster.Client.ServiceProvider.GetRequiredService<IClusterManifestProvider>().Current;
+        foreach (var type in new[] { "ostor-management", "ostor-auth" })
+        {
+            var properties = manifest.AllGrainManifests.SelectMany(m => m.Grains).First(g => g.Key.ToString() == type).Value.Properties;
+            Assert.True(properties.TryGetValue(WellKnownGrainTypeProperties.Unordered, out var unordered) && unordered == "true",
+                $"grain type '{type}' is not unordered: a client sticks to the gateway its first call took");
+        }
+    }
 
     [SkippableFact]
     public async Task Client_whose_management_answers_an_old_map_takes_the_map_from_the_host_that_refused_it()
