@@ -24,7 +24,6 @@ public sealed class AuthState
 /// client can give out the rest. Not reentrant: changes are written one at a time.
 /// </summary>
 [GrainType("ostor-auth")]
-[Placement.AnyGateway]
 public sealed partial class AuthServiceGrain(
     AccessControl access,
     IOptions<ClusterOptions> clusterOptions,

@@ -26,7 +26,6 @@ namespace OrleansStorage.Management;
 /// (ManagementGrain.Reconcile.cs).
 /// </summary>
 [GrainType("ostor-management")]
-[Placement.AnyGateway]
 public sealed partial class ManagementGrain(
     IClusterIdentityStore identities,
     IOptions<ManagementOptions> options,
