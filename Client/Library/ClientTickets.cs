@@ -35,8 +35,10 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
 
     /// <summary>
     /// Gets the first ticket and keeps it renewed. A refusal is the caller's error at once; a
-    /// failure to reach the auth service (its silo just died, it is moving) is tried again until
-    /// <paramref name="retryTimeout"/>, as every idempotent call to the management service is.
+    /// failure to reach the auth service (its silo just died, it is moving, the gateway is cut off
+    /// from it and the request timed out) is tried again until <paramref name="retryTimeout"/>, as
+    /// every idempotent call to the management service is; each try goes out through the next
+    /// gateway (the auth service is <c>[AnyGateway]</c>).
     /// </summary>
     public async Task StartAsync(IClusterClient cluster, TimeSpan retryTimeout)
     {

@@ -165,7 +165,10 @@ public sealed partial class OstorClient : IAsyncDisposable
     /// <summary>
     /// Calls the management service, riding out its failover: a call that was never delivered
     /// (its silo is gone) is always tried again, and a read, or a change that is harmless to
-    /// repeat, is tried again after any failure but a refusal, until the retry deadline.
+    /// repeat, is tried again after any failure but a refusal, until the retry deadline. An
+    /// activation that is unavailable (cut off from the database, or reloading) is not a refusal:
+    /// each try goes out through the next gateway (the service is <c>[AnyGateway]</c>), so one
+    /// that reaches the live activation answers.
     /// </summary>
     private async Task<T> ManagementAsync<T>(Func<IManagementServiceGrain, Task<T>> call, bool idempotent)
     {
@@ -179,7 +182,7 @@ public sealed partial class OstorClient : IAsyncDisposable
             }
             catch (Exception ex) when (DateTime.UtcNow < deadline
                                        && (ex is OrleansMessageRejectionException
-                                           || (idempotent && ex is not (StorageException or OperationCanceledException))))
+                                           || (idempotent && (ex is ManagementUnavailableException || ex is not (StorageException or OperationCanceledException)))))
             {
                 await Task.Delay(delay);
                 delay = Backoff(delay);
@@ -326,7 +329,7 @@ public sealed partial class OstorClient : IAsyncDisposable
             catch (StaleEpochException ex)
             {
                 failure = ex;
-                if (await TryRefreshAsync(ex.ServerEpoch) && attempt < 3)
+                if (await CatchUpAsync(ex.ServerEpoch, ex.HostId) && attempt < 3)
                 {
                     continue; // a fresh map is usually all it takes: retry at once
                 }

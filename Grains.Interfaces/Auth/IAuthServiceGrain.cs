@@ -18,6 +18,7 @@ public interface IAuthServiceGrain : IGrainWithStringKey
     /// </summary>
     [Alias("IssueTicket")]
     [Requires(Access.Anyone)]
+    [Management.AnyGateway]
     Task<TicketGrant> IssueTicketAsync(TicketRequest request);
 
     [Alias("List")]

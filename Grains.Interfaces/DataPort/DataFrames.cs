@@ -34,6 +34,14 @@ public enum DataOp : byte
 
     /// <summary>A primary's forward of a <see cref="Materialize"/> with the segment's new version (hosts only).</summary>
     ReplicaMaterialize = 13,
+
+    /// <summary>
+    /// The cluster map this host saved (it adopted it only after management persisted it): the
+    /// reply's Value is its epoch, the payload the map in the Orleans serializer's format. A
+    /// client that a host refused as stale takes the map from that host when management answers
+    /// with an older one (docs/epoch-protocol.md, "A client on an old map").
+    /// </summary>
+    Map = 14,
 }
 
 /// <summary>How a request ended; everything but <see cref="Ok"/> carries a message for a person.</summary>
@@ -154,7 +162,7 @@ public record struct DataRequestHeader(
             return null;
         }
         var op = (DataOp)source[5];
-        if (op is < DataOp.Hello or > DataOp.ReplicaMaterialize)
+        if (op is < DataOp.Hello or > DataOp.Map)
         {
             problem = $"unknown operation {source[5]}";
             return null;

@@ -119,12 +119,14 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Alias("GetMap")]
     [Requires(Access.Authenticated)]
     [AlwaysInterleave]
+    [AnyGateway]
     Task<ClusterMap> GetMapAsync();
 
     /// <summary>Where the management service runs and what it loaded when it (re)activated.</summary>
     [Alias("GetStatus")]
     [Requires(Access.Authenticated)]
     [AlwaysInterleave]
+    [AnyGateway]
     Task<ManagementStatus> GetStatusAsync();
 
     /// <summary>The last map changes this activation made, oldest first, with their reasons (at most <see cref="MapChanges.Kept"/>).</summary>
@@ -136,6 +138,7 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Alias("GetHosts")]
     [Requires(Access.Authenticated)]
     [AlwaysInterleave]
+    [AnyGateway]
     Task<IReadOnlyList<HostReport>> GetHostsAsync();
 
     /// <summary>Starts moving every placement group off a host (it becomes Draining); progress shows in the map and <c>ostor status</c>.</summary>

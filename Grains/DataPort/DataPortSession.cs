@@ -214,6 +214,14 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
                         BinaryPrimitives.WriteInt32LittleEndian(reply.AsSpan((i * 8) + 4), extents[i].Length);
                     }
                     break;
+                case DataOp.Map:
+                    var (map, epoch) = await door.GetMapAsync();
+                    if (map.Length > DataPortLimits.MaxPayload)
+                    {
+                        throw new InvalidRequestException($"the map at epoch {epoch} is {map.Length} bytes; a data-port reply carries at most {DataPortLimits.MaxPayload}");
+                    }
+                    await SendReplyAsync(new DataReplyHeader(request.Tag, DataStatus.Ok, epoch, map.Length), map);
+                    return;
             }
             await SendReplyAsync(new DataReplyHeader(request.Tag, DataStatus.Ok, 0, replyLength), reply.AsMemory(0, replyLength));
         }

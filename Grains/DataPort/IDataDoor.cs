@@ -34,4 +34,7 @@ internal interface IDataDoor
     Task MaterializeAsync(SegmentWrite request);
 
     Task ReplicaMaterializeAsync(SegmentWrite request);
+
+    /// <summary>The map this host adopted, as saved on its disk (serialized), and its epoch.</summary>
+    Task<(byte[] Map, long Epoch)> GetMapAsync();
 }

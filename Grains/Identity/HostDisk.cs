@@ -135,7 +135,10 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
     /// Stored with the Orleans serializer, like the map in the database, so it follows the wire
     /// types' [Alias] and [Id]s across versions.
     /// </summary>
-    public void SaveMap(ClusterMap map) => DurableFiles.WriteAtomically(MapPath, serializer.SerializeToArray(map));
+    public void SaveMap(ClusterMap map) => DurableFiles.WriteAtomically(MapPath, Serialize(map));
+
+    /// <summary>A map in the format it is saved in (and sent in by the data port's Map operation).</summary>
+    public byte[] Serialize(ClusterMap map) => serializer.SerializeToArray(map);
 
     /// <summary>The last adopted map as saved, or null if the host never adopted one.</summary>
     public ClusterMap? LoadMap() =>

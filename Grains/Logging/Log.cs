@@ -131,6 +131,12 @@ internal static partial class Log
     [LoggerMessage(1112, LogLevel.Error, "The database holds a map (epoch {StoredEpoch}) this activation did not write (it has epoch {Epoch}); it grants no leases and deactivates")]
     public static partial void ManagementOvertaken(ILogger logger, long epoch, long storedEpoch);
 
+    [LoggerMessage(1128, LogLevel.Error, "The management service stops answering for its map at epoch {Epoch}: {Reason}")]
+    public static partial void ManagementUnconfirmed(ILogger logger, long epoch, string reason);
+
+    [LoggerMessage(1129, LogLevel.Warning, "The database confirmed the management service's map at epoch {Epoch} again; it answers again")]
+    public static partial void ManagementConfirmedAgain(ILogger logger, long epoch);
+
     [LoggerMessage(1400, LogLevel.Warning, "Host {HostId} could not renew its primary lease at epoch {Epoch}; it serves nothing as a primary once the lease runs out")]
     public static partial void LeaseRenewalFailed(ILogger logger, Exception exception, string hostId, long epoch);
 

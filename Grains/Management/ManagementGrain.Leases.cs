@@ -43,11 +43,13 @@ public sealed partial class ManagementGrain
         {
             return;
         }
+        var writeStarted = _confirmation.Start();
         await FromDatabaseAsync(async () =>
         {
             await _storage.WriteStateAsync(StateName, this.GetGrainId(), _state);
             return _state;
         });
+        _confirmation.Proved(writeStarted);
         _leases.Fenced();
     }
 
@@ -55,6 +57,7 @@ public sealed partial class ManagementGrain
     {
         var etag = _state.ETag;
         var stored = new GrainState<ManagementState>(new ManagementState());
+        var readStarted = _confirmation.Start();
         await FromDatabaseAsync(async () =>
         {
             await _storage.ReadStateAsync(StateName, this.GetGrainId(), stored);
@@ -62,6 +65,7 @@ public sealed partial class ManagementGrain
         });
         if (stored.ETag == etag || stored.ETag == _state.ETag)
         {
+            _confirmation.Proved(readStarted);
             return;
         }
         if (_writing)

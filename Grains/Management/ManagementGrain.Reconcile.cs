@@ -18,9 +18,9 @@ public sealed partial class ManagementGrain
     /// <summary>One round; a failure is logged and the next round tries again.</summary>
     private async Task ReconcileAsync(CancellationToken cancellationToken)
     {
-        if (_failure is not null || _map.IsUnformed)
+        if (_failure is not null || _map.IsUnformed || Unconfirmed() is not null)
         {
-            return;
+            return; // nothing may change until the database confirms the map again (ManagementGrain.Confirmation.cs)
         }
         try
         {

@@ -78,13 +78,16 @@ public sealed partial class ManagementGrain(
     {
         // First: leases granted by an earlier activation are bounded from this moment on.
         _leases = new LeaseTable(leaseOptions.Value, clock);
+        _confirmation = new MapConfirmation(clock, options.Value.MapConfirmationLimit);
         _storage = ServiceProvider.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
+        var readStarted = _confirmation.Start();
         var identity = await FromDatabaseAsync(async () =>
         {
             await _storage.ReadStateAsync(StateName, this.GetGrainId(), _state);
             return await identities.ReadAsync(cancellationToken);
         });
         _state.State ??= new ManagementState();
+        _confirmation.Proved(readStarted);
         _map = (_state.State.Map ?? ClusterMap.Empty).Normalized();
         _activatedAt = Now;
         _activatedAtEpoch = _map.Epoch;
@@ -95,6 +98,7 @@ public sealed partial class ManagementGrain(
         await FenceAsync();
         var interval = options.Value.ReconcileInterval;
         this.RegisterGrainTimer(ReconcileAsync, new GrainTimerCreationOptions(interval, interval) { KeepAlive = true });
+        StartConfirming();
         // Last: writers registered with an earlier activation are heard from within one renewal from now.
         _writerPauses = new VolumeWriterPauses(clock, _map.Volumes.Select(v => v.VolumeId), WriterHoldLimit);
         Log.ManagementActivated(logger, _map.Epoch, _map.Hosts.Length, _map.Volumes.Length);
@@ -137,7 +141,11 @@ public sealed partial class ManagementGrain(
         return recorded;
     }
 
-    public Task<ClusterMap> GetMapAsync() => Task.FromResult(_map);
+    public Task<ClusterMap> GetMapAsync()
+    {
+        ThrowIfFailed();
+        return Task.FromResult(_map);
+    }
 
     public Task<ManagementStatus> GetStatusAsync() =>
         Task.FromResult(new ManagementStatus(silo.SiloAddress.ToString(), _map.Epoch, _activatedAtEpoch, _activatedAt, LocalHostId));
@@ -179,9 +187,11 @@ public sealed partial class ManagementGrain(
         var persisted = state.Map;
         state.Map = next;
         _writing = true;
+        var writeStarted = _confirmation.Start();
         try
         {
             await _storage.WriteStateAsync(StateName, this.GetGrainId(), _state);
+            _confirmation.Proved(writeStarted);
         }
         catch (Exception ex)
         {
@@ -214,11 +224,12 @@ public sealed partial class ManagementGrain(
         }
     }
 
+    /// <summary>Refuses to answer for the map: after a failed write, or when the database has not confirmed it for too long.</summary>
     private void ThrowIfFailed()
     {
-        if (_failure is not null)
+        if ((_failure ?? Unconfirmed()) is { } refusal)
         {
-            throw new ManagementUnavailableException(_failure);
+            throw new ManagementUnavailableException(refusal);
         }
     }
 

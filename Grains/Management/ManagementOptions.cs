@@ -41,4 +41,14 @@ public sealed class ManagementOptions
     /// share of reads back.
     /// </summary>
     public bool AutoBalancePrimaries { get; set; } = true;
+
+    /// <summary>
+    /// How long the management service answers for its map (hands it out, grants leases, changes
+    /// it) after it last proved with the database that the map is still the stored one: an
+    /// activation cut off from the database stops answering after this, so clients and hosts ask
+    /// through another gateway, and a blip shorter than this costs nothing (<see cref="MapConfirmation"/>).
+    /// As long as a lease (Leases:Duration) by default: no lease it granted runs longer anyway.
+    /// </summary>
+    [Range(typeof(TimeSpan), "00:00:00.100", "01:00:00")]
+    public TimeSpan MapConfirmationLimit { get; set; } = TimeSpan.FromSeconds(8);
 }

@@ -31,6 +31,12 @@ public sealed partial class StorageServerGrain
     private Task ForwardOverDataPortAsync(string hostId, DataRequestHeader request, ReadOnlyMemory<byte> payload) =>
         peers.SendAsync(_map, hostId, request, payload);
 
+    /// <summary>
+    /// The map this host adopted, serialized as its disk holds it, for the data port's Map
+    /// operation: a client that this host refused as stale takes it when management answers older.
+    /// </summary>
+    private (byte[] Map, long Epoch) AdoptedMap() => (disk.Serialize(_map), _map.Epoch);
+
     private async Task ReadIntoAsync(SegmentRead request, Memory<byte> destination)
     {
         var volume = await AdmitReadAsync(request);
@@ -62,6 +68,8 @@ public sealed partial class StorageServerGrain
         public Task MaterializeAsync(SegmentWrite request) => Run(() => grain.MaterializeAsync(request));
 
         public Task ReplicaMaterializeAsync(SegmentWrite request) => Run(() => grain.ReplicaMaterializeAsync(request));
+
+        public Task<(byte[] Map, long Epoch)> GetMapAsync() => Run(() => Task.FromResult(grain.AdoptedMap()));
 
         private Task Run(Func<Task> work) => Run(async () =>
         {

@@ -1,0 +1,60 @@
+using OrleansStorage.Errors;
+using OrleansStorage.Logging;
+
+namespace OrleansStorage.Management;
+
+/// <summary>
+/// Answering only for a map proved current (<see cref="MapConfirmation"/>). Every lease renewal
+/// reads the stored ETag already; when none did for a quarter of the limit, a timer reads it. An
+/// activation that cannot reach the database refuses maps, leases and changes once the limit has
+/// passed, and answers again as soon as a read finds its map still stored. It does not deactivate
+/// for silence alone: if the whole database is down, no other activation can have replaced the
+/// map, and this one keeps its leases and paused writers for when the database returns (issue 29);
+/// a read that finds another activation's map deactivates it as before.
+/// </summary>
+public sealed partial class ManagementGrain
+{
+    private MapConfirmation _confirmation = null!;
+
+    /// <summary>Whether the refusal was logged, so that losing and regaining the database log once each.</summary>
+    private bool _refusing;
+
+    private void StartConfirming()
+    {
+        var period = _confirmation.Limit / 4;
+        // Interleaved: a read the database does not answer must not hold up the calls that are refused meanwhile.
+        this.RegisterGrainTimer(ConfirmAsync, new GrainTimerCreationOptions(period, period) { KeepAlive = true, Interleave = true });
+    }
+
+    private async Task ConfirmAsync(CancellationToken cancellationToken)
+    {
+        if (_failure is not null)
+        {
+            return;
+        }
+        if (_confirmation.IsDue)
+        {
+            try
+            {
+                await ConfirmMapIsStoredAsync();
+            }
+            catch (ManagementUnavailableException)
+            {
+                // Counted by the age of the last proof; logged below when it matters.
+            }
+        }
+        var refusal = Unconfirmed();
+        if (refusal is not null && !_refusing)
+        {
+            Log.ManagementUnconfirmed(logger, _map.Epoch, refusal);
+        }
+        else if (refusal is null && _refusing)
+        {
+            Log.ManagementConfirmedAgain(logger, _map.Epoch);
+        }
+        _refusing = refusal is not null;
+    }
+
+    /// <summary>Why this activation must not answer for its map now; null while it may.</summary>
+    private string? Unconfirmed() => _confirmation.Refusal(_map, LocalHostId is { Length: > 0 } host ? $"host '{host}'" : $"silo {silo.SiloAddress}");
+}
