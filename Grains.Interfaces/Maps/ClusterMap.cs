@@ -285,13 +285,21 @@ public sealed record VolumeInfo(
 /// Acting replicas that leave once a pending replica has been filled (evacuation, rebalance):
 /// each completed copy removes the first of them.
 /// </param>
+/// <param name="PrimarySinceEpoch">
+/// The epoch from which <see cref="Primary"/> has led the group in every map without a break
+/// (set by management on each commit, <c>ClusterMapTransitions.StampPrimaryChanges</c>); 0 when
+/// unknown (a map written before the field existed). A host that held a lease at this epoch or
+/// later led the group all along, so no other primary can hold a lease for it meanwhile
+/// (docs/failures.md, "Management moves").
+/// </param>
 [GenerateSerializer, Immutable, Alias("ostor.PlacementGroup")]
 public sealed record PlacementGroup(
     [property: Id(0)] int Index,
     [property: Id(1)] ImmutableArray<string> Replicas,
     [property: Id(2)] ImmutableArray<PendingReplica> Pending,
     [property: Id(3)] ImmutableArray<string> Absent,
-    [property: Id(4)] ImmutableArray<string> Leaving)
+    [property: Id(4)] ImmutableArray<string> Leaving,
+    [property: Id(5)] long PrimarySinceEpoch = 0)
 {
     public PlacementGroup(int index, ImmutableArray<string> replicas)
         : this(index, replicas, [], [], [])

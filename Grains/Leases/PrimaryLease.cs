@@ -34,8 +34,9 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
 
     /// <summary>
     /// Takes a grant made on <paramref name="map"/> (same epoch) for a request sent at
-    /// <paramref name="sentAt"/>. Groups this host leads now but did not lead under the lease it
-    /// held until now wait out leases management cannot account for, except the groups of volumes
+    /// <paramref name="sentAt"/>. Groups this host leads now but has not led without a break since
+    /// the map of the lease it held until now (<see cref="PlacementGroup.PrimarySinceEpoch"/>) wait
+    /// out leases management cannot account for, except the groups of volumes
     /// management created since: no such lease covers them. Waits an earlier activation gave are
     /// kept until they run out: the grantor knows nothing of them, so its grants cannot lift them.
     /// </summary>
@@ -75,8 +76,11 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
                 var before = held?.FindVolume(volume.VolumeId);
                 foreach (var group in volume.PlacementGroups)
                 {
+                    // Led without a break since a map it held a lease on: the held map alone would
+                    // miss a move away and back in epochs this host never renewed at.
                     var ledBefore = before is not null && group.Index < before.PlacementGroups.Length
-                        && before.PlacementGroups[group.Index].Primary == hostId;
+                        && before.PlacementGroups[group.Index].Primary == hostId
+                        && group.PrimarySinceEpoch > 0 && group.PrimarySinceEpoch <= held!.Epoch;
                     if (group.Primary == hostId && !ledBefore)
                     {
                         Delay(_unknownWaits, (volume.VolumeId, group.Index), until);

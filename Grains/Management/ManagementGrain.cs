@@ -183,6 +183,7 @@ public sealed partial class ManagementGrain(
         {
             return;
         }
+        next = ClusterMapTransitions.StampPrimaryChanges(_map, next); // read by hosts' leases after a failover
         var state = _state.State!;
         var persisted = state.Map;
         state.Map = next;

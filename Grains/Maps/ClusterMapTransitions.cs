@@ -187,6 +187,41 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
         return changed ? map with { Epoch = map.Epoch + 1, Tombstones = tombstones.ToImmutable() } : map;
     }
 
+    /// <summary>
+    /// Stamps <see cref="PlacementGroup.PrimarySinceEpoch"/> on a map about to be committed after
+    /// <paramref name="previous"/>. A group led by the primary it had there keeps its stamp; a group
+    /// whose primary changed (failover, reorder, return from unavailable), a new group, or one whose
+    /// stamp is unknown gets the new epoch. Run once per commit rather than inside each transition,
+    /// so no transition, present or future, can forget it.
+    /// </summary>
+    public static ClusterMap StampPrimaryChanges(ClusterMap previous, ClusterMap next)
+    {
+        var volumes = ImmutableArray.CreateBuilder<VolumeInfo>(next.Volumes.Length);
+        var any = false;
+        foreach (var volume in next.Volumes)
+        {
+            var before = previous.FindVolume(volume.VolumeId);
+            var groups = volume.PlacementGroups.ToBuilder();
+            var same = true;
+            for (var i = 0; i < groups.Count; i++)
+            {
+                var group = groups[i];
+                var earlier = before is not null && group.Index < before.PlacementGroups.Length ? before.PlacementGroups[group.Index] : null;
+                var since = earlier is not null && earlier.Primary == group.Primary && earlier.PrimarySinceEpoch > 0
+                    ? earlier.PrimarySinceEpoch
+                    : next.Epoch;
+                if (group.PrimarySinceEpoch != since)
+                {
+                    groups[i] = group with { PrimarySinceEpoch = since };
+                    same = false;
+                }
+            }
+            any |= !same;
+            volumes.Add(same ? volume : volume with { PlacementGroups = groups.ToImmutable() });
+        }
+        return any ? next with { Volumes = volumes.MoveToImmutable() } : next;
+    }
+
     public static void ValidateVolumeName(string? name) => ValidateName("volume", name);
 
     /// <summary>Snapshot names follow the volume names' rule, so <c>VOL@SNAP</c> is never ambiguous.</summary>

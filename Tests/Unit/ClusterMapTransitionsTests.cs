@@ -112,6 +112,51 @@ public sealed class ClusterMapTransitionsTests
         Assert.Throws<VolumeNotFoundException>(() => _transitions.DeleteVolume(map, "w"));
     }
 
+    /// <summary>Hosts skip the unknown-lease wait after a management failover only for groups they led without a break since a map they held a lease on (docs/failures.md, "Management moves").</summary>
+    [Fact]
+    public void A_commit_stamps_the_epoch_at_which_a_group_got_its_primary_and_keeps_it_while_the_primary_stays()
+    {
+        var hosts = ThreeHosts();
+        var volumeId = Guid.NewGuid();
+        var created = ClusterMapTransitions.StampPrimaryChanges(hosts, _transitions.CreateVolume(hosts, volumeId, "v", 8L << 20, 3));
+        Assert.All(created.FindVolume(volumeId)!.PlacementGroups, g => Assert.Equal(created.Epoch, g.PrimarySinceEpoch)); // new groups
+
+        // A reorder: swapping the primary with a secondary stamps; swapping two secondaries does not.
+        var volume = created.FindVolume(volumeId)!;
+        var g0 = volume.PlacementGroups[0];
+        var g1 = volume.PlacementGroups[1];
+        Assert.Equal(3, g1.Replicas.Length);
+        var reorderedVolume = volume with
+        {
+            PlacementGroups = volume.PlacementGroups
+                .SetItem(0, g0 with { Replicas = [g0.Replicas[1], g0.Replicas[0], g0.Replicas[2]] })
+                .SetItem(1, g1 with { Replicas = [g1.Replicas[0], g1.Replicas[2], g1.Replicas[1]] }),
+        };
+        var reordered = ClusterMapTransitions.StampPrimaryChanges(created, created with { Epoch = created.Epoch + 1, Volumes = created.Volumes.Replace(volume, reorderedVolume) });
+        var groups = reordered.FindVolume(volumeId)!.PlacementGroups;
+        Assert.Equal(g0.Replicas[1], groups[0].Primary);
+        Assert.Equal(reordered.Epoch, groups[0].PrimarySinceEpoch);
+        Assert.Equal(g1.Primary, groups[1].Primary);
+        Assert.Equal(created.Epoch, groups[1].PrimarySinceEpoch);
+
+        // A failover: the groups host-1 led change primary and are stamped; the others keep their stamp.
+        var down = ClusterMapTransitions.StampPrimaryChanges(reordered, HostLifecycle.MarkDown(reordered, "host-1", Now));
+        var after = down.FindVolume(volumeId)!.PlacementGroups;
+        Assert.Contains(groups, g => g.Primary == "host-1");
+        Assert.Contains(groups, g => g.Primary != "host-1");
+        foreach (var group in after)
+        {
+            var moved = groups[group.Index].Primary != group.Primary;
+            Assert.Equal(groups[group.Index].Primary == "host-1", moved);
+            Assert.Equal(moved ? down.Epoch : groups[group.Index].PrimarySinceEpoch, group.PrimarySinceEpoch);
+        }
+
+        // A map written before the stamp existed (0: unknown) is stamped at its next commit, never kept at 0.
+        var unknown = down with { Volumes = [.. down.Volumes.Select(v => v with { PlacementGroups = [.. v.PlacementGroups.Select(g => g with { PrimarySinceEpoch = 0 })] })] };
+        var next = ClusterMapTransitions.StampPrimaryChanges(unknown, _transitions.ResizeVolume(unknown, "v", 16L << 20));
+        Assert.All(next.FindVolume(volumeId)!.PlacementGroups, g => Assert.Equal(next.Epoch, g.PrimarySinceEpoch));
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("../host")]

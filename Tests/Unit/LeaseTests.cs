@@ -20,11 +20,15 @@ public class LeaseTests
     {
         var transitions = TestMaps.Transitions(4);
         var volumeId = Guid.NewGuid();
-        var map = transitions.CreateVolume(TestMaps.WithHosts(transitions, 3), volumeId, "v", 8 << 20, 2);
+        var hosts = TestMaps.WithHosts(transitions, 3);
+        var map = Committed(hosts, transitions.CreateVolume(hosts, volumeId, "v", 8 << 20, 2));
         var primary = map.FindVolume(volumeId)!.PlacementGroups[0].Primary;
         Assert.Equal("host-1", primary);
         return (map, volumeId);
     }
+
+    /// <summary>The map as management commits it: stamped with the epoch each group got its primary.</summary>
+    private static ClusterMap Committed(ClusterMap previous, ClusterMap next) => ClusterMapTransitions.StampPrimaryChanges(previous, next);
 
     /// <summary>A table whose own activation began long ago: only leases it granted count.</summary>
     private static LeaseTable SettledTable(ManualClock clock, ClusterMap map)
@@ -53,7 +57,7 @@ public class LeaseTests
         Assert.Equal(TimeSpan.Zero, old.WaitBeforeServing(map, volumeId, 0));
 
         clock.Advance(TimeSpan.FromSeconds(2));
-        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        var next = Committed(map, HostLifecycle.MarkDown(map, "host-1", TestMaps.Now));
         table.MapChanged(map, next);
         var successor = next.FindVolume(volumeId)!.PlacementGroups[0].Primary;
         var lease = Holder(successor, clock, table, next);
@@ -90,7 +94,7 @@ public class LeaseTests
         var table = SettledTable(clock, map);
         Holder("host-1", clock, table, map);
 
-        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        var next = Committed(map, HostLifecycle.MarkDown(map, "host-1", TestMaps.Now));
         table.MapChanged(map, next);
         Assert.True(table.Pending > 0);
         // The successor asks first: it must wait for host-1.
@@ -118,7 +122,7 @@ public class LeaseTests
         var clock = new ManualClock();
         var (map, _) = Layout();
         var table = SettledTable(clock, map);
-        var next = HostLifecycle.MarkDown(map, "host-3", TestMaps.Now);
+        var next = Committed(map, HostLifecycle.MarkDown(map, "host-3", TestMaps.Now));
         table.MapChanged(map, next);
 
         var answer = table.Grant(new LeaseRequest("host-1", map.Epoch), next);
@@ -161,7 +165,7 @@ public class LeaseTests
         Holder("host-1", clock, before, map);
         var after = new LeaseTable(Options, clock);
         clock.Advance(TimeSpan.FromSeconds(1));
-        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        var next = Committed(map, HostLifecycle.MarkDown(map, "host-1", TestMaps.Now));
         after.MapChanged(map, next);
         Assert.Equal("host-2", next.FindVolume(volumeId)!.PlacementGroups[0].Primary);
 
@@ -189,7 +193,7 @@ public class LeaseTests
         var host2 = Holder("host-2", clock, first, map);
 
         clock.Advance(TimeSpan.FromSeconds(2));
-        var next = HostLifecycle.MarkDown(map, "host-1", TestMaps.Now);
+        var next = Committed(map, HostLifecycle.MarkDown(map, "host-1", TestMaps.Now));
         first.MapChanged(map, next);
         Assert.Equal("host-2", next.FindVolume(volumeId)!.PlacementGroups[0].Primary);
         var sent = host2.Now();
@@ -222,6 +226,54 @@ public class LeaseTests
         Assert.Equal(TimeSpan.Zero, host2.WaitBeforeServing(next, volumeId, 0));
     }
 
+    /// <summary>
+    /// Issue 28, hole 2, second reading: host-1 leads g0 at e0, loses it to host-2 at e1, gets it
+    /// back at e2 (all by activation A); host-1 misses e1 and e2, A dies, host-1 renews at e2 with
+    /// B under its e0 lease. Its held map shows it leading g0, yet host-2 led it in between.
+    /// </summary>
+    [Fact]
+    public void A_primary_deposed_and_reinstated_by_a_dead_activation_waits_for_the_interim_primary()
+    {
+        var clock = new ManualClock();
+        var (map, volumeId) = Layout();
+        var a = SettledTable(clock, map);
+        var host1 = Holder("host-1", clock, a, map);          // t=0, lease at e0 until 8
+        var host2 = Holder("host-2", clock, a, map);
+
+        clock.Advance(TimeSpan.FromSeconds(1));               // t=1: A moves g0 to host-2 (host-1 misses it)
+        var e1 = Committed(map, HostLifecycle.MarkDown(map, "host-1", TestMaps.Now));
+        a.MapChanged(map, e1);
+        Assert.Equal("host-2", e1.FindVolume(volumeId)!.PlacementGroups[0].Primary);
+        var sent = host2.Now();
+        host2.Apply(a.Grant(new LeaseRequest("host-2", e1.Epoch), e1), e1, sent);
+        clock.Advance(TimeSpan.FromSeconds(2));               // t=3: host-2 renews at e1
+        sent = host2.Now();
+        host2.Apply(a.Grant(new LeaseRequest("host-2", e1.Epoch), e1), e1, sent);
+
+        clock.Advance(TimeSpan.FromSeconds(1));               // t=4: A moves g0 back to host-1 (host-2 misses it)
+        var v1 = e1.FindVolume(volumeId)!;
+        var g0 = v1.PlacementGroups[0] with { Replicas = ["host-1"], Absent = ["host-2"], Pending = [], Leaving = [] };
+        var e2 = Committed(e1, e1 with { Epoch = e1.Epoch + 1, Volumes = e1.Volumes.Replace(v1, v1 with { PlacementGroups = v1.PlacementGroups.SetItem(0, g0) }) });
+        Assert.Equal("host-1", e2.FindVolume(volumeId)!.PlacementGroups[0].Primary);
+        a.MapChanged(e1, e2);
+
+        var b = new LeaseTable(Options, clock);               // A dies; B activates and fences
+        b.Fenced();
+        clock.Advance(TimeSpan.FromSeconds(1));               // t=5: host-1 (told e2 by B) catches up and renews with B
+        sent = host1.Now();
+        host1.Apply(b.Grant(new LeaseRequest("host-1", e2.Epoch), e2), e2, sent);
+        var wait1 = host1.WaitBeforeServing(e2, volumeId, 0);
+
+        clock.Advance(TimeSpan.FromSeconds(2));               // t=7: host-1 renews with B
+        sent = host1.Now();
+        host1.Apply(b.Grant(new LeaseRequest("host-1", e2.Epoch), e2), e2, sent);
+        clock.Advance(TimeSpan.FromSeconds(1.5));             // t=8.5: host-2's wait for host-1's e0 lease is over
+        var at2 = host2.WaitBeforeServing(e1, volumeId, 0);
+        var at1 = host1.WaitBeforeServing(e2, volumeId, 0);
+        Assert.False(at1 == TimeSpan.Zero && at2 == TimeSpan.Zero,
+            $"t=8.5 s: host-1 serves g0 at epoch {e2.Epoch} (its wait at t=5 was {wait1}) while host-2 serves it at epoch {e1.Epoch}");
+    }
+
     [Fact]
     public void A_host_whose_lease_ran_out_waits_like_a_new_one_after_a_failover()
     {
@@ -252,7 +304,7 @@ public class LeaseTests
         clock.Advance(TimeSpan.FromSeconds(1));
         var transitions = TestMaps.Transitions(4);
         var createdId = Guid.NewGuid();
-        var next = transitions.CreateVolume(map, createdId, "new", 8 << 20, 2);
+        var next = Committed(map, transitions.CreateVolume(map, createdId, "new", 8 << 20, 2));
         after.MapChanged(map, next);
         var created = next.FindVolume(createdId)!;
         var host2 = Holder("host-2", clock, after, next);
@@ -275,10 +327,10 @@ public class LeaseTests
         var (map, volumeId) = Layout();
         var after = new LeaseTable(Options, clock);
         var transitions = TestMaps.Transitions(4);
-        var deleted = map with { Epoch = map.Epoch + 1, Volumes = [] };
+        var deleted = Committed(map, map with { Epoch = map.Epoch + 1, Volumes = [] });
         after.MapChanged(map, deleted);
         var reusedId = Guid.NewGuid();
-        var recreated = transitions.CreateVolume(deleted, reusedId, "v", 8 << 20, 2);
+        var recreated = Committed(deleted, transitions.CreateVolume(deleted, reusedId, "v", 8 << 20, 2));
         after.MapChanged(deleted, recreated);
         var host1 = Holder("host-1", clock, after, recreated);
 
