@@ -1,0 +1,77 @@
+using OrleansStorage.Chaos.Checking;
+using OrleansStorage.Chaos.Faults;
+using OrleansStorage.Chaos.Workload;
+using OrleansStorage.Client.Library;
+using OrleansStorage.Maps;
+
+namespace OrleansStorage.Chaos;
+
+/// <summary>The end of a run, with every fault healed: the cluster healthy again, every block read by a fresh client, every replica compared.</summary>
+public sealed partial class ChaosRun
+{
+    private static readonly TimeSpan HealthyWithin = TimeSpan.FromMinutes(3);
+
+    /// <summary>Every host Up and no placement group degraded, moving or unavailable; an anomaly if that does not come within <see cref="HealthyWithin"/>.</summary>
+    private async Task WaitUntilHealthyAsync(OstorClient admin)
+    {
+        var started = _history.Now;
+        var last = "no answer";
+        while (_history.Now - started < HealthyWithin)
+        {
+            try
+            {
+                var status = await admin.GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(20));
+                var notUp = status.Map.Hosts.Where(h => h.State != HostState.Up).Select(h => $"{h.HostId} {h.State}").ToList();
+                last = $"epoch {status.Map.Epoch}: {status.DegradedGroups} degraded, {status.RecoveringGroups} recovering, {status.UnavailableGroups} unavailable groups"
+                    + (notUp.Count > 0 ? "; " + string.Join(", ", notUp) : "");
+                if (notUp.Count == 0 && status.DegradedGroups == 0 && status.RecoveringGroups == 0 && status.UnavailableGroups == 0)
+                {
+                    output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s healthy after {(_history.Now - started).TotalSeconds:0} s ({last})");
+                    return;
+                }
+            }
+            catch (Exception ex)
+            {
+                last = $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}";
+            }
+            await Task.Delay(TimeSpan.FromSeconds(2));
+        }
+        _anomalies.Add(Anomaly.NotAboutABlock("not healthy after healing", $"the cluster was not healthy {HealthyWithin.TotalMinutes:0} min after every fault was healed; last status: {last}", _history.Now));
+    }
+
+    /// <summary>Every block read once by a client that took no part in the workload; the reads join the history.</summary>
+    private async Task FinalReadsAsync(LocalCluster cluster, BlockLayout layout, int runTag)
+    {
+        await using var connection = await WorkloadClient.ConnectAsync(cluster.Pki, cluster.Gateways, TimeSpan.FromSeconds(60));
+        var handles = new List<VolumeHandle>();
+        foreach (var volume in layout.Volumes)
+        {
+            handles.Add(await connection.OpenVolumeAsync(volume.Name));
+        }
+        var reader = new WorkloadClient(options.Clients, handles, layout, _history, new Random(0), runTag, TimeSpan.FromSeconds(90));
+        await Parallel.ForAsync(0, layout.Blocks, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (block, _) => await reader.ReadAsync(block, final: true));
+        output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s every block read after healing");
+    }
+
+    /// <summary>Every block of every replica against its checksum and the other replicas: what <c>infra/ostor volume verify</c> (deep) does.</summary>
+    private async Task VerifyReplicasAsync(OstorClient admin, IEnumerable<ChaosVolume> volumes)
+    {
+        foreach (var volume in volumes)
+        {
+            try
+            {
+                var handle = await admin.OpenVolumeAsync(volume.Name);
+                var problems = await handle.VerifyReplicasAsync();
+                foreach (var problem in problems)
+                {
+                    _anomalies.Add(Anomaly.NotAboutABlock("replicas differ", $"volume verify {volume.Name}: {problem}", _history.Now));
+                }
+                output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s volume verify {volume.Name}: {(problems.Count == 0 ? "every replica of every segment equal and checksum-true" : $"{problems.Count} problems")}");
+            }
+            catch (Exception ex)
+            {
+                _anomalies.Add(Anomaly.NotAboutABlock("verify failed", $"volume verify {volume.Name} failed: {ex.GetType().Name}: {ex.Message.Split('\n')[0]}", _history.Now));
+            }
+        }
+    }
+}

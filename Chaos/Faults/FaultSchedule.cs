@@ -1,0 +1,44 @@
+namespace OrleansStorage.Chaos.Faults;
+
+/// <summary>A fault the seed chose: when to begin (at the earliest), what, on which host, for how long.</summary>
+public sealed record PlannedFault(TimeSpan At, FaultKind Kind, int Host, TimeSpan Duration)
+{
+    public override string ToString() => $"{At.TotalSeconds,6:0.0} s: {Kind} host-{Host} for {Duration.TotalSeconds:0.0} s";
+}
+
+/// <summary>
+/// The faults of a run, all drawn from one <see cref="Random"/> before the run starts, so the same
+/// seed plans the same faults in the same order. Faults come one at a time, each healed before
+/// the next; a quiet gap between them lets writes reach a healthy cluster too. Real time decides
+/// only how many of the planned faults fit in the run (a restart takes as long as it takes).
+/// </summary>
+public static class FaultSchedule
+{
+    /// <summary>What a kill's restart, a database start or a heal usually adds to a fault's planned duration.</summary>
+    private static readonly TimeSpan Recovery = TimeSpan.FromSeconds(8);
+
+    public static List<PlannedFault> Plan(Random random, TimeSpan runLength, int hosts, bool partitions)
+    {
+        var plan = new List<PlannedFault>();
+        var at = TimeSpan.FromSeconds(3 + random.NextDouble() * 3);
+        while (at < runLength - TimeSpan.FromSeconds(5))
+        {
+            var roll = random.Next(100);
+            var kind = partitions
+                ? roll switch { < 35 => FaultKind.KillHost, < 55 => FaultKind.KillManagement, < 75 => FaultKind.StopDatabase, _ => FaultKind.Partition }
+                : roll switch { < 45 => FaultKind.KillHost, < 75 => FaultKind.KillManagement, _ => FaultKind.StopDatabase };
+            var host = random.Next(1, hosts + 1);
+            var duration = kind switch
+            {
+                // Below and beyond Orleans' failure detection (a few seconds): a host that returns
+                // before it is declared dead, and one that is Down and resynced.
+                FaultKind.KillHost or FaultKind.KillManagement => TimeSpan.FromSeconds(1 + random.NextDouble() * 14),
+                FaultKind.StopDatabase => TimeSpan.FromSeconds(2 + random.NextDouble() * 18),
+                _ => TimeSpan.FromSeconds(5 + random.NextDouble() * 20),
+            };
+            plan.Add(new PlannedFault(at, kind, host, duration));
+            at += duration + Recovery + TimeSpan.FromSeconds(2 + random.NextDouble() * 4);
+        }
+        return plan;
+    }
+}
