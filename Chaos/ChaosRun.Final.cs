@@ -1,5 +1,6 @@
 using OrleansStorage.Chaos.Checking;
 using OrleansStorage.Chaos.Faults;
+using OrleansStorage.Chaos.History;
 using OrleansStorage.Chaos.Workload;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Maps;
@@ -51,6 +52,17 @@ public sealed partial class ChaosRun
         var reader = new WorkloadClient(options.Clients, handles, layout, _history, new Random(0), runTag, TimeSpan.FromSeconds(90));
         await Parallel.ForAsync(0, layout.Blocks, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (block, _) => await reader.ReadAsync(block, final: true));
         output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s every block read after healing");
+        var snapshots = _history.Snapshot().Where(o => o.Kind == OperationKind.SnapshotCreate && o.IsOk).ToList();
+        foreach (var create in snapshots)
+        {
+            var snapshot = await connection.OpenVolumeAsync(layout.Volumes[create.Volume].Name + VolumeHandle.SnapshotSeparator + create.Snapshot);
+            var blocks = Enumerable.Range(0, layout.Blocks).Where(b => layout.VolumeOf(b) == create.Volume);
+            await Parallel.ForEachAsync(blocks, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (block, _) => await reader.ReadSnapshotAsync(snapshot, block));
+        }
+        if (snapshots.Count > 0)
+        {
+            output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s every block of {snapshots.Count} snapshots read");
+        }
     }
 
     /// <summary>Every block of every replica against its checksum and the other replicas: what <c>infra/ostor volume verify</c> (deep) does.</summary>

@@ -20,6 +20,9 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
     private static readonly TimeSpan OperationTimeout = TimeSpan.FromSeconds(30);
     private static readonly TimeSpan ClientRetryTimeout = TimeSpan.FromSeconds(20);
 
+    // Each snapshot costs a copy of every segment written after it: a handful per run is plenty.
+    private const int MaxSnapshots = 6;
+
     // The run's clock starts with the workload (faults are planned from then), not with the set-up.
     private HistoryRecorder _history = new(TimeProvider.System);
     private readonly FaultLog _faults = new();
@@ -44,6 +47,7 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
         var plan = FaultSchedule.Plan(new Random(master.Next()), options.RunLength, options.Hosts, options.Netns);
         var runTag = master.Next();
         var clientRandoms = Enumerable.Range(0, options.Clients).Select(_ => new Random(master.Next())).ToList();
+        var snapshotRandom = new Random(master.Next());
         output.WriteLine($"chaos: seed {options.Seed}, {options.RunLength.TotalSeconds:0} s, {options.Hosts} hosts{(options.Netns ? " in network namespaces" : "")}, {options.Clients} clients; planned faults:");
         foreach (var planned in plan)
         {
@@ -90,7 +94,8 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
             output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s workload and faults start");
             using (var stopWorkload = new CancellationTokenSource(options.RunLength))
             {
-                var workload = Task.WhenAll(clients.Select(c => Task.Run(() => c.RunAsync(stopWorkload.Token))));
+                var snapshots = new SnapshotTaker(options.Clients + 1, admin, layout, _history, snapshotRandom, MaxSnapshots);
+                var workload = Task.WhenAll(clients.Select(c => Task.Run(() => c.RunAsync(stopWorkload.Token))).Append(snapshots.RunAsync(stopWorkload.Token)));
                 await injector.RunAsync(plan, options.RunLength, stopWorkload.Token);
                 await workload;
             }
@@ -120,6 +125,7 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
         var history = _history.Snapshot();
         _anomalies.AddRange(RegisterChecker.Check(history));
         _anomalies.AddRange(DurabilityChecker.Check(history, Enumerable.Range(0, layout.Blocks)));
+        _anomalies.AddRange(SnapshotChecker.Check(history, layout.VolumeOf));
         new ChaosReport(output, history, _faults, layout).Print(options.Seed, _anomalies);
         return _anomalies.Count == 0 ? 0 : 1;
     }

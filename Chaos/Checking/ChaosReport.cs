@@ -20,9 +20,11 @@ public sealed class ChaosReport(TextWriter output, IReadOnlyList<Operation> hist
         var writes = history.Where(o => o.Kind == OperationKind.Write).ToList();
         var reads = history.Where(o => o.Kind == OperationKind.Read).ToList();
         var flushes = history.Where(o => o.Kind == OperationKind.Flush).ToList();
+        var snapshots = history.Where(o => o.Kind == OperationKind.SnapshotCreate).ToList();
         output.WriteLine();
         output.WriteLine($"history: {writes.Count} writes ({writes.Count(o => o.IsOk)} acknowledged, {writes.Count(o => !o.IsOk)} ambiguous), "
-            + $"{reads.Count} reads ({reads.Count(o => o.IsOk)} answered, {reads.Count(o => o.Final)} after healing), {flushes.Count} flushes ({flushes.Count(o => o.IsOk)} acknowledged)");
+            + $"{reads.Count} reads ({reads.Count(o => o.IsOk)} answered, {reads.Count(o => o.Final && o.Snapshot is null)} after healing), {flushes.Count} flushes ({flushes.Count(o => o.IsOk)} acknowledged), "
+            + $"{snapshots.Count} snapshots ({snapshots.Count(o => o.IsOk)} created, {reads.Count(o => o.Snapshot is not null)} blocks read from them)");
         foreach (var error in history.Where(o => !o.IsOk).GroupBy(o => o.Error ?? "timed out").OrderByDescending(g => g.Count()).Take(5))
         {
             output.WriteLine($"  {error.Count()} x {error.Key}");
@@ -53,7 +55,7 @@ public sealed class ChaosReport(TextWriter output, IReadOnlyList<Operation> hist
             var evidence = anomaly.Evidence.Select(o => o.Id).ToHashSet();
             var from = anomaly.Evidence.Count > 0 ? Min(anomaly.From, anomaly.Evidence.Min(o => o.Invoked)) : anomaly.From;
             var to = anomaly.Evidence.Count > 0 ? Max(anomaly.To, anomaly.Evidence.Max(o => o.Completed)) : anomaly.To;
-            var lines = history.Where(o => o.Block == anomaly.Block && (evidence.Contains(o.Id) || (o.Completed >= from - Margin && o.Invoked <= to + Margin))).ToList();
+            var lines = history.Where(o => evidence.Contains(o.Id) || (o.Block == anomaly.Block && o.Snapshot is null && o.Completed >= from - Margin && o.Invoked <= to + Margin)).ToList();
             output.WriteLine($"  history of block {anomaly.Block} from {(from - Margin).TotalSeconds:0.000} s to {(to + Margin).TotalSeconds:0.000} s (* = evidence; {lines.Count} operations):");
             foreach (var operation in lines.Where(o => evidence.Contains(o.Id) || lines.Count <= MaxHistoryLines || Near(o, anomaly)).Take(MaxHistoryLines))
             {

@@ -16,7 +16,7 @@ public static class DurabilityChecker
     public static List<Anomaly> Check(IReadOnlyList<Operation> history, IEnumerable<int> blocks)
     {
         var anomalies = new List<Anomaly>();
-        var finals = history.Where(o => o.Final && o.Kind == OperationKind.Read).GroupBy(o => o.Block)
+        var finals = history.Where(o => o.Final && o.Kind == OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block)
             .ToDictionary(g => g.Key, g => g.Where(o => o.IsOk).OrderBy(o => o.Completed).LastOrDefault() ?? g.Last());
         foreach (var block in blocks)
         {

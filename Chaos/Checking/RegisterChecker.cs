@@ -41,7 +41,7 @@ public static class RegisterChecker
     public static List<Anomaly> Check(IEnumerable<Operation> history)
     {
         var anomalies = new List<Anomaly>();
-        foreach (var block in history.Where(o => o.Block >= 0 && o.Kind != OperationKind.Flush).GroupBy(o => o.Block).OrderBy(g => g.Key))
+        foreach (var block in history.Where(o => o.Block >= 0 && o.Kind is OperationKind.Write or OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block).OrderBy(g => g.Key))
         {
             anomalies.AddRange(CheckBlock(block.Key, [.. block]));
         }

@@ -104,9 +104,17 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
             // Cut off, Orleans declares it dead and it stops itself: allowed (README, "partitioned").
             watch.Expect(pid, $"the partition of host-{host}");
         }
-        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host} cut off from the other hosts and the database for {planned.Duration.TotalSeconds:0.0} s");
+        var from = planned.CutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", planned.CutFrom);
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host} cut off from {from} for {planned.Duration.TotalSeconds:0.0} s");
         output.WriteLine($"{Stamp()} {fault}");
-        await cluster.PartitionAsync(host);
+        try
+        {
+            await cluster.PartitionAsync(host, planned.CutFrom);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        {
+            output.WriteLine($"{Stamp()} infra/partition failed: {ex.Message}");
+        }
         await Task.Delay(planned.Duration);
         await HealAsync(fault, "partition heal", cluster.HealPartitionsAsync);
         // A host that stopped itself while cut off is started again.

@@ -1,9 +1,11 @@
 namespace OrleansStorage.Chaos.Faults;
 
 /// <summary>A fault the seed chose: when to begin (at the earliest), what, on which host, for how long.</summary>
-public sealed record PlannedFault(TimeSpan At, FaultKind Kind, int Host, TimeSpan Duration)
+/// <summary>For a partition, <see cref="CutFrom"/> names the peers (infra/partition's --from: host-M, db, clients); empty: every other host and the database.</summary>
+public sealed record PlannedFault(TimeSpan At, FaultKind Kind, int Host, TimeSpan Duration, string[] CutFrom)
 {
-    public override string ToString() => $"{At.TotalSeconds,6:0.0} s: {Kind} host-{Host} for {Duration.TotalSeconds:0.0} s";
+    public override string ToString() =>
+        $"{At.TotalSeconds,6:0.0} s: {Kind} host-{Host}{(Kind == FaultKind.Partition ? " from " + (CutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", CutFrom)) : "")} for {Duration.TotalSeconds:0.0} s";
 }
 
 /// <summary>
@@ -36,7 +38,19 @@ public static class FaultSchedule
                 FaultKind.StopDatabase => TimeSpan.FromSeconds(2 + random.NextDouble() * 18),
                 _ => TimeSpan.FromSeconds(5 + random.NextDouble() * 20),
             };
-            plan.Add(new PlannedFault(at, kind, host, duration));
+            string[] cutFrom = [];
+            if (kind == FaultKind.Partition)
+            {
+                var other = (host + random.Next(1, hosts) - 1) % hosts + 1;
+                cutFrom = random.Next(4) switch
+                {
+                    0 => [],                // the whole cluster, the database too: Orleans declares it dead
+                    1 => ["db"],            // only the database: membership and the map out of reach
+                    2 => [$"host-{other}"], // one peer: a split the failure detector may or may not settle
+                    _ => ["clients"],       // only the clients: their requests to it time out (ambiguous)
+                };
+            }
+            plan.Add(new PlannedFault(at, kind, host, duration, cutFrom));
             at += duration + Recovery + TimeSpan.FromSeconds(2 + random.NextDouble() * 4);
         }
         return plan;

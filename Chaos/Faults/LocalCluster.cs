@@ -83,7 +83,8 @@ public sealed class LocalCluster(string root, string data, int hosts, bool netns
 
     public Task<string> StartDatabaseAsync() => PostgresAsync("pg_start");
 
-    public Task<string> PartitionAsync(int host) => RunAsync(Path.Combine(root, "infra", "partition"), [$"host-{host}"], TimeSpan.FromMinutes(1));
+    public Task<string> PartitionAsync(int host, string[] cutFrom) =>
+        RunAsync(Path.Combine(root, "infra", "partition"), [$"host-{host}", .. cutFrom.Length > 0 ? ["--from", .. cutFrom] : Array.Empty<string>()], TimeSpan.FromMinutes(1));
 
     public Task<string> HealPartitionsAsync() => RunAsync(Path.Combine(root, "infra", "partition"), ["--heal"], TimeSpan.FromMinutes(1));
 

@@ -5,6 +5,9 @@ public enum OperationKind
     Write,
     Read,
     Flush,
+
+    /// <summary>A snapshot of <see cref="Operation.Volume"/> created, named <see cref="Operation.Snapshot"/>.</summary>
+    SnapshotCreate,
 }
 
 public enum Outcome
@@ -24,7 +27,8 @@ public enum Outcome
 /// writes to <see cref="Volume"/>), when it was invoked and when it returned (times since the
 /// start of the run), and what came of it. <see cref="Write"/> is the value a write wrote,
 /// <see cref="Read"/> what a read returned. <see cref="Final"/> marks the reads made after every
-/// fault was healed.
+/// fault was healed. <see cref="Snapshot"/> names the snapshot a create made or a read read
+/// (null: the volume itself).
 /// </summary>
 public sealed record Operation(
     long Id,
@@ -38,7 +42,8 @@ public sealed record Operation(
     WriteId Write = default,
     BlockRead Read = default,
     string? Error = null,
-    bool Final = false)
+    bool Final = false,
+    string? Snapshot = null)
 {
     public bool IsOk => Outcome == Outcome.Ok;
 
@@ -47,7 +52,9 @@ public sealed record Operation(
         var what = Kind switch
         {
             OperationKind.Write => $"write {Write}",
+            OperationKind.Read when Snapshot is not null => $"read of snapshot {Snapshot}",
             OperationKind.Read => Final ? "final read" : "read",
+            OperationKind.SnapshotCreate => $"snapshot create {Snapshot} of volume {Volume}",
             _ => $"flush volume {Volume}",
         };
         var result = Outcome switch

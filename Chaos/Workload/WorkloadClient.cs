@@ -53,10 +53,18 @@ public sealed class WorkloadClient(int id, IReadOnlyList<VolumeHandle> volumes, 
             ct => volumes[layout.VolumeOf(block)].ReadAsync(layout.OffsetOf(block), bytes, ct), () => BlockValue.Decode(bytes, runTag, block), final);
     }
 
+    /// <summary>A read of the block in a snapshot of its volume, through <paramref name="snapshot"/> (opened as <c>VOL@SNAP</c>).</summary>
+    public Task ReadSnapshotAsync(VolumeHandle snapshot, int block)
+    {
+        var bytes = new byte[BlockValue.Size];
+        return RecordAsync(OperationKind.Read, block, layout.VolumeOf(block), default,
+            ct => snapshot.ReadAsync(layout.OffsetOf(block), bytes, ct), () => BlockValue.Decode(bytes, runTag, block), final: true, snapshot.Snapshot!.Name);
+    }
+
     public Task FlushAsync(int volume) =>
         RecordAsync(OperationKind.Flush, -1, volume, default, ct => volumes[volume].FlushAsync(ct));
 
-    private async Task RecordAsync(OperationKind kind, int block, int volume, WriteId write, Func<CancellationToken, Task> call, Func<BlockRead>? decode = null, bool final = false)
+    private async Task RecordAsync(OperationKind kind, int block, int volume, WriteId write, Func<CancellationToken, Task> call, Func<BlockRead>? decode = null, bool final = false, string? snapshot = null)
     {
         using var deadline = new CancellationTokenSource(operationTimeout);
         var invoked = history.Now;
@@ -78,7 +86,7 @@ public sealed class WorkloadClient(int id, IReadOnlyList<VolumeHandle> volumes, 
         }
         var completed = history.Now;
         var read = outcome == Outcome.Ok && decode is not null ? decode() : default;
-        history.Add(new Operation(history.NextId(), id, kind, volume, block, invoked, completed, outcome, write, read, error, final));
+        history.Add(new Operation(history.NextId(), id, kind, volume, block, invoked, completed, outcome, write, read, error, final, snapshot));
     }
 
     public static async Task<OstorClient> ConnectAsync(string pki, IEnumerable<string> gateways, TimeSpan retryTimeout)

@@ -29,6 +29,13 @@ internal sealed class HistoryBuilder
     public HistoryBuilder Flush(int client, double invoked, double completed, Outcome outcome = Outcome.Ok) =>
         Add(new Operation(_operations.Count + 1, client, OperationKind.Flush, 0, -1, S(invoked), S(completed), outcome));
 
+    public HistoryBuilder Snapshot(string name, double invoked, double completed, Outcome outcome = Outcome.Ok) =>
+        Add(new Operation(_operations.Count + 1, 8, OperationKind.SnapshotCreate, 0, -1, S(invoked), S(completed), outcome, Snapshot: name));
+
+    public HistoryBuilder ReadSnapshot(string name, int block, double invoked, double completed, WriteId? value) =>
+        Add(new Operation(_operations.Count + 1, 9, OperationKind.Read, 0, block, S(invoked), S(completed), Outcome.Ok,
+            Read: value is { } v ? new BlockRead(ReadKind.Value, v) : BlockRead.Zeros, Final: true, Snapshot: name));
+
     private HistoryBuilder Add(Operation operation)
     {
         _operations.Add(operation);
