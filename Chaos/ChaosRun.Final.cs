@@ -47,7 +47,7 @@ public sealed partial class ChaosRun
         var handles = new List<VolumeHandle>();
         foreach (var volume in layout.Volumes)
         {
-            handles.Add(await connection.OpenVolumeAsync(volume.Name));
+            handles.Add(await OpenAsync(connection, volume.Name));
         }
         var reader = new WorkloadClient(options.Clients, handles, layout, _history, new Random(0), runTag, TimeSpan.FromSeconds(90));
         await Parallel.ForAsync(0, layout.Blocks, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (block, _) => await reader.ReadAsync(block, final: true));
@@ -55,13 +55,41 @@ public sealed partial class ChaosRun
         var snapshots = _history.Snapshot().Where(o => o.Kind == OperationKind.SnapshotCreate && o.IsOk).ToList();
         foreach (var create in snapshots)
         {
-            var snapshot = await connection.OpenVolumeAsync(layout.Volumes[create.Volume].Name + VolumeHandle.SnapshotSeparator + create.Snapshot);
+            var snapshot = await OpenAsync(connection, layout.Volumes[create.Volume].Name + VolumeHandle.SnapshotSeparator + create.Snapshot);
             var blocks = Enumerable.Range(0, layout.Blocks).Where(b => layout.VolumeOf(b) == create.Volume);
             await Parallel.ForEachAsync(blocks, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (block, _) => await reader.ReadSnapshotAsync(snapshot, block));
         }
         if (snapshots.Count > 0)
         {
             output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s every block of {snapshots.Count} snapshots read");
+        }
+    }
+
+    /// <summary>
+    /// Opens a volume, trying again for up to a minute: opening reads the map from the management
+    /// service, which may still be settling after the last heal. Each distinct failure is printed
+    /// (seen: a PostgresException Orleans cannot serialize, CodecNotFoundException, after PostgreSQL restarted).
+    /// </summary>
+    private async Task<VolumeHandle> OpenAsync(OstorClient connection, string name)
+    {
+        var started = _history.Now;
+        string? last = null;
+        while (true)
+        {
+            try
+            {
+                return await connection.OpenVolumeAsync(name);
+            }
+            catch (Exception ex) when (_history.Now - started < TimeSpan.FromMinutes(1))
+            {
+                var error = $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}";
+                if (error != last)
+                {
+                    output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s opening {name} after healing failed, trying again: {error}");
+                    last = error;
+                }
+                await Task.Delay(TimeSpan.FromSeconds(1));
+            }
         }
     }
 
@@ -72,7 +100,7 @@ public sealed partial class ChaosRun
         {
             try
             {
-                var handle = await admin.OpenVolumeAsync(volume.Name);
+                var handle = await OpenAsync(admin, volume.Name);
                 var problems = await handle.VerifyReplicasAsync();
                 foreach (var problem in problems)
                 {

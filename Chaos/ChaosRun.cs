@@ -102,7 +102,15 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
             output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s workload stopped after {_history.Count} operations; healing");
             await injector.HealAllAsync();
             await WaitUntilHealthyAsync(admin);
-            await FinalReadsAsync(cluster, layout, runTag);
+            try
+            {
+                await FinalReadsAsync(cluster, layout, runTag);
+            }
+            catch (Exception ex)
+            {
+                // The history up to here is still checked: the blocks not read are reported as such.
+                _anomalies.Add(Anomaly.NotAboutABlock("final reads failed", $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}", _history.Now));
+            }
             await VerifyReplicasAsync(admin, volumes);
             await stopWatching.CancelAsync();
             await watching;

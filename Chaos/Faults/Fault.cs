@@ -13,6 +13,13 @@ public enum FaultKind
 
     /// <summary>A host cut off from the other hosts and the database (infra/partition), then healed.</summary>
     Partition,
+
+    /// <summary>
+    /// A host's disk refuses every write (<c>chattr -R +i</c> on its volumes, EPERM even through open
+    /// files, as a file system remounted read-only): it must stop serving and go Out. Then the disk is
+    /// writable again and the host is killed and restarted: it joins empty and is refilled.
+    /// </summary>
+    ReadOnlyDisk,
 }
 
 /// <summary>One fault as it happened: when it began, when it was healed (null while it lasts), and what was done.</summary>

@@ -61,6 +61,9 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
             case FaultKind.Partition:
                 await PartitionAsync(planned);
                 break;
+            case FaultKind.ReadOnlyDisk:
+                await ReadOnlyDiskAsync(planned);
+                break;
         }
     }
 
@@ -121,6 +124,30 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }
 
+    private async Task ReadOnlyDiskAsync(PlannedFault planned)
+    {
+        var host = planned.Host;
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}'s disk read-only (chattr +i) for {planned.Duration.TotalSeconds:0.0} s, then writable, the host killed and restarted");
+        output.WriteLine($"{Stamp()} {fault}");
+        try
+        {
+            await cluster.SetDiskReadOnlyAsync(host, readOnly: true);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        {
+            output.WriteLine($"{Stamp()} chattr +i failed: {ex.Message}");
+        }
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "disk writable", () => cluster.SetDiskReadOnlyAsync(host, readOnly: false));
+        // Its store failed for good (fail-stop): only a restart brings it back, empty.
+        if (cluster.PidOf(host) is { } pid && LocalCluster.IsAlive(pid))
+        {
+            watch.Expect(pid, $"kill -9 of host-{host} after its disk failed");
+            LocalCluster.KillNine(pid);
+        }
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
     private async Task HealAsync(Fault fault, string step, Func<Task<string>> heal)
     {
         try
@@ -144,6 +171,11 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         if (cluster.Netns)
         {
             steps.Add(("partition heal", cluster.HealPartitionsAsync));
+        }
+        for (var host = 1; host <= cluster.Hosts; host++)
+        {
+            var disk = host;
+            steps.Add(($"host-{host}'s disk writable", () => cluster.SetDiskReadOnlyAsync(disk, readOnly: false)));
         }
         steps.Add(("PostgreSQL start", cluster.StartDatabaseAsync));
         steps.Add(("restart of every host", cluster.StartMissingHostsAsync));

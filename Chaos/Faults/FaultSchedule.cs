@@ -27,8 +27,8 @@ public static class FaultSchedule
         {
             var roll = random.Next(100);
             var kind = partitions
-                ? roll switch { < 35 => FaultKind.KillHost, < 55 => FaultKind.KillManagement, < 75 => FaultKind.StopDatabase, _ => FaultKind.Partition }
-                : roll switch { < 45 => FaultKind.KillHost, < 75 => FaultKind.KillManagement, _ => FaultKind.StopDatabase };
+                ? roll switch { < 25 => FaultKind.KillHost, < 45 => FaultKind.KillManagement, < 60 => FaultKind.StopDatabase, < 75 => FaultKind.ReadOnlyDisk, _ => FaultKind.Partition }
+                : roll switch { < 35 => FaultKind.KillHost, < 60 => FaultKind.KillManagement, < 80 => FaultKind.StopDatabase, _ => FaultKind.ReadOnlyDisk };
             var host = random.Next(1, hosts + 1);
             var duration = kind switch
             {
@@ -36,6 +36,8 @@ public static class FaultSchedule
                 // before it is declared dead, and one that is Down and resynced.
                 FaultKind.KillHost or FaultKind.KillManagement => TimeSpan.FromSeconds(1 + random.NextDouble() * 14),
                 FaultKind.StopDatabase => TimeSpan.FromSeconds(2 + random.NextDouble() * 18),
+                // Long enough for the host to fail and be marked Out, mostly.
+                FaultKind.ReadOnlyDisk => TimeSpan.FromSeconds(3 + random.NextDouble() * 12),
                 _ => TimeSpan.FromSeconds(5 + random.NextDouble() * 20),
             };
             string[] cutFrom = [];

@@ -75,9 +75,24 @@ public sealed class LocalCluster(string root, string data, int hosts, bool netns
         return string.Join('\n', tail.TakeLast(lines));
     }
 
-    /// <summary>Starts every host that does not run (a restart after kill -9) and waits until all serve.</summary>
+    /// <summary>
+    /// Starts every host that does not run (a restart after kill -9) and waits until all serve.
+    /// Nothing when all run: <c>infra/cluster up --netns</c> also restarts PostgreSQL (to make it
+    /// listen on the bridge), a fault of its own.
+    /// </summary>
     public Task<string> StartMissingHostsAsync() =>
-        RunAsync(Path.Combine(root, "infra", "cluster"), ["up", "--hosts", hosts.ToString(CultureInfo.InvariantCulture), .. netns ? new[] { "--netns" } : []], TimeSpan.FromMinutes(3));
+        Enumerable.Range(1, hosts).All(h => PidOf(h) is { } pid && IsAlive(pid))
+            ? Task.FromResult("every host runs")
+            : RunAsync(Path.Combine(root, "infra", "cluster"), ["up", "--hosts", hosts.ToString(CultureInfo.InvariantCulture), .. netns ? new[] { "--netns" } : []], TimeSpan.FromMinutes(3));
+
+    /// <summary>Host N's volumes immutable (every write, even through an open file, fails with EPERM) or writable again.</summary>
+    public Task<string> SetDiskReadOnlyAsync(int host, bool readOnly)
+    {
+        var volumes = Path.Combine(data, $"host-{host}", "volumes");
+        return Directory.Exists(volumes)
+            ? RunAsync("chattr", ["-R", readOnly ? "+i" : "-i", volumes], TimeSpan.FromMinutes(1))
+            : Task.FromResult("");
+    }
 
     public Task<string> StopDatabaseAsync() => PostgresAsync("pg_stop");
 
