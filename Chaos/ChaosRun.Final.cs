@@ -43,7 +43,7 @@ public sealed partial class ChaosRun
     /// <summary>Every block read once by a client that took no part in the workload; the reads join the history.</summary>
     private async Task FinalReadsAsync(LocalCluster cluster, BlockLayout layout, int runTag)
     {
-        await using var connection = await WorkloadClient.ConnectAsync(cluster.Pki, cluster.Gateways, TimeSpan.FromSeconds(60));
+        await using var connection = await AfterHealingAsync("connecting", () => WorkloadClient.ConnectAsync(cluster.Pki, cluster.Gateways, TimeSpan.FromSeconds(60)));
         var handles = new List<VolumeHandle>();
         foreach (var volume in layout.Volumes)
         {
@@ -66,11 +66,19 @@ public sealed partial class ChaosRun
     }
 
     /// <summary>
-    /// Opens a volume, trying again for up to a minute: opening reads the map from the management
-    /// service, which may still be settling after the last heal. Each distinct failure is printed
-    /// (seen: a PostgresException Orleans cannot serialize, CodecNotFoundException, after PostgreSQL restarted).
+    /// Opens a volume, trying again for up to a minute: see <see cref="AfterHealingAsync{T}"/>.
     /// </summary>
-    private async Task<VolumeHandle> OpenAsync(OstorClient connection, string name)
+    private Task<VolumeHandle> OpenAsync(OstorClient connection, string name) =>
+        AfterHealingAsync("opening " + name, () => connection.OpenVolumeAsync(name));
+
+    /// <summary>
+    /// A control call after healing (connecting, opening a volume), tried again for up to a minute:
+    /// the management service may still be settling. Not an anomaly unless it lasts, but each
+    /// distinct failure is printed: seen after PostgreSQL restarted, a client's connect and
+    /// OpenVolumeAsync failing with CodecNotFoundException for Npgsql.PostgresException (57P01 from
+    /// a pooled connection the restart killed, which Orleans cannot carry back to the client).
+    /// </summary>
+    private async Task<T> AfterHealingAsync<T>(string what, Func<Task<T>> call)
     {
         var started = _history.Now;
         string? last = null;
@@ -78,14 +86,14 @@ public sealed partial class ChaosRun
         {
             try
             {
-                return await connection.OpenVolumeAsync(name);
+                return await call();
             }
             catch (Exception ex) when (_history.Now - started < TimeSpan.FromMinutes(1))
             {
                 var error = $"{ex.GetType().Name}: {ex.Message.Split('\n')[0]}";
                 if (error != last)
                 {
-                    output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s opening {name} after healing failed, trying again: {error}");
+                    output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s {what} after healing failed, trying again: {error}");
                     last = error;
                 }
                 await Task.Delay(TimeSpan.FromSeconds(1));

@@ -25,6 +25,13 @@ public sealed class ChaosReport(TextWriter output, IReadOnlyList<Operation> hist
         output.WriteLine($"history: {writes.Count} writes ({writes.Count(o => o.IsOk)} acknowledged, {writes.Count(o => !o.IsOk)} ambiguous), "
             + $"{reads.Count} reads ({reads.Count(o => o.IsOk)} answered, {reads.Count(o => o.Final && o.Snapshot is null)} after healing), {flushes.Count} flushes ({flushes.Count(o => o.IsOk)} acknowledged), "
             + $"{snapshots.Count} snapshots ({snapshots.Count(o => o.IsOk)} created, {reads.Count(o => o.Snapshot is not null)} blocks read from them)");
+        var acknowledged = writes.Where(o => o.IsOk && !o.Final).Select(o => o.Completed).Order().ToList();
+        if (acknowledged.Count > 1)
+        {
+            // Not an anomaly (faults may stall writes while the cluster fails over), but the number to watch.
+            var gap = acknowledged.Zip(acknowledged.Skip(1)).MaxBy(p => p.Second - p.First);
+            output.WriteLine($"longest time without an acknowledged write: {(gap.Second - gap.First).TotalSeconds:0.0} s ({gap.First.TotalSeconds:0.000} s .. {gap.Second.TotalSeconds:0.000} s)");
+        }
         foreach (var error in history.Where(o => !o.IsOk).GroupBy(o => o.Error ?? "timed out").OrderByDescending(g => g.Count()).Take(5))
         {
             output.WriteLine($"  {error.Count()} x {error.Key}");

@@ -102,17 +102,26 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
     private async Task PartitionAsync(PlannedFault planned)
     {
         var host = planned.Host;
+        var note = "";
+        if (host == FaultSchedule.ManagementHost)
+        {
+            var running = await managementHost();
+            host = running ?? 1;
+            note = running is null ? " (management host unknown: host-1)" : " (runs the management service)";
+        }
+        // A peer named for the cut is never the victim itself (the management host was not known when planning).
+        var cutFrom = planned.CutFrom.Select(p => p == $"host-{host}" ? $"host-{host % cluster.Hosts + 1}" : p).ToArray();
         if (cluster.PidOf(host) is { } pid)
         {
             // Cut off, Orleans declares it dead and it stops itself: allowed (README, "partitioned").
             watch.Expect(pid, $"the partition of host-{host}");
         }
-        var from = planned.CutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", planned.CutFrom);
-        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host} cut off from {from} for {planned.Duration.TotalSeconds:0.0} s");
+        var from = cutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", cutFrom);
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}{note} cut off from {from} for {planned.Duration.TotalSeconds:0.0} s");
         output.WriteLine($"{Stamp()} {fault}");
         try
         {
-            await cluster.PartitionAsync(host, planned.CutFrom);
+            await cluster.PartitionAsync(host, cutFrom);
         }
         catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
         {

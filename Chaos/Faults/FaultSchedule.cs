@@ -5,7 +5,7 @@ namespace OrleansStorage.Chaos.Faults;
 public sealed record PlannedFault(TimeSpan At, FaultKind Kind, int Host, TimeSpan Duration, string[] CutFrom)
 {
     public override string ToString() =>
-        $"{At.TotalSeconds,6:0.0} s: {Kind} host-{Host}{(Kind == FaultKind.Partition ? " from " + (CutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", CutFrom)) : "")} for {Duration.TotalSeconds:0.0} s";
+        $"{At.TotalSeconds,6:0.0} s: {Kind} {(Host == FaultSchedule.ManagementHost ? "the management host" : $"host-{Host}")}{(Kind == FaultKind.Partition ? " from " + (CutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", CutFrom)) : "")} for {Duration.TotalSeconds:0.0} s";
 }
 
 /// <summary>
@@ -18,6 +18,9 @@ public static class FaultSchedule
 {
     /// <summary>What a kill's restart, a database start or a heal usually adds to a fault's planned duration.</summary>
     private static readonly TimeSpan Recovery = TimeSpan.FromSeconds(8);
+
+    /// <summary>A fault's host that stands for the one running the management service when the fault begins.</summary>
+    public const int ManagementHost = 0;
 
     public static List<PlannedFault> Plan(Random random, TimeSpan runLength, int hosts, bool partitions)
     {
@@ -44,6 +47,10 @@ public static class FaultSchedule
             if (kind == FaultKind.Partition)
             {
                 var other = (host + random.Next(1, hosts) - 1) % hosts + 1;
+                if (random.Next(2) == 0)
+                {
+                    host = ManagementHost; // the host running the management service, whichever it is then
+                }
                 cutFrom = random.Next(4) switch
                 {
                     0 => [],                // the whole cluster, the database too: Orleans declares it dead
