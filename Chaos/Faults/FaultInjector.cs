@@ -77,7 +77,7 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         var what = $"kill -9 host-{host} (pid {pid}){note}, restart after {planned.Duration.TotalSeconds:0.0} s";
         watch.Expect(pid, "kill -9 of host-" + host);
         var fault = log.Begin(planned.Kind, host, clock.Now, what);
-        LocalCluster.KillNine(pid);
+        await LocalCluster.KillNineAsync(pid);
         output.WriteLine($"{Stamp()} {fault}");
         await Task.Delay(planned.Duration);
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
@@ -152,7 +152,7 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         if (cluster.PidOf(host) is { } pid && LocalCluster.IsAlive(pid))
         {
             watch.Expect(pid, $"kill -9 of host-{host} after its disk failed");
-            LocalCluster.KillNine(pid);
+            await LocalCluster.KillNineAsync(pid);
         }
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }

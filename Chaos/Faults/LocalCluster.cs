@@ -53,11 +53,21 @@ public sealed class LocalCluster(string root, string data, int hosts, bool netns
         }
     }
 
-    /// <summary>SIGKILL, as <c>kill -9</c>: no shutdown code of the silo runs.</summary>
-    public static void KillNine(int pid)
+    /// <summary>
+    /// SIGKILL, as <c>kill -9</c>: no shutdown code of the silo runs. Returns once the process is
+    /// gone: <c>infra/cluster up</c> right after would otherwise find it still "running" (kill -0
+    /// succeeds on a dying process) and wait for a host that is about to vanish.
+    /// </summary>
+    public static async Task KillNineAsync(int pid)
     {
-        using var process = Process.GetProcessById(pid);
-        process.Kill();
+        using (var process = Process.GetProcessById(pid))
+        {
+            process.Kill();
+        }
+        for (var waited = 0; waited < 100 && Directory.Exists($"/proc/{pid}"); waited++)
+        {
+            await Task.Delay(100);
+        }
     }
 
     /// <summary>The last lines of host N's log.</summary>
