@@ -1,0 +1,205 @@
+using OrleansStorage.Chaos.Checking;
+using OrleansStorage.Chaos.History;
+
+namespace OrleansStorage.Chaos.Faults;
+
+/// <summary>
+/// Carries out the planned faults, one at a time, each healed before the next: kill -9 of a host
+/// (or of the one running the management service) and its restart, PostgreSQL stopped and
+/// started, a host partitioned and healed. Each is recorded in the <see cref="FaultLog"/> with the
+/// moments it began and was healed. What fails while healing is an anomaly (a host that does not
+/// come back), never hidden.
+/// </summary>
+public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch watch, HistoryRecorder clock, Func<Task<int?>> managementHost, TextWriter output)
+{
+    private readonly List<Anomaly> _anomalies = [];
+
+    public IReadOnlyList<Anomaly> Anomalies => _anomalies;
+
+    /// <summary>Runs the plan until <paramref name="runLength"/> (no fault begins after it); the last fault is healed before this returns.</summary>
+    public async Task RunAsync(IReadOnlyList<PlannedFault> plan, TimeSpan runLength, CancellationToken stop)
+    {
+        var earliest = TimeSpan.Zero;
+        foreach (var planned in plan)
+        {
+            var at = planned.At > earliest ? planned.At : earliest;
+            if (at >= runLength - TimeSpan.FromSeconds(3) || stop.IsCancellationRequested)
+            {
+                return;
+            }
+            if (at > clock.Now)
+            {
+                try
+                {
+                    await Task.Delay(at - clock.Now, stop);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+            await InjectAsync(planned);
+            // The same quiet gap as planned after a fault that took longer than planned.
+            earliest = clock.Now + TimeSpan.FromSeconds(2);
+        }
+    }
+
+    private async Task InjectAsync(PlannedFault planned)
+    {
+        switch (planned.Kind)
+        {
+            case FaultKind.KillHost:
+                await KillAndRestartAsync(planned, planned.Host, "");
+                break;
+            case FaultKind.KillManagement:
+                var host = await managementHost();
+                await KillAndRestartAsync(planned, host ?? planned.Host, host is null ? " (management host unknown: the planned one)" : " (runs the management service)");
+                break;
+            case FaultKind.StopDatabase:
+                await StopDatabaseAsync(planned);
+                break;
+            case FaultKind.Partition:
+                await PartitionAsync(planned);
+                break;
+            case FaultKind.ReadOnlyDisk:
+                await ReadOnlyDiskAsync(planned);
+                break;
+        }
+    }
+
+    private async Task KillAndRestartAsync(PlannedFault planned, int host, string note)
+    {
+        if (cluster.PidOf(host) is not { } pid || !LocalCluster.IsAlive(pid))
+        {
+            output.WriteLine($"{Stamp()} skipped {planned.Kind} of host-{host}: it does not run");
+            return;
+        }
+        var what = $"kill -9 host-{host} (pid {pid}){note}, restart after {planned.Duration.TotalSeconds:0.0} s";
+        watch.Expect(pid, "kill -9 of host-" + host);
+        var fault = log.Begin(planned.Kind, host, clock.Now, what);
+        await LocalCluster.KillNineAsync(pid);
+        output.WriteLine($"{Stamp()} {fault}");
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
+    private async Task StopDatabaseAsync(PlannedFault planned)
+    {
+        var fault = log.Begin(planned.Kind, 0, clock.Now, $"PostgreSQL stopped, started after {planned.Duration.TotalSeconds:0.0} s");
+        output.WriteLine($"{Stamp()} {fault}");
+        try
+        {
+            await cluster.StopDatabaseAsync();
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        {
+            output.WriteLine($"{Stamp()} stopping PostgreSQL failed: {ex.Message}");
+        }
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "PostgreSQL start", cluster.StartDatabaseAsync);
+    }
+
+    private async Task PartitionAsync(PlannedFault planned)
+    {
+        var host = planned.Host;
+        var note = "";
+        if (host == FaultSchedule.ManagementHost)
+        {
+            var running = await managementHost();
+            host = running ?? 1;
+            note = running is null ? " (management host unknown: host-1)" : " (runs the management service)";
+        }
+        // A peer named for the cut is never the victim itself (the management host was not known when planning).
+        var cutFrom = planned.CutFrom.Select(p => p == $"host-{host}" ? $"host-{host % cluster.Hosts + 1}" : p).ToArray();
+        if (cluster.PidOf(host) is { } pid)
+        {
+            // Cut off, Orleans declares it dead and it stops itself: allowed (README, "partitioned").
+            watch.Expect(pid, $"the partition of host-{host}");
+        }
+        var from = cutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", cutFrom);
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}{note} cut off from {from} for {planned.Duration.TotalSeconds:0.0} s");
+        output.WriteLine($"{Stamp()} {fault}");
+        try
+        {
+            await cluster.PartitionAsync(host, cutFrom);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        {
+            output.WriteLine($"{Stamp()} infra/partition failed: {ex.Message}");
+        }
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "partition heal", cluster.HealPartitionsAsync);
+        // A host that stopped itself while cut off is started again.
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
+    private async Task ReadOnlyDiskAsync(PlannedFault planned)
+    {
+        var host = planned.Host;
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}'s disk read-only (chattr +i) for {planned.Duration.TotalSeconds:0.0} s, then writable, the host killed and restarted");
+        output.WriteLine($"{Stamp()} {fault}");
+        try
+        {
+            await cluster.SetDiskReadOnlyAsync(host, readOnly: true);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        {
+            output.WriteLine($"{Stamp()} chattr +i failed: {ex.Message}");
+        }
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "disk writable", () => cluster.SetDiskReadOnlyAsync(host, readOnly: false));
+        // Its store failed for good (fail-stop): only a restart brings it back, empty.
+        if (cluster.PidOf(host) is { } pid && LocalCluster.IsAlive(pid))
+        {
+            watch.Expect(pid, $"kill -9 of host-{host} after its disk failed");
+            await LocalCluster.KillNineAsync(pid);
+        }
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
+    private async Task HealAsync(Fault fault, string step, Func<Task<string>> heal)
+    {
+        try
+        {
+            await heal();
+            log.End(fault, clock.Now);
+            output.WriteLine($"{Stamp()} fault {fault.Id} healed ({step})");
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        {
+            log.End(fault, clock.Now, fault.Detail + $"; {step} FAILED");
+            _anomalies.Add(Anomaly.NotAboutABlock("heal failed", $"fault {fault.Id} ({fault.Detail}): {step} failed: {ex.Message}", clock.Now));
+            output.WriteLine($"{Stamp()} fault {fault.Id}: {step} failed: {ex.Message}");
+        }
+    }
+
+    /// <summary>After the run: whatever is still broken is mended (every partition healed, PostgreSQL up, every host running).</summary>
+    public async Task HealAllAsync()
+    {
+        var steps = new List<(string, Func<Task<string>>)>();
+        if (cluster.Netns)
+        {
+            steps.Add(("partition heal", cluster.HealPartitionsAsync));
+        }
+        for (var host = 1; host <= cluster.Hosts; host++)
+        {
+            var disk = host;
+            steps.Add(($"host-{host}'s disk writable", () => cluster.SetDiskReadOnlyAsync(disk, readOnly: false)));
+        }
+        steps.Add(("PostgreSQL start", cluster.StartDatabaseAsync));
+        steps.Add(("restart of every host", cluster.StartMissingHostsAsync));
+        foreach (var (step, heal) in steps)
+        {
+            try
+            {
+                await heal();
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+            {
+                _anomalies.Add(Anomaly.NotAboutABlock("heal failed", $"final {step} failed: {ex.Message}", clock.Now));
+            }
+        }
+    }
+
+    private string Stamp() => $"{clock.Now.TotalSeconds,8:0.000} s";
+}
