@@ -29,10 +29,11 @@ public sealed partial class ManagementGrain
         }
         var pauseId = _writerPauses.Begin(volumeName);
         var settled = false;
+        ClusterMap? next = null;
         try
         {
             await QuiesceWritersAsync(volumeName, volumeId, pauseId);
-            var next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
+            next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
             await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
             var volume = _map.FindVolume(volumeName)!;
             var snapshot = volume.FindSnapshot(snapshotName)!;
@@ -44,7 +45,15 @@ public sealed partial class ManagementGrain
         }
         catch
         {
-            settled = true;
+            // Writers go on at once only if the snapshot surely is not in the database. A map write
+            // whose answer was lost may have landed: the next activation then loads the snapshot and
+            // the primaries adopt it one by one, so a writer let go now could split a write across
+            // it. Such a pause is kept until the writers' hold limit, past any primary's lease.
+            settled = next is null || !WriteMayHaveLanded(next);
+            if (!settled)
+            {
+                Log.SnapshotPauseKept(logger, snapshotName, volumeName, next!.Epoch, WriterHoldLimit);
+            }
             throw;
         }
         finally

@@ -186,6 +186,9 @@ public sealed partial class ManagementGrain(
         catch (Exception ex)
         {
             state.Map = persisted;
+            // An etag conflict means the database refused the write; any other failure may have
+            // come after the database wrote the map (its answer lost): the outcome is unknown.
+            _writeOfUnknownOutcome = ex is InconsistentStateException ? null : next;
             _failure = ex is InconsistentStateException
                 ? "another activation changed the map first; it is being reloaded, try again"
                 : $"the database did not answer ({ex.Message})";
@@ -213,6 +216,12 @@ public sealed partial class ManagementGrain(
             Log.PublishFailed(logger, ex, next.Epoch);
         }
     }
+
+    /// <summary>The map whose write failed without telling whether the database holds it (its answer lost), if any.</summary>
+    private ClusterMap? _writeOfUnknownOutcome;
+
+    /// <summary>Whether the database may hold <paramref name="next"/> although its commit failed.</summary>
+    private bool WriteMayHaveLanded(ClusterMap next) => ReferenceEquals(next, _writeOfUnknownOutcome);
 
     private void ThrowIfFailed()
     {
