@@ -30,6 +30,9 @@ public sealed partial class ManagementGrain
         var pauseId = _writerPauses.Begin(volumeName);
         var settled = false;
         ClusterMap? next = null;
+        // A slow commit (a database stall) must not outlast the writers' hold limit.
+        using var creating = new CancellationTokenSource();
+        var keepingPaused = KeepWritersPausedAsync(volumeName, volumeId, pauseId, creating.Token);
         try
         {
             await QuiesceWritersAsync(volumeName, volumeId, pauseId);
@@ -58,10 +61,49 @@ public sealed partial class ManagementGrain
         }
         finally
         {
+            await creating.CancelAsync();
+            await keepingPaused;
             if (settled)
             {
                 ResumeWriters(volumeName, volumeId, pauseId);
             }
+            else
+            {
+                // Held from now for a full hold limit: past the creator's wait for a primary's lease
+                // (LeaseOptions checks that a lease is shorter), or past any lease should this commit have landed unseen.
+                RepeatPause(volumeName, volumeId, pauseId);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Asks the writers for the pause again every <see cref="WriterPauseRepeat"/> until
+    /// <paramref name="creating"/> is cancelled, so that each holds it a full hold limit from the
+    /// last time: a pause outlasts a slow commit, and a dead management still frees its writers.
+    /// </summary>
+    private async Task KeepWritersPausedAsync(string volumeName, Guid volumeId, Guid pauseId, CancellationToken creating)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(WriterPauseRepeat, clock, creating);
+                RepeatPause(volumeName, volumeId, pauseId);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The create is over: it resumes the writers or leaves them their last hold limit.
+        }
+    }
+
+    /// <summary>Asks for the pause again, not waiting for writes in flight nor for the answers; a writer registered since is paused too.</summary>
+    private void RepeatPause(string volumeName, Guid volumeId, Guid pauseId)
+    {
+        _writerPauses.Extend(pauseId);
+        foreach (var observer in _writerPauses.WritersOf(volumeName))
+        {
+            observer.QuiesceAsync(volumeId, pauseId, TimeSpan.Zero, WriterHoldLimit).Ignore();
         }
     }
 
@@ -119,6 +161,9 @@ public sealed partial class ManagementGrain
 
     /// <summary>How long a paused writer waits for its resume before it goes on by itself: past any lease the creator may wait out.</summary>
     internal static readonly TimeSpan WriterHoldLimit = TimeSpan.FromSeconds(20);
+
+    /// <summary>How often a create under way asks its writers for the pause again: well within <see cref="WriterHoldLimit"/>, so a lost repeat or two costs nothing.</summary>
+    private static readonly TimeSpan WriterPauseRepeat = TimeSpan.FromSeconds(5);
 
     /// <summary>Writers of each volume and the pauses in force; made anew by each activation (<see cref="OnActivateAsync"/>).</summary>
     private VolumeWriterPauses _writerPauses = null!;
