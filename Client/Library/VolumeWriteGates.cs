@@ -50,6 +50,17 @@ internal sealed class VolumeWriteGates(TimeProvider clock) : IVolumeWriterObserv
         }
     }
 
+    /// <summary>The clock's timestamp, taken before a registration is sent.</summary>
+    public long Timestamp => clock.GetTimestamp();
+
+    /// <summary>
+    /// A registration (or renewal) as a writer of the volume, sent at <paramref name="sentAt"/>,
+    /// succeeded. From now on writes to the volume are held whenever the last success was sent
+    /// more than <see cref="VolumeWriters.UnrenewedHoldAfter"/> ago: a new management activation
+    /// may not know this client and would take a snapshot without pausing it.
+    /// </summary>
+    public void Registered(Guid volumeId, long sentAt) => GateOf(volumeId).Registered(sentAt);
+
     private Gate GateOf(Guid volumeId) => _gates.GetOrAdd(volumeId, _ => new Gate(clock));
 
     /// <summary>A write in flight; disposing it lets a pause waiting for it begin.</summary>
@@ -75,6 +86,22 @@ internal sealed class VolumeWriteGates(TimeProvider clock) : IVolumeWriterObserv
         /// <summary>Completes when the writes in flight have finished; shared by every pause waiting for them.</summary>
         private TaskCompletionSource? _drained;
 
+        /// <summary>When the last successful registration was sent; null before the first (the first write goes on, best effort).</summary>
+        private long? _registeredAt;
+
+        /// <summary>Completes at the next successful registration; writes held for a stale one wait for it.</summary>
+        private TaskCompletionSource? _renewed;
+
+        public void Registered(long sentAt)
+        {
+            lock (_lock)
+            {
+                _registeredAt = Math.Max(_registeredAt ?? sentAt, sentAt);
+                _renewed?.TrySetResult();
+                _renewed = null;
+            }
+        }
+
         public async ValueTask<Pass> EnterAsync(CancellationToken cancellationToken)
         {
             while (true)
@@ -82,12 +109,20 @@ internal sealed class VolumeWriteGates(TimeProvider clock) : IVolumeWriterObserv
                 Task wait;
                 lock (_lock)
                 {
-                    if (_resumed is null)
+                    if (_resumed is not null)
+                    {
+                        wait = _resumed.Task;
+                    }
+                    else if (_registeredAt is { } sentAt && clock.GetElapsedTime(sentAt) > VolumeWriters.UnrenewedHoldAfter)
+                    {
+                        _renewed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                        wait = _renewed.Task;
+                    }
+                    else
                     {
                         _inFlight++;
                         return new Pass(this);
                     }
-                    wait = _resumed.Task;
                 }
                 await wait.WaitAsync(cancellationToken);
             }
