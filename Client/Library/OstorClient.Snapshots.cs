@@ -218,8 +218,10 @@ public sealed partial class OstorClient
         }
         try
         {
+            var sentAt = Gates.Timestamp;
             var pauses = await ManagementAsync(m => m.WatchWritesAsync(volume.Name, observer, watching: true), idempotent: false);
             Gates.StartPaused(volume.VolumeId, pauses, StartPausedFor);
+            Gates.Registered(volume.VolumeId, sentAt);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
@@ -231,8 +233,14 @@ public sealed partial class OstorClient
             // and pause it by any create it was not told of (it was forgotten meanwhile).
             _watched.GetOrAdd(volume.Name, name => new VolumeWriter(async watching =>
             {
+                var sentAt = Gates.Timestamp;
                 var inForce = await ManagementAsync(m => m.WatchWritesAsync(name, observer, watching), idempotent: false);
                 Gates.StartPaused(volume.VolumeId, inForce, StartPausedFor);
+                if (watching)
+                {
+                    // A renewal that keeps failing holds this client's writes (VolumeWriteGates), not its reads.
+                    Gates.Registered(volume.VolumeId, sentAt);
+                }
             }));
         }
     }

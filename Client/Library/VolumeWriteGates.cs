@@ -10,9 +10,16 @@ namespace OrleansStorage.Client.Library;
 /// is one create's (its id): a resume ends that pause only, and writes go on once every pause of
 /// the volume has ended. The management service reaches it as an <see cref="IVolumeWriterObserver"/>;
 /// the client registers it for each volume it writes (<see cref="OstorClient"/>).
+/// A pause asked for again (management repeats it while its create runs) lasts its hold limit
+/// from the last time it was asked for.
 /// </summary>
-internal sealed class VolumeWriteGates : IVolumeWriterObserver
+internal sealed class VolumeWriteGates(TimeProvider clock) : IVolumeWriterObserver
 {
+    public VolumeWriteGates()
+        : this(TimeProvider.System)
+    {
+    }
+
     /// <summary>
     /// How long a resumed pause is remembered, so that it does not begin (again) should its
     /// request arrive after the resume: far longer than management waits for a pause to be answered.
@@ -43,7 +50,18 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
         }
     }
 
-    private Gate GateOf(Guid volumeId) => _gates.GetOrAdd(volumeId, _ => new Gate());
+    /// <summary>The clock's timestamp, taken before a registration is sent.</summary>
+    public long Timestamp => clock.GetTimestamp();
+
+    /// <summary>
+    /// A registration (or renewal) as a writer of the volume, sent at <paramref name="sentAt"/>,
+    /// succeeded. From now on writes to the volume are held whenever the last success was sent
+    /// more than <see cref="VolumeWriters.UnrenewedHoldAfter"/> ago: a new management activation
+    /// may not know this client and would take a snapshot without pausing it.
+    /// </summary>
+    public void Registered(Guid volumeId, long sentAt) => GateOf(volumeId).Registered(sentAt);
+
+    private Gate GateOf(Guid volumeId) => _gates.GetOrAdd(volumeId, _ => new Gate(clock));
 
     /// <summary>A write in flight; disposing it lets a pause waiting for it begin.</summary>
     public readonly struct Pass(Gate gate) : IDisposable
@@ -51,13 +69,13 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
         public void Dispose() => gate.Exit();
     }
 
-    internal sealed class Gate
+    internal sealed class Gate(TimeProvider clock)
     {
         private readonly Lock _lock = new();
         private int _inFlight;
 
-        /// <summary>The pauses in force; writes wait while there is any.</summary>
-        private readonly HashSet<Guid> _pauses = [];
+        /// <summary>The pauses in force, each with the timestamp at which it ends by itself; writes wait while there is any.</summary>
+        private readonly Dictionary<Guid, long> _pauses = [];
 
         /// <summary>Pauses resumed lately: one whose resume overtook it on the way never begins, nor does one asked for twice.</summary>
         private readonly HashSet<Guid> _resumedIds = [];
@@ -68,6 +86,22 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
         /// <summary>Completes when the writes in flight have finished; shared by every pause waiting for them.</summary>
         private TaskCompletionSource? _drained;
 
+        /// <summary>When the last successful registration was sent; null before the first (the first write goes on, best effort).</summary>
+        private long? _registeredAt;
+
+        /// <summary>Completes at the next successful registration; writes held for a stale one wait for it.</summary>
+        private TaskCompletionSource? _renewed;
+
+        public void Registered(long sentAt)
+        {
+            lock (_lock)
+            {
+                _registeredAt = Math.Max(_registeredAt ?? sentAt, sentAt);
+                _renewed?.TrySetResult();
+                _renewed = null;
+            }
+        }
+
         public async ValueTask<Pass> EnterAsync(CancellationToken cancellationToken)
         {
             while (true)
@@ -75,12 +109,20 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
                 Task wait;
                 lock (_lock)
                 {
-                    if (_resumed is null)
+                    if (_resumed is not null)
+                    {
+                        wait = _resumed.Task;
+                    }
+                    else if (_registeredAt is { } sentAt && clock.GetElapsedTime(sentAt) > VolumeWriters.UnrenewedHoldAfter)
+                    {
+                        _renewed ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                        wait = _renewed.Task;
+                    }
+                    else
                     {
                         _inFlight++;
                         return new Pass(this);
                     }
-                    wait = _resumed.Task;
                 }
                 await wait.WaitAsync(cancellationToken);
             }
@@ -102,15 +144,27 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
         public async Task PauseAsync(Guid pauseId, TimeSpan drainFor, TimeSpan holdAtMost)
         {
             Task drained;
+            bool begun;
             lock (_lock)
             {
                 if (_resumedIds.Contains(pauseId))
                 {
                     return;
                 }
-                if (_pauses.Add(pauseId) && _pauses.Count == 1)
+                var until = clock.GetTimestamp() + (long)(holdAtMost.TotalSeconds * clock.TimestampFrequency);
+                begun = !_pauses.TryGetValue(pauseId, out var was);
+                if (!begun)
                 {
-                    _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    // Asked for again while its create still runs: it lasts a full hold limit from now (its timer runs already).
+                    _pauses[pauseId] = Math.Max(was, until);
+                }
+                else
+                {
+                    _pauses[pauseId] = until;
+                    if (_pauses.Count == 1)
+                    {
+                        _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    }
                 }
                 if (_inFlight > 0)
                 {
@@ -118,8 +172,11 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
                 }
                 drained = _drained?.Task ?? Task.CompletedTask;
             }
-            // Never paused for good: a resume lost with the management service still ends this pause (only this one).
-            _ = Task.Delay(holdAtMost).ContinueWith(_ => End(pauseId), TaskScheduler.Default);
+            if (begun)
+            {
+                // Never paused for good: a resume lost with the management service still ends this pause (only this one).
+                EndWhenOver(pauseId, holdAtMost);
+            }
             try
             {
                 await drained.WaitAsync(drainFor);
@@ -146,13 +203,26 @@ internal sealed class VolumeWriteGates : IVolumeWriterObserver
             }, TaskScheduler.Default);
         }
 
-        private void End(Guid pauseId)
-        {
-            lock (_lock)
+        /// <summary>Ends the pause once its hold limit has passed, looking again later if it was asked for again meanwhile.</summary>
+        private void EndWhenOver(Guid pauseId, TimeSpan after) =>
+            _ = Task.Delay(after, clock).ContinueWith(_ =>
             {
-                EndLocked(pauseId);
-            }
-        }
+                TimeSpan left;
+                lock (_lock)
+                {
+                    if (!_pauses.TryGetValue(pauseId, out var until))
+                    {
+                        return;
+                    }
+                    left = TimeSpan.FromSeconds((until - clock.GetTimestamp()) / (double)clock.TimestampFrequency);
+                    if (left <= TimeSpan.Zero)
+                    {
+                        EndLocked(pauseId);
+                        return;
+                    }
+                }
+                EndWhenOver(pauseId, left);
+            }, TaskScheduler.Default);
 
         /// <summary>Ends one pause; the writes go on if it was the last. False when it was not in force.</summary>
         private bool EndLocked(Guid pauseId)

@@ -72,12 +72,21 @@ public static class VolumeWriters
     public static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(30);
 
     /// <summary>
-    /// How long after it starts a management activation has heard from every live writer: each
-    /// renews within one <see cref="RenewInterval"/>, and the call takes at most a client's
-    /// request timeout (5 s). Registrations live in memory only, so until then a new activation
-    /// takes no snapshot of a volume that existed before it (docs/snapshots.md).
+    /// A writer whose last successful renewal was sent longer ago than this holds its writes to
+    /// the volume until a renewal succeeds: the management service may not know it, and would not
+    /// pause it for a snapshot. Two intervals and a request timeout (5 s), so one failed renewal
+    /// costs nothing.
     /// </summary>
-    public static readonly TimeSpan AllKnownAfter = RenewInterval + TimeSpan.FromSeconds(5);
+    public static readonly TimeSpan UnrenewedHoldAfter = (2 * RenewInterval) + TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// How long after it starts a management activation has heard from every writer that still
+    /// writes: one that has not renewed with it by then holds its writes
+    /// (<see cref="UnrenewedHoldAfter"/>, plus 5 s for a write that entered just before). Registrations
+    /// live in memory only, so until then a new activation takes no snapshot of a volume that
+    /// existed before it (docs/snapshots.md).
+    /// </summary>
+    public static readonly TimeSpan AllKnownAfter = UnrenewedHoldAfter + TimeSpan.FromSeconds(5);
 }
 
 /// <summary>How many map changes the management service remembers for <see cref="IManagementServiceGrain.GetRecentChangesAsync"/>.</summary>

@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using OrleansStorage.Management;
 
 namespace OrleansStorage.Leases;
 
@@ -34,5 +35,6 @@ public sealed class LeaseOptions
     public string? Problem() =>
         Duration <= TimeSpan.Zero ? $"Leases:Duration is {Duration}; it must be positive"
         : RenewInterval <= TimeSpan.Zero || RenewInterval * 2 > Duration ? $"Leases:RenewInterval is {RenewInterval}; it must be positive and at most half of Leases:Duration ({Duration})"
+        : Stretch(Duration) >= ManagementGrain.WriterHoldLimit ? $"Leases:Duration is {Duration} ({Stretch(Duration)} stretched by Leases:ClockDriftBound {ClockDriftBound}); it must stay below the {ManagementGrain.WriterHoldLimit} a snapshot holds its volume's writers, or they could go on while a primary still serves the map before the snapshot"
         : null;
 }

@@ -86,6 +86,9 @@ internal static partial class Log
     [LoggerMessage(1018, LogLevel.Warning, "Host {HostId} could not drop the copies of a deleted snapshot; the next map change tries again")]
     public static partial void SnapshotDropFailed(ILogger logger, Exception exception, string hostId);
 
+    [LoggerMessage(1115, LogLevel.Warning, "The commit of snapshot {Snapshot} of volume {Volume} at epoch {Epoch} failed with its outcome unknown; the volume's writers stay paused until their hold limit ({HoldLimit}), past any primary's lease")]
+    public static partial void SnapshotPauseKept(ILogger logger, string snapshot, string volume, long epoch, TimeSpan holdLimit);
+
     [LoggerMessage(1114, LogLevel.Warning, "A writer of volume {Volume} did not pause for a snapshot ({Reason}); its writes in flight may be split by it")]
     public static partial void WriterQuiesceFailed(ILogger logger, string volume, string reason);
 

@@ -29,10 +29,14 @@ public sealed partial class ManagementGrain
         }
         var pauseId = _writerPauses.Begin(volumeName);
         var settled = false;
+        ClusterMap? next = null;
+        // A slow commit (a database stall) must not outlast the writers' hold limit.
+        using var creating = new CancellationTokenSource();
+        var keepingPaused = KeepWritersPausedAsync(volumeName, volumeId, pauseId, creating.Token);
         try
         {
             await QuiesceWritersAsync(volumeName, volumeId, pauseId);
-            var next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
+            next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
             await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
             var volume = _map.FindVolume(volumeName)!;
             var snapshot = volume.FindSnapshot(snapshotName)!;
@@ -44,15 +48,62 @@ public sealed partial class ManagementGrain
         }
         catch
         {
-            settled = true;
+            // Writers go on at once only if the snapshot surely is not in the database. A map write
+            // whose answer was lost may have landed: the next activation then loads the snapshot and
+            // the primaries adopt it one by one, so a writer let go now could split a write across
+            // it. Such a pause is kept until the writers' hold limit, past any primary's lease.
+            settled = next is null || !WriteMayHaveLanded(next);
+            if (!settled)
+            {
+                Log.SnapshotPauseKept(logger, snapshotName, volumeName, next!.Epoch, WriterHoldLimit);
+            }
             throw;
         }
         finally
         {
+            await creating.CancelAsync();
+            await keepingPaused;
             if (settled)
             {
                 ResumeWriters(volumeName, volumeId, pauseId);
             }
+            else
+            {
+                // Held from now for a full hold limit: past the creator's wait for a primary's lease
+                // (LeaseOptions checks that a lease is shorter), or past any lease should this commit have landed unseen.
+                RepeatPause(volumeName, volumeId, pauseId);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Asks the writers for the pause again every <see cref="WriterPauseRepeat"/> until
+    /// <paramref name="creating"/> is cancelled, so that each holds it a full hold limit from the
+    /// last time: a pause outlasts a slow commit, and a dead management still frees its writers.
+    /// </summary>
+    private async Task KeepWritersPausedAsync(string volumeName, Guid volumeId, Guid pauseId, CancellationToken creating)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(WriterPauseRepeat, clock, creating);
+                RepeatPause(volumeName, volumeId, pauseId);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The create is over: it resumes the writers or leaves them their last hold limit.
+        }
+    }
+
+    /// <summary>Asks for the pause again, not waiting for writes in flight nor for the answers; a writer registered since is paused too.</summary>
+    private void RepeatPause(string volumeName, Guid volumeId, Guid pauseId)
+    {
+        _writerPauses.Extend(pauseId);
+        foreach (var observer in _writerPauses.WritersOf(volumeName))
+        {
+            observer.QuiesceAsync(volumeId, pauseId, TimeSpan.Zero, WriterHoldLimit).Ignore();
         }
     }
 
@@ -110,6 +161,9 @@ public sealed partial class ManagementGrain
 
     /// <summary>How long a paused writer waits for its resume before it goes on by itself: past any lease the creator may wait out.</summary>
     internal static readonly TimeSpan WriterHoldLimit = TimeSpan.FromSeconds(20);
+
+    /// <summary>How often a create under way asks its writers for the pause again: well within <see cref="WriterHoldLimit"/>, so a lost repeat or two costs nothing.</summary>
+    private static readonly TimeSpan WriterPauseRepeat = TimeSpan.FromSeconds(5);
 
     /// <summary>Writers of each volume and the pauses in force; made anew by each activation (<see cref="OnActivateAsync"/>).</summary>
     private VolumeWriterPauses _writerPauses = null!;

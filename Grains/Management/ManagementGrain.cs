@@ -197,6 +197,9 @@ public sealed partial class ManagementGrain(
         catch (Exception ex)
         {
             state.Map = persisted;
+            // An etag conflict means the database refused the write; any other failure may have
+            // come after the database wrote the map (its answer lost): the outcome is unknown.
+            _writeOfUnknownOutcome = ex is InconsistentStateException ? null : next;
             _failure = ex is InconsistentStateException
                 ? "another activation changed the map first; it is being reloaded, try again"
                 : $"the database did not answer ({ex.Message})";
@@ -224,6 +227,15 @@ public sealed partial class ManagementGrain(
             Log.PublishFailed(logger, ex, next.Epoch);
         }
     }
+
+    /// <summary>The map whose write failed without telling whether the database holds it (its answer lost), if any.</summary>
+    private ClusterMap? _writeOfUnknownOutcome;
+
+    /// <summary>
+    /// Whether the database may hold <paramref name="next"/>'s epoch although its commit failed. By
+    /// epoch, not by reference: the commit writes the map with its primaries stamped, a copy.
+    /// </summary>
+    private bool WriteMayHaveLanded(ClusterMap next) => _writeOfUnknownOutcome is { } unknown && unknown.Epoch == next.Epoch;
 
     /// <summary>Refuses to answer for the map: after a failed write, or when the database has not confirmed it for too long.</summary>
     private void ThrowIfFailed()

@@ -90,6 +90,15 @@ public sealed class VolumeWriterPauses
         return pauseId;
     }
 
+    /// <summary>A create under way asked for its pause again: in force a full hold limit from now, unless it ended.</summary>
+    public void Extend(Guid pauseId)
+    {
+        if (_pauses.TryGetValue(pauseId, out var pause))
+        {
+            _pauses[pauseId] = (pause.Volume, _clock.GetTimestamp() + Ticks(_holdLimit));
+        }
+    }
+
     /// <summary>Ends one pause, and no other. An unknown or ended one is no error: resumes may repeat.</summary>
     public void End(Guid pauseId) => _pauses.Remove(pauseId);
 

@@ -13,6 +13,21 @@ public sealed class MapWriteGate
     private readonly Lock _gate = new();
     private TaskCompletionSource<bool>? _held;
     private TaskCompletionSource _arrived = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private volatile bool _failAfterWrite;
+
+    /// <summary>Review: the held write reaches the database, then its answer is lost (an ambiguous failure).</summary>
+    public void ReleaseAfterWriteFailing()
+    {
+        _failAfterWrite = true;
+        Release(fail: false);
+    }
+
+    internal bool TakeFailAfterWrite()
+    {
+        var f = _failAfterWrite;
+        _failAfterWrite = false;
+        return f;
+    }
 
     /// <summary>The next write waits for <see cref="Release"/>.</summary>
     public void Hold()
@@ -72,6 +87,10 @@ public sealed class GatedGrainStorage(IGrainStorage inner, MapWriteGate gate) : 
     {
         await gate.PassAsync();
         await inner.WriteStateAsync(stateName, grainId, grainState);
+        if (gate.TakeFailAfterWrite())
+        {
+            throw new IOException("injected: the database wrote the map, its answer was lost");
+        }
     }
 
     public Task ClearStateAsync<T>(string stateName, GrainId grainId, IGrainState<T> grainState) => inner.ClearStateAsync(stateName, grainId, grainState);

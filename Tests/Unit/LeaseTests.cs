@@ -1,4 +1,5 @@
 using OrleansStorage.Leases;
+using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Tests.Infrastructure;
 using Xunit;
@@ -337,5 +338,13 @@ public class LeaseTests
         // The name is the old one, the volume is new: it is served at once.
         Assert.Equal(TimeSpan.Zero, host1.WaitBeforeServing(recreated, reusedId, 0));
         Assert.Null(recreated.FindVolume(volumeId));
+    }
+
+    [Fact]
+    public void A_lease_that_could_outlast_a_snapshots_hold_of_its_writers_is_refused()
+    {
+        var tooLong = new LeaseOptions { Duration = ManagementGrain.WriterHoldLimit - TimeSpan.FromMilliseconds(100), RenewInterval = TimeSpan.FromSeconds(2) };
+        Assert.Contains("stretched", tooLong.Problem());
+        Assert.Null(new LeaseOptions().Problem());
     }
 }

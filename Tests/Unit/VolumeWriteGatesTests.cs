@@ -1,4 +1,6 @@
 using OrleansStorage.Client.Library;
+using OrleansStorage.Management;
+using OrleansStorage.Tests.Infrastructure;
 using Xunit;
 
 namespace OrleansStorage.Tests.Unit;
@@ -68,5 +70,30 @@ public class VolumeWriteGatesTests
         Assert.False(first.IsCompleted || second.IsCompleted, "a pause began before the write in flight finished");
         inFlight.Dispose();
         await Task.WhenAll(first, second).WaitAsync(Bound);
+    }
+
+    [Fact]
+    public async Task A_writer_whose_renewals_keep_failing_holds_its_writes_until_one_succeeds()
+    {
+        var clock = new ManualClock();
+        var gates = new VolumeWriteGates(clock);
+        var volume = Guid.NewGuid();
+        gates.Registered(volume, gates.Timestamp);
+        clock.Advance(VolumeWriters.UnrenewedHoldAfter);
+        (await gates.EnterAsync(volume, CancellationToken.None)).Dispose();
+
+        // Every renewal since failed (a new management activation does not know this client): it
+        // could take a snapshot without pausing it, so the client stops writing before that can be.
+        clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(VolumeWriters.UnrenewedHoldAfter + TimeSpan.FromSeconds(1) < VolumeWriters.AllKnownAfter, "a new activation may snapshot before an unknown writer holds its writes");
+        var write = gates.EnterAsync(volume, CancellationToken.None);
+        Assert.False(write.IsCompleted, "a write went on although the client's last successful registration was sent longer ago than the bound");
+
+        // A renewal sent before the bound, answered late, does not let it go on; a fresh one does.
+        gates.Registered(volume, clock.GetTimestamp() - (long)(VolumeWriters.UnrenewedHoldAfter.TotalSeconds * 2 * clock.TimestampFrequency));
+        await Task.Yield();
+        Assert.False(write.IsCompleted, "a renewal sent before the bound let the held write go on");
+        gates.Registered(volume, gates.Timestamp);
+        using var pass = await write.AsTask().WaitAsync(Bound);
     }
 }
