@@ -7,14 +7,20 @@ namespace OrleansStorage.Management;
 /// Answering only for a map proved current (<see cref="MapConfirmation"/>). Every lease renewal
 /// reads the stored ETag already; when none did for a quarter of the limit, a timer reads it. An
 /// activation that cannot reach the database refuses maps, leases and changes once the limit has
-/// passed, and answers again as soon as a read finds its map still stored. It does not deactivate
-/// for silence alone: if the whole database is down, no other activation can have replaced the
-/// map, and this one keeps its leases and paused writers for when the database returns (issue 29);
-/// a read that finds another activation's map deactivates it as before.
+/// passed, and answers again as soon as a read finds its map still stored. A short silence does not
+/// deactivate it: if the whole database is down, no other activation can have replaced the map, and
+/// this one keeps its leases and paused writers for when the database returns (issue 29). After
+/// three limits without a proof it steps aside all the same: it may be cut off from the database
+/// alone while the silos and the database still reach each other, and then only a new activation
+/// can move the map (mark a dead host Down). A read that finds another activation's map
+/// deactivates it at once, as before.
 /// </summary>
 public sealed partial class ManagementGrain
 {
     private MapConfirmation _confirmation = null!;
+
+    /// <summary>How many confirmation limits without a proof before this activation steps aside.</summary>
+    private const int StepAsideAfterLimits = 3;
 
     /// <summary>Whether the refusal was logged, so that losing and regaining the database log once each.</summary>
     private bool _refusing;
@@ -44,6 +50,17 @@ public sealed partial class ManagementGrain
             }
         }
         var refusal = Unconfirmed();
+        if (_confirmation.Age >= _confirmation.Limit * StepAsideAfterLimits)
+        {
+            // Cut off from the database but not from the silos (or the database down for all):
+            // refusing forever would keep every map change, a dead host's too, from happening
+            // while the database may be reachable from elsewhere. A new activation (here or on
+            // another silo) starts from the stored map, fenced, as after any failover.
+            Log.ManagementUnconfirmed(logger, _map.Epoch, $"{refusal}; stepping aside for a new activation");
+            _failure = refusal ?? "the database did not confirm the map";
+            DeactivateOnIdle();
+            return;
+        }
         if (refusal is not null && !_refusing)
         {
             Log.ManagementUnconfirmed(logger, _map.Epoch, refusal);
