@@ -52,8 +52,11 @@ public sealed class SnapshotCopyResyncTests(StorageClusterFixture fixture, ITest
         {
             var now = await fixture.Client.GetMapAsync();
             var g = now.FindVolume(volume.VolumeId)!.PlacementGroupOf(0);
-            return now.Epoch > map.Epoch && g.Replicas.Length == 2 && g.Pending.IsEmpty;
-        }, "the replica reported and resynced", TimeSpan.FromSeconds(60));
+            // The map may have moved for another test of the shared cluster already: wait for the
+            // resync itself, which ends with the primary holding a copy of known version again.
+            return now.Epoch > map.Epoch && g.Replicas.Length == 2 && g.Pending.IsEmpty
+                && await fixture.Server(primary).GetSegmentVersionAsync(now.Epoch, copy) != SegmentVersions.Unknown;
+        }, "the replica reported and resynced, and the primary's copy is known again", TimeSpan.FromSeconds(60));
 
         var epoch = (await fixture.Management.GetMapAsync()).Epoch;
         var onReplica = (await fixture.Server(replica).ReadLocalAsync(copy, 0, Segment)).Bytes;
