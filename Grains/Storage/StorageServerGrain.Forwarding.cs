@@ -81,17 +81,29 @@ public sealed partial class StorageServerGrain
         {
             try
             {
+                if (!_missedForwards.Has(segment, hostId))
+                {
+                    return forward(hostId, version);
+                }
                 var carried = _missedForwards.VersionFor(segment, hostId, range, version);
                 if (carried == SegmentVersions.Unknown && version != SegmentVersions.Unknown)
                 {
                     (madeUnknown ??= new bool[all.Length])[index] = true;
                 }
-                return forward(hostId, carried);
+                return ForwardJudgedAsync(hostId, carried);
             }
             catch (Exception ex)
             {
                 return Task.FromException(ex); // failed like a forward that was sent: reported below
             }
+        }
+
+        // The record is settled only once the replica applied the forward: one refused again
+        // leaves it whole (the catch above adds this write's range to it).
+        async Task ForwardJudgedAsync(string hostId, long carried)
+        {
+            await forward(hostId, carried);
+            _missedForwards.Delivered(segment, hostId, range, carried);
         }
     }
 

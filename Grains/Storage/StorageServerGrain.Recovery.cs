@@ -92,15 +92,17 @@ public sealed partial class StorageServerGrain
     /// </summary>
     private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, ByteRange range, long version)
     {
-        if (_missedForwards.VersionFor(segment, _hostId, range, version) == SegmentVersions.Unknown)
+        if (_missedForwards.VersionFor(segment, _hostId, range, version) is var carried && carried == SegmentVersions.Unknown)
         {
             store.ForgetVersion(segment);
+            _missedForwards.Delivered(segment, _hostId, range, carried);
             if (version != SegmentVersions.Unknown)
             {
                 ReportReplica(group, segment, _hostId, $"it holds a write to segment {segment.SegmentIndex} that failed on other replicas while it led the group; its version is unknown now");
             }
             return;
         }
+        _missedForwards.Delivered(segment, _hostId, range, carried);
         if (group.Contains(_hostId) || InstalledFor(segment.VolumeId, group).Segments.Contains(segment.SegmentIndex))
         {
             store.RaiseVersion(segment, version);
