@@ -32,6 +32,7 @@ public sealed partial class StorageServerGrain
         // Built without LINQ: this runs for every write.
         var all = new Task[group.Replicas.Length + group.Pending.Length];
         bool[]? madeUnknown = null; // rare: only after a miss
+        var startEpoch = _map.Epoch;
         all[0] = local;
         var next = 1;
         for (var i = 1; i < group.Replicas.Length; i++)
@@ -59,6 +60,17 @@ public sealed partial class StorageServerGrain
                     // Before the fresh version below: every forward sent from now on is judged by it.
                     _missedForwards.Add(segment, targets[i], range);
                 }
+            }
+            if (_map.Epoch != startEpoch)
+            {
+                // The grain is reentrant: the map that made a replica refuse may have been adopted
+                // while we waited, its settling done before these records existed. Settle them
+                // against it now, or a host that no longer leads keeps them unreported; and before
+                // the client hears of the failure, so its retry through the new primary cannot
+                // raise a replica that differs.
+                var forgetting = new List<Task>();
+                SettleMissedForwards(_map, forgetting);
+                await Task.WhenAll(forgetting);
             }
             ReportMadeUnknown(group, segment, targets, all, madeUnknown);
             var epoch = _map.Epoch;
