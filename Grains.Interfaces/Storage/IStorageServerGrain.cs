@@ -145,6 +145,14 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("GetSegmentVersion")]
     Task<long> GetSegmentVersionAsync(long epoch, SegmentAddress segment);
 
+    /// <summary>
+    /// From a host that led the group and recorded a write that reached some replicas and not
+    /// others: this host's version of the segment becomes unknown, so it never looks equal to
+    /// another copy (a forward cannot raise it) until a resync's copy replaces the segment.
+    /// </summary>
+    [Alias("ForgetSegmentVersion")]
+    Task ForgetSegmentVersionAsync(SegmentAddress segment);
+
     /// <summary>As a replica, for the primary's scrub: every block's checksum and the blocks that fail theirs.</summary>
     [Alias("CheckSegment")]
     Task<SegmentCheck> CheckSegmentAsync(long epoch, SegmentAddress segment);

@@ -56,6 +56,10 @@ public sealed partial class SegmentStore : IDisposable
     // in memory only, so the first flush of a volume after a restart syncs all of its segments:
     // writes acknowledged before the restart may still sit in the page cache.
     private readonly HashSet<Guid> _flushedSinceOpen = [];
+    // Segments the storage server could not have resynced before it stopped (what its replicas
+    // missed lives only in its memory): their intents stay set and no clean-shutdown marker is
+    // written while there are any, so the next start finds them suspect. Under _gate.
+    private readonly HashSet<SegmentAddress> _keptSuspect = [];
 
     // Set by the first failed fsync. The kernel may have dropped the pages it could not write and
     // marked them clean, so a later fsync would report success over lost data ("fsyncgate"): from
@@ -101,8 +105,29 @@ public sealed partial class SegmentStore : IDisposable
             if (ReferenceEquals(SuspectSegments, repaired))
             {
                 SuspectSegments = new Dictionary<Guid, long[]>();
+                _keptSuspect.RemoveWhere(segment => repaired.TryGetValue(segment.VolumeId, out var indexes) && indexes.Contains(segment.SegmentIndex));
             }
         }
+    }
+
+    /// <summary>
+    /// The segment must be compared with its replicas before it is trusted again, and the storage
+    /// server cannot ask for that now (it is stopping): it is suspect for the next activation in
+    /// this process, and its intent stays set and the shutdown is not clean, so it is suspect
+    /// after a restart too.
+    /// </summary>
+    public async Task KeepSuspectAsync(SegmentAddress segment)
+    {
+        Task intent;
+        lock (_gate)
+        {
+            _keptSuspect.Add(segment);
+            intent = MarkDirty(segment);
+            var suspects = SuspectSegments.ToDictionary(kv => kv.Key, kv => kv.Value);
+            suspects[segment.VolumeId] = [.. (suspects.GetValueOrDefault(segment.VolumeId) ?? []).Append(segment.SegmentIndex).Distinct()];
+            SuspectSegments = suspects;
+        }
+        await intent.ConfigureAwait(false);
     }
 
     private IReadOnlyDictionary<Guid, long[]> OpenAfterShutdown()
@@ -413,7 +438,7 @@ public sealed partial class SegmentStore : IDisposable
                 }
             }
             var settled = _cleanSince
-                .Where(kv => kv.Key.VolumeId == volumeId && now - kv.Value >= _intentClearDelayMilliseconds)
+                .Where(kv => kv.Key.VolumeId == volumeId && now - kv.Value >= _intentClearDelayMilliseconds && !_keptSuspect.Contains(kv.Key))
                 .Select(kv => kv.Key)
                 .ToList();
             foreach (var segment in settled)
@@ -694,7 +719,7 @@ public sealed partial class SegmentStore : IDisposable
             {
                 // A data-port write can still be in flight as the host stops: its segment may end
                 // up with a version its data does not have, so it must come back suspect.
-                return !AnyWriteInFlight;
+                return !AnyWriteInFlight && _keptSuspect.Count == 0;
             }
         }
         catch (Exception ex) when (ex is IOException or DiskFailedException or UnauthorizedAccessException)

@@ -40,16 +40,44 @@ public sealed class MissedForwards
     /// <summary>
     /// The version a forward of <paramref name="range"/> (null: a preserve, which rewrites nothing)
     /// carries to the replica: <paramref name="version"/> when it missed nothing or this forward
-    /// rewrites all it missed, else unknown. Either way the replica's record is settled by it (a
-    /// forward that fails is added again).
+    /// rewrites all it missed, else unknown. The record stays until <see cref="Delivered"/>: a
+    /// forward that fails (refused again for its map) settles nothing, and its retry is judged
+    /// against everything the replica missed, not only the last write.
     /// </summary>
     public long VersionFor(SegmentAddress segment, string hostId, ByteRange? range, long version)
     {
-        if (_missed.Count == 0 || !_missed.Remove((segment, hostId), out var missed))
+        if (_missed.Count == 0 || !_missed.TryGetValue((segment, hostId), out var missed))
         {
             return version;
         }
         return range is { } r && !missed.Uncoverable && missed.Ranges.TrueForAll(m => r.Covers(m)) ? version : Segments.SegmentVersions.Unknown;
+    }
+
+    /// <summary>
+    /// A forward of <paramref name="range"/> that carried <paramref name="carried"/> was applied on
+    /// the replica. Unknown: its version is unknown for good (until a copy replaces the segment),
+    /// the record has done its work. Otherwise the missed ranges it rewrote are settled; any
+    /// added while it was on its way and not covered by it stay.
+    /// </summary>
+    public void Delivered(SegmentAddress segment, string hostId, ByteRange? range, long carried)
+    {
+        if (_missed.Count == 0 || !_missed.TryGetValue((segment, hostId), out var missed))
+        {
+            return;
+        }
+        if (carried == Segments.SegmentVersions.Unknown)
+        {
+            _missed.Remove((segment, hostId));
+            return;
+        }
+        if (range is { } r)
+        {
+            missed.Ranges.RemoveAll(m => r.Covers(m));
+        }
+        if (missed.Ranges.Count == 0 && !missed.Uncoverable)
+        {
+            _missed.Remove((segment, hostId));
+        }
     }
 
     /// <summary>The replica's copy of the segment now equals ours (a fill installed or confirmed it).</summary>

@@ -32,6 +32,7 @@ public sealed partial class StorageServerGrain
         // Built without LINQ: this runs for every write.
         var all = new Task[group.Replicas.Length + group.Pending.Length];
         bool[]? madeUnknown = null; // rare: only after a miss
+        var startEpoch = _map.Epoch;
         all[0] = local;
         var next = 1;
         for (var i = 1; i < group.Replicas.Length; i++)
@@ -60,6 +61,17 @@ public sealed partial class StorageServerGrain
                     _missedForwards.Add(segment, targets[i], range);
                 }
             }
+            if (_map.Epoch != startEpoch)
+            {
+                // The grain is reentrant: the map that made a replica refuse may have been adopted
+                // while we waited, its settling done before these records existed. Settle them
+                // against it now, or a host that no longer leads keeps them unreported; and before
+                // the client hears of the failure, so its retry through the new primary cannot
+                // raise a replica that differs.
+                var forgetting = new List<Task>();
+                SettleMissedForwards(_map, forgetting);
+                await Task.WhenAll(forgetting);
+            }
             ReportMadeUnknown(group, segment, targets, all, madeUnknown);
             var epoch = _map.Epoch;
             await store.NextVersionAsync(segment, epoch);
@@ -81,17 +93,29 @@ public sealed partial class StorageServerGrain
         {
             try
             {
+                if (!_missedForwards.Has(segment, hostId))
+                {
+                    return forward(hostId, version);
+                }
                 var carried = _missedForwards.VersionFor(segment, hostId, range, version);
                 if (carried == SegmentVersions.Unknown && version != SegmentVersions.Unknown)
                 {
                     (madeUnknown ??= new bool[all.Length])[index] = true;
                 }
-                return forward(hostId, carried);
+                return ForwardJudgedAsync(hostId, carried);
             }
             catch (Exception ex)
             {
                 return Task.FromException(ex); // failed like a forward that was sent: reported below
             }
+        }
+
+        // The record is settled only once the replica applied the forward: one refused again
+        // leaves it whole (the catch above adds this write's range to it).
+        async Task ForwardJudgedAsync(string hostId, long carried)
+        {
+            await forward(hostId, carried);
+            _missedForwards.Delivered(segment, hostId, range, carried);
         }
     }
 
@@ -125,11 +149,15 @@ public sealed partial class StorageServerGrain
     /// records of replicas still in it stay. In a group it no longer leads, this host holds the
     /// writes that failed elsewhere and the new primary may lack them: the records pass to this
     /// host itself, so that a forward from the new primary that does not rewrite those bytes makes
-    /// its version unknown (<see cref="RecordReplicaVersion"/>) instead of raising it over them; a
-    /// replica that missed them, other than the new primary, is reported. Leading a group again
-    /// with such a record, every other replica lacks those bytes.
+    /// its version unknown (<see cref="RecordReplicaVersion"/>) instead of raising it over them.
+    /// The replicas that may now differ from the group's primary are reported for a resync, once
+    /// (the record is moved or dropped with the report, so the next map does not report again):
+    /// the replica that missed a write, or, when that replica is the new primary, every other
+    /// receiver (they may hold the write it lacks). A group this host left entirely takes its
+    /// copy of those bytes away: the same reports, then the records go. Leading a group again with
+    /// such a record, every other replica lacks those bytes.
     /// </summary>
-    private void SettleMissedForwards(ClusterMap map)
+    private void SettleMissedForwards(ClusterMap map, List<Task>? forgetting = null)
     {
         if (_missedForwards.Count == 0)
         {
@@ -139,9 +167,17 @@ public sealed partial class StorageServerGrain
         {
             var volume = map.FindVolume(segment.VolumeId);
             var group = volume is not null && segment.SegmentIndex < volume.SegmentCount ? volume.PlacementGroupOf(segment.SegmentIndex) : null;
-            if (group is null || !group.Receives(_hostId))
+            if (group is null)
             {
-                _missedForwards.Forget(segment, hostId); // the data goes with the group
+                _missedForwards.Forget(segment, hostId); // the volume is gone
+            }
+            else if (!group.Receives(_hostId))
+            {
+                if (hostId != _hostId)
+                {
+                    ReportMayDiffer(group, segment, hostId, "from a primary that left the group", forgetting);
+                }
+                _missedForwards.Forget(segment, hostId);
             }
             else if (group.Primary == _hostId)
             {
@@ -156,12 +192,69 @@ public sealed partial class StorageServerGrain
             }
             else if (hostId != _hostId)
             {
-                if (hostId != group.Primary && group.Receives(hostId))
-                {
-                    ReportReplica(group, segment, hostId, $"it missed a write to segment {segment.SegmentIndex} from a primary that no longer leads the group");
-                }
+                ReportMayDiffer(group, segment, hostId, "from a primary that no longer leads the group", forgetting);
                 _missedForwards.Move(segment, hostId, [_hostId]);
             }
         }
+    }
+
+    /// <summary>
+    /// <paramref name="missedHostId"/> missed a write this host applied (and others may have):
+    /// the replicas that may differ from the group's primary get an unknown version (so the new
+    /// primary's next forward cannot raise them to its own, nor a fill take them as equal), then
+    /// are reported for a resync. This host is left out while it still receives: its own record
+    /// makes its version unknown on the next forward that does not rewrite those bytes, which
+    /// reports it. <paramref name="forgetting"/>: where to leave the calls to wait for (null: in
+    /// the background).
+    /// </summary>
+    private void ReportMayDiffer(PlacementGroup group, SegmentAddress segment, string missedHostId, string from, List<Task>? forgetting)
+    {
+        if (missedHostId != group.Primary)
+        {
+            if (group.Receives(missedHostId))
+            {
+                Differs(missedHostId, $"it missed a write to segment {segment.SegmentIndex} {from}");
+            }
+            return;
+        }
+        foreach (var hostId in group.ForwardTargets)
+        {
+            if (hostId != _hostId)
+            {
+                Differs(hostId, $"it may hold a write to segment {segment.SegmentIndex} that the new primary '{missedHostId}' missed {from}");
+            }
+        }
+
+        void Differs(string hostId, string reason)
+        {
+            var forgotten = ForgetThenReportAsync(group, segment, hostId, reason);
+            if (forgetting is not null)
+            {
+                forgetting.Add(forgotten);
+            }
+            else
+            {
+                InBackground(forgotten, ex => Log.ReplicaFailureReportFailed(logger, ex, hostId));
+            }
+        }
+    }
+
+    private async Task ForgetThenReportAsync(PlacementGroup group, SegmentAddress segment, string hostId, string reason)
+    {
+        try
+        {
+            await GrainFactory.GetGrain<IStorageServerGrain>(hostId).ForgetSegmentVersionAsync(segment);
+        }
+        catch (Exception ex)
+        {
+            Log.ReplicaFailureReportFailed(logger, ex, hostId); // the resync alone, then: a copy if the versions differ
+        }
+        ReportReplica(group, segment, hostId, reason);
+    }
+
+    public Task ForgetSegmentVersionAsync(SegmentAddress segment)
+    {
+        store.ForgetVersion(segment);
+        return Task.CompletedTask;
     }
 }

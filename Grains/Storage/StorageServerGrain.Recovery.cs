@@ -92,15 +92,17 @@ public sealed partial class StorageServerGrain
     /// </summary>
     private void RecordReplicaVersion(PlacementGroup group, SegmentAddress segment, ByteRange range, long version)
     {
-        if (_missedForwards.VersionFor(segment, _hostId, range, version) == SegmentVersions.Unknown)
+        if (_missedForwards.VersionFor(segment, _hostId, range, version) is var carried && carried == SegmentVersions.Unknown)
         {
             store.ForgetVersion(segment);
+            _missedForwards.Delivered(segment, _hostId, range, carried);
             if (version != SegmentVersions.Unknown)
             {
                 ReportReplica(group, segment, _hostId, $"it holds a write to segment {segment.SegmentIndex} that failed on other replicas while it led the group; its version is unknown now");
             }
             return;
         }
+        _missedForwards.Delivered(segment, _hostId, range, carried);
         if (group.Contains(_hostId) || InstalledFor(segment.VolumeId, group).Segments.Contains(segment.SegmentIndex))
         {
             store.RaiseVersion(segment, version);
@@ -237,7 +239,45 @@ public sealed partial class StorageServerGrain
         var running = _copies.Values.Select(run => run.Completion).ToArray();
         await Task.WhenAll(running).WaitAsync(cancellationToken)
             .ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ContinueOnCapturedContext);
+        await ReportMissedForwardsAsync(cancellationToken);
         await base.OnDeactivateAsync(reason, cancellationToken);
+    }
+
+    /// <summary>
+    /// What the replicas missed lives only in this activation's memory: before it goes, each
+    /// replica that may differ for a recorded miss is reported for a resync. A segment whose
+    /// reports could not all be made is kept suspect by the store (for the next activation, and
+    /// after a restart: no clean shutdown), so it is compared with its replicas then.
+    /// </summary>
+    private async Task ReportMissedForwardsAsync(CancellationToken cancellationToken)
+    {
+        foreach (var (segment, hostId) in _missedForwards.Records())
+        {
+            var volume = _map.FindVolume(segment.VolumeId);
+            if (volume is null || segment.SegmentIndex >= volume.SegmentCount)
+            {
+                continue;
+            }
+            var group = volume.PlacementGroupOf(segment.SegmentIndex);
+            IEnumerable<string> reported = hostId != _hostId ? [hostId]
+                : group.Primary == _hostId ? group.ForwardTargets
+                : [_hostId];
+            try
+            {
+                foreach (var replica in reported.Where(group.Receives).ToList())
+                {
+                    var report = new ReplicaFailure(segment.VolumeId, group.Index, replica, _hostId,
+                        $"it may differ from '{_hostId}' in segment {segment.SegmentIndex} by a write it missed, and '{_hostId}' is deactivating", _map.Epoch);
+                    await Management.ReportReplicaFailedAsync(report).WaitAsync(cancellationToken);
+                }
+                _missedForwards.Forget(segment, hostId);
+            }
+            catch (Exception ex)
+            {
+                Log.ReplicaFailureReportFailed(logger, ex, hostId);
+                await store.KeepSuspectAsync(segment).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing | ConfigureAwaitOptions.ContinueOnCapturedContext);
+            }
+        }
     }
 
     /// <summary>Stops a copy whose premise is gone: we are no longer the primary, or the target is no longer the same pending replica.</summary>

@@ -149,6 +149,125 @@ public sealed class ReplicaDivergenceTests(FailureClusterFixture fixture, ITestO
         await fixture.Client.DeleteVolumeAsync(name);
     }
 
+    [SkippableFact]
+    public async Task A_write_refused_twice_by_a_replica_keeps_its_first_miss_through_the_retry_of_the_second()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Eventually.Healthy, "healthy");
+        var name = "rev45-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        var map = await MapAtRestAsync();
+        var volume = map.FindVolume(name)!;
+        var (primary, replica) = (volume.PlacementGroupOf(0).Replicas[0], volume.PlacementGroupOf(0).Replicas[1]);
+        var segment = new SegmentAddress(volume.VolumeId, 0);
+        await fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, Replicas.RandomBytes(Chunk, seed: 1), false));
+
+        fixture.ReplicaFaults.FaultNext(replica, 2, ReplicaWriteFault.RefuseAsStale);
+        // W1 at [0, 64K): refused on the replica (record: [0,64K)).
+        await Assert.ThrowsAnyAsync<StorageException>(() => fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, Replicas.RandomBytes(Chunk, seed: 2), false)));
+        // W2 at [128K, 192K): carries -1, refused too; the catch re-adds only [128K,192K).
+        await Assert.ThrowsAnyAsync<StorageException>(() => fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 2 * Chunk, Replicas.RandomBytes(Chunk, seed: 3), false)));
+        Assert.Equal(0, fixture.ReplicaFaults.Remaining(replica));
+        // The client's retry of W2 covers the (shrunk) record: carries the real version.
+        await fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 2 * Chunk, Replicas.RandomBytes(Chunk, seed: 3), false));
+
+        var v0 = await fixture.Server(primary).GetSegmentVersionAsync(map.Epoch, segment);
+        var v1 = await fixture.Server(replica).GetSegmentVersionAsync(map.Epoch, segment);
+        var b0 = (await fixture.Server(primary).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        var b1 = (await fixture.Server(replica).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        output.WriteLine($"primary {v0:x}, replica {v1:x}, bytes equal: {b0.AsSpan().SequenceEqual(b1)}");
+        Assert.False(v0 == v1 && !b0.AsSpan().SequenceEqual(b1), $"both at {v0:x}, bytes differ (replica lacks W1)");
+    }
+
+    [SkippableFact]
+    public async Task A_primary_deactivated_between_a_miss_and_the_next_write_has_the_replica_resynced()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Eventually.Healthy, "healthy");
+        var name = "rev45d-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 2);
+        var map = await MapAtRestAsync();
+        var volume = map.FindVolume(name)!;
+        var (primary, replica) = (volume.PlacementGroupOf(0).Replicas[0], volume.PlacementGroupOf(0).Replicas[1]);
+        var segment = new SegmentAddress(volume.VolumeId, 0);
+        await fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, Replicas.RandomBytes(Chunk, seed: 1), false));
+        fixture.ReplicaFaults.FaultNext(replica, 1, ReplicaWriteFault.RefuseAsStale);
+        await Assert.ThrowsAnyAsync<StorageException>(() => fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, Replicas.RandomBytes(Chunk, seed: 2), false)));
+        // Orleans deactivates the grain (idle collection, its directory silo died, ...): no crash, same epoch.
+        await fixture.Server(primary).AsReference<Orleans.Core.Internal.IGrainManagementExtension>().DeactivateOnIdle();
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                map = await fixture.Management.GetMapAsync();
+                await fixture.Server(primary).WriteAsync(new SegmentWrite(map.Epoch, segment, 2 * Chunk, Replicas.RandomBytes(Chunk, seed: 3), false));
+                break;
+            }
+            catch (Exception ex) when (attempt < 20)
+            {
+                output.WriteLine($"attempt {attempt}: {ex.GetType().Name}: {ex.Message}");
+                await Task.Delay(1000);
+            }
+        }
+        var v0 = await fixture.Server(primary).GetSegmentVersionAsync(map.Epoch, segment);
+        var v1 = await fixture.Server(replica).GetSegmentVersionAsync(map.Epoch, segment);
+        var b0 = (await fixture.Server(primary).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        var b1 = (await fixture.Server(replica).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        output.WriteLine($"epoch {map.Epoch}: primary {v0:x}, replica {v1:x}, bytes equal: {b0.AsSpan().SequenceEqual(b1)}");
+        Assert.False(v0 == v1 && !b0.AsSpan().SequenceEqual(b1), $"both at {v0:x}, bytes differ (replica lacks W1)");
+    }
+
+    [SkippableFact]
+    public async Task A_replica_that_refused_a_write_another_applied_is_never_at_its_version_after_a_failover()
+    {
+        fixture.SkipIfUnavailable();
+        await _eventually.MapAsync(() => fixture.Management.GetMapAsync(), Eventually.Healthy, "healthy");
+        var name = "rev45c-" + Guid.NewGuid().ToString("N")[..12];
+        await fixture.Client.CreateVolumeAsync(name, 16L * Segment, 3);
+        var map = await MapAtRestAsync();
+        var volume = map.FindVolume(name)!;
+        var g = volume.PlacementGroupOf(0);
+        var (p, q, r) = (g.Replicas[0], g.Replicas[1], g.Replicas[2]);
+        var segment = new SegmentAddress(volume.VolumeId, 0);
+        await fixture.Server(p).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, Replicas.RandomBytes(Chunk, seed: 1), false));
+        output.WriteLine($"epoch {map.Epoch}: {p} primary, {q}, {r}");
+
+        var held = fixture.ReplicaFaults.Hold(r, segment);
+        var write = fixture.Server(p).WriteAsync(new SegmentWrite(map.Epoch, segment, 0, Replicas.RandomBytes(Chunk, seed: 2), false));
+        await held.WaitAsync(TimeSpan.FromSeconds(30));
+        await fixture.Management.HostFailedAsync(p, "the test");
+        var moved = await _eventually.MapAsync(() => fixture.Management.GetMapAsync(),
+            m => m.FindVolume(name)!.PlacementGroupOf(0).Replicas is var rs && !rs.Contains(p) && rs[0] == q, "q primary");
+        await fixture.Server(r).GetSegmentVersionAsync(moved.Epoch, segment); // r adopts the new map
+        await fixture.Server(q).GetSegmentVersionAsync(moved.Epoch, segment);
+        fixture.ReplicaFaults.Release(r, segment);
+        var failed = await Record.ExceptionAsync(() => write);
+        output.WriteLine($"W1: {failed?.GetType().Name}: {failed?.Message}");
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                map = await fixture.Management.GetMapAsync();
+                var lead = map.FindVolume(name)!.PlacementGroupOf(0).Replicas[0];
+                await fixture.Server(lead).WriteAsync(new SegmentWrite(map.Epoch, segment, 2 * Chunk, Replicas.RandomBytes(Chunk, seed: 3), false));
+                output.WriteLine($"W2 through {lead} at epoch {map.Epoch}");
+                break;
+            }
+            catch (Exception ex) when (attempt < 30)
+            {
+                output.WriteLine($"attempt {attempt}: {ex.GetType().Name}: {ex.Message}");
+                await Task.Delay(1000);
+            }
+        }
+        map = await fixture.Management.GetMapAsync();
+        var v0 = await fixture.Server(q).GetSegmentVersionAsync(map.Epoch, segment);
+        var v1 = await fixture.Server(r).GetSegmentVersionAsync(map.Epoch, segment);
+        var b0 = (await fixture.Server(q).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        var b1 = (await fixture.Server(r).ReadLocalAsync(segment, 0, Segment)).Bytes.ToArray();
+        output.WriteLine($"epoch {map.Epoch}: q {v0:x}, r {v1:x}, bytes equal: {b0.AsSpan().SequenceEqual(b1)}; group {string.Join(",", map.FindVolume(name)!.PlacementGroupOf(0).Replicas)}");
+        Assert.False(v0 == v1 && !b0.AsSpan().SequenceEqual(b1), $"both at {v0:x}, bytes differ");
+    }
+
     /// <summary>A write straight to the primary at its current epoch (the map may move meanwhile: a replica is being resynced).</summary>
     private async Task WriteOnPrimaryAsync(string primary, SegmentAddress segment, int offset, byte[] data)
     {
