@@ -40,11 +40,13 @@ public sealed class StaleMapPartitionTests(ITestOutputHelper output)
         var primary = volume.PlacementGroupOf(segment).Primary;
         output.WriteLine($"management on {management}; segment {segment} led by {primary}");
 
-        // Connected before the cut, through the management host's gateway only (it reaches every
-        // host's data port), holding its ticket, not following pushes.
-        var stuckOptions = Options(cluster, [cluster.GatewayOf(cutOff)]);
+        // Connected before the cut, holding its ticket and its map, not following pushes; the
+        // management host's gateway first, as the client of the issue had it. Not through that
+        // gateway alone: a writer that can reach no live management service cannot be paused for
+        // a snapshot, and holds its writes once its registration goes unrenewed (docs/snapshots.md).
+        var stuckOptions = Options(cluster, [cluster.GatewayOf(cutOff), .. Enumerable.Range(1, Hosts).Where(h => h != cutOff).Select(cluster.GatewayOf)]);
         stuckOptions.SubscribeToMapChanges = false;
-        stuckOptions.RetryTimeout = TimeSpan.FromSeconds(30);
+        stuckOptions.RetryTimeout = TimeSpan.FromSeconds(60);
         await using var stuck = await OstorClient.ConnectAsync(stuckOptions);
         var stuckVolume = await stuck.OpenVolumeAsync("stuck");
         var epochBefore = stuck.Maps.Current.Epoch;
