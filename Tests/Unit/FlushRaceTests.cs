@@ -40,15 +40,9 @@ public sealed class FlushRaceTests : IDisposable
             await store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
             await store.FlushVolumeAsync(_segment.VolumeId); // the volume's first flush: everything known
 
-            var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            store.BeforeDataWrite = async _ =>
-            {
-                held.TrySetResult();
-                await release.Task;
-            };
+            var (held, release) = HoldDataWrites(store);
             var write = store.WriteAsync(_segment, Segment, 0, written, durable: false).AsTask();
-            await held.Task; // marked dirty, bytes not written yet
+            await held; // marked dirty, bytes not written yet
             await store.FlushVolumeAsync(_segment.VolumeId); // a FLUSH that overlaps the write: it owes it nothing
             store.BeforeDataWrite = null;
             release.SetResult();
@@ -76,16 +70,10 @@ public sealed class FlushRaceTests : IDisposable
         await store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
         await store.FlushVolumeAsync(_segment.VolumeId);
 
-        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        store.BeforeDataWrite = async _ =>
-        {
-            held.TrySetResult();
-            await release.Task;
-        };
+        var (held, release) = HoldDataWrites(store);
         await store.NextVersionAsync(_segment, epoch: 4);
         var write = store.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false).AsTask();
-        await held.Task;
+        await held;
         await store.FlushVolumeAsync(_segment.VolumeId);
         await store.FlushVolumeAsync(_segment.VolumeId);
 
@@ -154,16 +142,10 @@ public sealed class FlushRaceTests : IDisposable
         await store.WriteAsync(segment, Segment, 0, new byte[4096], durable: false);
         await store.FlushVolumeAsync(segment.VolumeId);
 
-        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        store.BeforeDataWrite = async _ =>
-        {
-            held.TrySetResult();
-            await release.Task;
-        };
+        var (held, release) = HoldDataWrites(store);
         var version = await store.NextVersionAsync(segment, epoch: 4);
         var write = store.WriteAsync(segment, Segment, 0, new byte[4096], durable: false).AsTask();
-        await held.Task;
+        await held;
         store.Dispose(); // the host stops with the write in flight
         var marker = File.Exists(Path.Combine(store.VolumesRoot, SegmentStore.CleanShutdownFileName));
         using var reopened = new SegmentStore(root);
@@ -199,5 +181,18 @@ public sealed class FlushRaceTests : IDisposable
             var suspect = reopened.SuspectSegments.TryGetValue(segment.VolumeId, out var marked) && marked.Contains(segment.SegmentIndex);
             Assert.True(suspect, $"version {reopened.Version(segment):X} (handed out {version:X}) survives as trusted though its write never landed");
         }
+    }
+
+    /// <summary>Holds every data write of <paramref name="store"/> between its dirty mark and its bytes; <c>held</c> completes when the first arrives there.</summary>
+    private static (Task Held, TaskCompletionSource Release) HoldDataWrites(SegmentStore store)
+    {
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        store.BeforeDataWrite = async _ =>
+        {
+            held.TrySetResult();
+            await release.Task;
+        };
+        return (held.Task, release);
     }
 }
