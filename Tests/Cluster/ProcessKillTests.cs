@@ -102,8 +102,10 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
         // A write through the library (which retries) first: the primary is active and holds its lease.
         await (await client.OpenVolumeAsync("inflight")).WriteAsync(512L << 10, new byte[4096]);
         // The raw requests carry the epoch of the map as it is now: the young cluster may have moved
-        // on while the library's write went through.
-        var map = await client.GetMapAsync();
+        // on while the library's write went through. On a loaded machine its forward may even have
+        // failed (a replica still activating), and that replica be resyncing: the premise is a group
+        // whose other replica is in sync when the primary dies, so wait for one.
+        var map = await _eventually.MapAsync(client.GetMapAsync, Eventually.GroupsFull, "both replicas in sync");
         var volume = map.FindVolume(map.Volumes.Single(v => v.Name == "inflight").VolumeId)!;
         var primary = volume.PlacementGroupOf(0).Primary;
         var endpoint = map.FindHost(primary)!.DataEndpoint;
@@ -151,7 +153,16 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
         // The library's write to the same segment, sent after the kill, are retried until the map moves on.
         var handle = await client.OpenVolumeAsync("inflight");
         var after = Replicas.RandomBytes(64 * 1024, seed: 11);
-        await handle.WriteAsync(256L << 10, after);
+        try
+        {
+            await handle.WriteAsync(256L << 10, after);
+        }
+        catch (StorageException)
+        {
+            output.WriteLine(Eventually.Describe(await client.GetMapAsync()));
+            PrintHostWarnings();
+            throw;
+        }
         var back = new byte[4096];
         foreach (var (offset, data) in acknowledged)
         {
@@ -161,6 +172,23 @@ public sealed class ProcessKillTests(ITestOutputHelper output) : IAsyncLifetime
         var afterBack = new byte[after.Length];
         await handle.ReadAsync(256L << 10, afterBack);
         Assert.True(afterBack.AsSpan().SequenceEqual(after), "the write retried after the kill was lost");
+    }
+
+    /// <summary>For a failure message: what the hosts' own code warned of and every map change, from their logs.</summary>
+    private void PrintHostWarnings()
+    {
+        foreach (var log in Directory.EnumerateFiles(_root, "host-*.log").Order())
+        {
+            using var reader = new StreamReader(new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
+            while (reader.ReadLine() is { } line)
+            {
+                if (line.Contains(": OrleansStorage.", StringComparison.Ordinal)
+                    && (!line.Contains(" info: ", StringComparison.Ordinal) || line.Contains("Cluster map is now", StringComparison.Ordinal)))
+                {
+                    output.WriteLine($"{Path.GetFileNameWithoutExtension(log)}: {line[..Math.Min(line.Length, 400)]}");
+                }
+            }
+        }
     }
 
     /// <summary>Starts every host and connects a client through all their gateways once they are Up.</summary>
