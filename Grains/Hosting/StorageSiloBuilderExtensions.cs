@@ -7,6 +7,7 @@ using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Serialization;
 using OrleansStorage.Auth;
 using OrleansStorage.DataPort;
+using OrleansStorage.Files;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
 using OrleansStorage.Management;
@@ -64,7 +65,23 @@ public static class StorageSiloBuilderExtensions
                 throw new InvalidOperationException($"the data directory '{disk.Root}' was not checked before use");
             }
             var faults = sp.GetRequiredService<IDiskFaults>();
-            return new SegmentStore(disk.Root, sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.MaxOpenSegmentFiles, path => faults.FailsFsync(disk.HostId, path));
+            var storage = sp.GetRequiredService<IOptions<StorageServerOptions>>().Value;
+            if (storage.RecordDurableImage)
+            {
+                // What is on disk at the start is durable: it is what a restart after a power cut finds.
+                var image = new DurableImage(Path.Combine(disk.Root, StorageServerOptions.DurableImageFolderName));
+                image.Baseline(Path.Combine(disk.Root, HostDisk.VolumesFolderName));
+                return new SegmentStore(disk.Root, storage.MaxOpenSegmentFiles, path =>
+                {
+                    if (image.FailsFsync)
+                    {
+                        return true;
+                    }
+                    image.Synced(path);
+                    return faults.FailsFsync(disk.HostId, path);
+                });
+            }
+            return new SegmentStore(disk.Root, storage.MaxOpenSegmentFiles, path => faults.FailsFsync(disk.HostId, path));
         });
         services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();
