@@ -64,6 +64,12 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
             case FaultKind.ReadOnlyDisk:
                 await ReadOnlyDiskAsync(planned);
                 break;
+            case FaultKind.PowerCut:
+                await PowerCutAsync(planned);
+                break;
+            case FaultKind.FailingFsync:
+                await FailingFsyncAsync(planned);
+                break;
         }
     }
 
@@ -157,6 +163,58 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }
 
+    private async Task PowerCutAsync(PlannedFault planned)
+    {
+        var host = planned.Host;
+        if (cluster.PidOf(host) is not { } pid || !LocalCluster.IsAlive(pid))
+        {
+            output.WriteLine($"{Stamp()} skipped {planned.Kind} of host-{host}: it does not run");
+            return;
+        }
+        watch.Expect(pid, "power cut of host-" + host);
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"power cut of host-{host} (pid {pid}): kill -9, what no fsync made durable lost, restart after {planned.Duration.TotalSeconds:0.0} s");
+        await LocalCluster.KillNineAsync(pid);
+        try
+        {
+            cluster.CutPower(host);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException)
+        {
+            output.WriteLine($"{Stamp()} the power cut of host-{host} is only a kill: {ex.Message}");
+        }
+        output.WriteLine($"{Stamp()} {fault}");
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
+    private async Task FailingFsyncAsync(PlannedFault planned)
+    {
+        var host = planned.Host;
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}'s fsyncs fail for {planned.Duration.TotalSeconds:0.0} s, then succeed, the host killed and restarted");
+        output.WriteLine($"{Stamp()} {fault}");
+        try
+        {
+            cluster.SetFsyncFailing(host, failing: true);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException)
+        {
+            output.WriteLine($"{Stamp()} failing fsyncs of host-{host} could not be switched on: {ex.Message}");
+        }
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "fsyncs succeed", () =>
+        {
+            cluster.SetFsyncFailing(host, failing: false);
+            return Task.FromResult("");
+        });
+        // Its store failed for good (fail-stop) if it fsynced meanwhile: only a restart brings it back, empty.
+        if (cluster.PidOf(host) is { } pid && LocalCluster.IsAlive(pid))
+        {
+            watch.Expect(pid, $"kill -9 of host-{host} after its fsyncs failed");
+            await LocalCluster.KillNineAsync(pid);
+        }
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
     private async Task HealAsync(Fault fault, string step, Func<Task<string>> heal)
     {
         try
@@ -185,6 +243,11 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         {
             var disk = host;
             steps.Add(($"host-{host}'s disk writable", () => cluster.SetDiskReadOnlyAsync(disk, readOnly: false)));
+            steps.Add(($"host-{host}'s fsyncs succeed", () =>
+            {
+                cluster.SetFsyncFailing(disk, failing: false);
+                return Task.FromResult("");
+            }));
         }
         steps.Add(("PostgreSQL start", cluster.StartDatabaseAsync));
         steps.Add(("restart of every host", cluster.StartMissingHostsAsync));

@@ -30,17 +30,25 @@ public static class FaultSchedule
         {
             var roll = random.Next(100);
             var kind = partitions
-                ? roll switch { < 25 => FaultKind.KillHost, < 45 => FaultKind.KillManagement, < 60 => FaultKind.StopDatabase, < 75 => FaultKind.ReadOnlyDisk, _ => FaultKind.Partition }
-                : roll switch { < 35 => FaultKind.KillHost, < 60 => FaultKind.KillManagement, < 80 => FaultKind.StopDatabase, _ => FaultKind.ReadOnlyDisk };
+                ? roll switch
+                {
+                    < 15 => FaultKind.KillHost, < 30 => FaultKind.KillManagement, < 45 => FaultKind.PowerCut, < 55 => FaultKind.StopDatabase,
+                    < 65 => FaultKind.ReadOnlyDisk, < 75 => FaultKind.FailingFsync, _ => FaultKind.Partition,
+                }
+                : roll switch
+                {
+                    < 20 => FaultKind.KillHost, < 35 => FaultKind.KillManagement, < 55 => FaultKind.PowerCut, < 70 => FaultKind.StopDatabase,
+                    < 85 => FaultKind.ReadOnlyDisk, _ => FaultKind.FailingFsync,
+                };
             var host = random.Next(1, hosts + 1);
             var duration = kind switch
             {
                 // Below and beyond Orleans' failure detection (a few seconds): a host that returns
                 // before it is declared dead, and one that is Down and resynced.
-                FaultKind.KillHost or FaultKind.KillManagement => TimeSpan.FromSeconds(1 + random.NextDouble() * 14),
+                FaultKind.KillHost or FaultKind.KillManagement or FaultKind.PowerCut => TimeSpan.FromSeconds(1 + random.NextDouble() * 14),
                 FaultKind.StopDatabase => TimeSpan.FromSeconds(2 + random.NextDouble() * 18),
                 // Long enough for the host to fail and be marked Out, mostly.
-                FaultKind.ReadOnlyDisk => TimeSpan.FromSeconds(3 + random.NextDouble() * 12),
+                FaultKind.ReadOnlyDisk or FaultKind.FailingFsync => TimeSpan.FromSeconds(3 + random.NextDouble() * 12),
                 _ => TimeSpan.FromSeconds(5 + random.NextDouble() * 20),
             };
             string[] cutFrom = [];

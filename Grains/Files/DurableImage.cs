@@ -25,6 +25,12 @@ public sealed class DurableImage
     /// <summary>While a file of this name is in the image directory, every fsync fails (a dying disk).</summary>
     public const string FailFsyncFileName = "fail-fsync";
 
+    /// <summary>
+    /// Left in the image directory by a test that killed the process recording it: the next start
+    /// on that tree restores it first (<see cref="Restore"/>), as if the power had been cut.
+    /// </summary>
+    public const string PowerCutFileName = "power-cut";
+
     private const string ContentFolder = "content";
     private const string EntriesFolder = "entries";
 

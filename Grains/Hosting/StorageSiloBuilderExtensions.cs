@@ -10,6 +10,7 @@ using OrleansStorage.DataPort;
 using OrleansStorage.Files;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
+using OrleansStorage.Logging;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Placement;
@@ -68,9 +69,18 @@ public static class StorageSiloBuilderExtensions
             var storage = sp.GetRequiredService<IOptions<StorageServerOptions>>().Value;
             if (storage.RecordDurableImage)
             {
-                // What is on disk at the start is durable: it is what a restart after a power cut finds.
                 var image = new DurableImage(Path.Combine(disk.Root, StorageServerOptions.DurableImageFolderName));
-                image.Baseline(Path.Combine(disk.Root, HostDisk.VolumesFolderName));
+                var volumes = Path.Combine(disk.Root, HostDisk.VolumesFolderName);
+                // A test that killed this host asked for a power cut: what the page cache held is lost.
+                var powerCut = Path.Combine(disk.Root, StorageServerOptions.DurableImageFolderName, DurableImage.PowerCutFileName);
+                if (File.Exists(powerCut) && Directory.Exists(volumes))
+                {
+                    var changed = image.Restore(volumes);
+                    Log.PowerCutRestored(sp.GetRequiredService<ILogger<DurableImage>>(), disk.HostId, changed);
+                }
+                File.Delete(powerCut);
+                // What is on disk at the start is durable: it is what a restart after a power cut finds.
+                image.Baseline(volumes);
                 return new SegmentStore(disk.Root, storage.MaxOpenSegmentFiles, path =>
                 {
                     if (image.FailsFsync)
