@@ -44,7 +44,7 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
     private async Task<int> RunCheckedAsync()
     {
         var master = new Random(options.Seed);
-        var plan = FaultSchedule.Plan(new Random(master.Next()), options.RunLength, options.Hosts, options.Netns);
+        var plan = FaultSchedule.Plan(new Random(master.Next()), options.RunLength, options.Hosts, options.Netns, options.FaultKinds);
         var runTag = master.Next();
         var clientRandoms = Enumerable.Range(0, options.Clients).Select(_ => new Random(master.Next())).ToList();
         var snapshotRandom = new Random(master.Next());

@@ -28,6 +28,9 @@ public enum FaultKind
     /// </summary>
     PowerCut,
 
+    /// <summary>Every host loses power at once (a site's outage): each is killed and rolled back as in <see cref="PowerCut"/>.</summary>
+    ClusterPowerCut,
+
     /// <summary>
     /// A host's disk fails every fsync (a dying disk, as the store's fault seam has it): it must
     /// stop serving and go Out. Then fsyncs succeed again and the host is killed and restarted, and

@@ -65,7 +65,10 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
                 await ReadOnlyDiskAsync(planned);
                 break;
             case FaultKind.PowerCut:
-                await PowerCutAsync(planned);
+                await PowerCutAsync(planned, [planned.Host]);
+                break;
+            case FaultKind.ClusterPowerCut:
+                await PowerCutAsync(planned, [.. Enumerable.Range(1, cluster.Hosts)]);
                 break;
             case FaultKind.FailingFsync:
                 await FailingFsyncAsync(planned);
@@ -163,24 +166,34 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }
 
-    private async Task PowerCutAsync(PlannedFault planned)
+    private async Task PowerCutAsync(PlannedFault planned, int[] hosts)
     {
-        var host = planned.Host;
-        if (cluster.PidOf(host) is not { } pid || !LocalCluster.IsAlive(pid))
+        var running = hosts.Where(h => cluster.PidOf(h) is { } pid && LocalCluster.IsAlive(pid)).ToArray();
+        if (running.Length == 0)
         {
-            output.WriteLine($"{Stamp()} skipped {planned.Kind} of host-{host}: it does not run");
+            output.WriteLine($"{Stamp()} skipped {planned.Kind}: no host of it runs");
             return;
         }
-        watch.Expect(pid, "power cut of host-" + host);
-        var fault = log.Begin(planned.Kind, host, clock.Now, $"power cut of host-{host} (pid {pid}): kill -9, what no fsync made durable lost, restart after {planned.Duration.TotalSeconds:0.0} s");
-        await LocalCluster.KillNineAsync(pid);
-        try
+        var names = string.Join(", ", running.Select(h => $"host-{h}"));
+        var fault = log.Begin(planned.Kind, hosts.Length == 1 ? hosts[0] : 0, clock.Now,
+            $"power cut of {names}: kill -9, what no fsync made durable lost, restart after {planned.Duration.TotalSeconds:0.0} s");
+        // All at once, as a power cut has it: the kills first, the roll-backs after.
+        var pids = running.Select(h => cluster.PidOf(h)!.Value).ToArray();
+        foreach (var (host, pid) in running.Zip(pids))
         {
-            cluster.CutPower(host);
+            watch.Expect(pid, $"power cut of host-{host}");
         }
-        catch (Exception ex) when (ex is InvalidOperationException or IOException)
+        await Task.WhenAll(pids.Select(LocalCluster.KillNineAsync));
+        foreach (var host in running)
         {
-            output.WriteLine($"{Stamp()} the power cut of host-{host} is only a kill: {ex.Message}");
+            try
+            {
+                cluster.CutPower(host);
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or IOException)
+            {
+                output.WriteLine($"{Stamp()} the power cut of host-{host} is only a kill: {ex.Message}");
+            }
         }
         output.WriteLine($"{Stamp()} {fault}");
         await Task.Delay(planned.Duration);
