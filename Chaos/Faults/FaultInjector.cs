@@ -175,8 +175,6 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
             return;
         }
         var names = string.Join(", ", running.Select(h => $"host-{h}"));
-        var fault = log.Begin(planned.Kind, hosts.Length == 1 ? hosts[0] : 0, clock.Now,
-            $"power cut of {names}: kill -9, what no fsync made durable lost, restart after {planned.Duration.TotalSeconds:0.0} s");
         // All at once, as a power cut has it: the kills first, the roll-backs after.
         var pids = running.Select(h => cluster.PidOf(h)!.Value).ToArray();
         foreach (var (host, pid) in running.Zip(pids))
@@ -184,6 +182,10 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
             watch.Expect(pid, $"power cut of host-{host}");
         }
         await Task.WhenAll(pids.Select(LocalCluster.KillNineAsync));
+        // Begun once every process is gone: for a cut of every host, the checkers take this as the
+        // instant before which every answer was given (the history's eras, RegisterChecker).
+        var fault = log.Begin(planned.Kind, hosts.Length == 1 ? hosts[0] : 0, clock.Now,
+            $"power cut of {names}: kill -9, what no fsync made durable lost, restart after {planned.Duration.TotalSeconds:0.0} s");
         foreach (var host in running)
         {
             try
