@@ -1,11 +1,24 @@
 using System.Globalization;
+using OrleansStorage.Chaos.Faults;
 
 namespace OrleansStorage.Chaos;
 
 /// <summary>What <c>infra/chaos</c> passes: how long to run, the seed, and the cluster it brought up.</summary>
-public sealed record ChaosOptions(TimeSpan RunLength, int Seed, int Hosts, bool Netns, string Root, string Data, int Clients)
+public sealed record ChaosOptions(TimeSpan RunLength, int Seed, int Hosts, bool Netns, string Root, string Data, int Clients, IReadOnlySet<FaultKind>? FaultKinds = null)
 {
-    public const string Usage = "usage: ostor-chaos --seconds N --seed S --root REPO --data DIR [--hosts N] [--netns] [--clients N]";
+    public const string Usage = "usage: ostor-chaos --seconds N --seed S --root REPO --data DIR [--hosts N] [--netns] [--clients N] [--faults KIND,...]";
+
+    private static IReadOnlySet<FaultKind> Parse(Func<string> value)
+    {
+        try
+        {
+            return FaultSchedule.ParseKinds(value());
+        }
+        catch (ArgumentException ex)
+        {
+            throw new ArgumentException($"--faults: {ex.Message}\n{Usage}");
+        }
+    }
 
     /// <summary>Parses the command line; throws <see cref="ArgumentException"/> with the usage on anything wrong.</summary>
     public static ChaosOptions Parse(string[] args)
@@ -13,6 +26,7 @@ public sealed record ChaosOptions(TimeSpan RunLength, int Seed, int Hosts, bool 
         int seconds = 60, seed = -1, hosts = 3, clients = 4;
         string? root = null, data = null;
         var netns = false;
+        IReadOnlySet<FaultKind>? faults = null;
         for (var i = 0; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value\n{Usage}");
@@ -33,6 +47,7 @@ public sealed record ChaosOptions(TimeSpan RunLength, int Seed, int Hosts, bool 
                 case "--root": root = Value(); break;
                 case "--data": data = Value(); break;
                 case "--netns": netns = true; break;
+                case "--faults": faults = Parse(Value); break;
                 default: throw new ArgumentException($"unknown option '{args[i]}'\n{Usage}");
             }
         }
@@ -40,6 +55,10 @@ public sealed record ChaosOptions(TimeSpan RunLength, int Seed, int Hosts, bool 
         {
             throw new ArgumentException($"--seed, --root and --data are required\n{Usage}");
         }
-        return new ChaosOptions(TimeSpan.FromSeconds(seconds), seed, hosts, netns, root, data, clients);
+        if (faults is not null && faults.Contains(FaultKind.Partition) && !netns)
+        {
+            throw new ArgumentException($"partitions need --netns\n{Usage}");
+        }
+        return new ChaosOptions(TimeSpan.FromSeconds(seconds), seed, hosts, netns, root, data, clients, faults);
     }
 }

@@ -44,7 +44,7 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
     private async Task<int> RunCheckedAsync()
     {
         var master = new Random(options.Seed);
-        var plan = FaultSchedule.Plan(new Random(master.Next()), options.RunLength, options.Hosts, options.Netns);
+        var plan = FaultSchedule.Plan(new Random(master.Next()), options.RunLength, options.Hosts, options.Netns, options.FaultKinds);
         var runTag = master.Next();
         var clientRandoms = Enumerable.Range(0, options.Clients).Select(_ => new Random(master.Next())).ToList();
         var snapshotRandom = new Random(master.Next());
@@ -131,9 +131,10 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
         }
 
         var history = _history.Snapshot();
-        _anomalies.AddRange(RegisterChecker.Check(history));
-        _anomalies.AddRange(DurabilityChecker.Check(history, Enumerable.Range(0, layout.Blocks)));
-        _anomalies.AddRange(SnapshotChecker.Check(history, layout.VolumeOf));
+        var cuts = _faults.All().Where(f => f.Kind == FaultKind.ClusterPowerCut).Select(f => f.Started).ToList();
+        _anomalies.AddRange(RegisterChecker.Check(history, cuts));
+        _anomalies.AddRange(DurabilityChecker.Check(history, Enumerable.Range(0, layout.Blocks), cuts));
+        _anomalies.AddRange(SnapshotChecker.Check(history, layout.VolumeOf, cuts));
         new ChaosReport(output, history, _faults, layout).Print(options.Seed, _anomalies);
         return _anomalies.Count == 0 ? 0 : 1;
     }

@@ -8,12 +8,13 @@ namespace OrleansStorage.Chaos.Checking;
 /// acknowledged flush of that volume was invoked is still there or was superseded by a write
 /// that may have taken effect after it (any write that did not return before it was invoked).
 /// A block holding zeros, or the value of a write that returned before the flushed write was
-/// even invoked, lost it. Without power cuts the register check already covers this; the
-/// property is kept apart because a power cut may lose unflushed writes but never flushed ones.
+/// even invoked, lost it. The same holds for what each block shows first after a power cut of
+/// every host, which may lose unflushed writes but never flushed ones (<see cref="PowerCutEras"/>).
 /// </summary>
 public static class DurabilityChecker
 {
-    public static List<Anomaly> Check(IReadOnlyList<Operation> history, IEnumerable<int> blocks)
+    /// <param name="cuts">The instants of power cuts of every host (<see cref="PowerCutEras"/>).</param>
+    public static List<Anomaly> Check(IReadOnlyList<Operation> history, IEnumerable<int> blocks, IReadOnlyList<TimeSpan>? cuts = null)
     {
         var anomalies = new List<Anomaly>();
         var finals = history.Where(o => o.Final && o.Kind == OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block)
@@ -31,17 +32,42 @@ public static class DurabilityChecker
         }
 
         var writes = history.Where(o => o.Kind == OperationKind.Write).ToDictionary(o => o.Write);
+        CheckFlushedWritesSurvive(history, writes, TimeSpan.MaxValue, block => finals.GetValueOrDefault(block) is { IsOk: true } final ? final : null, "after healing", anomalies);
+
+        // A power cut of every host may lose what was not flushed, never what was: what each block
+        // shows first after the cut must not be older than a write flushed before it.
+        var byBlock = history.Where(o => o.Block >= 0 && o.Kind is OperationKind.Write or OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block).ToDictionary(g => g.Key, g => g.ToList());
+        var instants = (cuts ?? []).ToList();
+        for (var i = 0; i < instants.Count; i++)
+        {
+            var cut = instants[i];
+            var next = i + 1 < instants.Count ? instants[i + 1] : TimeSpan.MaxValue;
+            var survivors = byBlock.ToDictionary(b => b.Key, b => PowerCutEras.Survivor(PowerCutEras.Era(b.Value, cut, next)));
+            CheckFlushedWritesSurvive(history, writes, cut, block => survivors.GetValueOrDefault(block),
+                $"after the power cut of every host at {RegisterChecker.Seconds(cut)}", anomalies);
+        }
+        return anomalies;
+    }
+
+    /// <summary>
+    /// Every write acknowledged before an acknowledged flush (of its client and volume) that
+    /// returned before <paramref name="before"/> is what <paramref name="shownBy"/> shows for its
+    /// block, or was superseded by a write that may have taken effect after it.
+    /// </summary>
+    private static void CheckFlushedWritesSurvive(IReadOnlyList<Operation> history, Dictionary<WriteId, Operation> writes, TimeSpan before,
+        Func<int, Operation?> shownBy, string when, List<Anomaly> anomalies)
+    {
         var checkedWrites = new HashSet<WriteId>();
-        foreach (var flush in history.Where(o => o.Kind == OperationKind.Flush && o.IsOk).OrderBy(o => o.Invoked))
+        foreach (var flush in history.Where(o => o.Kind == OperationKind.Flush && o.IsOk && o.Completed < before).OrderBy(o => o.Invoked))
         {
             var covered = writes.Values.Where(w => w.IsOk && w.Client == flush.Client && w.Volume == flush.Volume && w.Completed < flush.Invoked);
             foreach (var write in covered)
             {
-                if (!checkedWrites.Add(write.Write) || !finals.TryGetValue(write.Block, out var final) || !final.IsOk)
+                if (!checkedWrites.Add(write.Write) || shownBy(write.Block) is not { } shown)
                 {
                     continue;
                 }
-                var survivor = final.Read;
+                var survivor = shown.Read;
                 string? lost = survivor.Kind switch
                 {
                     ReadKind.Zeros => "the block reads zeros",
@@ -52,17 +78,16 @@ public static class DurabilityChecker
                 };
                 if (lost is not null)
                 {
-                    var evidence = new List<Operation> { write, flush, final };
+                    var evidence = new List<Operation> { write, flush, shown };
                     if (survivor.Kind == ReadKind.Value && writes.TryGetValue(survivor.Id, out var holder))
                     {
                         evidence.Add(holder);
                     }
                     anomalies.Add(new("lost flushed write", write.Block,
-                        $"{write.Write} was acknowledged at {RegisterChecker.Seconds(write.Completed)} and flushed by {RegisterChecker.Seconds(flush.Completed)}, but after healing {lost}",
-                        write.Invoked, final.Completed, evidence));
+                        $"{write.Write} was acknowledged at {RegisterChecker.Seconds(write.Completed)} and flushed by {RegisterChecker.Seconds(flush.Completed)}, but {when} {lost}",
+                        write.Invoked, shown.Completed, evidence));
                 }
             }
         }
-        return anomalies;
     }
 }

@@ -38,12 +38,22 @@ public static class RegisterChecker
     private static readonly TimeSpan Infinity = TimeSpan.MaxValue;
     private static readonly TimeSpan MinusInfinity = TimeSpan.MinValue;
 
-    public static List<Anomaly> Check(IEnumerable<Operation> history)
+    /// <param name="cuts">The instants of power cuts of every host, in order: each block's history is checked era by era (<see cref="PowerCutEras"/>).</param>
+    public static List<Anomaly> Check(IEnumerable<Operation> history, IReadOnlyList<TimeSpan>? cuts = null)
     {
         var anomalies = new List<Anomaly>();
         foreach (var block in history.Where(o => o.Block >= 0 && o.Kind is OperationKind.Write or OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block).OrderBy(g => g.Key))
         {
-            anomalies.AddRange(CheckBlock(block.Key, [.. block]));
+            var operations = block.ToList();
+            var everyWrite = operations.Where(o => o.Kind == OperationKind.Write).ToDictionary(o => o.Write);
+            var from = MinusInfinity;
+            foreach (var to in (cuts ?? []).Append(Infinity))
+            {
+                var era = PowerCutEras.Era(operations, from, to);
+                var initial = from == MinusInfinity ? null : PowerCutEras.ValueOf(PowerCutEras.Survivor(era));
+                anomalies.AddRange(CheckBlock(block.Key, era, initial, everyWrite));
+                from = to;
+            }
         }
         return anomalies;
     }
@@ -76,7 +86,9 @@ public static class RegisterChecker
 
     private static TimeSpan ReturnOf(Operation o) => o.Kind == OperationKind.Write && !o.IsOk ? Infinity : o.Completed;
 
-    private static List<Anomaly> CheckBlock(int block, List<Operation> operations)
+    /// <param name="initial">The value the block starts with (null: zeros); after a power cut of every host, the one that survived it.</param>
+    /// <param name="everyWrite">The block's writes in every era: to tell a value lost to a power cut from one never written.</param>
+    private static List<Anomaly> CheckBlock(int block, List<Operation> operations, WriteId? initial, Dictionary<WriteId, Operation> everyWrite)
     {
         var anomalies = new List<Anomaly>();
         var writes = new Dictionary<WriteId, Operation>();
@@ -84,14 +96,17 @@ public static class RegisterChecker
         {
             writes[write.Write] = write;
         }
-        var zeros = new Cluster(null, null);
+        var start = new Cluster(initial, null);
         var clusters = new Dictionary<WriteId, Cluster>();
         foreach (var read in operations.Where(o => o.Kind == OperationKind.Read && o.IsOk))
         {
             switch (read.Read.Kind)
             {
+                case ReadKind.Zeros when initial is null:
+                    start.Reads.Add(read);
+                    break;
                 case ReadKind.Zeros:
-                    zeros.Reads.Add(read);
+                    anomalies.Add(new("stale read", block, $"the read returned zeros after a power cut of every host, while {initial} was read as what survived it", read.Invoked, read.Completed, [read]));
                     break;
                 case ReadKind.Garbled:
                     var writer = read.Read.Id != default && writes.TryGetValue(read.Read.Id, out var w) ? new[] { read, w } : [read];
@@ -100,7 +115,18 @@ public static class RegisterChecker
                 default:
                     if (!writes.TryGetValue(read.Read.Id, out var write))
                     {
-                        anomalies.Add(new("phantom value", block, $"the read returned {read.Read.Id}, which was never written to this block", read.Invoked, read.Completed, [read]));
+                        if (initial == read.Read.Id)
+                        {
+                            start.Reads.Add(read);
+                        }
+                        else if (everyWrite.TryGetValue(read.Read.Id, out var earlier))
+                        {
+                            anomalies.Add(new("stale read", block, $"the read returned {read.Read.Id}, written before a power cut of every host, while {start.Name} was read as what survived it", read.Invoked, read.Completed, [read, earlier]));
+                        }
+                        else
+                        {
+                            anomalies.Add(new("phantom value", block, $"the read returned {read.Read.Id}, which was never written to this block", read.Invoked, read.Completed, [read]));
+                        }
                         break;
                     }
                     if (read.Completed < write.Invoked)
@@ -121,7 +147,7 @@ public static class RegisterChecker
             clusters[write.Write] = new Cluster(write.Write, write);
         }
 
-        var all = clusters.Values.Append(zeros).ToList();
+        var all = initial is null || start.Reads.Count > 0 ? clusters.Values.Append(start).ToList() : [.. clusters.Values];
         foreach (var cluster in all)
         {
             var members = cluster.Reads.AsEnumerable();

@@ -10,13 +10,23 @@ namespace OrleansStorage.Chaos.Checking;
 ///   - not the value of a write invoked after the create returned ("out"), nor garbled;
 ///   - not older than any write acknowledged before the create was called ("in"): zeros when an
 ///     "in" write exists, or a value whose write returned before an "in" write was even invoked,
-///     means the snapshot lacks an acknowledged write.
+///     means the snapshot lacks an acknowledged write (after a power cut of every host, one a
+///     flush had made durable).
 /// </summary>
 public static class SnapshotChecker
 {
-    public static List<Anomaly> Check(IReadOnlyList<Operation> history, Func<int, int> volumeOfBlock)
+    /// <param name="cuts">
+    /// The instants of power cuts of every host. A snapshot need not hold a write that no flush
+    /// made durable before a cut that came after it: the cut may have taken it from the head
+    /// segment before a copy for the snapshot was made.
+    /// </param>
+    public static List<Anomaly> Check(IReadOnlyList<Operation> history, Func<int, int> volumeOfBlock, IReadOnlyList<TimeSpan>? cuts = null)
     {
         var anomalies = new List<Anomaly>();
+        var flushes = history.Where(o => o.Kind == OperationKind.Flush && o.IsOk).ToList();
+        bool SurvivesEveryCut(Operation write) =>
+            (cuts ?? []).Where(cut => cut > write.Completed).All(cut =>
+                flushes.Any(f => f.Client == write.Client && f.Volume == write.Volume && f.Invoked > write.Completed && f.Completed < cut));
         var writes = history.Where(o => o.Kind == OperationKind.Write).ToList();
         var byId = writes.ToDictionary(w => w.Write);
         foreach (var create in history.Where(o => o.Kind == OperationKind.SnapshotCreate && o.IsOk))
@@ -25,7 +35,7 @@ public static class SnapshotChecker
             foreach (var read in reads)
             {
                 var blockWrites = writes.Where(w => w.Block == read.Block).ToList();
-                var acknowledgedBefore = blockWrites.Where(w => w.IsOk && w.Completed < create.Invoked).ToList();
+                var acknowledgedBefore = blockWrites.Where(w => w.IsOk && w.Completed < create.Invoked && SurvivesEveryCut(w)).ToList();
                 string? wrong = null;
                 var evidence = new List<Operation> { create, read };
                 if (!read.IsOk)

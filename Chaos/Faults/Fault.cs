@@ -20,6 +20,23 @@ public enum FaultKind
     /// writable again and the host is killed and restarted: it joins empty and is refilled.
     /// </summary>
     ReadOnlyDisk,
+
+    /// <summary>
+    /// A host loses power: kill -9, and at its restart its volumes are rolled back to what its
+    /// fsyncs made durable (the silo records that for fault tests: Storage:RecordDurableImage), so
+    /// whatever only the page cache held is gone.
+    /// </summary>
+    PowerCut,
+
+    /// <summary>Every host loses power at once (a site's outage): each is killed and rolled back as in <see cref="PowerCut"/>.</summary>
+    ClusterPowerCut,
+
+    /// <summary>
+    /// A host's disk fails every fsync (a dying disk, as the store's fault seam has it): it must
+    /// stop serving and go Out. Then fsyncs succeed again and the host is killed and restarted, and
+    /// joins empty, as after <see cref="ReadOnlyDisk"/>.
+    /// </summary>
+    FailingFsync,
 }
 
 /// <summary>One fault as it happened: when it began, when it was healed (null while it lasts), and what was done.</summary>

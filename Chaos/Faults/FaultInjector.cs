@@ -64,6 +64,15 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
             case FaultKind.ReadOnlyDisk:
                 await ReadOnlyDiskAsync(planned);
                 break;
+            case FaultKind.PowerCut:
+                await PowerCutAsync(planned, [planned.Host]);
+                break;
+            case FaultKind.ClusterPowerCut:
+                await PowerCutAsync(planned, [.. Enumerable.Range(1, cluster.Hosts)]);
+                break;
+            case FaultKind.FailingFsync:
+                await FailingFsyncAsync(planned);
+                break;
         }
     }
 
@@ -157,6 +166,70 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }
 
+    private async Task PowerCutAsync(PlannedFault planned, int[] hosts)
+    {
+        var running = hosts.Where(h => cluster.PidOf(h) is { } pid && LocalCluster.IsAlive(pid)).ToArray();
+        if (running.Length == 0)
+        {
+            output.WriteLine($"{Stamp()} skipped {planned.Kind}: no host of it runs");
+            return;
+        }
+        var names = string.Join(", ", running.Select(h => $"host-{h}"));
+        // All at once, as a power cut has it: the kills first, the roll-backs after.
+        var pids = running.Select(h => cluster.PidOf(h)!.Value).ToArray();
+        foreach (var (host, pid) in running.Zip(pids))
+        {
+            watch.Expect(pid, $"power cut of host-{host}");
+        }
+        await Task.WhenAll(pids.Select(LocalCluster.KillNineAsync));
+        // Begun once every process is gone: for a cut of every host, the checkers take this as the
+        // instant before which every answer was given (the history's eras, RegisterChecker).
+        var fault = log.Begin(planned.Kind, hosts.Length == 1 ? hosts[0] : 0, clock.Now,
+            $"power cut of {names}: kill -9, what no fsync made durable lost, restart after {planned.Duration.TotalSeconds:0.0} s");
+        foreach (var host in running)
+        {
+            try
+            {
+                cluster.CutPower(host);
+            }
+            catch (Exception ex) when (ex is InvalidOperationException or IOException)
+            {
+                output.WriteLine($"{Stamp()} the power cut of host-{host} is only a kill: {ex.Message}");
+            }
+        }
+        output.WriteLine($"{Stamp()} {fault}");
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
+    private async Task FailingFsyncAsync(PlannedFault planned)
+    {
+        var host = planned.Host;
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}'s fsyncs fail for {planned.Duration.TotalSeconds:0.0} s, then succeed, the host killed and restarted");
+        output.WriteLine($"{Stamp()} {fault}");
+        try
+        {
+            cluster.SetFsyncFailing(host, failing: true);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or IOException)
+        {
+            output.WriteLine($"{Stamp()} failing fsyncs of host-{host} could not be switched on: {ex.Message}");
+        }
+        await Task.Delay(planned.Duration);
+        await HealAsync(fault, "fsyncs succeed", () =>
+        {
+            cluster.SetFsyncFailing(host, failing: false);
+            return Task.FromResult("");
+        });
+        // Its store failed for good (fail-stop) if it fsynced meanwhile: only a restart brings it back, empty.
+        if (cluster.PidOf(host) is { } pid && LocalCluster.IsAlive(pid))
+        {
+            watch.Expect(pid, $"kill -9 of host-{host} after its fsyncs failed");
+            await LocalCluster.KillNineAsync(pid);
+        }
+        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
+    }
+
     private async Task HealAsync(Fault fault, string step, Func<Task<string>> heal)
     {
         try
@@ -185,6 +258,11 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         {
             var disk = host;
             steps.Add(($"host-{host}'s disk writable", () => cluster.SetDiskReadOnlyAsync(disk, readOnly: false)));
+            steps.Add(($"host-{host}'s fsyncs succeed", () =>
+            {
+                cluster.SetFsyncFailing(disk, failing: false);
+                return Task.FromResult("");
+            }));
         }
         steps.Add(("PostgreSQL start", cluster.StartDatabaseAsync));
         steps.Add(("restart of every host", cluster.StartMissingHostsAsync));

@@ -5,7 +5,7 @@ namespace OrleansStorage.Chaos.Faults;
 public sealed record PlannedFault(TimeSpan At, FaultKind Kind, int Host, TimeSpan Duration, string[] CutFrom)
 {
     public override string ToString() =>
-        $"{At.TotalSeconds,6:0.0} s: {Kind} {(Host == FaultSchedule.ManagementHost ? "the management host" : $"host-{Host}")}{(Kind == FaultKind.Partition ? " from " + (CutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", CutFrom)) : "")} for {Duration.TotalSeconds:0.0} s";
+        $"{At.TotalSeconds,6:0.0} s: {Kind} {(Kind == FaultKind.ClusterPowerCut ? "of every host" : Host == FaultSchedule.ManagementHost ? "the management host" : $"host-{Host}")}{(Kind == FaultKind.Partition ? " from " + (CutFrom.Length == 0 ? "every other host and the database" : string.Join(", ", CutFrom)) : "")} for {Duration.TotalSeconds:0.0} s";
 }
 
 /// <summary>
@@ -22,25 +22,50 @@ public static class FaultSchedule
     /// <summary>A fault's host that stands for the one running the management service when the fault begins.</summary>
     public const int ManagementHost = 0;
 
-    public static List<PlannedFault> Plan(Random random, TimeSpan runLength, int hosts, bool partitions)
+    /// <summary>Each kind's share of the faults drawn (partitions only with network namespaces).</summary>
+    private static readonly (FaultKind Kind, int Weight)[] Weights =
+    [
+        (FaultKind.KillHost, 15), (FaultKind.KillManagement, 12), (FaultKind.PowerCut, 14), (FaultKind.ClusterPowerCut, 8),
+        (FaultKind.StopDatabase, 12), (FaultKind.ReadOnlyDisk, 10), (FaultKind.FailingFsync, 10), (FaultKind.Partition, 25),
+    ];
+
+    /// <summary>A kind's name on the command line (--faults): power-cut for PowerCut.</summary>
+    public static string NameOf(FaultKind kind) =>
+        string.Concat(kind.ToString().Select((c, i) => char.IsUpper(c) && i > 0 ? "-" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+
+    /// <summary>The kinds named on the command line (comma-separated <see cref="NameOf"/> names); throws ArgumentException naming one it does not know.</summary>
+    public static IReadOnlySet<FaultKind> ParseKinds(string names) =>
+        names.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(name => Enum.GetValues<FaultKind>().Cast<FaultKind?>().FirstOrDefault(k => NameOf(k!.Value) == name)
+                ?? throw new ArgumentException($"no fault '{name}'; the faults are {string.Join(", ", Enum.GetValues<FaultKind>().Select(NameOf))}"))
+            .ToHashSet();
+
+    /// <param name="kinds">The kinds to draw from; null: all (partitions only when <paramref name="partitions"/>).</param>
+    public static List<PlannedFault> Plan(Random random, TimeSpan runLength, int hosts, bool partitions, IReadOnlySet<FaultKind>? kinds = null)
     {
+        var drawn = Weights.Where(w => (kinds?.Contains(w.Kind) ?? true) && (partitions || w.Kind != FaultKind.Partition)).ToArray();
+        var total = drawn.Sum(w => w.Weight);
         var plan = new List<PlannedFault>();
         var at = TimeSpan.FromSeconds(3 + random.NextDouble() * 3);
-        while (at < runLength - TimeSpan.FromSeconds(5))
+        while (total > 0 && at < runLength - TimeSpan.FromSeconds(5))
         {
-            var roll = random.Next(100);
-            var kind = partitions
-                ? roll switch { < 25 => FaultKind.KillHost, < 45 => FaultKind.KillManagement, < 60 => FaultKind.StopDatabase, < 75 => FaultKind.ReadOnlyDisk, _ => FaultKind.Partition }
-                : roll switch { < 35 => FaultKind.KillHost, < 60 => FaultKind.KillManagement, < 80 => FaultKind.StopDatabase, _ => FaultKind.ReadOnlyDisk };
+            var roll = random.Next(total);
+            var pick = 0;
+            while (roll >= drawn[pick].Weight)
+            {
+                roll -= drawn[pick].Weight;
+                pick++;
+            }
+            var kind = drawn[pick].Kind;
             var host = random.Next(1, hosts + 1);
             var duration = kind switch
             {
                 // Below and beyond Orleans' failure detection (a few seconds): a host that returns
                 // before it is declared dead, and one that is Down and resynced.
-                FaultKind.KillHost or FaultKind.KillManagement => TimeSpan.FromSeconds(1 + random.NextDouble() * 14),
+                FaultKind.KillHost or FaultKind.KillManagement or FaultKind.PowerCut or FaultKind.ClusterPowerCut => TimeSpan.FromSeconds(1 + random.NextDouble() * 14),
                 FaultKind.StopDatabase => TimeSpan.FromSeconds(2 + random.NextDouble() * 18),
                 // Long enough for the host to fail and be marked Out, mostly.
-                FaultKind.ReadOnlyDisk => TimeSpan.FromSeconds(3 + random.NextDouble() * 12),
+                FaultKind.ReadOnlyDisk or FaultKind.FailingFsync => TimeSpan.FromSeconds(3 + random.NextDouble() * 12),
                 _ => TimeSpan.FromSeconds(5 + random.NextDouble() * 20),
             };
             string[] cutFrom = [];

@@ -104,6 +104,38 @@ public sealed class LocalCluster(string root, string data, int hosts, bool netns
             : Task.FromResult("");
     }
 
+    /// <summary>
+    /// Asks host N's next start to roll its volumes back to its durable image (the silo does it
+    /// before it opens them): called with the host killed, this makes the kill a power cut.
+    /// </summary>
+    public void CutPower(int host) => File.WriteAllText(Path.Combine(DurableImageOf(host), "power-cut"), "");
+
+    /// <summary>Host N's fsyncs fail from now on (its store fails for good) or succeed again.</summary>
+    public void SetFsyncFailing(int host, bool failing)
+    {
+        var flag = Path.Combine(DurableImageOf(host), "fail-fsync");
+        if (failing)
+        {
+            File.WriteAllText(flag, "");
+        }
+        else
+        {
+            File.Delete(flag);
+        }
+    }
+
+    // Where the silo keeps what its fsyncs made durable (StorageServerOptions.DurableImageFolderName;
+    // infra/chaos switches the recording on).
+    private string DurableImageOf(int host)
+    {
+        var image = Path.Combine(data, $"host-{host}", "durable-image");
+        if (!Directory.Exists(image))
+        {
+            throw new InvalidOperationException($"host-{host} records no durable image ({image} is missing): was it started with OSTOR_Storage__RecordDurableImage=true?");
+        }
+        return image;
+    }
+
     public Task<string> StopDatabaseAsync() => PostgresAsync("pg_stop");
 
     public Task<string> StartDatabaseAsync() => PostgresAsync("pg_start");

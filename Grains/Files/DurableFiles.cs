@@ -98,6 +98,20 @@ public static partial class DurableFiles
         }
     }
 
+    /// <summary>The inode number of a file or directory (stat's st_ino: the second 8-byte field on 64-bit Linux).</summary>
+    public static ulong Inode(string path)
+    {
+        var stat = new ulong[32];
+        if (Stat(path, stat) != 0)
+        {
+            throw new IOException($"stat of '{path}' failed (errno {Marshal.GetLastPInvokeError()})");
+        }
+        return stat[1];
+    }
+
+    [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Stat(string path, [Out] ulong[] statBuffer);
+
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int Open(string path, int flags);
 

@@ -75,6 +75,17 @@ public sealed class StorageServerOptions
     /// </summary>
     public bool RecoverMap { get; set; }
 
+    /// <summary>
+    /// For fault tests only (infra/chaos): the segment store records what each of its fsyncs made
+    /// durable in <see cref="DurableImageFolderName"/> beside the volumes, so that a test can cut
+    /// this host's power (kill it, then roll its volumes back with <see cref="Files.DurableImage"/>),
+    /// and every fsync fails while that folder holds <see cref="Files.DurableImage.FailFsyncFileName"/>.
+    /// It copies a file at every fsync of it: never in production.
+    /// </summary>
+    public bool RecordDurableImage { get; set; }
+
+    public const string DurableImageFolderName = "durable-image";
+
     /// <summary>How often this host registers again with the management service (see HostRegistrationService).</summary>
     public TimeSpan RegistrationInterval { get; set; } = TimeSpan.FromSeconds(2);
 

@@ -7,8 +7,10 @@ using Orleans.Runtime.MembershipService.SiloMetadata;
 using Orleans.Serialization;
 using OrleansStorage.Auth;
 using OrleansStorage.DataPort;
+using OrleansStorage.Files;
 using OrleansStorage.Identity;
 using OrleansStorage.Leases;
+using OrleansStorage.Logging;
 using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Placement;
@@ -64,7 +66,32 @@ public static class StorageSiloBuilderExtensions
                 throw new InvalidOperationException($"the data directory '{disk.Root}' was not checked before use");
             }
             var faults = sp.GetRequiredService<IDiskFaults>();
-            return new SegmentStore(disk.Root, sp.GetRequiredService<IOptions<StorageServerOptions>>().Value.MaxOpenSegmentFiles, path => faults.FailsFsync(disk.HostId, path));
+            var storage = sp.GetRequiredService<IOptions<StorageServerOptions>>().Value;
+            if (storage.RecordDurableImage)
+            {
+                var image = new DurableImage(Path.Combine(disk.Root, StorageServerOptions.DurableImageFolderName));
+                var volumes = Path.Combine(disk.Root, HostDisk.VolumesFolderName);
+                // A test that killed this host asked for a power cut: what the page cache held is lost.
+                var powerCut = Path.Combine(disk.Root, StorageServerOptions.DurableImageFolderName, DurableImage.PowerCutFileName);
+                if (File.Exists(powerCut) && Directory.Exists(volumes))
+                {
+                    var changed = image.Restore(volumes);
+                    Log.PowerCutRestored(sp.GetRequiredService<ILogger<DurableImage>>(), disk.HostId, changed);
+                }
+                File.Delete(powerCut);
+                // What is on disk at the start is durable: it is what a restart after a power cut finds.
+                image.Baseline(volumes);
+                return new SegmentStore(disk.Root, storage.MaxOpenSegmentFiles, path =>
+                {
+                    if (image.FailsFsync)
+                    {
+                        return true;
+                    }
+                    image.Synced(path);
+                    return faults.FailsFsync(disk.HostId, path);
+                });
+            }
+            return new SegmentStore(disk.Root, storage.MaxOpenSegmentFiles, path => faults.FailsFsync(disk.HostId, path));
         });
         services.TryAddSingleton<IClusterMapPushFilter, AcceptAllPushes>();
         services.TryAddSingleton<IReplicaWriteFaults, NoReplicaWriteFaults>();

@@ -128,6 +128,9 @@ internal static partial class Log
     [LoggerMessage(1304, LogLevel.Warning, "Host {HostId} could not report its failed disk yet; retrying")]
     public static partial void HostFailStopReportRetry(ILogger logger, Exception exception, string hostId);
 
+    [LoggerMessage(1305, LogLevel.Warning, "Power cut of host {HostId} (a fault test): {Files} files rolled back to what their fsyncs made durable")]
+    public static partial void PowerCutRestored(ILogger logger, string hostId, int files);
+
     [LoggerMessage(1301, LogLevel.Warning, "Host {HostId} could not register yet; retrying")]
     public static partial void HostRegistrationRetry(ILogger logger, Exception exception, string hostId);
 
