@@ -111,8 +111,9 @@ public static class HostLifecycle
     /// Gives every available group short of its factor a pending replica on the least loaded Up
     /// host that it does not already name. A host absent from an available group while it is Up
     /// is resynced first: it came back while the group had no replica and was not the last to
-    /// leave, so it could not take the group back, and its return left it absent. Groups with no
-    /// acting replica have no source to copy from and wait.
+    /// leave, so it could not take the group back, and its return left it absent. A draining host
+    /// found acting and not leaving is made leaving. Groups with no acting replica have no source
+    /// to copy from and wait.
     /// </summary>
     public static ClusterMap PlanRecovery(ClusterMap map)
     {
@@ -120,11 +121,19 @@ public static class HostLifecycle
         var epoch = map.Epoch + 1;
         var changed = false;
         var back = map.Hosts.Where(h => h.State is HostState.Up or HostState.Draining).Select(h => h.HostId).ToHashSet(StringComparer.Ordinal);
+        var draining = map.Hosts.Where(h => h.State == HostState.Draining).Select(h => h.HostId).ToHashSet(StringComparer.Ordinal);
         var next = MapGroups(map, (volume, pg) =>
         {
             if (!pg.IsAvailable)
             {
                 return pg;
+            }
+            // A draining host that joined an acting set after its evacuation began (it was being
+            // resynced, or came back absent) leaves it like the others, or the evacuation never ends.
+            foreach (var stayed in pg.Replicas.Where(h => draining.Contains(h) && !pg.Leaving.Contains(h)).ToList())
+            {
+                pg = pg with { Leaving = pg.Leaving.Add(stayed) };
+                changed = true;
             }
             foreach (var returned in pg.Absent.Where(back.Contains).ToList())
             {

@@ -184,6 +184,26 @@ public sealed class HostLifecycleTests
     }
 
     [Fact]
+    public void A_host_evacuated_while_it_was_being_resynced_still_leaves_every_group()
+    {
+        // Under load a forward refused across a map change has its replica resynced; an
+        // evacuation that starts meanwhile finds the host pending, not acting, in that group.
+        var map = Cluster(3, 2);
+        var group = Groups(map).First(pg => pg.Replicas.Length > 1 && pg.Replicas[1] == "host-3");
+        map = HostLifecycle.ResyncReplica(map, VolumeId, group.Index, "host-3", map.Epoch);
+        Assert.NotNull(Groups(map)[group.Index].FindPending("host-3"));
+
+        map = HostLifecycle.Evacuate(map, "host-3", Now);
+        map = HostLifecycle.CompleteCopy(map, VolumeId, group.Index, "host-3", map.Epoch); // the resync finishes
+        for (var step = 0; step < 4; step++)
+        {
+            map = CompleteAll(HostLifecycle.PlanRecovery(map));
+        }
+
+        Assert.All(Groups(map), pg => Assert.False(pg.References("host-3"), $"group {pg.Index} still names the evacuated host-3: [{string.Join(", ", pg.Replicas)}], leaving [{string.Join(", ", pg.Leaving)}]"));
+    }
+
+    [Fact]
     public void Rebalance_moves_replicas_to_a_new_host_then_evens_primaries()
     {
         var map = Cluster(3, 2);
