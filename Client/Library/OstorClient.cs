@@ -148,7 +148,7 @@ public sealed partial class OstorClient : IAsyncDisposable
                 .GetStream<ClusterMap>(StreamId.Create(ClusterMapStream.Namespace, ClusterMapStream.Key));
             // A push only says that the map moved on: the map itself is pulled from the management
             // service, which hands out persisted maps only (docs/epoch-protocol.md).
-            _subscription = await stream.SubscribeAsync((map, _) =>
+            _subscription = await SubscribeAsync(stream, (map, _) =>
             {
                 if (map.Epoch > Maps.Current.Epoch)
                 {
@@ -158,6 +158,29 @@ public sealed partial class OstorClient : IAsyncDisposable
             });
         }
         await Maps.RefreshAsync();
+    }
+
+    /// <summary>
+    /// Subscribes, trying again until the retry deadline: the subscription is stored in the
+    /// cluster's database, whose first statement after a restart of PostgreSQL fails on a pooled
+    /// connection the restart killed (the next one opens a fresh connection).
+    /// </summary>
+    private async Task<StreamSubscriptionHandle<ClusterMap>> SubscribeAsync(IAsyncStream<ClusterMap> stream, Func<ClusterMap, StreamSequenceToken?, Task> onNext)
+    {
+        var deadline = DateTime.UtcNow + _options.RetryTimeout;
+        var delay = _options.RetryDelay;
+        while (true)
+        {
+            try
+            {
+                return await stream.SubscribeAsync(onNext);
+            }
+            catch (Exception ex) when (DateTime.UtcNow < deadline && ex is not (StorageException or OperationCanceledException))
+            {
+                await Task.Delay(delay);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(1).Ticks));
+            }
+        }
     }
 
     private IManagementServiceGrain Management => _cluster.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);

@@ -107,6 +107,11 @@ public static class SiloConfiguration
     /// </summary>
     public static void AddPostgresStores(ISiloBuilder silo, string connectionString, string clusterStoreName = StorageNames.ClusterStore)
     {
+        // A database error that Orleans' own code lets through to a caller (the stream pub-sub
+        // store, right after PostgreSQL restarted) must reach it as an error it can read and
+        // retry, not as a failure to serialize the driver's exception: the caller gets its type
+        // name and message (UnavailableExceptionFallbackException where Npgsql is not loaded).
+        silo.Services.Configure<ExceptionSerializationOptions>(o => o.SupportedNamespacePrefixes.Add("Npgsql"));
         silo.Services.AddSingleton<IClusterIdentityStore>(sp =>
             new PostgresClusterIdentityStore(connectionString, sp.GetRequiredService<IOptions<ClusterOptions>>()));
         foreach (var name in new[] { clusterStoreName, StorageNames.PubSubStore })
