@@ -70,6 +70,7 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
         output.WriteLine($"{layout.Blocks} blocks in {string.Join(", ", volumes.Select(v => $"{v.Name} (factor {v.ReplicationFactor})"))}");
 
         var connections = new List<OstorClient>();
+        IReadOnlyList<PowerCut> clusterPowerCuts = [];
         try
         {
             var handlesOfClients = new List<List<VolumeHandle>>();
@@ -88,7 +89,8 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
             _history = new HistoryRecorder(TimeProvider.System);
             var clients = handlesOfClients.Select((handles, i) => new WorkloadClient(i, handles, layout, _history, clientRandoms[i], runTag, OperationTimeout)).ToList();
             var watch = new HostWatch(cluster, _history);
-            var injector = new FaultInjector(cluster, _faults, watch, _history, () => ManagementHostAsync(admin), output);
+            var injector = new FaultInjector(cluster, _faults, watch, _history, () => ManagementHostAsync(admin), () => WaitUntilHealthyAsync(admin, betweenFaults: true), output);
+            clusterPowerCuts = injector.ClusterPowerCuts;
             using var stopWatching = new CancellationTokenSource();
             var watching = watch.RunAsync(stopWatching.Token);
             output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s workload and faults start");
@@ -131,7 +133,7 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
         }
 
         var history = _history.Snapshot();
-        var cuts = _faults.All().Where(f => f.Kind == FaultKind.ClusterPowerCut).Select(f => f.Started).ToList();
+        var cuts = clusterPowerCuts;
         _anomalies.AddRange(RegisterChecker.Check(history, cuts));
         _anomalies.AddRange(DurabilityChecker.Check(history, Enumerable.Range(0, layout.Blocks), cuts));
         _anomalies.AddRange(SnapshotChecker.Check(history, layout.VolumeOf, cuts));

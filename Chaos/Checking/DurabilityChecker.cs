@@ -13,8 +13,8 @@ namespace OrleansStorage.Chaos.Checking;
 /// </summary>
 public static class DurabilityChecker
 {
-    /// <param name="cuts">The instants of power cuts of every host (<see cref="PowerCutEras"/>).</param>
-    public static List<Anomaly> Check(IReadOnlyList<Operation> history, IEnumerable<int> blocks, IReadOnlyList<TimeSpan>? cuts = null)
+    /// <param name="cuts">The power cuts of every host, in order (<see cref="PowerCutEras"/>).</param>
+    public static List<Anomaly> Check(IReadOnlyList<Operation> history, IEnumerable<int> blocks, IReadOnlyList<PowerCut>? cuts = null)
     {
         var anomalies = new List<Anomaly>();
         var finals = history.Where(o => o.Final && o.Kind == OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block)
@@ -32,7 +32,7 @@ public static class DurabilityChecker
         }
 
         var writes = history.Where(o => o.Kind == OperationKind.Write).ToDictionary(o => o.Write);
-        CheckFlushedWritesSurvive(history, writes, TimeSpan.MaxValue, block => finals.GetValueOrDefault(block) is { IsOk: true } final ? final : null, "after healing", anomalies);
+        CheckFlushedWritesSurvive(history, writes, _ => true, block => finals.GetValueOrDefault(block) is { IsOk: true } final ? final : null, "after healing", anomalies);
 
         // A power cut of every host may lose what was not flushed, never what was: what each block
         // shows first after the cut must not be older than a write flushed before it.
@@ -41,24 +41,24 @@ public static class DurabilityChecker
         for (var i = 0; i < instants.Count; i++)
         {
             var cut = instants[i];
-            var next = i + 1 < instants.Count ? instants[i + 1] : TimeSpan.MaxValue;
+            var next = i + 1 < instants.Count ? instants[i + 1] : null;
             var survivors = byBlock.ToDictionary(b => b.Key, b => PowerCutEras.Survivor(PowerCutEras.Era(b.Value, cut, next)));
-            CheckFlushedWritesSurvive(history, writes, cut, block => survivors.GetValueOrDefault(block),
-                $"after the power cut of every host at {RegisterChecker.Seconds(cut)}", anomalies);
+            CheckFlushedWritesSurvive(history, writes, flush => PowerCutEras.AnsweredBefore(flush, cut), block => survivors.GetValueOrDefault(block),
+                $"after the power cut of every host at {RegisterChecker.Seconds(cut.Cut)}", anomalies);
         }
         return anomalies;
     }
 
     /// <summary>
     /// Every write acknowledged before an acknowledged flush (of its client and volume) that
-    /// returned before <paramref name="before"/> is what <paramref name="shownBy"/> shows for its
-    /// block, or was superseded by a write that may have taken effect after it.
+    /// <paramref name="counts"/> is what <paramref name="shownBy"/> shows for its block, or was
+    /// superseded by a write that may have taken effect after it.
     /// </summary>
-    private static void CheckFlushedWritesSurvive(IReadOnlyList<Operation> history, Dictionary<WriteId, Operation> writes, TimeSpan before,
+    private static void CheckFlushedWritesSurvive(IReadOnlyList<Operation> history, Dictionary<WriteId, Operation> writes, Func<Operation, bool> counts,
         Func<int, Operation?> shownBy, string when, List<Anomaly> anomalies)
     {
         var checkedWrites = new HashSet<WriteId>();
-        foreach (var flush in history.Where(o => o.Kind == OperationKind.Flush && o.IsOk && o.Completed < before).OrderBy(o => o.Invoked))
+        foreach (var flush in history.Where(o => o.Kind == OperationKind.Flush && o.IsOk && counts(o)).OrderBy(o => o.Invoked))
         {
             var covered = writes.Values.Where(w => w.IsOk && w.Client == flush.Client && w.Volume == flush.Volume && w.Completed < flush.Invoked);
             foreach (var write in covered)

@@ -38,19 +38,19 @@ public static class RegisterChecker
     private static readonly TimeSpan Infinity = TimeSpan.MaxValue;
     private static readonly TimeSpan MinusInfinity = TimeSpan.MinValue;
 
-    /// <param name="cuts">The instants of power cuts of every host, in order: each block's history is checked era by era (<see cref="PowerCutEras"/>).</param>
-    public static List<Anomaly> Check(IEnumerable<Operation> history, IReadOnlyList<TimeSpan>? cuts = null)
+    /// <param name="cuts">The power cuts of every host, in order: each block's history is checked era by era (<see cref="PowerCutEras"/>).</param>
+    public static List<Anomaly> Check(IEnumerable<Operation> history, IReadOnlyList<PowerCut>? cuts = null)
     {
         var anomalies = new List<Anomaly>();
         foreach (var block in history.Where(o => o.Block >= 0 && o.Kind is OperationKind.Write or OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block).OrderBy(g => g.Key))
         {
             var operations = block.ToList();
             var everyWrite = operations.Where(o => o.Kind == OperationKind.Write).ToDictionary(o => o.Write);
-            var from = MinusInfinity;
-            foreach (var to in (cuts ?? []).Append(Infinity))
+            PowerCut? from = null;
+            foreach (var to in (cuts ?? []).Append(null))
             {
                 var era = PowerCutEras.Era(operations, from, to);
-                var initial = from == MinusInfinity ? null : PowerCutEras.ValueOf(PowerCutEras.Survivor(era));
+                var initial = from is null ? null : PowerCutEras.ValueOf(PowerCutEras.Survivor(era));
                 anomalies.AddRange(CheckBlock(block.Key, era, initial, everyWrite));
                 from = to;
             }

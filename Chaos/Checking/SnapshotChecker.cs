@@ -20,13 +20,13 @@ public static class SnapshotChecker
     /// made durable before a cut that came after it: the cut may have taken it from the head
     /// segment before a copy for the snapshot was made.
     /// </param>
-    public static List<Anomaly> Check(IReadOnlyList<Operation> history, Func<int, int> volumeOfBlock, IReadOnlyList<TimeSpan>? cuts = null)
+    public static List<Anomaly> Check(IReadOnlyList<Operation> history, Func<int, int> volumeOfBlock, IReadOnlyList<PowerCut>? cuts = null)
     {
         var anomalies = new List<Anomaly>();
         var flushes = history.Where(o => o.Kind == OperationKind.Flush && o.IsOk).ToList();
         bool SurvivesEveryCut(Operation write) =>
-            (cuts ?? []).Where(cut => cut > write.Completed).All(cut =>
-                flushes.Any(f => f.Client == write.Client && f.Volume == write.Volume && f.Invoked > write.Completed && f.Completed < cut));
+            (cuts ?? []).Where(cut => PowerCutEras.AnsweredBefore(write, cut)).All(cut =>
+                flushes.Any(f => f.Client == write.Client && f.Volume == write.Volume && f.Invoked > write.Completed && PowerCutEras.AnsweredBefore(f, cut)));
         var writes = history.Where(o => o.Kind == OperationKind.Write).ToList();
         var byId = writes.ToDictionary(w => w.Write);
         foreach (var create in history.Where(o => o.Kind == OperationKind.SnapshotCreate && o.IsOk))

@@ -10,11 +10,16 @@ namespace OrleansStorage.Chaos.Faults;
 /// moments it began and was healed. What fails while healing is an anomaly (a host that does not
 /// come back), never hidden.
 /// </summary>
-public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch watch, HistoryRecorder clock, Func<Task<int?>> managementHost, TextWriter output)
+/// <param name="settle">Waits, within bounds, for the cluster to be whole again after a fault: two faults that each cost one copy must not overlap.</param>
+public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch watch, HistoryRecorder clock, Func<Task<int?>> managementHost, Func<Task> settle, TextWriter output)
 {
     private readonly List<Anomaly> _anomalies = [];
+    private readonly List<PowerCut> _clusterPowerCuts = [];
 
     public IReadOnlyList<Anomaly> Anomalies => _anomalies;
+
+    /// <summary>The power cuts of every host, in order, with the instants the checkers cut the history at.</summary>
+    public IReadOnlyList<PowerCut> ClusterPowerCuts => _clusterPowerCuts;
 
     /// <summary>Runs the plan until <paramref name="runLength"/> (no fault begins after it); the last fault is healed before this returns.</summary>
     public async Task RunAsync(IReadOnlyList<PlannedFault> plan, TimeSpan runLength, CancellationToken stop)
@@ -39,6 +44,10 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
                 }
             }
             await InjectAsync(planned);
+            // A replica rolled back by a power cut, or refilled after a disk fault, is whole again
+            // only once resynced: a fault on its peer before then is a second fault, which may
+            // lose what only the two of them held.
+            await settle();
             // The same quiet gap as planned after a fault that took longer than planned.
             earliest = clock.Now + TimeSpan.FromSeconds(2);
         }
@@ -199,6 +208,11 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         }
         output.WriteLine($"{Stamp()} {fault}");
         await Task.Delay(planned.Duration);
+        if (planned.Kind == FaultKind.ClusterPowerCut)
+        {
+            // No host answers from the cut until here: whatever the clients note meanwhile was answered before it.
+            _clusterPowerCuts.Add(new PowerCut(fault.Started, clock.Now));
+        }
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }
 

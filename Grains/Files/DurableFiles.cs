@@ -98,19 +98,37 @@ public static partial class DurableFiles
         }
     }
 
-    /// <summary>The inode number of a file or directory (stat's st_ino: the second 8-byte field on 64-bit Linux).</summary>
-    public static ulong Inode(string path)
+    /// <summary>
+    /// What tells one file or directory from every other on its file system, also one that gets
+    /// the inode number of a file deleted before it: the inode number and the birth time (statx),
+    /// as "inode-seconds-nanoseconds". Where the file system keeps no birth time, the inode alone.
+    /// </summary>
+    public static string Identity(string path)
     {
-        var stat = new ulong[32];
-        if (Stat(path, stat) != 0)
+        var buffer = new byte[256];
+        if (Statx(AtCurrentDirectory, path, AtSymlinkNoFollow, StatxInode | StatxBirthTime, buffer) != 0)
         {
-            throw new IOException($"stat of '{path}' failed (errno {Marshal.GetLastPInvokeError()})");
+            var errno = Marshal.GetLastPInvokeError();
+            throw errno == NoSuchEntry
+                ? new FileNotFoundException($"'{path}' is gone", path)
+                : new IOException($"statx of '{path}' failed (errno {errno})");
         }
-        return stat[1];
+        // struct statx: stx_mask at 0, stx_ino at 32, stx_btime (tv_sec, tv_nsec) at 80 and 88.
+        var mask = BitConverter.ToUInt32(buffer, 0);
+        var inode = BitConverter.ToUInt64(buffer, 32);
+        return (mask & StatxBirthTime) != 0
+            ? $"{inode}-{BitConverter.ToInt64(buffer, 80)}-{BitConverter.ToUInt32(buffer, 88)}"
+            : inode.ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 
-    [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Stat(string path, [Out] ulong[] statBuffer);
+    private const int AtCurrentDirectory = -100; // AT_FDCWD
+    private const int AtSymlinkNoFollow = 0x100;  // AT_SYMLINK_NOFOLLOW
+    private const uint StatxInode = 0x100;         // STATX_INO
+    private const uint StatxBirthTime = 0x800;     // STATX_BTIME
+    private const int NoSuchEntry = 2;             // ENOENT
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Statx(int directoryFd, string path, int flags, uint mask, [Out] byte[] statxBuffer);
 
     [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int Open(string path, int flags);

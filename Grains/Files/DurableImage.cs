@@ -10,9 +10,12 @@ namespace OrleansStorage.Files;
 /// Jepsen's LazyFS model a power loss. <see cref="Restore"/> then puts the tree back to that: a
 /// file holds what it held at its last fsync (nothing, if it never was), a name whose entry no
 /// fsync of its directory made durable is gone, and one whose removal was never made durable is
-/// back. Contents belong to files (a directory and an inode), not names, as on a real file system:
-/// a file fsynced under a temporary name and renamed into place is durable under its new name once
-/// its directory is fsynced, and a name renamed over keeps its old file until then.
+/// back. Contents and entries belong to files and directories (an inode and its birth time,
+/// <see cref="DurableFiles.Identity"/>), not names, as on a real file system: a file fsynced under a
+/// temporary name, or in another directory, and renamed into place is durable under its new name
+/// once its directory is fsynced; a name renamed over keeps its old file until then; a new file
+/// that got a deleted file's inode number is a new file; a directory made again at the same path
+/// starts empty.
 /// <para>
 /// The image lives in files, so another process can restore it after this one was killed (a host
 /// process killed with <c>kill -9</c>, then rolled back: a power cut of that host, with the page
@@ -33,6 +36,7 @@ public sealed class DurableImage
 
     private const string ContentFolder = "content";
     private const string EntriesFolder = "entries";
+    private const string BaselineFileName = "baseline";
 
     private readonly string _image;
     private readonly bool _keepHistory;
@@ -53,6 +57,12 @@ public sealed class DurableImage
     /// <summary>Whether fsyncs are to fail now (<see cref="FailFsyncFileName"/> is present).</summary>
     public bool FailsFsync => File.Exists(Path.Combine(_image, FailFsyncFileName));
 
+    /// <summary>
+    /// Whether a baseline was completed in this image. A process killed and started again keeps
+    /// recording into the same image: what only its page cache held is still not durable.
+    /// </summary>
+    public bool HasBaseline => File.Exists(Path.Combine(_image, BaselineFileName));
+
     /// <summary>Whatever is under <paramref name="root"/> now is durable (a host about to start on it); the image forgets everything before.</summary>
     public void Baseline(string root)
     {
@@ -60,24 +70,26 @@ public sealed class DurableImage
         {
             _off = false;
             Note("[baseline]");
+            File.Delete(Path.Combine(_image, BaselineFileName));
             foreach (var folder in new[] { ContentFolder, EntriesFolder })
             {
                 var path = Path.Combine(_image, folder);
                 Directory.Delete(path, recursive: true);
                 Directory.CreateDirectory(path);
             }
-            if (!Directory.Exists(root))
+            if (Directory.Exists(root))
             {
-                return;
-            }
-            foreach (var directory in Directory.EnumerateDirectories(root, "*", SearchOption.AllDirectories).Prepend(root))
-            {
-                RecordEntries(Path.GetFullPath(directory));
-                foreach (var file in Directory.EnumerateFiles(directory))
+                foreach (var directory in Directory.EnumerateDirectories(root, "*", SearchOption.AllDirectories).Prepend(root))
                 {
-                    RecordContent(Path.GetFullPath(file));
+                    RecordEntries(Path.GetFullPath(directory));
+                    foreach (var file in Directory.EnumerateFiles(directory))
+                    {
+                        RecordContent(Path.GetFullPath(file));
+                    }
                 }
             }
+            // Last: a process killed in the middle of a baseline leaves none, and the next start takes one again.
+            File.WriteAllText(Path.Combine(_image, BaselineFileName), "");
         }
     }
 
@@ -103,7 +115,7 @@ public sealed class DurableImage
                     RecordContent(path);
                 }
             }
-            catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+            catch (IOException) when (!File.Exists(path) && !Directory.Exists(path))
             {
                 // Removed while being recorded: what a power cut keeps of it is decided by its directory's entries.
             }
@@ -135,51 +147,55 @@ public sealed class DurableImage
     {
         lock (_gate)
         {
-            var changed = RestoreDirectory(Path.GetFullPath(root));
+            root = Path.GetFullPath(root);
+            var changed = RestoreDirectory(root, DurableFiles.Identity(root));
             _off = false;
             Note($"[restored {changed}]");
             return changed;
         }
     }
 
-    private int RestoreDirectory(string directory)
+    /// <summary>Makes <paramref name="directory"/> hold what the durable directory <paramref name="durableId"/> held.</summary>
+    private int RestoreDirectory(string directory, string durableId)
     {
-        var durable = ReadEntries(directory);
+        var durable = ReadEntries(durableId);
         var changed = 0;
         foreach (var entry in Directory.EnumerateFileSystemEntries(directory).ToList())
         {
             var name = Path.GetFileName(entry);
             var isDirectory = Directory.Exists(entry);
-            if (!durable.TryGetValue(name, out var kept) || kept.IsDirectory != isDirectory)
+            if (durable.TryGetValue(name, out var kept) && kept.IsDirectory == isDirectory
+                && (!isDirectory || DurableFiles.Identity(entry) == kept.Id))
             {
-                // Its entry never reached the disk.
-                changed += isDirectory ? Directory.EnumerateFiles(entry, "*", SearchOption.AllDirectories).Count() + 1 : 1;
-                if (isDirectory)
-                {
-                    Directory.Delete(entry, recursive: true);
-                }
-                else
-                {
-                    File.Delete(entry);
-                }
-                Note($"[off]{Short(entry)}:deleted");
+                durable.Remove(name);
+                changed += isDirectory ? RestoreDirectory(entry, kept.Id) : RestoreFile(entry, kept.Id);
                 continue;
             }
-            durable.Remove(name);
-            changed += isDirectory ? RestoreDirectory(entry) : RestoreFile(directory, entry, kept.Inode);
+            // Its entry never reached the disk (or the durable one is another file or directory:
+            // restored below, in its place).
+            changed += isDirectory ? Directory.EnumerateFiles(entry, "*", SearchOption.AllDirectories).Count() + 1 : 1;
+            if (isDirectory)
+            {
+                Directory.Delete(entry, recursive: true);
+            }
+            else
+            {
+                File.Delete(entry);
+            }
+            Note($"[off]{Short(entry)}:deleted");
         }
         foreach (var (name, kept) in durable)
         {
-            // Removed, but the removal never reached the disk: back, as it was at its last fsync.
+            // Gone now, but durable: removed (or replaced) without the change reaching the disk.
             var path = Path.Combine(directory, name);
             if (kept.IsDirectory)
             {
                 Directory.CreateDirectory(path);
-                changed += RestoreDirectory(path) + 1;
+                changed += RestoreDirectory(path, kept.Id) + 1;
             }
             else
             {
-                File.WriteAllBytes(path, ReadContent(directory, kept.Inode));
+                File.WriteAllBytes(path, ReadContent(kept.Id));
                 changed++;
             }
             Note($"[off]{Short(path)}:back");
@@ -187,11 +203,11 @@ public sealed class DurableImage
         return changed;
     }
 
-    private int RestoreFile(string directory, string file, ulong durableInode)
+    private int RestoreFile(string file, string durableId)
     {
         // The file the durable name points at: another than the one there now if a rename over
         // the name was never made durable.
-        var durable = ReadContent(directory, durableInode);
+        var durable = ReadContent(durableId);
         var now = File.ReadAllBytes(file);
         if (now.AsSpan().SequenceEqual(durable))
         {
@@ -204,8 +220,7 @@ public sealed class DurableImage
 
     private void RecordContent(string file)
     {
-        var inode = DurableFiles.Inode(file);
-        var target = ContentPath(Path.GetDirectoryName(file)!, inode);
+        var target = ContentPath(DurableFiles.Identity(file));
         File.Copy(file, target + ".tmp", overwrite: true);
         File.Move(target + ".tmp", target, overwrite: true);
         if (_keepHistory)
@@ -223,23 +238,23 @@ public sealed class DurableImage
             try
             {
                 var kind = Directory.Exists(entry) ? 'd' : 'f';
-                lines.Append(DurableFiles.Inode(entry)).Append('\t').Append(kind).Append('\t').Append(Path.GetFileName(entry)).Append('\n');
+                lines.Append(DurableFiles.Identity(entry)).Append('\t').Append(kind).Append('\t').Append(Path.GetFileName(entry)).Append('\n');
             }
-            catch (IOException)
+            catch (IOException) when (!Path.Exists(entry))
             {
                 // Removed while listed: not among the entries.
             }
         }
-        var target = EntriesPath(directory);
+        var target = EntriesPath(DurableFiles.Identity(directory));
         File.WriteAllText(target + ".tmp", lines.ToString());
         File.Move(target + ".tmp", target, overwrite: true);
     }
 
-    /// <summary>The directory's durable entries by name; none if no fsync of it (or of its parent's baseline) was recorded.</summary>
-    private Dictionary<string, (ulong Inode, bool IsDirectory)> ReadEntries(string directory)
+    /// <summary>A directory's durable entries by name; none if no fsync of it (nor a baseline) was recorded.</summary>
+    private Dictionary<string, (string Id, bool IsDirectory)> ReadEntries(string directoryId)
     {
-        var entries = new Dictionary<string, (ulong, bool)>(StringComparer.Ordinal);
-        var path = EntriesPath(directory);
+        var entries = new Dictionary<string, (string, bool)>(StringComparer.Ordinal);
+        var path = EntriesPath(directoryId);
         if (!File.Exists(path))
         {
             return entries;
@@ -249,26 +264,21 @@ public sealed class DurableImage
             var parts = line.Split('\t', 3);
             if (parts.Length == 3)
             {
-                entries[parts[2]] = (ulong.Parse(parts[0], System.Globalization.CultureInfo.InvariantCulture), parts[1] == "d");
+                entries[parts[2]] = (parts[0], parts[1] == "d");
             }
         }
         return entries;
     }
 
-    private byte[] ReadContent(string directory, ulong inode)
+    private byte[] ReadContent(string fileId)
     {
-        var path = ContentPath(directory, inode);
+        var path = ContentPath(fileId);
         return File.Exists(path) ? File.ReadAllBytes(path) : [];
     }
 
-    // A file is its directory and inode: renames within a directory keep both, and a number the
-    // file system reuses after a delete elsewhere cannot pass one file's content to another.
-    private string ContentPath(string directory, ulong inode) => Path.Combine(_image, ContentFolder, $"{Key(directory)}-{inode}");
+    private string ContentPath(string fileId) => Path.Combine(_image, ContentFolder, fileId);
 
-    private string EntriesPath(string directory) => Path.Combine(_image, EntriesFolder, Key(directory));
-
-    private static string Key(string directory) =>
-        Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(Path.TrimEndingDirectorySeparator(directory))))[..24];
+    private string EntriesPath(string directoryId) => Path.Combine(_image, EntriesFolder, directoryId);
 
     private void Note(string line)
     {

@@ -73,14 +73,19 @@ public static class StorageSiloBuilderExtensions
                 var volumes = Path.Combine(disk.Root, HostDisk.VolumesFolderName);
                 // A test that killed this host asked for a power cut: what the page cache held is lost.
                 var powerCut = Path.Combine(disk.Root, StorageServerOptions.DurableImageFolderName, DurableImage.PowerCutFileName);
-                if (File.Exists(powerCut) && Directory.Exists(volumes))
+                var cut = File.Exists(powerCut) && image.HasBaseline && Directory.Exists(volumes);
+                if (cut)
                 {
                     var changed = image.Restore(volumes);
                     Log.PowerCutRestored(sp.GetRequiredService<ILogger<DurableImage>>(), disk.HostId, changed);
                 }
                 File.Delete(powerCut);
-                // What is on disk at the start is durable: it is what a restart after a power cut finds.
-                image.Baseline(volumes);
+                // After a power cut what is on disk is durable; after a mere kill the page cache
+                // survived and what it held still is not, so the image of the last start goes on.
+                if (cut || !image.HasBaseline)
+                {
+                    image.Baseline(volumes);
+                }
                 return new SegmentStore(disk.Root, storage.MaxOpenSegmentFiles, path =>
                 {
                     if (image.FailsFsync)

@@ -103,6 +103,64 @@ public sealed class DurableImageTests : IDisposable
     }
 
     [Fact]
+    public void A_new_file_that_took_a_deleted_files_inode_number_is_a_new_file()
+    {
+        // ext4 hands a freed inode number to the next file made in the same directory: make that
+        // happen if it will, and in any case the new file, whose entry is durable but whose data
+        // never was, must come back empty, not with the deleted file's bytes.
+        var oldInode = InodeOf(PathOf("old"));
+        File.Delete(PathOf("old"));
+        File.WriteAllText(PathOf("new"), "never synced");
+        for (var tries = 0; tries < 20 && InodeOf(PathOf("new")) != oldInode; tries++)
+        {
+            File.Delete(PathOf("new"));
+            File.WriteAllText(PathOf("new"), "never synced");
+        }
+        _image.Synced(Path.Combine(_tree, "v1"));
+
+        _image.Restore(_tree);
+        Assert.Equal("", File.ReadAllText(PathOf("new")));
+        Assert.False(File.Exists(PathOf("old")), "the removal was made durable with the directory");
+    }
+
+    [Fact]
+    public void A_file_fsynced_in_one_directory_and_moved_into_another_keeps_its_content_there()
+    {
+        Directory.CreateDirectory(Path.Combine(_tree, "v2"));
+        _image.Synced(_tree);
+        File.WriteAllText(PathOf("copy"), "fsynced here");
+        _image.Synced(PathOf("copy"));
+        File.Move(PathOf("copy"), Path.Combine(_tree, "v2", "copy"));
+        _image.Synced(Path.Combine(_tree, "v2"));
+
+        _image.Restore(_tree);
+        Assert.Equal("fsynced here", File.ReadAllText(Path.Combine(_tree, "v2", "copy")));
+    }
+
+    [Fact]
+    public void A_directory_made_again_at_the_same_path_starts_empty()
+    {
+        Directory.Delete(Path.Combine(_tree, "v1"), recursive: true);
+        _image.Synced(_tree);
+        Directory.CreateDirectory(Path.Combine(_tree, "v1"));
+        File.WriteAllText(PathOf("seg"), "new");
+        _image.Synced(_tree); // the new v1 is durable, none of its entries are
+
+        _image.Restore(_tree);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(_tree, "v1")));
+    }
+
+    [Fact]
+    public void A_baseline_is_kept_until_the_next_one()
+    {
+        Assert.True(_image.HasBaseline);
+        Assert.True(new DurableImage(Path.Combine(_root, "image")).HasBaseline);
+        Assert.False(new DurableImage(Path.Combine(_root, "other-image")).HasBaseline);
+    }
+
+    private static string InodeOf(string path) => DurableFiles.Identity(path).Split('-')[0];
+
+    [Fact]
     public void Another_process_restores_from_the_image_files_alone()
     {
         File.WriteAllText(PathOf("old"), "synced");
