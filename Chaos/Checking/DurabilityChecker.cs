@@ -32,18 +32,18 @@ public static class DurabilityChecker
         }
 
         var writes = history.Where(o => o.Kind == OperationKind.Write).ToDictionary(o => o.Write);
-        CheckFlushedWritesSurvive(history, writes, _ => true, block => finals.GetValueOrDefault(block) is { IsOk: true } final ? final : null, "after healing", anomalies);
+        var instants = (cuts ?? []).ToList();
+        CheckFlushedWritesSurvive(history, writes, instants, _ => true, block => finals.GetValueOrDefault(block) is { IsOk: true } final ? final : null, "after healing", anomalies);
 
         // A power cut of every host may lose what was not flushed, never what was: what each block
         // shows first after the cut must not be older than a write flushed before it.
         var byBlock = history.Where(o => o.Block >= 0 && o.Kind is OperationKind.Write or OperationKind.Read && o.Snapshot is null).GroupBy(o => o.Block).ToDictionary(g => g.Key, g => g.ToList());
-        var instants = (cuts ?? []).ToList();
         for (var i = 0; i < instants.Count; i++)
         {
             var cut = instants[i];
             var next = i + 1 < instants.Count ? instants[i + 1] : null;
             var survivors = byBlock.ToDictionary(b => b.Key, b => PowerCutEras.Survivor(PowerCutEras.Era(b.Value, cut, next)));
-            CheckFlushedWritesSurvive(history, writes, flush => PowerCutEras.AnsweredBefore(flush, cut), block => survivors.GetValueOrDefault(block),
+            CheckFlushedWritesSurvive(history, writes, instants, flush => PowerCutEras.AnsweredBefore(flush, cut), block => survivors.GetValueOrDefault(block),
                 $"after the power cut of every host at {RegisterChecker.Seconds(cut.Cut)}", anomalies);
         }
         return anomalies;
@@ -52,15 +52,17 @@ public static class DurabilityChecker
     /// <summary>
     /// Every write acknowledged before an acknowledged flush (of its client and volume) that
     /// <paramref name="counts"/> is what <paramref name="shownBy"/> shows for its block, or was
-    /// superseded by a write that may have taken effect after it.
+    /// superseded by a write that may have taken effect after it. A flush covers no write that a
+    /// power cut of every host came between: the cut may have taken it before the flush was sent.
     /// </summary>
-    private static void CheckFlushedWritesSurvive(IReadOnlyList<Operation> history, Dictionary<WriteId, Operation> writes, Func<Operation, bool> counts,
-        Func<int, Operation?> shownBy, string when, List<Anomaly> anomalies)
+    private static void CheckFlushedWritesSurvive(IReadOnlyList<Operation> history, Dictionary<WriteId, Operation> writes, IReadOnlyList<PowerCut> cuts,
+        Func<Operation, bool> counts, Func<int, Operation?> shownBy, string when, List<Anomaly> anomalies)
     {
         var checkedWrites = new HashSet<WriteId>();
         foreach (var flush in history.Where(o => o.Kind == OperationKind.Flush && o.IsOk && counts(o)).OrderBy(o => o.Invoked))
         {
-            var covered = writes.Values.Where(w => w.IsOk && w.Client == flush.Client && w.Volume == flush.Volume && w.Completed < flush.Invoked);
+            var covered = writes.Values.Where(w => w.IsOk && w.Client == flush.Client && w.Volume == flush.Volume && w.Completed < flush.Invoked
+                && cuts.All(cut => !PowerCutEras.AnsweredBefore(w, cut) || PowerCutEras.AnsweredBefore(flush, cut)));
             foreach (var write in covered)
             {
                 if (!checkedWrites.Add(write.Write) || shownBy(write.Block) is not { } shown)

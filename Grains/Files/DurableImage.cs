@@ -77,6 +77,11 @@ public sealed class DurableImage
                 Directory.Delete(path, recursive: true);
                 Directory.CreateDirectory(path);
             }
+            if (Directory.Exists(root) && !DurableFiles.Identity(root).Contains('-', StringComparison.Ordinal))
+            {
+                // Without birth times a file that took a deleted file's inode number would inherit its content.
+                throw new InvalidOperationException($"the file system of '{root}' keeps no birth times (statx STATX_BTIME): a durable image cannot tell files apart there");
+            }
             if (Directory.Exists(root))
             {
                 foreach (var directory in Directory.EnumerateDirectories(root, "*", SearchOption.AllDirectories).Prepend(root))

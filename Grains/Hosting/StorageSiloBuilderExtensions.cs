@@ -79,13 +79,14 @@ public static class StorageSiloBuilderExtensions
                     var changed = image.Restore(volumes);
                     Log.PowerCutRestored(sp.GetRequiredService<ILogger<DurableImage>>(), disk.HostId, changed);
                 }
-                File.Delete(powerCut);
                 // After a power cut what is on disk is durable; after a mere kill the page cache
                 // survived and what it held still is not, so the image of the last start goes on.
                 if (cut || !image.HasBaseline)
                 {
                     image.Baseline(volumes);
                 }
+                // Only now: a kill before the baseline leaves the cut to be made again, on the same image.
+                File.Delete(powerCut);
                 return new SegmentStore(disk.Root, storage.MaxOpenSegmentFiles, path =>
                 {
                     if (image.FailsFsync)

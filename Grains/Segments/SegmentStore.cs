@@ -192,10 +192,13 @@ public sealed partial class SegmentStore : IDisposable
             await FsyncAsync(lease, segment).ConfigureAwait(false);
             // A file created since its directory was last fsynced (by this write or an earlier,
             // non-durable one) has no durable directory entry yet: the data would be lost with it.
+            // Before the volume's first flush since this store opened, that includes files an
+            // earlier process made and was killed before it fsynced their directory.
             bool entryIsNew;
             lock (_gate)
             {
-                entryIsNew = _newFiles.TryGetValue(segment.VolumeId, out var created) && created.Contains(segment.SegmentIndex);
+                entryIsNew = (_newFiles.TryGetValue(segment.VolumeId, out var created) && created.Contains(segment.SegmentIndex))
+                    || !_flushedSinceOpen.Contains(segment.VolumeId);
             }
             if (entryIsNew)
             {

@@ -100,6 +100,17 @@ public sealed class PowerCutCheckerTests
     }
 
     [Fact]
+    public void A_flush_after_the_cut_does_not_cover_a_write_the_cut_took()
+    {
+        var history = new HistoryBuilder()
+            .Write(V(1, 1), 0, 0.0, 1.0)          // acknowledged, never flushed before the cut
+            .Flush(1, 20.0, 21.0)                 // flushes what there is after the restart
+            .ReadZeros(0, 22.0, 23.0, final: true);
+
+        Assert.Empty(CheckAll(history, 0));
+    }
+
+    [Fact]
     public void A_snapshot_may_lack_a_write_the_cut_took_but_not_a_flushed_one()
     {
         var history = new HistoryBuilder()

@@ -60,6 +60,36 @@ public sealed class FlushRaceTests : IDisposable
     }
 
     [Fact]
+    public async Task A_durable_write_to_a_file_an_earlier_process_made_survives_a_power_cut()
+    {
+        // A process makes a segment file and is killed before any flush: the file's directory
+        // entry is in the page cache only, which the kill does not lose. The next process writes
+        // the segment with FUA: the write is acknowledged as durable, so its file's entry must be.
+        var power = new PowerLossSimulator();
+        var root = Path.Combine(_root, "fua-after-restart");
+        var written = new byte[4096];
+        Array.Fill(written, (byte)0x6B);
+        var first = new SegmentStore(root, failsFsync: path => power.FailsFsync("host", path));
+        power.Baseline("host", first.VolumesRoot);
+        await first.WriteAsync(_segment, Segment, 0, new byte[4096], durable: false);
+        first.CrashOnDispose();
+        first.Dispose(); // kill -9: no flush, no clean shutdown; the page cache keeps the file
+
+        using (var second = new SegmentStore(root, failsFsync: path => power.FailsFsync("host", path)))
+        {
+            await second.WriteAsync(_segment, Segment, 0, written, durable: true); // acknowledged as durable
+            power.PowerOff("host");
+        }
+        power.RestoreAfterPowerLoss("host", Path.Combine(root, "volumes"));
+
+        using var reopened = new SegmentStore(root);
+        var back = new byte[4096];
+        await reopened.ReadAsync(_segment, Segment, 0, back);
+        Assert.True(back.AsSpan().SequenceEqual(written),
+            $"a FUA write to a file an earlier process made was lost by a power cut: block reads 0x{back[0]:X2}, wrote 0x6B; fsyncs: {power.History("host", "")}");
+    }
+
+    [Fact]
     public async Task A_flush_that_overlaps_a_write_in_flight_keeps_its_segments_intent_so_a_crash_leaves_it_suspect()
     {
         // Intents cleared at once after a flush: a flush that cleared the intent of a segment whose
