@@ -17,7 +17,8 @@ public sealed partial class ChaosRun
     /// Every host Up and no placement group degraded, moving or unavailable; an anomaly if that does
     /// not come within <see cref="HealthyWithin"/> after healing. Between faults, only a line.
     /// </summary>
-    private async Task WaitUntilHealthyAsync(OstorClient admin, bool betweenFaults = false)
+    /// <param name="cluster">When given, a host whose process is gone meanwhile is started again (one that a partition made stop itself after its heal's restart had found it still running).</param>
+    private async Task WaitUntilHealthyAsync(OstorClient admin, bool betweenFaults = false, LocalCluster? cluster = null)
     {
         var started = _history.Now;
         var last = "no answer";
@@ -32,6 +33,11 @@ public sealed partial class ChaosRun
         {
             try
             {
+                if (cluster is not null && Enumerable.Range(1, cluster.Hosts).Any(h => cluster.PidOf(h) is not { } pid || !LocalCluster.IsAlive(pid)))
+                {
+                    output.WriteLine($"{_history.Now.TotalSeconds,8:0.000} s a host process is gone: starting it again");
+                    await cluster.StartMissingHostsAsync();
+                }
                 var status = await admin.GetStatusAsync().WaitAsync(TimeSpan.FromSeconds(20));
                 var notUp = status.Map.Hosts.Where(h => h.State != HostState.Up).Select(h => $"{h.HostId} {h.State}").ToList();
                 last = $"epoch {status.Map.Epoch}: {status.DegradedGroups} degraded, {status.RecoveringGroups} recovering, {status.UnavailableGroups} unavailable groups"

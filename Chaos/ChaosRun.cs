@@ -89,7 +89,7 @@ public sealed partial class ChaosRun(ChaosOptions options, TextWriter output)
             _history = new HistoryRecorder(TimeProvider.System);
             var clients = handlesOfClients.Select((handles, i) => new WorkloadClient(i, handles, layout, _history, clientRandoms[i], runTag, OperationTimeout)).ToList();
             var watch = new HostWatch(cluster, _history);
-            var injector = new FaultInjector(cluster, _faults, watch, _history, () => ManagementHostAsync(admin), () => WaitUntilHealthyAsync(admin, betweenFaults: true), output);
+            var injector = new FaultInjector(cluster, _faults, watch, _history, () => ManagementHostAsync(admin), () => WaitUntilHealthyAsync(admin, betweenFaults: true, cluster), output);
             clusterPowerCuts = injector.ClusterPowerCuts;
             using var stopWatching = new CancellationTokenSource();
             var watching = watch.RunAsync(stopWatching.Token);
