@@ -151,22 +151,33 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }
 
-    private async Task ReadOnlyDiskAsync(PlannedFault planned)
+    private Task ReadOnlyDiskAsync(PlannedFault planned) =>
+        DiskFaultAsync(planned, "disk read-only (chattr +i)", "disk writable", on => cluster.SetDiskReadOnlyAsync(planned.Host, readOnly: on));
+
+    private Task FailingFsyncAsync(PlannedFault planned) =>
+        DiskFaultAsync(planned, "fsyncs fail", "fsyncs succeed", on =>
+        {
+            cluster.SetFsyncFailing(planned.Host, failing: on);
+            return Task.FromResult("");
+        });
+
+    /// <summary>A host's disk fails for a while (<paramref name="set"/> switches the failure on and off); then the host is killed and restarted, and joins empty.</summary>
+    private async Task DiskFaultAsync(PlannedFault planned, string what, string healed, Func<bool, Task<string>> set)
     {
         var host = planned.Host;
-        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}'s disk read-only (chattr +i) for {planned.Duration.TotalSeconds:0.0} s, then writable, the host killed and restarted");
+        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}'s {what} for {planned.Duration.TotalSeconds:0.0} s, then healed, the host killed and restarted");
         output.WriteLine($"{Stamp()} {fault}");
         try
         {
-            await cluster.SetDiskReadOnlyAsync(host, readOnly: true);
+            await set(true);
         }
-        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException)
+        catch (Exception ex) when (ex is InvalidOperationException or TimeoutException or IOException)
         {
-            output.WriteLine($"{Stamp()} chattr +i failed: {ex.Message}");
+            output.WriteLine($"{Stamp()} host-{host}'s {what}: could not be switched on: {ex.Message}");
         }
         await Task.Delay(planned.Duration);
-        await HealAsync(fault, "disk writable", () => cluster.SetDiskReadOnlyAsync(host, readOnly: false));
-        // Its store failed for good (fail-stop): only a restart brings it back, empty.
+        await HealAsync(fault, healed, () => set(false));
+        // Its store failed for good (fail-stop) if it wrote meanwhile: only a restart brings it back, empty.
         if (cluster.PidOf(host) is { } pid && LocalCluster.IsAlive(pid))
         {
             watch.Expect(pid, $"kill -9 of host-{host} after its disk failed");
@@ -212,34 +223,6 @@ public sealed class FaultInjector(LocalCluster cluster, FaultLog log, HostWatch 
         {
             // No host answers from the cut until here: whatever the clients note meanwhile was answered before it.
             _clusterPowerCuts.Add(new PowerCut(fault.Started, clock.Now));
-        }
-        await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
-    }
-
-    private async Task FailingFsyncAsync(PlannedFault planned)
-    {
-        var host = planned.Host;
-        var fault = log.Begin(planned.Kind, host, clock.Now, $"host-{host}'s fsyncs fail for {planned.Duration.TotalSeconds:0.0} s, then succeed, the host killed and restarted");
-        output.WriteLine($"{Stamp()} {fault}");
-        try
-        {
-            cluster.SetFsyncFailing(host, failing: true);
-        }
-        catch (Exception ex) when (ex is InvalidOperationException or IOException)
-        {
-            output.WriteLine($"{Stamp()} failing fsyncs of host-{host} could not be switched on: {ex.Message}");
-        }
-        await Task.Delay(planned.Duration);
-        await HealAsync(fault, "fsyncs succeed", () =>
-        {
-            cluster.SetFsyncFailing(host, failing: false);
-            return Task.FromResult("");
-        });
-        // Its store failed for good (fail-stop) if it fsynced meanwhile: only a restart brings it back, empty.
-        if (cluster.PidOf(host) is { } pid && LocalCluster.IsAlive(pid))
-        {
-            watch.Expect(pid, $"kill -9 of host-{host} after its fsyncs failed");
-            await LocalCluster.KillNineAsync(pid);
         }
         await HealAsync(fault, "restart", cluster.StartMissingHostsAsync);
     }
