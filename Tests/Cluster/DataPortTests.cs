@@ -40,7 +40,8 @@ public sealed class DataPortTests(StorageClusterFixture fixture, ITestOutputHelp
             port.SendAsync(primary, EndpointOf(map, primary), Write(map.Epoch - 1, volume, segment: 0, offset: 0, length: 4096), data));
 
         Assert.Equal(map.Epoch - 1, stale.RequestEpoch);
-        Assert.Equal(map.Epoch, stale.ServerEpoch);
+        // At least the map's: the shared cluster's own changes (a purge confirmed) may have moved it on since.
+        Assert.True(stale.ServerEpoch >= map.Epoch, $"refused with server epoch {stale.ServerEpoch}, older than the map's {map.Epoch}");
         var held = (await fixture.Server(primary).ReadLocalAsync(new SegmentAddress(volume.VolumeId, 0), 0, 4096)).Bytes;
         Assert.All(held.ToArray(), b => Assert.Equal(0, b));
     }
