@@ -153,8 +153,11 @@ public sealed class SilentCorruptionTests(StorageClusterFixture fixture, ITestOu
         Assert.Contains(scrub.Problems, p => p.Contains("no good copy", StringComparison.Ordinal));
 
         // A block lost in every copy stops any later resync of its group (its copy cannot be read),
-        // and the cluster is shared: later tests that kill a host would wait for it for ever.
-        await fixture.Client.DeleteVolumeAsync(volume.Name);
+        // and the cluster is shared: later tests that kill a host would wait for it for ever. The
+        // block is written anew, as its owner would restore it; a delete would move the epoch
+        // under later tests as the hosts confirm the purge.
+        await volume.WriteAsync(12 * Block, new byte[Block]);
+        await volume.ReadAsync(12 * Block, new byte[Block]);
     }
 
     [SkippableFact]
