@@ -210,7 +210,46 @@ public static class RegisterChecker
                     outer.FirstReturn == MinusInfinity ? inner.LastInvocation : outer.FirstReturn, outer.LastInvocation, [.. inner.Ends(), .. outer.Ends()]));
             }
         }
+        anomalies.AddRange(CountComebacks(block, operations, inFlightReads, clusters));
         return anomalies;
+    }
+
+    /// <summary>
+    /// A write sent k times takes effect at most k times. Between two of its in-flight reads (and
+    /// between the last of them and the reads after it returned) it had to take effect again if
+    /// another value was surely current in between: a write of it acknowledged, or a read of it
+    /// answered, wholly inside the gap. More comebacks than sends is a stale read: two primaries
+    /// serving one group would look like this.
+    /// </summary>
+    private static IEnumerable<Anomaly> CountComebacks(int block, List<Operation> operations, List<Cluster> inFlightReads, Dictionary<WriteId, Cluster> clusters)
+    {
+        foreach (var reads in inFlightReads.GroupBy(c => c.Write!.Write))
+        {
+            var write = reads.First().Write!;
+            var points = reads.SelectMany(c => c.Reads).OrderBy(r => r.Invoked).ToList();
+            if (clusters.TryGetValue(write.Write, out var after) && after.Reads.Count > 0)
+            {
+                points.Add(after.Reads.MinBy(r => r.Invoked)!);
+            }
+            var others = operations.Where(o => o.IsOk && (o.Kind == OperationKind.Write ? o.Write != write.Write : o.Read.Kind != ReadKind.Garbled && !(o.Read.Kind == ReadKind.Value && o.Read.Id == write.Write))).ToList();
+            var effects = 1;
+            Operation? separator = null;
+            for (var i = 0; i + 1 < points.Count; i++)
+            {
+                var between = others.FirstOrDefault(o => o.Invoked > points[i].Completed && o.Completed < points[i + 1].Invoked);
+                if (between is not null)
+                {
+                    effects++;
+                    separator = between;
+                }
+            }
+            if (effects > write.Sends)
+            {
+                yield return new Anomaly("stale read", block,
+                    $"{write.Write} was sent {write.Sends} times but was read back {effects} times with another value current in between: each comeback needs a send of its own",
+                    points[0].Invoked, points[^1].Completed, [write, .. points, separator!]);
+            }
+        }
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;

@@ -114,6 +114,34 @@ public sealed class HistoryCheckerTests
     }
 
     [Fact]
+    public void A_write_sent_twice_comes_back_at_most_twice()
+    {
+        // Two writes in flight, each sent twice, read alternately six times: each needs three
+        // effects. What two primaries serving one group during a failover would look like.
+        var splitBrain = new HistoryBuilder()
+            .Write(V(1, 1), 0, 0, 10, sends: 2).Write(V(2, 1), 0, 0, 10, sends: 2)
+            .Read(0, 1, 1.1, V(1, 1)).Read(0, 2, 2.1, V(2, 1)).Read(0, 3, 3.1, V(1, 1))
+            .Read(0, 4, 4.1, V(2, 1)).Read(0, 5, 5.1, V(1, 1)).Read(0, 6, 6.1, V(2, 1));
+        var anomalies = CheckAll(splitBrain);
+        Assert.Equal(2, anomalies.Count);
+        Assert.All(anomalies, a => Assert.Contains("was sent 2 times but was read back 3 times", a.Explanation));
+
+        // Back three times over acknowledged writes nobody read: also one comeback too many.
+        var comebacks = new HistoryBuilder()
+            .Write(V(1, 1), 0, 0, 10, sends: 2)
+            .Write(V(2, 1), 0, 1, 1.5).Read(0, 2, 2.5, V(1, 1)).Write(V(2, 2), 0, 3, 3.5)
+            .Read(0, 4, 4.5, V(1, 1)).Write(V(2, 3), 0, 5, 5.5).Read(0, 6, 6.5, V(1, 1));
+        Assert.Contains("was sent 2 times but was read back 3 times", Assert.Single(CheckAll(comebacks)).Explanation);
+
+        // Sent three times, the same history is legal.
+        var legal = new HistoryBuilder()
+            .Write(V(1, 1), 0, 0, 10, sends: 3)
+            .Write(V(2, 1), 0, 1, 1.5).Read(0, 2, 2.5, V(1, 1)).Write(V(2, 2), 0, 3, 3.5)
+            .Read(0, 4, 4.5, V(1, 1)).Write(V(2, 3), 0, 5, 5.5).Read(0, 6, 6.5, V(1, 1));
+        Assert.Empty(CheckAll(legal));
+    }
+
+    [Fact]
     public void An_ambiguous_write_once_read_cannot_be_undone()
     {
         var history = new HistoryBuilder()
