@@ -5,7 +5,9 @@ namespace OrleansStorage.Client.Library;
 /// changes data was sent to a primary. A write whose reply was lost, or whose primary was
 /// deposed while it was on the way, is sent again, so a write acknowledged once may have taken
 /// effect more than once before its acknowledgement: a history checker (infra/chaos) must know
-/// which writes were sent more than once to judge what their readers saw.
+/// which writes were sent more than once to judge what their readers saw. Counted as each send
+/// begins, so one that never left (its host unreachable) counts too: the count errs high, which
+/// only makes such a checker more lenient, never wrongly strict.
 /// </summary>
 public sealed class WriteAttempts : IDisposable
 {
