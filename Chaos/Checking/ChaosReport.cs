@@ -22,7 +22,7 @@ public sealed class ChaosReport(TextWriter output, IReadOnlyList<Operation> hist
         var flushes = history.Where(o => o.Kind == OperationKind.Flush).ToList();
         var snapshots = history.Where(o => o.Kind == OperationKind.SnapshotCreate).ToList();
         output.WriteLine();
-        output.WriteLine($"history: {writes.Count} writes ({writes.Count(o => o.IsOk)} acknowledged, {writes.Count(o => !o.IsOk)} ambiguous), "
+        output.WriteLine($"history: {writes.Count} writes ({writes.Count(o => o.IsOk)} acknowledged, {writes.Count(o => !o.IsOk)} ambiguous, {writes.Count(o => o.Sends > 1)} sent more than once), "
             + $"{reads.Count} reads ({reads.Count(o => o.IsOk)} answered, {reads.Count(o => o.Final && o.Snapshot is null)} after healing), {flushes.Count} flushes ({flushes.Count(o => o.IsOk)} acknowledged), "
             + $"{snapshots.Count} snapshots ({snapshots.Count(o => o.IsOk)} created, {reads.Count(o => o.Snapshot is not null)} blocks read from them)");
         var acknowledged = writes.Where(o => o.IsOk && !o.Final).Select(o => o.Completed).Order().ToList();

@@ -32,6 +32,16 @@ namespace OrleansStorage.Chaos.Checking;
 /// An ambiguous write that no read returned is dropped: it may never have happened, which no
 /// later read can contradict. One with reads keeps its reads' returns as its bound.
 /// Comparisons are strict, so operations that merely touch at one timestamp are never flagged.
+///
+/// A write the client sent more than once (<see cref="Operation.Sends"/>: its reply was lost or
+/// its primary deposed, and the library sent it again) may take effect once per send, each time
+/// before it returns: a read while it is in flight may see its value, another write may replace
+/// it, and the retry may bring it back. That is what a disk promises too: until a command
+/// completes, what its blocks read is undefined. Such a write's cluster keeps only the reads
+/// invoked after it returned (by then its last send took effect); each earlier read of it is a
+/// zone of its own, [max(read invoked, write invoked), min(read returned, write returned)], a
+/// send taking effect and the read at one instant, which must not lie inside a forward zone.
+/// A write sent once keeps the strict rule above.
 /// </summary>
 public static class RegisterChecker
 {
@@ -70,6 +80,9 @@ public static class RegisterChecker
 
         public TimeSpan LastInvocation { get; set; }
 
+        /// <summary>A read of a write sent more than once, made while that write was in flight: its zone is fixed when it is made.</summary>
+        public bool IsInFlightRead { get; init; }
+
         public bool IsForward => FirstReturn < LastInvocation;
 
         public string Name => Value?.ToString() ?? "zeros";
@@ -98,6 +111,7 @@ public static class RegisterChecker
         }
         var start = new Cluster(initial, null);
         var clusters = new Dictionary<WriteId, Cluster>();
+        var inFlightReads = new List<Cluster>();
         foreach (var read in operations.Where(o => o.Kind == OperationKind.Read && o.IsOk))
         {
             switch (read.Read.Kind)
@@ -132,6 +146,17 @@ public static class RegisterChecker
                     if (read.Completed < write.Invoked)
                     {
                         anomalies.Add(new("read from the future", block, $"the read returned {write.Write} before that write was invoked", read.Invoked, write.Invoked, [read, write]));
+                        break;
+                    }
+                    if (write.Sends > 1 && read.Invoked < ReturnOf(write))
+                    {
+                        inFlightReads.Add(new Cluster(write.Write, write)
+                        {
+                            IsInFlightRead = true,
+                            Reads = { read },
+                            LastInvocation = Max(read.Invoked, write.Invoked),
+                            FirstReturn = Min(read.Completed, ReturnOf(write)),
+                        });
                         break;
                     }
                     if (!clusters.TryGetValue(write.Write, out var cluster))
@@ -173,19 +198,58 @@ public static class RegisterChecker
                 }
             }
         }
-        foreach (var inner in all.Where(c => !c.IsForward && c.Value is not null))
+        foreach (var inner in all.Where(c => !c.IsForward && c.Value is not null).Concat(inFlightReads))
         {
             foreach (var outer in forward.Where(f => f.FirstReturn < inner.LastInvocation && inner.FirstReturn < f.LastInvocation))
             {
                 var kind = outer.Value is null ? "lost write" : "stale read";
                 anomalies.Add(new(kind, block,
-                    $"{inner.Name} was written{(inner.Reads.Count > 0 ? " and read" : "")} between {Seconds(inner.LastInvocation)} and {Seconds(inner.FirstReturn)}, "
+                    $"{inner.Name} was written{(inner.Reads.Count > 0 ? " and read" : "")}{(inner.IsInFlightRead ? $" (sent {inner.Write!.Sends} times, read in flight)" : "")} between {Seconds(inner.LastInvocation)} and {Seconds(inner.FirstReturn)}, "
                     + $"while {outer.Name} had to be the value from {Seconds(outer.FirstReturn)} to {Seconds(outer.LastInvocation)}: "
                     + (outer.Value is null ? "zeros were read after that write was acknowledged" : $"{outer.Name} was read again after {inner.Name} replaced it"),
                     outer.FirstReturn == MinusInfinity ? inner.LastInvocation : outer.FirstReturn, outer.LastInvocation, [.. inner.Ends(), .. outer.Ends()]));
             }
         }
+        anomalies.AddRange(CountComebacks(block, operations, inFlightReads, clusters));
         return anomalies;
+    }
+
+    /// <summary>
+    /// A write sent k times takes effect at most k times. Between two of its in-flight reads (and
+    /// between the last of them and the reads after it returned) it had to take effect again if
+    /// another value was surely current in between: a write of it acknowledged, or a read of it
+    /// answered, wholly inside the gap. More comebacks than sends is a stale read: two primaries
+    /// serving one group would look like this.
+    /// </summary>
+    private static IEnumerable<Anomaly> CountComebacks(int block, List<Operation> operations, List<Cluster> inFlightReads, Dictionary<WriteId, Cluster> clusters)
+    {
+        foreach (var reads in inFlightReads.GroupBy(c => c.Write!.Write))
+        {
+            var write = reads.First().Write!;
+            var points = reads.SelectMany(c => c.Reads).OrderBy(r => r.Invoked).ToList();
+            if (clusters.TryGetValue(write.Write, out var after) && after.Reads.Count > 0)
+            {
+                points.Add(after.Reads.MinBy(r => r.Invoked)!);
+            }
+            var others = operations.Where(o => o.IsOk && (o.Kind == OperationKind.Write ? o.Write != write.Write : o.Read.Kind != ReadKind.Garbled && !(o.Read.Kind == ReadKind.Value && o.Read.Id == write.Write))).ToList();
+            var effects = 1;
+            Operation? separator = null;
+            for (var i = 0; i + 1 < points.Count; i++)
+            {
+                var between = others.FirstOrDefault(o => o.Invoked > points[i].Completed && o.Completed < points[i + 1].Invoked);
+                if (between is not null)
+                {
+                    effects++;
+                    separator = between;
+                }
+            }
+            if (effects > write.Sends)
+            {
+                yield return new Anomaly("stale read", block,
+                    $"{write.Write} was sent {write.Sends} times but was read back {effects} times with another value current in between: each comeback needs a send of its own",
+                    points[0].Invoked, points[^1].Completed, [write, .. points, separator!]);
+            }
+        }
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;

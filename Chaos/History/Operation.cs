@@ -28,7 +28,9 @@ public enum Outcome
 /// start of the run), and what came of it. <see cref="Write"/> is the value a write wrote,
 /// <see cref="Read"/> what a read returned. <see cref="Final"/> marks the reads made after every
 /// fault was healed. <see cref="Snapshot"/> names the snapshot a create made or a read read
-/// (null: the volume itself).
+/// (null: the volume itself). <see cref="Sends"/> is how many times a write was sent to a
+/// primary: more than one (a retry after a lost reply or a map change) and it may have taken
+/// effect more than once before it returned.
 /// </summary>
 public sealed record Operation(
     long Id,
@@ -43,7 +45,8 @@ public sealed record Operation(
     BlockRead Read = default,
     string? Error = null,
     bool Final = false,
-    string? Snapshot = null)
+    string? Snapshot = null,
+    int Sends = 1)
 {
     public bool IsOk => Outcome == Outcome.Ok;
 
@@ -60,8 +63,8 @@ public sealed record Operation(
         var result = Outcome switch
         {
             Outcome.Ok when Kind == OperationKind.Read => "-> " + Read,
-            Outcome.Ok => "ok",
-            Outcome.Failed => "FAILED (ambiguous): " + Error,
+            Outcome.Ok => Sends > 1 ? $"ok (sent {Sends} times)" : "ok",
+            Outcome.Failed => "FAILED (ambiguous" + (Sends > 1 ? $", sent {Sends} times" : "") + "): " + Error,
             _ => "TIMED OUT (ambiguous)",
         };
         return $"[{Invoked.TotalSeconds,8:0.000} .. {Completed.TotalSeconds,8:0.000}] client {Client,2} {what} {result}";

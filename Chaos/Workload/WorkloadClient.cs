@@ -70,6 +70,7 @@ public sealed class WorkloadClient(int id, IReadOnlyList<VolumeHandle> volumes, 
         var invoked = history.Now;
         Outcome outcome;
         string? error = null;
+        using var attempts = WriteAttempts.Count();
         try
         {
             await call(deadline.Token);
@@ -86,7 +87,7 @@ public sealed class WorkloadClient(int id, IReadOnlyList<VolumeHandle> volumes, 
         }
         var completed = history.Now;
         var read = outcome == Outcome.Ok && decode is not null ? decode() : default;
-        history.Add(new Operation(history.NextId(), id, kind, volume, block, invoked, completed, outcome, write, read, error, final, snapshot));
+        history.Add(new Operation(history.NextId(), id, kind, volume, block, invoked, completed, outcome, write, read, error, final, snapshot, Math.Max(1, attempts.Sent)));
     }
 
     public static async Task<OstorClient> ConnectAsync(string pki, IEnumerable<string> gateways, TimeSpan retryTimeout)

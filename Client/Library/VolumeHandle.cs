@@ -376,6 +376,7 @@ public sealed class VolumeHandle
             // Every host the primary forwards to at this epoch holds the write once it is
             // acknowledged; noted again when it ends, for a flush that overlapped it took them.
             using var writing = _client.Unflushed.BeginWrite(VolumeId, group.Receivers);
+            WriteAttempts.CountOne();
             await operation(slice, map, group.Primary);
         }, cancellationToken);
 }

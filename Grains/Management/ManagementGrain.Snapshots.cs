@@ -101,7 +101,7 @@ public sealed partial class ManagementGrain
     private void RepeatPause(string volumeName, Guid volumeId, Guid pauseId)
     {
         _writerPauses.Extend(pauseId);
-        foreach (var observer in _writerPauses.WritersOf(volumeName))
+        foreach (var observer in _writerPauses.Ask(volumeName, pauseId))
         {
             observer.QuiesceAsync(volumeId, pauseId, TimeSpan.Zero, WriterHoldLimit).Ignore();
         }
@@ -122,7 +122,7 @@ public sealed partial class ManagementGrain
     /// </summary>
     private async Task QuiesceWritersAsync(string volumeName, Guid volumeId, Guid pauseId)
     {
-        await Task.WhenAll(_writerPauses.WritersOf(volumeName).Select(async observer =>
+        await Task.WhenAll(_writerPauses.Ask(volumeName, pauseId).Select(async observer =>
         {
             try
             {
@@ -138,12 +138,12 @@ public sealed partial class ManagementGrain
     /// <summary>
     /// Ends this create's pause, and only it: a writer paused by another create too stays paused.
     /// Told to every writer even if the pause had ended: a repeated resume is harmless, and one
-    /// that overtakes its pause on the way keeps that pause from beginning.
+    /// that overtakes its pause on the way keeps that pause from beginning. Told also to a writer
+    /// it paused whose registration ran out meanwhile (<see cref="VolumeWriterPauses.End"/>).
     /// </summary>
     private void ResumeWriters(string volumeName, Guid volumeId, Guid pauseId)
     {
-        _writerPauses.End(pauseId);
-        foreach (var observer in _writerPauses.WritersOf(volumeName))
+        foreach (var observer in _writerPauses.End(volumeName, pauseId))
         {
             observer.ResumeAsync(volumeId, pauseId).Ignore(); // one that misses it resumes on its own after WriterHoldLimit
         }

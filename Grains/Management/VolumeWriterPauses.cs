@@ -18,6 +18,9 @@ public sealed class VolumeWriterPauses
     private readonly Dictionary<(string Volume, GrainId Writer), (long Until, IVolumeWriterObserver Observer)> _writers = [];
     private readonly Dictionary<Guid, (string Volume, long Until)> _pauses = [];
 
+    /// <summary>The writers each pause in force was asked of: its resume reaches them even once their registration ran out or was taken back.</summary>
+    private readonly Dictionary<Guid, Dictionary<GrainId, IVolumeWriterObserver>> _asked = [];
+
     /// <param name="volumesBefore">The volumes of the map this activation loaded: only they can have writers it has not heard from.</param>
     /// <param name="holdLimit">How long a paused writer waits for its resume before it goes on by itself.</param>
     public VolumeWriterPauses(TimeProvider clock, IEnumerable<Guid> volumesBefore, TimeSpan holdLimit)
@@ -71,10 +74,27 @@ public sealed class VolumeWriterPauses
     }
 
     /// <summary>The volume's writers whose registration has not run out.</summary>
-    public List<IVolumeWriterObserver> WritersOf(string volumeName)
+    public List<IVolumeWriterObserver> WritersOf(string volumeName) => [.. Registered(volumeName).Select(w => w.Observer)];
+
+    /// <summary>The volume's writers to ask for the pause (<see cref="WritersOf"/>), remembered for its resume (<see cref="End"/>).</summary>
+    public List<IVolumeWriterObserver> Ask(string volumeName, Guid pauseId)
+    {
+        var writers = Registered(volumeName);
+        if (_pauses.ContainsKey(pauseId))
+        {
+            var asked = _asked.TryGetValue(pauseId, out var known) ? known : _asked[pauseId] = [];
+            foreach (var (id, observer) in writers)
+            {
+                asked[id] = observer;
+            }
+        }
+        return [.. writers.Select(w => w.Observer)];
+    }
+
+    private List<(GrainId Id, IVolumeWriterObserver Observer)> Registered(string volumeName)
     {
         var now = _clock.GetTimestamp();
-        return [.. _writers.Where(w => w.Key.Volume == volumeName && w.Value.Until > now).Select(w => w.Value.Observer)];
+        return [.. _writers.Where(w => w.Key.Volume == volumeName && w.Value.Until > now).Select(w => (w.Key.Writer, w.Value.Observer))];
     }
 
     /// <summary>A create pauses the volume's writers: the pause's id, in force until <see cref="End"/> or the hold limit.</summary>
@@ -84,6 +104,7 @@ public sealed class VolumeWriterPauses
         foreach (var over in _pauses.Where(p => p.Value.Until <= now).Select(p => p.Key).ToList())
         {
             _pauses.Remove(over);
+            _asked.Remove(over);
         }
         var pauseId = Guid.NewGuid();
         _pauses[pauseId] = (volumeName, now + Ticks(_holdLimit));
@@ -99,8 +120,22 @@ public sealed class VolumeWriterPauses
         }
     }
 
-    /// <summary>Ends one pause, and no other. An unknown or ended one is no error: resumes may repeat.</summary>
-    public void End(Guid pauseId) => _pauses.Remove(pauseId);
+    /// <summary>
+    /// Ends one pause, and no other. An unknown or ended one is no error: resumes may repeat.
+    /// Returns the writers to tell: the volume's registered writers, and every writer the pause was
+    /// asked of, also one whose registration ran out (or was taken back) while the create ran: it
+    /// would otherwise hold its writes until its hold limit.
+    /// </summary>
+    public List<IVolumeWriterObserver> End(string volumeName, Guid pauseId)
+    {
+        _pauses.Remove(pauseId);
+        var tell = _asked.Remove(pauseId, out var asked) ? asked : [];
+        foreach (var (id, observer) in Registered(volumeName))
+        {
+            tell[id] = observer;
+        }
+        return [.. tell.Values];
+    }
 
     /// <summary>The volume's pauses in force: begun, not ended, and not past the hold limit (their writers went on by then).</summary>
     public Guid[] InForce(string volumeName)

@@ -11,8 +11,9 @@ internal sealed class HistoryBuilder
 
     public static WriteId V(int client, long sequence) => new(client, sequence);
 
-    public HistoryBuilder Write(WriteId value, int block, double invoked, double completed, Outcome outcome = Outcome.Ok) =>
-        Add(new Operation(_operations.Count + 1, value.Client, OperationKind.Write, 0, block, S(invoked), S(completed), outcome, Write: value, Error: outcome == Outcome.Failed ? "connection lost" : null));
+    /// <param name="sends">How many times the library sent the write: more than one, it may take effect once per send.</param>
+    public HistoryBuilder Write(WriteId value, int block, double invoked, double completed, Outcome outcome = Outcome.Ok, int sends = 1) =>
+        Add(new Operation(_operations.Count + 1, value.Client, OperationKind.Write, 0, block, S(invoked), S(completed), outcome, Write: value, Error: outcome == Outcome.Failed ? "connection lost" : null, Sends: sends));
 
     public HistoryBuilder Read(int block, double invoked, double completed, WriteId value, bool final = false) =>
         Add(new Operation(_operations.Count + 1, 9, OperationKind.Read, 0, block, S(invoked), S(completed), Outcome.Ok, Read: new BlockRead(ReadKind.Value, value), Final: final));

@@ -1,3 +1,4 @@
+using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
 using OrleansStorage.Management;
 using OrleansStorage.Tests.Infrastructure;
@@ -79,15 +80,42 @@ public sealed class SnapshotPauseTests(GatedMapWritesFixture fixture, ITestOutpu
         var fresh = await fixture.Client.CreateVolumeAsync("pause-created-after-failover", VolumeSize, 1);
         await fixture.Management.CreateSnapshotAsync(fresh.Name, "at-once");
 
-        // The writer renews, as every writer does every 10 s. The library asks again once the
-        // activation has heard from every writer, and takes the snapshot with the writer paused.
+        // The writer renews, as every writer does every 10 s (VolumeWriter). The library asks again
+        // once the activation has heard from every writer (30 s after it started), and takes the
+        // snapshot with the writer paused. A single renewal would run out (30 s) just then, at
+        // times between the pause and the resume.
         await fixture.Management.WatchWritesAsync(volume.Name, reference, watching: true);
+        await using var renewals = new VolumeWriter(watching => fixture.Management.WatchWritesAsync(volume.Name, reference, watching));
         var started = DateTime.UtcNow;
         await fixture.Client.CreateSnapshotAsync(volume.Name, "after-failover");
         output.WriteLine($"taken {(DateTime.UtcNow - started).TotalSeconds:0.0} s after the first refusal");
         Assert.Equal(1, writer.Quiesces);
         await writer.WaitForAsync(quiesces: 1, resumes: 1);
         using var pass = await writer.Gates.EnterAsync(volume.VolumeId, CancellationToken.None).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
+    [SkippableFact]
+    public async Task A_writer_whose_registration_ends_while_the_snapshot_is_committed_is_still_resumed()
+    {
+        fixture.SkipIfUnavailable();
+        var volume = await fixture.Client.CreateVolumeAsync("pause-registration-ends", VolumeSize, 1);
+        var writer = new RecordingWriterObserver();
+        var reference = fixture.Cluster.Client.CreateObjectReference<IVolumeWriterObserver>(writer);
+        await fixture.Management.WatchWritesAsync(volume.Name, reference, watching: true);
+
+        fixture.Gate.Hold();
+        var create = fixture.Management.CreateSnapshotAsync(volume.Name, "registration-ends");
+        await writer.WaitForAsync(quiesces: 1, resumes: 0);
+        await fixture.Gate.Arrived.WaitAsync(TimeSpan.FromSeconds(30));
+        // Its registration ends mid-commit, as one not renewed for VolumeWriters.LeaseTime runs out.
+        await fixture.Management.WatchWritesAsync(volume.Name, reference, watching: false);
+        fixture.Gate.Release(fail: false);
+        await create;
+
+        await writer.WaitForAsync(quiesces: 1, resumes: 1);
+        var write = writer.Gates.EnterAsync(volume.VolumeId, CancellationToken.None);
+        Assert.True(write.IsCompleted, "the writer paused by the create was not resumed: its writes wait for the hold limit");
+        using var pass = await write;
     }
 
     /// <summary>A map write that fails deactivates management; the next call starts a new activation, which reloads the map.</summary>

@@ -47,8 +47,8 @@ public class VolumeWriterPausesTests
         var other = pauses.Begin("w");
         Assert.Equal(new[] { first, second }.Order(), pauses.InForce("v").Order());
 
-        pauses.End(first);
-        pauses.End(first); // a repeated resume changes nothing
+        pauses.End("v", first);
+        pauses.End("v", first); // a repeated resume changes nothing
         Assert.Equal([second], pauses.InForce("v"));
         Assert.Equal([other], pauses.InForce("w"));
 
@@ -72,5 +72,30 @@ public class VolumeWriterPausesTests
         Assert.Same(a, Assert.Single(pauses.WritersOf("v")));
         clock.Advance(VolumeWriters.LeaseTime);
         Assert.Empty(pauses.WritersOf("v"));
+    }
+
+    [Fact]
+    public void A_pause_is_ended_also_at_a_writer_whose_registration_ran_out_while_its_create_ran()
+    {
+        var clock = new ManualClock();
+        var pauses = new VolumeWriterPauses(clock, [], HoldLimit);
+        var (a, b) = (new Writer(), new Writer());
+        pauses.Register("v", GrainId.Create("writer", "a"), a, watching: true);
+        clock.Advance(TimeSpan.FromSeconds(1));
+        pauses.Register("v", GrainId.Create("writer", "b"), b, watching: true);
+        var pause = pauses.Begin("v");
+        Assert.Equal(2, pauses.Ask("v", pause).Count);
+
+        // a's registration runs out mid-create; b renews.
+        clock.Advance(VolumeWriters.LeaseTime - TimeSpan.FromSeconds(0.5));
+        pauses.Register("v", GrainId.Create("writer", "b"), b, watching: true);
+        Assert.Same(b, Assert.Single(pauses.WritersOf("v")));
+        var told = pauses.End("v", pause);
+        Assert.Equal(2, told.Count);
+        Assert.Contains(a, told);
+        Assert.Contains(b, told);
+
+        // Once ended, only the registered writers hear a repeated resume.
+        Assert.Same(b, Assert.Single(pauses.End("v", pause)));
     }
 }
