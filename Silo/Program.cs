@@ -14,6 +14,9 @@ using OrleansStorage.Silo.Web;
 // Whatever stops it from starting is one line on standard error and exit code 2.
 // --recover is a flag; the configuration's command line wants a value for every switch.
 args = [.. args.Select(arg => arg == "--recover" ? "--recover=true" : arg)];
+// Segments are volume data, the map and superblock name volumes and clients: the owner's alone,
+// whatever umask the silo was started with (docs/security.md, "Files on disk").
+OrleansStorage.Files.PrivateFiles.RestrictProcess();
 
 SiloHttpOptions? http = null;
 try

@@ -45,13 +45,19 @@ public static partial class DurableFiles
     /// <summary>
     /// Replaces <paramref name="path"/> with <paramref name="contents"/> so that after a crash it
     /// holds either the old or the new contents, never a mix: written to a temporary file, fsynced,
-    /// renamed over the target, and the directory fsynced.
+    /// renamed over the target, and the directory fsynced. The file is its owner's alone (0600).
     /// </summary>
     public static void WriteAtomically(string path, ReadOnlySpan<byte> contents)
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         var temporary = path + ".tmp";
-        using (var file = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None))
+        File.Delete(temporary); // a leftover of a crash keeps its mode; a new one is created private
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (OperatingSystem.IsLinux())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite; // the host's own (PrivateFiles), whatever the umask
+        }
+        using (var file = new FileStream(temporary, options))
         {
             file.Write(contents);
             file.Flush(flushToDisk: true);

@@ -66,9 +66,11 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
         && Directory.EnumerateFileSystemEntries(Path.Combine(Root, VolumesFolderName)).Any();
 
     /// <summary>
-    /// Creates the directory if it does not exist, locks it, and reads its superblock. Refuses a
-    /// path that is not a directory, a directory another process has locked, an unreadable
-    /// superblock, and one of another host. Writes nothing but a missing, empty directory.
+    /// Creates the directory if it does not exist, locks it, reads its superblock, and keeps it
+    /// private (<see cref="KeepPrivate"/>). Refuses a path that is not a directory, a directory
+    /// another process has locked, an unreadable superblock, one of another host, and one that was
+    /// opened to other users. Writes nothing but a missing, empty directory and, once, the modes
+    /// and superblock of a directory from a version that did not keep files private.
     /// </summary>
     public void Open()
     {
@@ -94,6 +96,7 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
                 throw new HostStartupException(
                     $"data directory '{Root}' belongs to host '{superblock.HostId}' of cluster {superblock.ClusterId}, but this silo is configured as host '{HostId}'; start it with --host-id {superblock.HostId} or give it its own --data");
             }
+            superblock = KeepPrivate(superblock);
             lock (_gate)
             {
                 _superblock = superblock;
@@ -124,7 +127,7 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
                 }
                 return;
             }
-            var created = new Superblock(Superblock.CurrentFormat, clusterId, HostId, DateTimeOffset.UtcNow);
+            var created = new Superblock(Superblock.CurrentFormat, clusterId, HostId, DateTimeOffset.UtcNow, FilesPrivate: true);
             DurableFiles.WriteAtomically(SuperblockPath, created.ToBytes());
             _superblock = created;
         }
@@ -150,6 +153,41 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
         {
             _lock?.Dispose();
             _lock = null;
+        }
+    }
+
+    /// <summary>
+    /// A directory this version claimed is 0700 from the start: one found open to others was
+    /// opened by hand, and the host refuses it rather than guess who read what. A directory not
+    /// yet claimed, or claimed by a version that did not keep files private, is tightened here
+    /// (every entry loses its group and other bits), once, and its superblock says so from then on.
+    /// </summary>
+    private Superblock? KeepPrivate(Superblock? superblock)
+    {
+        var open = PrivateFiles.OpenToOthers(Root);
+        if (superblock is { FilesPrivate: true })
+        {
+            if (open != 0)
+            {
+                throw new HostStartupException(
+                    $"data directory '{Root}' is open to other users (mode {PrivateFiles.ModeOf(Root)}): it holds volume data, and ostor keeps it 0700; run 'chmod -R go-rwx {Root}' and start again");
+            }
+            return superblock;
+        }
+        try
+        {
+            PrivateFiles.Tighten(Root);
+            if (superblock is null)
+            {
+                return null;
+            }
+            var upgraded = superblock with { FilesPrivate = true };
+            DurableFiles.WriteAtomically(SuperblockPath, upgraded.ToBytes());
+            return upgraded;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new HostStartupException($"data directory '{Root}' cannot be made private to its owner: {ex.Message}");
         }
     }
 

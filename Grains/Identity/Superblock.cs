@@ -7,12 +7,16 @@ namespace OrleansStorage.Identity;
 /// The first thing a host writes into its data directory, and the first it reads at start: which
 /// cluster and which host the directory belongs to. Like a Ceph OSD's superblock, it lets a host
 /// refuse a database, a map or a host id that is not its own instead of guessing.
+/// <see cref="FilesPrivate"/>: the directory and everything in it were made its owner's alone
+/// (<see cref="Files.PrivateFiles"/>); absent in a directory of a version that did not, which the
+/// host tightens once at its first start.
 /// </summary>
 public sealed record Superblock(
     [property: JsonPropertyName("format")] int Format,
     [property: JsonPropertyName("clusterId")] Guid ClusterId,
     [property: JsonPropertyName("hostId")] string HostId,
-    [property: JsonPropertyName("createdAt")] DateTimeOffset CreatedAt)
+    [property: JsonPropertyName("createdAt")] DateTimeOffset CreatedAt,
+    [property: JsonPropertyName("filesPrivate")] bool FilesPrivate = false)
 {
     /// <summary>The data directory layout this code reads and writes.</summary>
     public const int CurrentFormat = 1;

@@ -13,6 +13,7 @@ namespace OrleansStorage.Tests.Cluster;
 /// its password and has no socket; the gateways take only this cluster's certificates, the silo
 /// ports only its host certificates; the keys and passwords are readable by their owner alone.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class SecurityTests(ITestOutputHelper output)
 {
     [SkippableFact]
@@ -46,7 +47,21 @@ public sealed class SecurityTests(ITestOutputHelper output)
         {
             await admin.CreateVolumeAsync("secret", 4 << 20, 2);
             Assert.NotNull((await admin.GetMapAsync()).FindVolume("secret"));
+            var volume = await admin.OpenVolumeAsync("secret");
+            await volume.WriteAsync(0, System.Text.Encoding.ASCII.GetBytes("a marker only the owner may read"), forceUnitAccess: true);
         }
+
+        // What a host keeps (segments, superblock, map) and its log: the owner's alone. Every entry
+        // the silo processes made has no group or other bits, whatever umask they were started with,
+        // and 'nobody' can open none of them.
+        var hostEntries = Enumerable.Range(1, 2).SelectMany(h => new DirectoryInfo(Path.Combine(cluster.Data, $"host-{h}"))
+            .EnumerateFileSystemInfos("*", SearchOption.AllDirectories).Prepend(new DirectoryInfo(Path.Combine(cluster.Data, $"host-{h}")))).ToList();
+        Assert.Contains(hostEntries, e => e.Name.EndsWith(".seg", StringComparison.Ordinal));
+        Assert.Empty(hostEntries.Where(e => (e.UnixFileMode & Files.PrivateFiles.OthersBits) != 0).Select(e => $"{e.FullName} {e.UnixFileMode}"));
+        var readable = hostEntries.OfType<FileInfo>().Select(f => f.FullName).Concat(Enumerable.Range(1, 2).Select(h => Path.Combine(cluster.Data, "logs", $"host-{h}.log"))).ToList();
+        var probe = await AsNobodyAsync("sh", ["-c", "for f; do if head -c 1 \"$f\" >/dev/null 2>&1; then echo \"read $f\"; fi; done", "probe", .. readable]);
+        Assert.Equal("", probe.Stdout.Trim());
+        output.WriteLine($"'nobody' opened none of {readable.Count} files of the hosts and their logs");
 
         // Plain text, what any local user can send: refused at the handshake.
         var plain = await Assert.ThrowsAsync<StorageException>(() => OstorClient.ConnectAsync(Options(cluster.Gateways, pki: "")));

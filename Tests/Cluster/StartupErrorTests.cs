@@ -12,6 +12,7 @@ namespace OrleansStorage.Tests.Cluster;
 /// process) prints one line on standard error and exits non-zero within 30 s; the ostor command
 /// line answers one line when PostgreSQL is gone, and the map stays as it was.
 /// </summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private readonly string _root = Path.Combine(Path.GetTempPath(), "ostor-startup-" + Guid.NewGuid().ToString("N")[..8]);
@@ -34,6 +35,7 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
         { "unreachable --postgres", "did not answer" },
         { "--data is a file", "is a file, not a directory" },
         { "--data cannot be created", "cannot be created" },
+        { "--data opened to other users", "is open to other users (mode 0755): it holds volume data, and ostor keeps it 0700; run 'chmod -R go-rwx " },
         { "a taken --silo-port", "is not free (AddressAlreadyInUse): another process, perhaps another cluster's silo, holds it" },
         { "a taken --gateway-port", "the gateway port 127.0.0.1:" },
         { "a network address without TLS", "is not a loopback address, and without TLS (--pki) every volume would be open to that network" },
@@ -66,6 +68,13 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
             case "--data cannot be created":
                 await File.WriteAllTextAsync(Path.Combine(_root, "file"), "x");
                 data = Path.Combine(_root, "file", "data");
+                break;
+            case "--data opened to other users":
+                // A directory this version claimed, opened by hand afterwards.
+                Directory.CreateDirectory(data);
+                await File.WriteAllBytesAsync(Path.Combine(data, Identity.Superblock.FileName),
+                    new Identity.Superblock(Identity.Superblock.CurrentFormat, Guid.NewGuid(), "host-1", DateTimeOffset.UtcNow, FilesPrivate: true).ToBytes());
+                File.SetUnixFileMode(data, (UnixFileMode)0b111_101_101);
                 break;
             case "a taken --silo-port" or "a taken --gateway-port":
                 // Another process (here: this test) holds the port, as another cluster's silo would.

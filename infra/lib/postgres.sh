@@ -105,6 +105,7 @@ pg_prepare_datadir() {
   fi
   touch "$OSTOR_PG_LOG"
   chown postgres:postgres "$OSTOR_PG_LOG"
+  chmod 600 "$OSTOR_PG_LOG"
 }
 
 pg_is_running() {
