@@ -128,10 +128,11 @@ public static partial class OstorCommandLine
         volume.Add(resize);
 
         var deleteName = new Argument<string>("NAME") { Description = "Volume name" };
-        var delete = new Command("delete", "Delete a volume and its data on every host") { deleteName };
+        var withSnapshots = new Option<bool>("--with-snapshots") { Description = "Delete the volume's snapshots too (without it, a volume with snapshots is refused)" };
+        var delete = new Command("delete", "Delete a volume and its data on every host") { deleteName, withSnapshots };
         delete.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
-            await client.DeleteVolumeAsync(parse.GetValue(deleteName)!);
+            await client.DeleteVolumeAsync(parse.GetValue(deleteName)!, parse.GetValue(withSnapshots));
             Console.WriteLine($"deleted volume '{parse.GetValue(deleteName)}' (epoch {client.Maps.Current.Epoch})");
         }));
         volume.Add(delete);

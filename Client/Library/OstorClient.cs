@@ -241,11 +241,12 @@ public sealed partial class OstorClient : IAsyncDisposable
         return volume;
     }
 
-    public async Task DeleteVolumeAsync(string name)
+    /// <param name="withSnapshots">Delete the volume's snapshots with it; without, a volume that has any is refused.</param>
+    public async Task DeleteVolumeAsync(string name, bool withSnapshots = false)
     {
         await ManagementAsync(async m =>
         {
-            await m.DeleteVolumeAsync(name);
+            await m.DeleteVolumeAsync(name, withSnapshots);
             return true;
         }, idempotent: false);
         await Maps.RefreshAsync();

@@ -48,9 +48,10 @@ public interface IManagementServiceGrain : IGrainWithStringKey
     [Requires(Access.Admin, VolumeNameArgument = 0)]
     Task<VolumeInfo> SetVolumeQosAsync(string name, VolumeQos qos);
 
+    /// <summary>Deletes a volume and its data on every host; one with snapshots only when <paramref name="withSnapshots"/>, and they go with it.</summary>
     [Alias("DeleteVolume")]
     [Requires(Access.Admin, VolumeNameArgument = 0)]
-    Task DeleteVolumeAsync(string name);
+    Task DeleteVolumeAsync(string name, bool withSnapshots);
 
     /// <summary>
     /// Takes a snapshot of the volume: one map change. The caller reports it taken after

@@ -131,9 +131,9 @@ public sealed partial class ManagementGrain
         return _map.FindVolume(name)!;
     }
 
-    public async Task DeleteVolumeAsync(string name)
+    public async Task DeleteVolumeAsync(string name, bool withSnapshots)
     {
-        var next = _transitions.DeleteVolume(_map, name); // throws for a volume that does not exist
+        var next = _transitions.DeleteVolume(_map, name, withSnapshots); // throws for a volume that does not exist, or has snapshots not meant to go
         var volumeId = _map.FindVolume(name)!.VolumeId;
         await CommitAsync(next, $"volume '{name}' deleted");
         // The tombstone alone makes every server drop the files when it adopts the map (a Down

@@ -153,12 +153,19 @@ public sealed class ClusterMapTransitions(ManagementOptions options)
     /// The volume leaves the map and a tombstone takes its place: every host in the map must
     /// confirm it removed the volume's files before the tombstone goes (docs/epoch-protocol.md).
     /// </summary>
-    public ClusterMap DeleteVolume(ClusterMap map, string name)
+    /// <param name="withSnapshots">Whether the volume's snapshots go with it; without, a volume that has any is refused (as <c>rbd rm</c> refuses one).</param>
+    public ClusterMap DeleteVolume(ClusterMap map, string name, bool withSnapshots = false)
     {
         var volume = map.FindVolume(name) ?? throw new VolumeNotFoundException(name);
         if (map.ClonesOf(volume.VolumeId, Guid.Empty).Select(c => c.Name).Order(StringComparer.Ordinal).ToList() is { Count: > 0 } clones)
         {
             throw new InvalidRequestException($"volume '{name}' has clones that read through to its snapshots: {string.Join(", ", clones)}; flatten or delete them first");
+        }
+        if (!withSnapshots && !volume.Snapshots.IsDefaultOrEmpty)
+        {
+            var names = volume.Snapshots.Select(s => s.Name).ToList();
+            throw new InvalidRequestException(
+                $"volume '{name}' has {names.Count} snapshot{(names.Count == 1 ? "" : "s")} ({string.Join(", ", names.Take(10))}{(names.Count > 10 ? ", ..." : "")}): delete them first, or delete the volume with its snapshots (--with-snapshots)");
         }
         var epoch = map.Epoch + 1;
         var tombstone = new VolumeTombstone(volume.VolumeId, volume.Name, epoch, [.. map.Hosts.Select(h => h.HostId)]);

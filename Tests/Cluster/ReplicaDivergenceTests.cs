@@ -146,7 +146,7 @@ public sealed class ReplicaDivergenceTests(FailureClusterFixture fixture, ITestO
         Assert.True(problems.Count == 0, string.Join("; ", problems));
         await Replicas.AssertSnapshotCopiesIdenticalAsync(fixture, filled.FindVolume(name)!);
         await Replicas.AssertIdenticalAsync(fixture, filled.FindVolume(name)!, 0, Segment);
-        await fixture.Client.DeleteVolumeAsync(name);
+        await fixture.Client.DeleteVolumeAsync(name, withSnapshots: true);
     }
 
     [SkippableFact]

@@ -97,7 +97,7 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
             }
             output.WriteLine($"{name}: {splits} writes split by a snapshot while their host was dead (allowed), every other write whole");
             await Replicas.AssertSnapshotCopiesIdenticalAsync(fixture, map.FindVolume(name)!);
-            await client.DeleteVolumeAsync(name);
+            await client.DeleteVolumeAsync(name, withSnapshots: true);
         }
     }
 
@@ -142,7 +142,7 @@ public sealed class SnapshotExactnessTests(FailureClusterFixture fixture, ITestO
         await eventually.MapAsync(() => fixture.Management.GetMapAsync(), m => m.FindHost(victim)!.State == HostState.Up, $"'{victim}' back Up");
         await client.DeleteVolumeAsync("rerep-clone");
         await client.DeleteSnapshotAsync("rerep-f2", "one");
-        await client.DeleteVolumeAsync("rerep-f2");
+        await client.DeleteVolumeAsync("rerep-f2", withSnapshots: true);
     }
 
     /// <summary>Writes the writer's slots over and over in a seeded order; each write carries (slot, sequence) in every 8 bytes.</summary>

@@ -153,8 +153,12 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         await AssertRefusedAsync(() => snapshot.WriteAsync(0, new byte[4096]), "a snapshot is read-only");
         await AssertRefusedAsync(() => snapshot.TrimAsync(0, 4096), "a snapshot is read-only");
         await AssertRefusedAsync(() => snapshot.ReadAsync(4L * Segment, new byte[1]), "outside snapshot 'snap-bad@one'");
+        // As rbd rm refuses an image with snapshots: they would go with it, unasked.
+        await AssertRefusedAsync(() => fixture.Client.DeleteVolumeAsync("snap-bad"),
+            "volume 'snap-bad' has 1 snapshot (one): delete them first, or delete the volume with its snapshots (--with-snapshots)");
+        await (await fixture.Client.OpenVolumeAsync("snap-bad@one")).ReadAsync(0, new byte[4096]);
         Assert.Equal(epoch, (await fixture.Management.GetMapAsync()).Epoch);
-        await fixture.Client.DeleteVolumeAsync("snap-bad");
+        await fixture.Client.DeleteVolumeAsync("snap-bad", withSnapshots: true);
     }
 
     [SkippableFact]
@@ -205,7 +209,7 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         await clone.ReadAsync(0, read);
         Assert.True(expected.AsSpan().SequenceEqual(read), "the flattened clone changed");
         await AssertSnapshotHoldsAsync("clone-a@c1", expected);
-        await fixture.Client.DeleteVolumeAsync("clone-a");
+        await fixture.Client.DeleteVolumeAsync("clone-a", withSnapshots: true);
     }
 
     [SkippableFact]
@@ -221,7 +225,7 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         await AssertRefusedAsync(() => fixture.Client.CloneVolumeAsync("clone-bad@s", "x", 4), "replication factor 4 is out of range");
         await AssertRefusedAsync(() => fixture.Client.FlattenAsync("clone-bad"), "is not a clone");
         Assert.Equal(epoch, (await fixture.Management.GetMapAsync()).Epoch);
-        await fixture.Client.DeleteVolumeAsync("clone-bad");
+        await fixture.Client.DeleteVolumeAsync("clone-bad", withSnapshots: true);
     }
 
     [SkippableFact]
@@ -260,7 +264,7 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         await new Eventually(output).UntilAsync(
             () => Task.FromResult((left = info.Snapshots.Sum(s => SnapshotBytesOnHosts(info, s.SnapshotId))) == 0),
             "every snapshot's copies freed", TimeSpan.FromSeconds(60), () => $"{left} bytes left");
-        await fixture.Client.DeleteVolumeAsync("snap-space");
+        await fixture.Client.DeleteVolumeAsync("snap-space", withSnapshots: true);
     }
 
     /// <summary>What a snapshot's own copies take on the disks of the volume's hosts (allocated blocks of their segment files).</summary>
@@ -309,7 +313,7 @@ public sealed class SnapshotTests(StorageClusterFixture fixture, ITestOutputHelp
         Assert.True(repaired.BlocksRepaired >= 1, string.Join("; ", repaired.Problems));
         Assert.Empty((await volume.ScrubAsync(repair: false)).Problems);
         await AssertSnapshotHoldsAsync("snap-verify@v", original);
-        await fixture.Client.DeleteVolumeAsync("snap-verify");
+        await fixture.Client.DeleteVolumeAsync("snap-verify", withSnapshots: true);
     }
 
     private const string SegmentStoreOwnerFile = Segments.SegmentStore.SnapshotOwnerFileName;

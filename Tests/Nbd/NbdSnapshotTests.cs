@@ -41,7 +41,7 @@ public sealed class NbdSnapshotTests(StorageClusterFixture fixture, ITestOutputH
         if (_server is not null)
         {
             await _server.DisposeAsync();
-            await fixture.Client.DeleteVolumeAsync(_volume);
+            await fixture.Client.DeleteVolumeAsync(_volume, withSnapshots: true);
         }
         Directory.Delete(_scratch, recursive: true);
     }
