@@ -35,6 +35,9 @@ public sealed partial class OstorClient
         return taken.Snapshot;
     }
 
+    /// <summary>Added to the wait a refusal asks for (<see cref="CreateWhenWritersKnownAsync"/>).</summary>
+    private static readonly TimeSpan WritersKnownMargin = TimeSpan.FromMilliseconds(250);
+
     /// <summary>
     /// The create, asked again while the management service has just started and may not know
     /// every writer of the volume yet (for up to <see cref="VolumeWriters.AllKnownAfter"/>).
@@ -50,7 +53,9 @@ public sealed partial class OstorClient
             catch (WritersNotYetKnownException ex) when (attempt < 3)
             {
                 // A third refusal means management failed over twice meanwhile: the caller hears it.
-                await Task.Delay(ex.RetryAfter);
+                // The margin: a wait of less than a millisecond is no wait at all (Task.Delay
+                // rounds down), and the service measures from a moment before its answer left.
+                await Task.Delay(ex.RetryAfter + WritersKnownMargin);
             }
         }
     }
