@@ -62,7 +62,7 @@ public static partial class OstorCommandLine
         {
             foreach (var error in parse.Errors)
             {
-                Console.Error.WriteLine($"ostor: {error.Message}");
+                Console.Error.WriteLine($"ostor: {ParseErrors.Plain(error.Message)}");
             }
             return 2;
         }

@@ -82,8 +82,9 @@ internal sealed class NbdConnection : IAsyncDisposable
         _remote = socket.RemoteEndPoint;
     }
 
-    private static ushort TransmissionFlags(bool structured, bool readOnly) => (ushort)(FlagHasFlags | FlagSendFlush | FlagSendFua | FlagSendTrim
-        | FlagSendWriteZeroes | FlagCanMultiConn | (structured ? FlagSendDf : 0) | (readOnly ? FlagReadOnly : 0));
+    /// <summary>What the export offers: a read-only one (a snapshot, or a read-only grant) offers no trim and no write-zeroes.</summary>
+    private static ushort TransmissionFlags(bool structured, bool readOnly) => (ushort)(FlagHasFlags | FlagSendFlush | FlagSendFua | FlagCanMultiConn
+        | (structured ? FlagSendDf : 0) | (readOnly ? FlagReadOnly : FlagSendTrim | FlagSendWriteZeroes));
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {

@@ -59,6 +59,11 @@ internal sealed class AccessFilter(AccessControl access) : IIncomingGrainCallFil
             return principal.HoldsAny(level) ? null : $"call {method} (needs {Capability.LevelName(level)} on the volume)";
         }
         var volume = context.Request.GetArgument(rule.VolumeNameArgument) as string ?? "";
+        if (volume.Length == 0)
+        {
+            // Bad input, not a refusal: no grant names the empty volume, and none should seem to.
+            throw new InvalidRequestException("a volume name must not be empty");
+        }
         if (!principal.Allows(level, volume))
         {
             return $"call {method} on volume '{volume}' (needs {Capability.LevelName(level)} on it)";

@@ -94,6 +94,9 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         var cli = await Assert.ThrowsAsync<InvalidOperationException>(() => cluster.RunAsync("ostor", "--client", "reader", "volume", "delete", "vm-1"));
         Assert.Contains("ostor: access denied: client 'reader'", cli.Message, StringComparison.Ordinal);
         refusals++;
+        // An empty name is bad input, not a matter of grants (it was answered "access denied ... on volume ''").
+        var empty = await Assert.ThrowsAsync<InvalidOperationException>(() => cluster.RunAsync("ostor", "volume", "create", "", "--size", "4MiB"));
+        Assert.Contains("ostor: a volume name must not be empty", empty.Message, StringComparison.Ordinal);
 
         await using (var admin = await ConnectAsync(cluster, "admin"))
         {

@@ -126,6 +126,7 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
     [InlineData("--read-bps 100", "QoS: read bytes/s limit 100 is below 4096 (0 means none)")]
     [InlineData("--bps lots", "is not a size")]
     [InlineData("", "give at least one of --iops, --bps")]
+    [InlineData("--write-iops 1.5", "Cannot parse argument '1.5' for option '--write-iops' as a whole number")]
     public async Task Volume_set_qos_with_a_bad_value_says_so_in_one_line_before_reaching_any_cluster(string options, string expected) =>
         await AssertOneLineWithoutAClusterAsync(["volume", "set-qos", "v", .. options.Split(' ', StringSplitOptions.RemoveEmptyEntries)], expected);
 

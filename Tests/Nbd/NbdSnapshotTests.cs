@@ -69,6 +69,8 @@ public sealed class NbdSnapshotTests(StorageClusterFixture fixture, ITestOutputH
         // Read-only, whatever the client tries.
         var info = JsonDocument.Parse(await RunAsync("nbdinfo", "--json", snapshot)).RootElement.GetProperty("exports")[0];
         Assert.True(info.GetProperty("is_read_only").GetBoolean());
+        Assert.False(info.GetProperty("can_trim").GetBoolean()); // nor offers what it would refuse
+        Assert.False(info.GetProperty("can_zero").GetBoolean());
         Assert.Equal(VolumeSize, info.GetProperty("export-size").GetInt64());
         var open = await OutcomeAsync("qemu-io", "-f", "raw", "-c", "write -P 0x44 0 64k", snapshot);
         Assert.Contains("Permission denied", open, StringComparison.Ordinal); // qemu will not even open it for writing
