@@ -7,11 +7,12 @@ namespace OrleansStorage.Client.Nbd;
 /// Who holds a connection to the NBD server. A connection still in its handshake (it has not
 /// chosen an export, and with TLS not yet shown a certificate or key) costs nothing to open, so
 /// handshakes get a small budget of their own, per address and in all: a new connection over it
-/// displaces the oldest handshake (of its own address when that address is over its share), and
-/// is never itself refused. A finished handshake becomes a session, counted against the session
-/// caps (<see cref="NbdServerOptions.MaxConnections"/>, per address), which handshakes never
-/// fill: idle connections from anyone cannot lock out a client that finishes its handshake
-/// (docs/security.md, "The NBD server under hostile clients").
+/// displaces the oldest handshake (of its own address when that address is over its share, else
+/// of the address holding the most), and is never itself refused. A connection that proves who
+/// it is (its TLS handshake) or, in plain text, chooses an export becomes a session, counted
+/// against the session caps (<see cref="NbdServerOptions.MaxConnections"/>, per address), which
+/// handshakes never fill: idle connections from anyone cannot lock out a client that finishes
+/// its handshake (docs/security.md, "The NBD server under hostile clients").
 /// </summary>
 internal sealed class NbdAdmission(NbdServerOptions options)
 {

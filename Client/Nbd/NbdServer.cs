@@ -9,7 +9,7 @@ namespace OrleansStorage.Client.Nbd;
 /// <summary>
 /// Exports OrleansStorage volumes over the NBD protocol to qemu, nbd-client, libnbd tools and fio.
 /// Whatever clients do, it keeps serving the others: accept errors (descriptors exhausted) are
-/// waited out, connections are capped in total and per address, every phase has a deadline, and
+/// waited out, handshakes and sessions are capped apart (<see cref="NbdAdmission"/>), every phase has a deadline, and
 /// all payload memory comes from one budget (docs/security.md, "The NBD server").
 /// </summary>
 public sealed class NbdServer : IAsyncDisposable
