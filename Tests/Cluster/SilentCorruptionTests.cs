@@ -187,12 +187,18 @@ public sealed class SilentCorruptionTests(StorageClusterFixture fixture, ITestOu
         patch.CopyTo(data, 30 * Block + 3000);
 
         // The secondary asked to be resynced: once its group is whole again, every copy is true.
+        // Up to 180 s: the shared cluster's copies run two at a time per host, and one an earlier
+        // test left failing (a block lost in every copy, rewritten since) retries after a backoff
+        // of up to 30 s (CopyBackoff). One full run timed out at 60 s, with nothing to say why.
+        var state = "";
         await new Eventually(output).UntilAsync(async () =>
         {
             var map = await fixture.Client.GetMapAsync();
             var group = map.FindVolume(volume.VolumeId)!.PlacementGroupOf(0);
-            return group.Replicas.Length == 2 && group.Pending.IsEmpty && (await volume.VerifyReplicasAsync()).Count == 0;
-        }, "the secondary resynced and every copy checksum-true", TimeSpan.FromSeconds(60));
+            var problems = group.Replicas.Length == 2 && group.Pending.IsEmpty ? await volume.VerifyReplicasAsync() : [];
+            state = $"epoch {map.Epoch}: replicas {string.Join(",", group.Replicas)}, pending {string.Join(",", group.Pending.Select(p => p.HostId))}; {string.Join("; ", problems)}";
+            return group.Replicas.Length == 2 && group.Pending.IsEmpty && problems.Count == 0;
+        }, "the secondary resynced and every copy checksum-true", TimeSpan.FromSeconds(180), () => state);
         await AssertReadsBackAsync(volume, data);
         await Replicas.AssertAllHoldAsync(fixture, volume.Info, 0, data);
     }
