@@ -70,6 +70,12 @@ internal sealed class NbdConnection : IAsyncDisposable
     /// </summary>
     private volatile bool _readOnly;
 
+    /// <summary>The export was bound writable: a flush has this client's writes to make durable, even after its grant lost write.</summary>
+    private bool _boundWritable;
+
+    /// <summary>The client's grant no longer lets it read the volume: every request is refused while the connection closes.</summary>
+    private volatile bool _revoked;
+
     public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, NbdServer server, ILogger logger)
     {
         _server = server;
@@ -375,6 +381,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         {
             if (!grant.Allows(CapabilityLevel.Read, volume.VolumeName))
             {
+                _revoked = true; // requests already decrypted and buffered are refused too
                 NbdLog.AccessLost(_logger, _remote, client, Described(grant), "read", volume.Name, "connection closed");
                 try
                 {
@@ -415,6 +422,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         }
         _exportSize = _volume.SizeBytes;
         _readOnly = NbdExports.IsReadOnlyFor(_grant, _volume);
+        _boundWritable = !_readOnly;
         if (_allocationContextExport is not null && _allocationContextExport != name && _allocationContextExport != _volume.Name)
         {
             _allocationContextExport = null; // the context was negotiated for another export
@@ -688,6 +696,10 @@ internal sealed class NbdConnection : IAsyncDisposable
         var (flags, offset, length) = (request.Flags, request.Offset, request.Length);
         var end = offset + length;
         var inBounds = end >= offset && end <= (ulong)_exportSize;
+        if (_revoked)
+        {
+            return (Eperm, $"client '{_tlsClient}' may no longer read export '{volume.Name}'");
+        }
         if (_readOnly && request.Type is CmdWrite or CmdTrim or CmdWriteZeroes)
         {
             return (Eperm, volume.IsReadOnly ? $"export '{volume.Name}' is a snapshot: read-only" : $"export '{volume.Name}' is read-only for client '{_tlsClient}'");
@@ -729,7 +741,7 @@ internal sealed class NbdConnection : IAsyncDisposable
                     {
                         return (Einval, $"unsupported flush flags 0x{flags:x}");
                     }
-                    if (!_readOnly) // nothing of this client's to make durable
+                    if (_boundWritable) // else nothing of this client's to make durable
                     {
                         await volume.FlushAsync(cancellationToken);
                     }

@@ -14,6 +14,9 @@ namespace OrleansStorage.Client.Nbd;
 /// </summary>
 internal sealed class NbdGrantWatch : IAsyncDisposable
 {
+    /// <summary>A lookup that takes longer counts as failed (the grant last seen is kept).</summary>
+    private static readonly TimeSpan LookupTimeout = TimeSpan.FromSeconds(10);
+
     private readonly Func<string, Task<ClientGrant?>> _lookUp;
     private readonly TimeSpan _interval;
     private readonly TimeProvider _clock;
@@ -65,8 +68,21 @@ internal sealed class NbdGrantWatch : IAsyncDisposable
                 return;
             }
             _grant = grant;
-            Changed?.Invoke(grant);
+            foreach (var handler in Changed?.GetInvocationList() ?? [])
+            {
+                try
+                {
+                    ((Action<ClientGrant>)handler)(grant);
+                }
+                catch (Exception ex)
+                {
+                    // One session's failure must not keep the change from the others, nor stop the watch.
+                    ChangedFailed?.Invoke(ex);
+                }
+            }
         }
+
+        internal Action<Exception>? ChangedFailed { get; set; }
 
         private static bool SameRights(ClientGrant a, ClientGrant b) =>
             a.Capabilities.ToHashSet().SetEquals(b.Capabilities);
@@ -75,12 +91,20 @@ internal sealed class NbdGrantWatch : IAsyncDisposable
     /// <summary>Starts watching <paramref name="grant"/>'s client for a session; end it with <see cref="Unwatch"/>.</summary>
     public Watched Watch(ClientGrant grant)
     {
+        Watched watched;
+        var fresher = false;
         lock (_gate)
         {
-            if (!_watched.TryGetValue(grant.Client, out var watched))
+            if (!_watched.TryGetValue(grant.Client, out watched!))
             {
-                watched = new Watched(grant.Client, grant, _clock.GetTimestamp());
+                watched = new Watched(grant.Client, grant, _clock.GetTimestamp()) { ChangedFailed = ex => NbdLog.GrantChangeFailed(_logger, grant.Client, ex.Message) };
                 _watched[grant.Client] = watched;
+            }
+            else
+            {
+                // The grant this session's handshake just read is newer than the last lookup's.
+                watched.SeenAt = _clock.GetTimestamp();
+                fresher = true;
             }
             watched.Sessions++;
             if (!_running && !_stopping.IsCancellationRequested)
@@ -88,8 +112,12 @@ internal sealed class NbdGrantWatch : IAsyncDisposable
                 _running = true;
                 _checking = CheckAsync(_stopping.Token);
             }
-            return watched;
         }
+        if (fresher)
+        {
+            watched.Set(grant); // outside the gate: it tells the other sessions
+        }
+        return watched;
     }
 
     public void Unwatch(Watched watched)
@@ -130,10 +158,8 @@ internal sealed class NbdGrantWatch : IAsyncDisposable
             }
             watched = [.. _watched.Values];
         }
-        foreach (var client in watched)
-        {
-            await LookUpAsync(client);
-        }
+        // Side by side and bounded: one client's slow lookup must not hold back another's revocation.
+        await Task.WhenAll(watched.Select(LookUpAsync));
         return true;
     }
 
@@ -142,9 +168,9 @@ internal sealed class NbdGrantWatch : IAsyncDisposable
         ClientGrant? grant;
         try
         {
-            grant = await _lookUp(watched.Client);
+            grant = await _lookUp(watched.Client).WaitAsync(LookupTimeout, _clock);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception ex)
         {
             var unseenFor = _clock.GetElapsedTime(watched.SeenAt);
             if (unseenFor < TicketGrant.Lifetime)

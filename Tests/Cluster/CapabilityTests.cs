@@ -238,16 +238,17 @@ public sealed class CapabilityTests(ITestOutputHelper output)
                 $"tls-creds-x509,id=tls0,endpoint=client,dir={editorDirectory}");
             var step = TimeSpan.FromSeconds(30);
             Assert.Contains("wrote 4096/4096", await session.RunAsync("write -P 0x5a 0 4k", step), StringComparison.Ordinal);
+            Assert.Contains("wrote 4096/4096", await session.RunAsync("write -P 0x6b 4096 4k", step), StringComparison.Ordinal);
 
             await cluster.RunAsync("ostor", "auth", "caps", "editor", "ro:img-*");
             var narrowed = Stopwatch.StartNew();
             await new Eventually(output).UntilAsync(async () =>
             {
-                var answer = await session.RunAsync("write -P 0x6b 4096 4k", step);
+                var answer = await session.RunAsync("write -P 0x7c 8192 4k", step);
                 output.WriteLine($"{narrowed.Elapsed.TotalSeconds:0.0} s after narrowing: {answer.Trim()}");
                 return answer.Contains("Operation not permitted", StringComparison.Ordinal);
             }, "writes refused on the open session", TimeSpan.FromSeconds(20));
-            Assert.Contains("Operation not permitted", await session.RunAsync("write -P 0x7c 4096 4k", step), StringComparison.Ordinal);
+            Assert.Contains("Operation not permitted", await session.RunAsync("write -P 0x8d 4096 4k", step), StringComparison.Ordinal);
             Assert.Contains("read 4096/4096", await session.RunAsync("read -P 0x5a 0 4k", step), StringComparison.Ordinal);
 
             await cluster.RunAsync("ostor", "auth", "remove", "editor");
@@ -256,8 +257,10 @@ public sealed class CapabilityTests(ITestOutputHelper output)
             {
                 var answer = await session.RunAsync("read -P 0x5a 0 4k", step);
                 output.WriteLine($"{removed.Elapsed.TotalSeconds:0.0} s after removal: {answer.Trim()}");
-                return !answer.Contains("read 4096/4096", StringComparison.Ordinal);
+                return answer.Contains("read failed", StringComparison.Ordinal);
             }, "reads refused on the open session", TimeSpan.FromSeconds(20));
+            Assert.DoesNotContain("read 4096/4096", await session.RunAsync("read -P 0x5a 0 4k", step), StringComparison.Ordinal);
+            Assert.False(server.HasExited, "the NBD server exited");
         }
         finally
         {
@@ -265,7 +268,7 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         }
         await using (var admin = await ConnectAsync(cluster, "admin"))
         {
-            // What was written before the narrowing reached the session landed; the refused write changed nothing.
+            // The writes before the narrowing landed; the one refused after it changed nothing.
             var back = new byte[8192];
             await (await admin.OpenVolumeAsync("img-open")).ReadAsync(0, back);
             Assert.All(back.AsSpan(0, 4096).ToArray(), b => Assert.Equal(0x5a, b));

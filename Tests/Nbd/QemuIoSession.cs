@@ -29,7 +29,11 @@ internal sealed class QemuIoSession : IAsyncDisposable
     public static async Task<QemuIoSession> OpenAsync(string imageOptions, params string[] objects)
     {
         NbdClientTools.Require("qemu-io", "qemu-utils");
-        var start = new ProcessStartInfo("qemu-io") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        // Its errors into the same pipe as its prompts, in the order it wrote them.
+        var start = new ProcessStartInfo("sh") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("exec qemu-io \"$@\" 2>&1");
+        start.ArgumentList.Add("qemu-io");
         foreach (var item in objects)
         {
             start.ArgumentList.Add("--object");

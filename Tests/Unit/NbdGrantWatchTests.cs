@@ -83,4 +83,54 @@ public sealed class NbdGrantWatchTests
         await watch.CheckOnceAsync();
         Assert.False(watched.Grant.Allows(CapabilityLevel.Read, "img-1"));
     }
+
+    [Fact]
+    public async Task A_lookup_that_throws_anything_or_a_session_that_fails_on_a_change_stops_neither_the_others_nor_the_watch()
+    {
+        await using var watch = NewWatch();
+        var watched = watch.Watch(ReadWrite);
+        var told = new List<ClientGrant>();
+        watched.Changed += _ => throw new InvalidOperationException("a session that fails");
+        watched.Changed += told.Add;
+
+        _answer = _ => throw new TaskCanceledException("the call was cancelled");
+        Assert.True(await watch.CheckOnceAsync());
+        Assert.Same(ReadWrite, watched.Grant);
+
+        _answer = _ => ReadOnly;
+        Assert.True(await watch.CheckOnceAsync());
+        Assert.Equal([ReadOnly], told);
+    }
+
+    [Fact]
+    public async Task A_new_session_s_handshake_grant_is_the_freshest_and_reaches_the_open_ones()
+    {
+        await using var watch = NewWatch();
+        var first = watch.Watch(ReadOnly);
+        var told = new List<ClientGrant>();
+        first.Changed += told.Add;
+
+        // Widened, and the client reconnected before the next lookup: the new session is not narrowed to the old grant.
+        var second = watch.Watch(ReadWrite);
+        Assert.Same(first, second);
+        Assert.Same(ReadWrite, second.Grant);
+        Assert.Equal([ReadWrite], told);
+    }
+
+    [Fact]
+    public async Task The_running_watch_goes_on_looking_up_after_lookups_fail()
+    {
+        var lookups = 0;
+        var third = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var watch = new NbdGrantWatch(_ =>
+        {
+            if (Interlocked.Increment(ref lookups) >= 3)
+            {
+                third.TrySetResult();
+            }
+            throw new TaskCanceledException("the call was cancelled");
+        }, TimeSpan.FromMilliseconds(50), TimeProvider.System, NullLogger.Instance);
+        watch.Watch(ReadWrite);
+        await third.Task.WaitAsync(TimeSpan.FromSeconds(60));
+    }
 }
