@@ -64,8 +64,17 @@ internal sealed class NbdConnection : IAsyncDisposable
     /// <summary>What the TLS client may do (null: plain text, or a cluster that checks nothing).</summary>
     private ClientGrant? _grant;
 
-    /// <summary>The bound export is read-only for this client: writes, trims and write-zeroes answer EPERM.</summary>
-    private bool _readOnly;
+    /// <summary>
+    /// The bound export is read-only for this client: writes, trims and write-zeroes answer EPERM.
+    /// Set from the grant watch's loop too, when the client's grant loses write (<see cref="FollowGrant"/>).
+    /// </summary>
+    private volatile bool _readOnly;
+
+    /// <summary>The export was bound writable: a flush has this client's writes to make durable, even after its grant lost write.</summary>
+    private bool _boundWritable;
+
+    /// <summary>The client's grant no longer lets it read the volume: every request is refused while the connection closes.</summary>
+    private volatile bool _revoked;
 
     public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, NbdServer server, ILogger logger)
     {
@@ -110,6 +119,7 @@ internal sealed class NbdConnection : IAsyncDisposable
                 NbdLog.Connected(_logger, _remote, _tlsClient ?? "(plain text)", _volume!.Name, _exportSize, _structuredReplies);
                 // A rollback is refused while this connection may write the volume.
                 await using var writer = _readOnly ? null : _exports.HoldOpenForWriting(_volume.VolumeName, $"NBD client {_remote} ({_tlsClient ?? "plain text"}) of {Environment.MachineName}");
+                using var grant = FollowGrant(requests);
                 await TransmitAsync(requests.Token);
             }
             clean = true;
@@ -352,6 +362,57 @@ internal sealed class NbdConnection : IAsyncDisposable
         _allocationContextExport = null;
     }
 
+    /// <summary>
+    /// Keeps a TLS client's session within its grant as it changes (<see cref="NbdGrantWatch"/>):
+    /// a grant that no longer allows writing the volume turns the export read-only (writes answer
+    /// EPERM from then on), one that no longer allows reading it closes the connection. A grant
+    /// that widens changes nothing: the client was told the export is read-only and reconnects
+    /// to write. Returns what stops following it; null for a client the cluster checks nothing of.
+    /// </summary>
+    private IDisposable? FollowGrant(CancellationTokenSource requests)
+    {
+        if (_grant is null || _tlsClient is null || _volume is not { } volume)
+        {
+            return null;
+        }
+        var watched = _server.Grants.Watch(_grant);
+        var client = _tlsClient;
+        void Narrow(ClientGrant grant)
+        {
+            if (!grant.Allows(CapabilityLevel.Read, volume.VolumeName))
+            {
+                _revoked = true; // requests already decrypted and buffered are refused too
+                NbdLog.AccessLost(_logger, _remote, client, Described(grant), "read", volume.Name, "connection closed");
+                try
+                {
+                    requests.Cancel();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // the session ended meanwhile
+                }
+            }
+            else if (!_readOnly && !grant.Allows(CapabilityLevel.Write, volume.VolumeName))
+            {
+                _readOnly = true;
+                NbdLog.AccessLost(_logger, _remote, client, Described(grant), "write", volume.Name, "writes, trims and write-zeroes now answer EPERM");
+            }
+        }
+        static string Described(ClientGrant grant) => grant.Capabilities.Length == 0 ? "no grant" : $"'{Capability.Format(grant.Capabilities)}'";
+        watched.Changed += Narrow;
+        Narrow(watched.Grant); // another session's lookup may have seen a change since this handshake
+        return new GrantFollowing(_server.Grants, watched, Narrow);
+    }
+
+    private sealed class GrantFollowing(NbdGrantWatch grants, NbdGrantWatch.Watched watched, Action<ClientGrant> narrow) : IDisposable
+    {
+        public void Dispose()
+        {
+            watched.Changed -= narrow;
+            grants.Unwatch(watched);
+        }
+    }
+
     private async Task<bool> BindExportAsync(string name)
     {
         _volume = await _exports.ResolveAsync(name, _grant);
@@ -361,6 +422,7 @@ internal sealed class NbdConnection : IAsyncDisposable
         }
         _exportSize = _volume.SizeBytes;
         _readOnly = NbdExports.IsReadOnlyFor(_grant, _volume);
+        _boundWritable = !_readOnly;
         if (_allocationContextExport is not null && _allocationContextExport != name && _allocationContextExport != _volume.Name)
         {
             _allocationContextExport = null; // the context was negotiated for another export
@@ -634,6 +696,10 @@ internal sealed class NbdConnection : IAsyncDisposable
         var (flags, offset, length) = (request.Flags, request.Offset, request.Length);
         var end = offset + length;
         var inBounds = end >= offset && end <= (ulong)_exportSize;
+        if (_revoked)
+        {
+            return (Eperm, $"client '{_tlsClient}' may no longer read export '{volume.Name}'");
+        }
         if (_readOnly && request.Type is CmdWrite or CmdTrim or CmdWriteZeroes)
         {
             return (Eperm, volume.IsReadOnly ? $"export '{volume.Name}' is a snapshot: read-only" : $"export '{volume.Name}' is read-only for client '{_tlsClient}'");
@@ -675,7 +741,7 @@ internal sealed class NbdConnection : IAsyncDisposable
                     {
                         return (Einval, $"unsupported flush flags 0x{flags:x}");
                     }
-                    if (!_readOnly) // nothing of this client's to make durable
+                    if (_boundWritable) // else nothing of this client's to make durable
                     {
                         await volume.FlushAsync(cancellationToken);
                     }

@@ -64,6 +64,15 @@ internal static partial class NbdLog
         return printable.ToString();
     }
 
+    [LoggerMessage(2011, LogLevel.Warning, "NBD client {Remote} ({Client}): its grant changed to {Grant}, which no longer lets it {Lost} volume '{Volume}': {Consequence}")]
+    public static partial void AccessLost(ILogger logger, EndPoint? remote, string client, string grant, string lost, string volume, string consequence);
+
+    [LoggerMessage(2012, LogLevel.Warning, "NBD server: looking up the grant of client '{Client}' failed ({Message}); its sessions keep the grant last seen {Seconds:0} s ago")]
+    public static partial void GrantLookupFailed(ILogger logger, string client, string message, double seconds);
+
+    [LoggerMessage(2013, LogLevel.Error, "NBD server: applying the changed grant of client '{Client}' to a session failed: {Message}")]
+    public static partial void GrantChangeFailed(ILogger logger, string client, string message);
+
     [LoggerMessage(2006, LogLevel.Debug, "NBD client {Remote}: option {Option} refused: {Reason}")]
     public static partial void OptionRefused(ILogger logger, EndPoint? remote, uint option, string reason);
 }

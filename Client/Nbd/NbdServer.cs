@@ -44,6 +44,7 @@ public sealed class NbdServer : IAsyncDisposable
         Memory = new NbdMemoryBudget(options.MemoryBudgetBytes, options.MaxRequestBytes);
         Refusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
         Metrics = new NbdMetrics(this);
+        Grants = new NbdGrantWatch(_exports.GrantOfAsync, options.GrantRecheckInterval, TimeProvider.System, logger);
     }
 
     public IPEndPoint LocalEndpoint => (IPEndPoint)_listener.LocalEndpoint;
@@ -63,6 +64,9 @@ public sealed class NbdServer : IAsyncDisposable
     internal NbdMemoryBudget Memory { get; }
 
     internal NbdMetrics Metrics { get; }
+
+    /// <summary>The grants of the clients with sessions open, kept current (revocation reaches open sessions).</summary>
+    internal NbdGrantWatch Grants { get; }
 
     /// <summary>One rate for every line a client can cause at will: refusals, rejections, protocol violations.</summary>
     internal LogRateLimiter Refusals { get; }
@@ -210,6 +214,7 @@ public sealed class NbdServer : IAsyncDisposable
             running = [.. _connections];
         }
         await Task.WhenAll(running).WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await Grants.DisposeAsync();
         _stopping.Dispose();
         Metrics.Dispose();
     }

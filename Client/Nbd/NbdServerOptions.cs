@@ -68,6 +68,12 @@ public sealed class NbdServerOptions
     /// </summary>
     public NbdPskKeys? TlsPsk { get; set; }
 
+    /// <summary>
+    /// How often the grants of the clients with open sessions are looked up again: a grant removed
+    /// or narrowed reaches an open session within this (<see cref="NbdGrantWatch"/>).
+    /// </summary>
+    public TimeSpan GrantRecheckInterval { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>How long a client may take over the TLS handshake.</summary>
     public TimeSpan TlsHandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
 

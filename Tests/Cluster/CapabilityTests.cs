@@ -199,6 +199,83 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Issue 29, item 2: narrowing a grant takes writing away from a session already open, and
+    /// removing it takes reading away, within seconds (the NBD server looks grants up again
+    /// every 2 s), over one qemu-io connection held open throughout.
+    /// </summary>
+    [SkippableFact]
+    public async Task An_open_nbd_session_loses_write_then_read_within_seconds_of_its_grant_narrowed_then_removed()
+    {
+        Prerequisites.Require(PrivatePostgres.FindBinDirectory() is not null, "PostgreSQL is not installed");
+        NbdClientTools.Require("qemu-io", "qemu-utils");
+        NbdClientTools.Require("nbdinfo", "libnbd-bin");
+        await using var cluster = new ScriptedCluster(output.WriteLine, hosts: 1, netns: false);
+        await cluster.UpAsync();
+        var pki = new PkiDirectory(cluster.Pki);
+        pki.IssueClient("editor", DateTimeOffset.UtcNow).Dispose();
+        var editorDirectory = Path.Combine(cluster.Data, "editor-nbd");
+        pki.ExportForNbdClient("editor", editorDirectory);
+        var adminDirectory = Path.Combine(cluster.Pki, "nbd", "admin");
+        await using (var admin = await ConnectAsync(cluster, "admin"))
+        {
+            await admin.CreateVolumeAsync("img-open", 4 << 20, 1);
+            await admin.AddClientAsync("editor", [Capability.Parse("rw:img-*")]);
+        }
+
+        var port = Ports.Free();
+        using var server = StartNbdServer(cluster, port);
+        try
+        {
+            await new Eventually(output).UntilAsync(async () =>
+            {
+                await ExternalProgram.RunAsync("nbdinfo", ["--list", $"nbds://127.0.0.1:{port}/?tls-certificates={adminDirectory}"], TimeSpan.FromSeconds(20));
+                return true;
+            }, "the NBD server to answer");
+
+            await using var session = await QemuIoSession.OpenAsync(
+                $"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={port},file.export=img-open,file.tls-creds=tls0",
+                $"tls-creds-x509,id=tls0,endpoint=client,dir={editorDirectory}");
+            var step = TimeSpan.FromSeconds(30);
+            Assert.Contains("wrote 4096/4096", await session.RunAsync("write -P 0x5a 0 4k", step), StringComparison.Ordinal);
+            Assert.Contains("wrote 4096/4096", await session.RunAsync("write -P 0x6b 4096 4k", step), StringComparison.Ordinal);
+
+            await cluster.RunAsync("ostor", "auth", "caps", "editor", "ro:img-*");
+            var narrowed = Stopwatch.StartNew();
+            await new Eventually(output).UntilAsync(async () =>
+            {
+                var answer = await session.RunAsync("write -P 0x7c 8192 4k", step);
+                output.WriteLine($"{narrowed.Elapsed.TotalSeconds:0.0} s after narrowing: {answer.Trim()}");
+                return answer.Contains("Operation not permitted", StringComparison.Ordinal);
+            }, "writes refused on the open session", TimeSpan.FromSeconds(20));
+            Assert.Contains("Operation not permitted", await session.RunAsync("write -P 0x8d 4096 4k", step), StringComparison.Ordinal);
+            Assert.Contains("read 4096/4096", await session.RunAsync("read -P 0x5a 0 4k", step), StringComparison.Ordinal);
+
+            await cluster.RunAsync("ostor", "auth", "remove", "editor");
+            var removed = Stopwatch.StartNew();
+            await new Eventually(output).UntilAsync(async () =>
+            {
+                var answer = await session.RunAsync("read -P 0x5a 0 4k", step);
+                output.WriteLine($"{removed.Elapsed.TotalSeconds:0.0} s after removal: {answer.Trim()}");
+                return answer.Contains("read failed", StringComparison.Ordinal);
+            }, "reads refused on the open session", TimeSpan.FromSeconds(20));
+            Assert.DoesNotContain("read 4096/4096", await session.RunAsync("read -P 0x5a 0 4k", step), StringComparison.Ordinal);
+            Assert.False(server.HasExited, "the NBD server exited");
+        }
+        finally
+        {
+            server.Kill(entireProcessTree: true);
+        }
+        await using (var admin = await ConnectAsync(cluster, "admin"))
+        {
+            // The writes before the narrowing landed; the one refused after it changed nothing.
+            var back = new byte[8192];
+            await (await admin.OpenVolumeAsync("img-open")).ReadAsync(0, back);
+            Assert.All(back.AsSpan(0, 4096).ToArray(), b => Assert.Equal(0x5a, b));
+            Assert.All(back.AsSpan(4096).ToArray(), b => Assert.Equal(0x6b, b));
+        }
+    }
+
     private static Process StartNbdServer(ScriptedCluster cluster, int port)
     {
         var start = new ProcessStartInfo(Path.Combine(ScriptedCluster.RepositoryRoot, "infra", "ostor")) { UseShellExecute = false, RedirectStandardOutput = false, RedirectStandardError = false };
