@@ -17,6 +17,10 @@ public static class ClusterStatusView
         var text = new StringBuilder();
         var groups = map.AllGroups().Count();
         text.AppendLine(Invariant($"epoch {map.Epoch}   management on {status.Management.Silo} (active since {status.Management.ActivatedAt:HH:mm:ss}, loaded epoch {status.Management.ActivatedAtEpoch})"));
+        if (status.Management.DatabaseProblem is { } database)
+        {
+            text.AppendLine("DATABASE UNREACHABLE: " + database);
+        }
         text.AppendLine(Invariant($"placement groups: {groups} in {map.Volumes.Length} volumes; {status.DegradedGroups} degraded, {status.RecoveringGroups} recovering, {status.UnavailableGroups} unavailable"));
         text.AppendLine();
 

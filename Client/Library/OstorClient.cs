@@ -273,7 +273,8 @@ public sealed partial class OstorClient : IAsyncDisposable
     public async Task<ClusterStatus> GetStatusAsync()
     {
         var management = await ManagementAsync(m => m.GetStatusAsync(), idempotent: true);
-        var map = await Maps.RefreshAsync(management.Epoch);
+        // A map the database has not confirmed is shown, never cached: the next request pulls a confirmed one.
+        var map = management.UnconfirmedMap ?? await Maps.RefreshAsync(management.Epoch);
         return new ClusterStatus(management, map, await GetHostsAsync());
     }
 

@@ -42,7 +42,10 @@ public sealed record ManagementStatus(
     [property: Id(1)] long Epoch,
     [property: Id(2)] long ActivatedAtEpoch,
     [property: Id(3)] DateTimeOffset ActivatedAt,
-    [property: Id(4)] string HostId = "");
+    [property: Id(4)] string HostId = "",
+    [property: Id(5)] DateTimeOffset? DatabaseLastReached = null,
+    [property: Id(6)] string? DatabaseProblem = null,
+    [property: Id(7)] ClusterMap? UnconfirmedMap = null);
 
 /// <summary>The map <c>ostor cluster recover-map</c> rebuilt from the hosts' disks, and what it chose where they differed.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.MapRecoveryReport")]

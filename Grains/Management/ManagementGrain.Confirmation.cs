@@ -25,6 +25,24 @@ public sealed partial class ManagementGrain
     /// <summary>Whether the refusal was logged, so that losing and regaining the database log once each.</summary>
     private bool _refusing;
 
+    /// <summary>Why the last read of the stored map failed; null once one succeeds.</summary>
+    private string? _lastDatabaseError;
+
+    /// <summary>
+    /// What status reports while the database does not answer (two confirmation periods without
+    /// a proof: one missed read is not an outage), and what that stops; null while it answers.
+    /// </summary>
+    private string? DatabaseProblem(TimeSpan age, DateTimeOffset? lastReached)
+    {
+        if (age <= _confirmation.Limit / 2)
+        {
+            return null;
+        }
+        var since = lastReached is { } at ? $"has not answered for {age.TotalSeconds:0} s (last reached {at:HH:mm:ss} UTC)" : "has not answered since this activation started";
+        return $"the database {since}: {_lastDatabaseError ?? "no answer yet"}. Until it is back, map changes wait (volumes, snapshots, grants, hosts marked down, recovery), "
+            + $"and block I/O stops once primary leases cannot be renewed ({leaseOptions.Value.Duration.TotalSeconds:0} s after it went away)";
+    }
+
     private void StartConfirming()
     {
         var period = _confirmation.Limit / 4;
@@ -43,10 +61,12 @@ public sealed partial class ManagementGrain
             try
             {
                 await ConfirmMapIsStoredAsync();
+                _lastDatabaseError = null;
             }
-            catch (ManagementUnavailableException)
+            catch (ManagementUnavailableException ex)
             {
-                // Counted by the age of the last proof; logged below when it matters.
+                // Counted by the age of the last proof; logged below when it matters, and shown by status.
+                _lastDatabaseError = ex.Message;
             }
         }
         var refusal = Unconfirmed();

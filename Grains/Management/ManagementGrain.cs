@@ -147,8 +147,19 @@ public sealed partial class ManagementGrain(
         return Task.FromResult(_map);
     }
 
-    public Task<ManagementStatus> GetStatusAsync() =>
-        Task.FromResult(new ManagementStatus(silo.SiloAddress.ToString(), _map.Epoch, _activatedAtEpoch, _activatedAt, LocalHostId));
+    /// <summary>
+    /// Answers even while the database is away (status is how an operator learns that): then it
+    /// says so, and carries the map this activation holds, unconfirmed, for display only.
+    /// </summary>
+    public Task<ManagementStatus> GetStatusAsync()
+    {
+        var age = _confirmation.Age;
+        DateTimeOffset? lastReached = age == TimeSpan.MaxValue ? null : Now - age;
+        var problem = DatabaseProblem(age, lastReached);
+        return Task.FromResult(new ManagementStatus(
+            silo.SiloAddress.ToString(), _map.Epoch, _activatedAtEpoch, _activatedAt, LocalHostId,
+            lastReached, problem, Unconfirmed() is null ? null : _map));
+    }
 
     /// <summary>The host whose silo runs the management service (its silo metadata names it).</summary>
     private string LocalHostId =>

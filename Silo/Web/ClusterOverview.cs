@@ -42,7 +42,8 @@ public sealed class ClusterOverview(IGrainFactory grains, IOptions<StorageServer
     {
         var management = grains.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey);
         var status = await management.GetStatusAsync();
-        var map = await management.GetMapAsync();
+        // While the database is away the management service hands out no map, but status carries it for display.
+        var map = status.UnconfirmedMap ?? await management.GetMapAsync();
         var hosts = await management.GetHostsAsync();
         var changes = await management.GetRecentChangesAsync();
         var serving = hosts.Where(h => h.Host.State is HostState.Up or HostState.Draining).Select(h => h.Host.HostId).ToList();
@@ -61,7 +62,8 @@ public sealed class ClusterOverview(IGrainFactory grains, IOptions<StorageServer
             [.. hosts.OrderBy(h => h.Host.HostId, StringComparer.Ordinal).Select(h => HostView(h, statuses.GetValueOrDefault(h.Host.HostId)))],
             [.. map.Volumes.OrderBy(v => v.Name, StringComparer.Ordinal).Select(v => VolumeView(v, rates.GetValueOrDefault(v.VolumeId)))],
             [.. statuses.Values.SelectMany(s => s.Copies).Select(c => CopyView(c, map))],
-            [.. changes.Reverse().Select(c => new ChangeView(c.Epoch, c.At, c.Reason))]);
+            [.. changes.Reverse().Select(c => new ChangeView(c.Epoch, c.At, c.Reason))],
+            status.DatabaseProblem);
     }
 
     private async Task<StorageServerStatus?> AskAsync(string hostId)
@@ -167,7 +169,8 @@ public sealed record OverviewView(
     ImmutableArray<HostView> Hosts,
     ImmutableArray<VolumeView> Volumes,
     ImmutableArray<CopyView> Copies,
-    ImmutableArray<ChangeView> Changes);
+    ImmutableArray<ChangeView> Changes,
+    string? DatabaseProblem);
 
 /// <param name="Answered">Its storage server answered this gathering (its use is known).</param>
 public sealed record HostView(string Id, string State, DateTimeOffset StateSince, long Capacity, long? Used, long Mismatches, string Endpoint, string DataEndpoint, bool Answered);

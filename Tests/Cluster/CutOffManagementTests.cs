@@ -31,6 +31,14 @@ public sealed class CutOffManagementTests(SwitchableDatabaseFixture fixture, ITe
             await Assert.ThrowsAsync<ManagementUnavailableException>(() => fixture.Management.RenewLeaseAsync(new LeaseRequest(host, before.Epoch)));
             await Assert.ThrowsAsync<ManagementUnavailableException>(() => fixture.Management.CreateVolumeAsync("cutoff-" + Guid.NewGuid().ToString("N")[..8], 4096, 1));
             Assert.True(fixture.Database.Held > 0, "nothing asked the database while it was cut off");
+
+            // Status still answers, and says why nothing else does (issue 29, item 4).
+            var status = await fixture.Client.GetStatusAsync();
+            output.WriteLine(status.Management.DatabaseProblem);
+            Assert.Contains("the database has not answered for", status.Management.DatabaseProblem, StringComparison.Ordinal);
+            Assert.True(status.Management.DatabaseLastReached <= DateTimeOffset.UtcNow - SwitchableDatabaseFixture.ConfirmationLimit, $"last reached {status.Management.DatabaseLastReached:O}");
+            Assert.True(status.Map.Epoch >= before.Epoch);
+            Assert.Contains("DATABASE UNREACHABLE", Client.Cli.ClusterStatusView.Render(status, DateTimeOffset.UtcNow), StringComparison.Ordinal);
         }
         finally
         {
@@ -40,6 +48,7 @@ public sealed class CutOffManagementTests(SwitchableDatabaseFixture fixture, ITe
         ClusterMap? after = null;
         await new Eventually(output).UntilAsync(async () => (after = await fixture.Management.GetMapAsync()) is not null, "the map answered again", TimeSpan.FromSeconds(30));
         Assert.True(after!.Epoch >= before.Epoch, $"the map went back from epoch {before.Epoch} to {after.Epoch}");
+        await new Eventually(output).UntilAsync(async () => (await fixture.Management.GetStatusAsync()).DatabaseProblem is null, "status no longer reports the database unreachable", TimeSpan.FromSeconds(30));
     }
 
     /// <summary>Calls <paramref name="call"/> until it is refused as unavailable; fails the test if it still answers after <paramref name="limit"/> (plus slack for a loaded machine).</summary>

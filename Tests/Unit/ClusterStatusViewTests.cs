@@ -38,4 +38,19 @@ public sealed class ClusterStatusViewTests
         Assert.Contains($"{pending.Primary}: last scrub pass 96.0 MiB in 6 s = 16.0 MiB/s", text, StringComparison.Ordinal);
         Assert.Contains($"bad blocks since the hosts started: {3 * map.Hosts.Length} repaired", text, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Status_says_plainly_when_the_database_is_unreachable_and_nothing_when_it_answers()
+    {
+        var transitions = TestMaps.Transitions(groupsPerVolume: 4);
+        var map = TestMaps.WithHosts(transitions, 3);
+        var hosts = map.Hosts.Select(h => new HostStatus(h, 0, null, null)).ToList();
+        var problem = "the database has not answered for 42 s (last reached 11:59:18 UTC): connection refused. Until it is back, map changes wait";
+
+        var outage = ClusterStatusView.Render(new ClusterStatus(new ManagementStatus("silo-1", map.Epoch, map.Epoch, Now, "host-1", Now.AddSeconds(-42), problem, map), map, hosts), Now);
+        var healthy = ClusterStatusView.Render(new ClusterStatus(new ManagementStatus("silo-1", map.Epoch, map.Epoch, Now, "host-1", Now), map, hosts), Now);
+
+        Assert.Contains("DATABASE UNREACHABLE: " + problem, outage, StringComparison.Ordinal);
+        Assert.DoesNotContain("DATABASE", healthy, StringComparison.Ordinal);
+    }
 }

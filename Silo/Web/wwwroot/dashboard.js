@@ -110,7 +110,7 @@ async function refresh() {
       showProblem(overview.error || ('the silo answered ' + response.status));
       return;
     }
-    showProblem('');
+    showProblem(overview.databaseProblem ? 'DATABASE UNREACHABLE: ' + overview.databaseProblem : '');
     document.getElementById('epoch').textContent = overview.epoch;
     document.getElementById('management').textContent = overview.management;
     document.getElementById('served-by').textContent = overview.servedBy;
