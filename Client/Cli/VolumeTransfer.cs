@@ -147,8 +147,33 @@ public static class VolumeTransfer
         {
             throw new InvalidRequestException($"length {total} at offset {volumeOffset} runs past the end of volume '{volume.Name}' ({size} bytes)");
         }
-        using var file = File.OpenHandle(path, FileMode.Create, FileAccess.Write, FileShare.None, FileOptions.Asynchronous);
-        await ForEachChunkAsync(total, async (position, count) =>
+        // Into a regular file through a temporary one beside it, renamed over it once complete: a
+        // copy that fails (a full disk, a lost cluster, ^C) leaves no partial file, and an
+        // existing one as it was. A device (a disk, /dev/stdout) is written in place.
+        var fullPath = Path.GetFullPath(path);
+        var direct = (File.ResolveLinkTarget(fullPath, returnFinalTarget: true)?.FullName ?? fullPath).StartsWith("/dev/", StringComparison.Ordinal);
+        var target = direct ? path : Path.Combine(Path.GetDirectoryName(fullPath)!, $".{Path.GetFileName(fullPath)}.ostor-get-{Guid.NewGuid():N}");
+        try
+        {
+            using (var file = File.OpenHandle(target, direct ? FileMode.Create : FileMode.CreateNew, FileAccess.Write, FileShare.None, FileOptions.Asynchronous))
+            {
+                await CopyOutAsync(volume, file, volumeOffset, total, progress, cancellationToken);
+            }
+            if (!direct)
+            {
+                File.Move(target, path, overwrite: true);
+            }
+        }
+        catch when (!direct)
+        {
+            File.Delete(target);
+            throw;
+        }
+        return total;
+    }
+
+    private static Task CopyOutAsync(VolumeHandle volume, SafeFileHandle file, long volumeOffset, long total, TransferProgress? progress, CancellationToken cancellationToken) =>
+        ForEachChunkAsync(total, async (position, count) =>
         {
             var buffer = ArrayPool<byte>.Shared.Rent(count);
             try
@@ -164,8 +189,6 @@ public static class VolumeTransfer
                 ArrayPool<byte>.Shared.Return(buffer);
             }
         }, cancellationToken);
-        return total;
-    }
 
     private static Task ForEachChunkAsync(long total, Func<long, int, Task> body, CancellationToken cancellationToken)
     {
