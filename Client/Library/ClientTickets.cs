@@ -14,8 +14,10 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
     private static readonly TimeSpan RetryAfterFailure = TimeSpan.FromSeconds(5);
 
     private readonly CancellationTokenSource _stopping = new();
+    private readonly Lock _gate = new();
     private volatile TicketGrant? _current;
     private Task? _renewing;
+    private Task? _renewingNow;
 
     /// <summary>The grant the current ticket carries; null before the first ticket.</summary>
     public ClientGrant? Grant => _current?.Grant;
@@ -60,6 +62,29 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
         _renewing = RenewAsync(cluster);
     }
 
+    /// <summary>
+    /// A host refused <paramref name="refused"/> as issued before the client's grant changed: gets
+    /// a fresh ticket now, once for every request that met the same refusal. A removed grant
+    /// throws the auth service's refusal.
+    /// </summary>
+    public Task RenewNowAsync(IClusterClient cluster, byte[]? refused)
+    {
+        lock (_gate)
+        {
+            if (refused is not null && !ReferenceEquals(_current?.Ticket, refused))
+            {
+                return Task.CompletedTask; // renewed since that request was sent
+            }
+            if (_renewingNow is { IsCompleted: false } renewing)
+            {
+                return renewing;
+            }
+            return _renewingNow = RenewOnceAsync(cluster);
+        }
+    }
+
+    private async Task RenewOnceAsync(IClusterClient cluster) => _current = await IssueAsync(cluster);
+
     private Task<TicketGrant> IssueAsync(IClusterClient cluster) =>
         cluster.GetGrain<IAuthServiceGrain>(IAuthServiceGrain.DefaultKey).IssueTicketAsync(TicketProof.Sign(identity, clusterId, DateTimeOffset.UtcNow));
 
@@ -80,7 +105,7 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
             }
             catch (Exception ex) when (ex is StorageException or OrleansException or TimeoutException)
             {
-                // The management silo may be failing over; a removed grant shows when the ticket expires.
+                // The management silo may be failing over; a removed grant shows when the hosts refuse the ticket.
                 wait = RetryAfterFailure;
             }
         }

@@ -197,11 +197,17 @@ public sealed partial class OstorClient : IAsyncDisposable
     {
         var deadline = DateTime.UtcNow + _options.RetryTimeout;
         var delay = _options.RetryDelay;
-        while (true)
+        for (var attempt = 1; ; attempt++)
         {
+            var ticket = _tickets?.Ticket;
             try
             {
                 return await call(Management);
+            }
+            catch (TicketRevokedException) when (_tickets is not null && attempt < 5)
+            {
+                // Refused before the call ran, so even a change is safe to send again.
+                await _tickets.RenewNowAsync(_cluster, ticket);
             }
             catch (Exception ex) when (DateTime.UtcNow < deadline
                                        && (ex is OrleansMessageRejectionException
@@ -345,11 +351,18 @@ public sealed partial class OstorClient : IAsyncDisposable
         {
             cancellationToken.ThrowIfCancellationRequested();
             var map = Maps.Current;
+            var ticket = _tickets?.Ticket;
             Exception failure;
             try
             {
                 await operation(map);
                 return;
+            }
+            catch (TicketRevokedException) when (_tickets is not null && attempt < 5)
+            {
+                // Refused before anything was done: a fresh ticket carries the grant as it is now.
+                await _tickets.RenewNowAsync(_cluster, ticket);
+                continue;
             }
             catch (StaleEpochException ex)
             {
@@ -411,7 +424,7 @@ public sealed partial class OstorClient : IAsyncDisposable
     /// <summary>Gives a client with no grant yet these capabilities.</summary>
     public Task<ClientGrant> AddClientAsync(string client, IEnumerable<Capability> capabilities) => Auth.AddAsync(client, [.. capabilities]);
 
-    /// <summary>Replaces a client's capabilities; its current ticket keeps the old ones until it expires.</summary>
+    /// <summary>Replaces a client's capabilities; the hosts refuse its current ticket within seconds, and its next one carries the new ones.</summary>
     public Task<ClientGrant> SetClientCapabilitiesAsync(string client, IEnumerable<Capability> capabilities) => Auth.SetCapabilitiesAsync(client, [.. capabilities]);
 
     /// <summary>A client's grant, or null.</summary>

@@ -86,4 +86,24 @@ public sealed class TicketTests
         Assert.False(new ClientGrant("c", [Capability.Parse("rw:*")]).IsClusterAdmin);
         Assert.Equal("ro:a* rw:b?", Capability.Format([Capability.Parse("ro:a*"), Capability.Parse("rw:b?")]));
     }
+
+    [Fact]
+    public void A_ticket_issued_before_its_client_s_grant_changed_is_refused_and_one_issued_from_then_on_is_not()
+    {
+        var changed = Now;
+        var access = new AccessControl(Microsoft.Extensions.Logging.Abstractions.NullLogger<AccessControl>.Instance)
+        {
+            Revocations = new TicketRevocations(new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal) { ["reader"] = changed }),
+        };
+        // Tickets carry whole seconds of expiry; the auth service stamps tickets after a change no earlier than it.
+        var before = Reader(changed - TimeSpan.FromSeconds(1) + TicketGrant.Lifetime);
+        var after = Reader(changed + TicketGrant.Lifetime);
+
+        var refused = access.Revoked(before);
+        Assert.NotNull(refused);
+        Assert.Contains("issued before its grant changed", refused.Message, StringComparison.Ordinal);
+        Assert.Null(access.Revoked(after));
+        Assert.Null(access.Revoked(new Principal("writer", IsHost: false, before.Expires, new ClientGrant("writer", [Capability.Parse("rw:*")]))));
+        Assert.Null(access.Revoked(new Principal("reader", IsHost: true, before.Expires, new ClientGrant("reader", []))));
+    }
 }
