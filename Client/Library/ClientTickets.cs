@@ -83,7 +83,22 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
         }
     }
 
-    private async Task RenewOnceAsync(IClusterClient cluster) => _current = await IssueAsync(cluster);
+    private async Task RenewOnceAsync(IClusterClient cluster) => Adopt(await IssueAsync(cluster));
+
+    /// <summary>
+    /// Takes <paramref name="ticket"/> unless the current one expires later: a periodic renewal
+    /// answered after a renewal on refusal must not bring back a ticket issued before the change.
+    /// </summary>
+    private void Adopt(TicketGrant ticket)
+    {
+        lock (_gate)
+        {
+            if (_current is null || ticket.Expires >= _current.Expires)
+            {
+                _current = ticket;
+            }
+        }
+    }
 
     private Task<TicketGrant> IssueAsync(IClusterClient cluster) =>
         cluster.GetGrain<IAuthServiceGrain>(IAuthServiceGrain.DefaultKey).IssueTicketAsync(TicketProof.Sign(identity, clusterId, DateTimeOffset.UtcNow));
@@ -96,7 +111,7 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
             try
             {
                 await Task.Delay(wait, _stopping.Token);
-                _current = await IssueAsync(cluster);
+                Adopt(await IssueAsync(cluster));
                 wait = TicketGrant.Lifetime / 3;
             }
             catch (OperationCanceledException) when (_stopping.IsCancellationRequested)

@@ -85,8 +85,7 @@ public sealed partial class AuthServiceGrain(
             }
             var grant = new ClientGrant(name, capabilities);
             // Never issued before the client's last revocation: the hosts refuse tickets from before it.
-            var issued = access.Now < RevokedBefore.GetValueOrDefault(name) ? RevokedBefore[name] : access.Now;
-            var expires = issued + TicketGrant.Lifetime;
+            var expires = TicketRevocations.IssuedAt(access.Now, RevokedBefore.TryGetValue(name, out var before) ? before : null) + TicketGrant.Lifetime;
             Log.TicketIssued(logger, name, Capability.Format(capabilities), expires);
             return Task.FromResult(new TicketGrant(access.Tickets!.Seal(new Principal(name, IsHost: false, expires, grant)), expires, grant));
         }
@@ -98,7 +97,7 @@ public sealed partial class AuthServiceGrain(
     public Task<TicketRevocations> GetRevocationsAsync()
     {
         var now = access.Now;
-        return Task.FromResult(new TicketRevocations(RevokedBefore.Where(r => r.Value + TicketGrant.Lifetime > now).ToDictionary(StringComparer.Ordinal)));
+        return Task.FromResult(new TicketRevocations(RevokedBefore.Where(r => r.Value + TicketRevocations.KeptFor > now).ToDictionary(StringComparer.Ordinal)));
     }
 
     public Task<ClientGrant?> GetAsync(string client) =>
@@ -168,16 +167,16 @@ public sealed partial class AuthServiceGrain(
     /// The client's tickets issued until now no longer count on any host (once it has asked for
     /// the revocations, within seconds): the next one carries the grant as it is now. Whole
     /// seconds, rounded up, as tickets carry their expiry; entries older than a ticket's
-    /// lifetime are dropped, every ticket from before them has expired.
+    /// lifetime (and a margin for hosts' clocks) are dropped: every ticket from before them has expired.
     /// </summary>
     private void Revoke(string client)
     {
         var now = access.Now;
-        foreach (var old in RevokedBefore.Where(r => r.Value + TicketGrant.Lifetime <= now).Select(r => r.Key).ToList())
+        foreach (var old in RevokedBefore.Where(r => r.Value + TicketRevocations.KeptFor <= now).Select(r => r.Key).ToList())
         {
             RevokedBefore.Remove(old);
         }
-        RevokedBefore[client] = DateTimeOffset.FromUnixTimeSeconds(now.ToUnixTimeSeconds() + 1);
+        RevokedBefore[client] = TicketRevocations.RevokedBeforeFor(now);
     }
 
     /// <summary>A failed write leaves the register as PostgreSQL has it.</summary>

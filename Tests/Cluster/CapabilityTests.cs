@@ -220,6 +220,8 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         var block = new byte[4096];
         Array.Fill(block, (byte)0x5a);
         await volume.WriteAsync(0, block);
+        // Anything but success or the refusal waited for is a failure of the test (Eventually would swallow it).
+        var unexpected = new List<string>();
 
         await admin.SetClientCapabilitiesAsync("editor", [Capability.Parse("ro:img-*")]);
         var narrowed = Stopwatch.StartNew();
@@ -234,6 +236,11 @@ public sealed class CapabilityTests(ITestOutputHelper output)
             {
                 output.WriteLine($"{narrowed.Elapsed.TotalSeconds:0.0} s after narrowing: {ex.Message}");
                 return true;
+            }
+            catch (Exception ex)
+            {
+                unexpected.Add($"{ex.GetType().Name}: {ex.Message}");
+                return false;
             }
         }, "the editor's writes refused", TimeSpan.FromSeconds(20));
         var back = new byte[4096];
@@ -254,7 +261,13 @@ public sealed class CapabilityTests(ITestOutputHelper output)
                 output.WriteLine($"{removed.Elapsed.TotalSeconds:0.0} s after removal: {ex.Message}");
                 return true;
             }
+            catch (Exception ex)
+            {
+                unexpected.Add($"{ex.GetType().Name}: {ex.Message}");
+                return false;
+            }
         }, "the editor's reads refused", TimeSpan.FromSeconds(20));
+        Assert.Empty(unexpected);
     }
 
     /// <summary>
