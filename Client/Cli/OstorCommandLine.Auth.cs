@@ -35,7 +35,7 @@ public static partial class OstorCommandLine
 
         var capsName = new Argument<string>("NAME") { Description = "The client's name" };
         var capsCaps = new Argument<string[]>("CAPS") { Description = "Capabilities, replacing the current ones (none: show them)", Arity = ArgumentArity.ZeroOrMore };
-        var caps = new Command("caps", $"Show or replace a client's capabilities; a ticket it already holds keeps the old ones for at most {TicketGrant.Lifetime.TotalMinutes:0} minutes") { capsName, capsCaps };
+        var caps = new Command("caps", "Show or replace a client's capabilities; tickets it already holds stop counting within seconds") { capsName, capsCaps };
         caps.SetAction((parse, ct) =>
         {
             var capabilities = parse.GetValue(capsCaps)!.Select(Capability.Parse).ToArray();
@@ -51,7 +51,7 @@ public static partial class OstorCommandLine
         auth.Add(caps);
 
         var removeName = new Argument<string>("NAME") { Description = "The client's name" };
-        var remove = new Command("remove", $"Take every capability from a client: it gets no new ticket, and its last one expires within {TicketGrant.Lifetime.TotalMinutes:0} minutes") { removeName };
+        var remove = new Command("remove", "Take every capability from a client: it gets no new ticket, and the ones it holds stop counting within seconds") { removeName };
         remove.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
             await client.RemoveClientAsync(parse.GetValue(removeName)!);

@@ -14,8 +14,10 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
     private static readonly TimeSpan RetryAfterFailure = TimeSpan.FromSeconds(5);
 
     private readonly CancellationTokenSource _stopping = new();
+    private readonly Lock _gate = new();
     private volatile TicketGrant? _current;
     private Task? _renewing;
+    private Task? _renewingNow;
 
     /// <summary>The grant the current ticket carries; null before the first ticket.</summary>
     public ClientGrant? Grant => _current?.Grant;
@@ -60,6 +62,44 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
         _renewing = RenewAsync(cluster);
     }
 
+    /// <summary>
+    /// A host refused <paramref name="refused"/> as issued before the client's grant changed: gets
+    /// a fresh ticket now, once for every request that met the same refusal. A removed grant
+    /// throws the auth service's refusal.
+    /// </summary>
+    public Task RenewNowAsync(IClusterClient cluster, byte[]? refused)
+    {
+        lock (_gate)
+        {
+            if (refused is not null && !ReferenceEquals(_current?.Ticket, refused))
+            {
+                return Task.CompletedTask; // renewed since that request was sent
+            }
+            if (_renewingNow is { IsCompleted: false } renewing)
+            {
+                return renewing;
+            }
+            return _renewingNow = RenewOnceAsync(cluster);
+        }
+    }
+
+    private async Task RenewOnceAsync(IClusterClient cluster) => Adopt(await IssueAsync(cluster));
+
+    /// <summary>
+    /// Takes <paramref name="ticket"/> unless the current one expires later: a periodic renewal
+    /// answered after a renewal on refusal must not bring back a ticket issued before the change.
+    /// </summary>
+    private void Adopt(TicketGrant ticket)
+    {
+        lock (_gate)
+        {
+            if (_current is null || ticket.Expires >= _current.Expires)
+            {
+                _current = ticket;
+            }
+        }
+    }
+
     private Task<TicketGrant> IssueAsync(IClusterClient cluster) =>
         cluster.GetGrain<IAuthServiceGrain>(IAuthServiceGrain.DefaultKey).IssueTicketAsync(TicketProof.Sign(identity, clusterId, DateTimeOffset.UtcNow));
 
@@ -71,7 +111,7 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
             try
             {
                 await Task.Delay(wait, _stopping.Token);
-                _current = await IssueAsync(cluster);
+                Adopt(await IssueAsync(cluster));
                 wait = TicketGrant.Lifetime / 3;
             }
             catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
@@ -80,7 +120,7 @@ internal sealed class ClientTickets(X509Certificate2 identity, string clusterId)
             }
             catch (Exception ex) when (ex is StorageException or OrleansException or TimeoutException)
             {
-                // The management silo may be failing over; a removed grant shows when the ticket expires.
+                // The management silo may be failing over; a removed grant shows when the hosts refuse the ticket.
                 wait = RetryAfterFailure;
             }
         }

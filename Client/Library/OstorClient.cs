@@ -197,11 +197,22 @@ public sealed partial class OstorClient : IAsyncDisposable
     {
         var deadline = DateTime.UtcNow + _options.RetryTimeout;
         var delay = _options.RetryDelay;
+        var renewals = 0;
         while (true)
         {
+            var ticket = _tickets?.Ticket;
             try
             {
                 return await call(Management);
+            }
+            catch (TicketRevokedException ex) when (DateTime.UtcNow < deadline)
+            {
+                // Refused before the call ran, so even a change is safe to send again.
+                if (!await RenewRevokedTicketAsync(ex, ticket, ++renewals))
+                {
+                    await Task.Delay(delay);
+                    delay = Backoff(delay);
+                }
             }
             catch (Exception ex) when (DateTime.UtcNow < deadline
                                        && (ex is OrleansMessageRejectionException
@@ -209,6 +220,60 @@ public sealed partial class OstorClient : IAsyncDisposable
             {
                 await Task.Delay(delay);
                 delay = Backoff(delay);
+            }
+        }
+    }
+
+    /// <summary>How many fresh tickets one request may ask for: more means the grant keeps changing under it.</summary>
+    private const int MaxTicketRenewals = 3;
+
+    /// <summary>
+    /// A host refused <paramref name="refused"/> as issued before this client's grant changed:
+    /// gets a fresh one. True when the request may go again at once; false when the auth
+    /// service could not answer now (the caller waits and tries again). A removed grant, or a
+    /// grant that keeps changing, ends the request with a refusal.
+    /// </summary>
+    private async Task<bool> RenewRevokedTicketAsync(TicketRevokedException revoked, byte[]? refused, int renewals)
+    {
+        if (_tickets is null)
+        {
+            throw revoked; // a client without tickets cannot be refused one: a host's bug, shown as it is
+        }
+        if (renewals > MaxTicketRenewals)
+        {
+            throw new AccessDeniedException($"client '{_options.ClientName}' got {MaxTicketRenewals} fresh tickets and each was refused as older than a change of its grant; it keeps changing ({revoked.Message})");
+        }
+        try
+        {
+            await _tickets.RenewNowAsync(_cluster, refused);
+            return true;
+        }
+        catch (Exception ex) when (ex is not (AccessDeniedException or OperationCanceledException))
+        {
+            return false; // the auth service is moving or starting
+        }
+    }
+
+    /// <summary>A call to the auth service, sent again with a fresh ticket when the hosts refuse this client's as revoked (refused before it ran).</summary>
+    private async Task<T> AuthAsync<T>(Func<IAuthServiceGrain, Task<T>> call)
+    {
+        var deadline = DateTime.UtcNow + _options.RetryTimeout;
+        var delay = _options.RetryDelay;
+        var renewals = 0;
+        while (true)
+        {
+            var ticket = _tickets?.Ticket;
+            try
+            {
+                return await call(Auth);
+            }
+            catch (TicketRevokedException ex) when (DateTime.UtcNow < deadline)
+            {
+                if (!await RenewRevokedTicketAsync(ex, ticket, ++renewals))
+                {
+                    await Task.Delay(delay);
+                    delay = Backoff(delay);
+                }
             }
         }
     }
@@ -339,17 +404,28 @@ public sealed partial class OstorClient : IAsyncDisposable
     /// </summary>
     internal async Task RetryAsync(Func<ClusterMap, Task> operation, CancellationToken cancellationToken)
     {
+        var renewals = 0;
         var delay = _options.RetryDelay;
         var deadline = DateTime.UtcNow + _options.RetryTimeout;
         for (var attempt = 1; ; attempt++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var map = Maps.Current;
+            var ticket = _tickets?.Ticket;
             Exception failure;
             try
             {
                 await operation(map);
                 return;
+            }
+            catch (TicketRevokedException ex)
+            {
+                // Refused before anything was done: a fresh ticket carries the grant as it is now.
+                failure = ex;
+                if (await RenewRevokedTicketAsync(ex, ticket, ++renewals))
+                {
+                    continue;
+                }
             }
             catch (StaleEpochException ex)
             {
@@ -406,18 +482,22 @@ public sealed partial class OstorClient : IAsyncDisposable
     private IAuthServiceGrain Auth => _cluster.GetGrain<IAuthServiceGrain>(IAuthServiceGrain.DefaultKey);
 
     /// <summary>Every client with a grant, by name.</summary>
-    public Task<ClientGrant[]> ListClientsAsync() => Auth.ListAsync();
+    public Task<ClientGrant[]> ListClientsAsync() => AuthAsync(a => a.ListAsync());
 
     /// <summary>Gives a client with no grant yet these capabilities.</summary>
-    public Task<ClientGrant> AddClientAsync(string client, IEnumerable<Capability> capabilities) => Auth.AddAsync(client, [.. capabilities]);
+    public Task<ClientGrant> AddClientAsync(string client, IEnumerable<Capability> capabilities) => AuthAsync(a => a.AddAsync(client, [.. capabilities]));
 
-    /// <summary>Replaces a client's capabilities; its current ticket keeps the old ones until it expires.</summary>
-    public Task<ClientGrant> SetClientCapabilitiesAsync(string client, IEnumerable<Capability> capabilities) => Auth.SetCapabilitiesAsync(client, [.. capabilities]);
+    /// <summary>Replaces a client's capabilities; the hosts refuse its current ticket within seconds, and its next one carries the new ones.</summary>
+    public Task<ClientGrant> SetClientCapabilitiesAsync(string client, IEnumerable<Capability> capabilities) => AuthAsync(a => a.SetCapabilitiesAsync(client, [.. capabilities]));
 
     /// <summary>A client's grant, or null.</summary>
-    public Task<ClientGrant?> GetClientAsync(string client) => Auth.GetAsync(client);
+    public Task<ClientGrant?> GetClientAsync(string client) => AuthAsync(a => a.GetAsync(client));
 
-    public Task RemoveClientAsync(string client) => Auth.RemoveAsync(client);
+    public Task RemoveClientAsync(string client) => AuthAsync(async a =>
+    {
+        await a.RemoveAsync(client);
+        return true;
+    });
 
     /// <summary>What this client may do, as its ticket says; null on a cluster without TLS (everything).</summary>
     public ClientGrant? Grant => _tickets?.Grant;

@@ -40,10 +40,43 @@ public interface IAuthServiceGrain : IGrainWithStringKey
     [Requires(Access.ClusterAdmin)]
     Task<ClientGrant> SetCapabilitiesAsync(string client, Capability[] capabilities);
 
-    /// <summary>Takes a client's grant away: it gets no new ticket, and its last one expires within <see cref="TicketGrant.Lifetime"/>.</summary>
+    /// <summary>Takes a client's grant away: it gets no new ticket, and the hosts refuse the ones it holds within seconds (<see cref="GetRevocationsAsync"/>).</summary>
     [Alias("Remove")]
     [Requires(Access.ClusterAdmin)]
     Task RemoveAsync(string client);
+
+    /// <summary>
+    /// For each client whose grant changed or was removed within a ticket's lifetime, the moment
+    /// before which its tickets no longer count (every host asks every few seconds).
+    /// </summary>
+    [Alias("GetRevocations")]
+    [Requires(Access.Host)]
+    Task<TicketRevocations> GetRevocationsAsync();
+}
+
+/// <summary>Tickets issued to a client before its entry are refused; a fresh one carries the grant as it is now.</summary>
+[GenerateSerializer, Immutable, Alias("ostor.TicketRevocations")]
+public sealed record TicketRevocations([property: Id(0)] Dictionary<string, DateTimeOffset> IssuedBefore)
+{
+    public static readonly TicketRevocations None = new(new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal));
+
+    /// <summary>
+    /// How long an entry is kept: a ticket's lifetime, plus a margin for a host whose clock runs
+    /// behind the auth service's (it would still take the tickets the entry refuses).
+    /// </summary>
+    public static readonly TimeSpan KeptFor = TicketGrant.Lifetime + TimeSpan.FromMinutes(1);
+
+    /// <summary>The entry for a grant changed at <paramref name="now"/>: the next whole second, since tickets carry their expiry in whole seconds, rounded down.</summary>
+    public static DateTimeOffset RevokedBeforeFor(DateTimeOffset now) => DateTimeOffset.FromUnixTimeSeconds(now.ToUnixTimeSeconds() + 1);
+
+    /// <summary>When a ticket issued at <paramref name="now"/> counts from: never before the client's entry, so that a fresh ticket is never refused.</summary>
+    public static DateTimeOffset IssuedAt(DateTimeOffset now, DateTimeOffset? revokedBefore) => revokedBefore is { } before && before > now ? before : now;
+
+    /// <summary>Why a ticket of <paramref name="client"/> that expires at <paramref name="expires"/> no longer counts; null if it does.</summary>
+    public string? Refusal(string client, DateTimeOffset expires) =>
+        IssuedBefore.TryGetValue(client, out var before) && expires - TicketGrant.Lifetime < before
+            ? $"the ticket of client '{client}' was issued before its grant changed at {before:u}; get a fresh one"
+            : null;
 }
 
 /// <summary>

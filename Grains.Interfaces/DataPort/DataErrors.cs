@@ -17,6 +17,7 @@ public static class DataErrors
         InvalidRequestException => (DataStatus.InvalidRequest, 0),
         DataCorruptException => (DataStatus.DataCorrupt, 0),
         AccessDeniedException => (DataStatus.AccessDenied, 0),
+        TicketRevokedException => (DataStatus.TicketRevoked, 0),
         VolumeThrottledException throttled => (DataStatus.Throttled, (long)Math.Ceiling(throttled.RetryAfter.TotalMilliseconds)),
         ReadThroughException => (DataStatus.ReadThrough, 0),
         IOException or DiskFailedException => (DataStatus.IoError, 0),
@@ -32,6 +33,7 @@ public static class DataErrors
         DataStatus.InvalidRequest => new InvalidRequestException(message),
         DataStatus.DataCorrupt => new DataCorruptException(message),
         DataStatus.AccessDenied => AccessDeniedException.FromMessage(message),
+        DataStatus.TicketRevoked => new TicketRevokedException(message),
         DataStatus.Throttled => VolumeThrottledException.FromMessage(message, TimeSpan.FromMilliseconds(value)),
         DataStatus.ReadThrough => new ReadThroughException(message),
         // Unavailable, an I/O error and anything newer: worth a retry on a fresh map.

@@ -66,6 +66,9 @@ public enum DataStatus : byte
 
     /// <summary>A clone's segment that was never written: read it from the clone's parent snapshot, or materialize it before writing.</summary>
     ReadThrough = 10,
+
+    /// <summary>The connection's ticket was issued before its client's grant changed: send a fresh one and the request again.</summary>
+    TicketRevoked = 11,
 }
 
 /// <summary>

@@ -198,6 +198,17 @@ public sealed class AccessDeniedException : StorageException
 }
 
 /// <summary>
+/// The request's ticket was issued before its client's grant changed (<c>ostor auth caps</c> or
+/// <c>remove</c>): nothing was done. The client gets a fresh ticket, which carries the grant as
+/// it is now (or none is issued), and sends the request again.
+/// </summary>
+[GenerateSerializer, Alias("ostor.TicketRevokedException")]
+public sealed class TicketRevokedException : StorageException
+{
+    public TicketRevokedException(string message) : base(message) { }
+}
+
+/// <summary>
 /// The volume's QoS limits have more requests waiting on this host than it queues: nothing was
 /// done; the client retries after a pause, which is how the limit holds it back.
 /// </summary>

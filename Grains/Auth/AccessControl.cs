@@ -43,6 +43,21 @@ public sealed partial class AccessControl
 
     public bool IsOn => Tickets is not null;
 
+    /// <summary>Clients whose tickets from before a moment no longer count (<see cref="TicketRevocationFollower"/>).</summary>
+    public TicketRevocations Revocations
+    {
+        get => Volatile.Read(ref _revocations);
+        set => Volatile.Write(ref _revocations, value);
+    }
+
+    private TicketRevocations _revocations = TicketRevocations.None;
+
+    /// <summary>The refusal for a client ticket issued before its grant changed; null for one that still counts (and for every host ticket).</summary>
+    public TicketRevokedException? Revoked(Principal principal) =>
+        !principal.IsHost && Revocations.Refusal(principal.Name, principal.Expires) is { } refusal
+            ? new TicketRevokedException(refusal)
+            : null;
+
     public TicketKey? Tickets { get; }
 
     public ClusterTrust? Trust { get; }

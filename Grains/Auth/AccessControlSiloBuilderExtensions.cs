@@ -15,6 +15,7 @@ public static class AccessControlSiloBuilderExtensions
     {
         silo.Services.AddSingleton(sp => new AccessControl(
             new TicketKey(ticketKey), authority, hostId, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<AccessControl>>()));
+        silo.Services.AddHostedService<TicketRevocationFollower>();
         silo.AddIncomingGrainCallFilter<AccessFilter>();
         silo.AddOutgoingGrainCallFilter<HostTicketFilter>();
         return silo;

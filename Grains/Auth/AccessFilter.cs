@@ -26,6 +26,11 @@ internal sealed class AccessFilter(AccessControl access) : IIncomingGrainCallFil
         {
             throw access.Refuse(new AccessDeniedException($"{problem}; {Describe(context.InterfaceMethod)} needs {Needs(rule.Access)} (connect with a client certificate of this cluster)"));
         }
+        if (access.Revoked(principal) is { } revoked)
+        {
+            access.Refuse(new AccessDeniedException(revoked.Message)); // counted and logged as a refusal
+            throw revoked;
+        }
         if (Refusal(rule, principal, context) is { } refusal)
         {
             throw access.Refuse(principal.Denied(refusal));

@@ -15,6 +15,9 @@ namespace OrleansStorage.Auth;
 public sealed class AuthState
 {
     [Id(0)] public Dictionary<string, Capability[]> Grants { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Clients whose grant changed or went within a ticket's lifetime, and since when their older tickets no longer count.</summary>
+    [Id(1)] public Dictionary<string, DateTimeOffset> RevokedBefore { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>
@@ -35,6 +38,8 @@ public sealed partial class AuthServiceGrain(
     private readonly GrainState<AuthState> _state = new(new AuthState());
 
     private Dictionary<string, Capability[]> Grants => _state.State!.Grants;
+
+    private Dictionary<string, DateTimeOffset> RevokedBefore => _state.State!.RevokedBefore ??= new(StringComparer.Ordinal);
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
     {
@@ -79,7 +84,8 @@ public sealed partial class AuthServiceGrain(
                 throw access.Refuse(new AccessDeniedException($"client '{name}' has no grant; an administrator gives it one with 'ostor auth add {name} LEVEL:PATTERN' (e.g. ro:*)"));
             }
             var grant = new ClientGrant(name, capabilities);
-            var expires = access.Now + TicketGrant.Lifetime;
+            // Never issued before the client's last revocation: the hosts refuse tickets from before it.
+            var expires = TicketRevocations.IssuedAt(access.Now, RevokedBefore.TryGetValue(name, out var before) ? before : null) + TicketGrant.Lifetime;
             Log.TicketIssued(logger, name, Capability.Format(capabilities), expires);
             return Task.FromResult(new TicketGrant(access.Tickets!.Seal(new Principal(name, IsHost: false, expires, grant)), expires, grant));
         }
@@ -87,6 +93,12 @@ public sealed partial class AuthServiceGrain(
 
     public Task<ClientGrant[]> ListAsync() =>
         Task.FromResult(Grants.OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => new ClientGrant(g.Key, g.Value)).ToArray());
+
+    public Task<TicketRevocations> GetRevocationsAsync()
+    {
+        var now = access.Now;
+        return Task.FromResult(new TicketRevocations(RevokedBefore.Where(r => r.Value + TicketRevocations.KeptFor > now).ToDictionary(StringComparer.Ordinal)));
+    }
 
     public Task<ClientGrant?> GetAsync(string client) =>
         Task.FromResult(Grants.TryGetValue(client, out var capabilities) ? new ClientGrant(client, capabilities) : null);
@@ -121,8 +133,9 @@ public sealed partial class AuthServiceGrain(
         {
             throw new InvalidRequestException(lockout);
         }
-        var before = new Dictionary<string, Capability[]>(Grants, StringComparer.Ordinal);
+        var before = Snapshot();
         Grants.Remove(client);
+        Revoke(client);
         await WriteAsync(before);
         Log.GrantChanged(logger, client, "removed");
     }
@@ -133,15 +146,41 @@ public sealed partial class AuthServiceGrain(
         {
             throw new InvalidRequestException(lockout);
         }
-        var before = new Dictionary<string, Capability[]>(Grants, StringComparer.Ordinal);
+        var before = Snapshot();
+        if (Grants.ContainsKey(client))
+        {
+            Revoke(client);
+        }
         Grants[client] = capabilities;
         await WriteAsync(before);
         Log.GrantChanged(logger, client, Capability.Format(capabilities));
         return new ClientGrant(client, capabilities);
     }
 
+    private AuthState Snapshot() => new()
+    {
+        Grants = new Dictionary<string, Capability[]>(Grants, StringComparer.Ordinal),
+        RevokedBefore = new Dictionary<string, DateTimeOffset>(RevokedBefore, StringComparer.Ordinal),
+    };
+
+    /// <summary>
+    /// The client's tickets issued until now no longer count on any host (once it has asked for
+    /// the revocations, within seconds): the next one carries the grant as it is now. Whole
+    /// seconds, rounded up, as tickets carry their expiry; entries older than a ticket's
+    /// lifetime (and a margin for hosts' clocks) are dropped: every ticket from before them has expired.
+    /// </summary>
+    private void Revoke(string client)
+    {
+        var now = access.Now;
+        foreach (var old in RevokedBefore.Where(r => r.Value + TicketRevocations.KeptFor <= now).Select(r => r.Key).ToList())
+        {
+            RevokedBefore.Remove(old);
+        }
+        RevokedBefore[client] = TicketRevocations.RevokedBeforeFor(now);
+    }
+
     /// <summary>A failed write leaves the register as PostgreSQL has it.</summary>
-    private async Task WriteAsync(Dictionary<string, Capability[]> before)
+    private async Task WriteAsync(AuthState before)
     {
         try
         {
@@ -149,7 +188,7 @@ public sealed partial class AuthServiceGrain(
         }
         catch
         {
-            _state.State!.Grants = before;
+            _state.State = before;
             DeactivateOnIdle();
             throw;
         }

@@ -268,6 +268,11 @@ internal sealed class DataPortSession(DataPortServer server, Socket socket)
         {
             throw access.Refuse(new AccessDeniedException($"the ticket of {principal.Describe()} expired at {principal.Expires:u}; send a fresh one"));
         }
+        if (access.Revoked(principal) is { } revoked)
+        {
+            access.Refuse(new AccessDeniedException(revoked.Message)); // counted and logged as a refusal
+            throw revoked;
+        }
         if (op is DataOp.ReplicaWrite or DataOp.ReplicaTrim or DataOp.ReplicaPreserve or DataOp.ReplicaMaterialize && !principal.IsHost)
         {
             throw access.Refuse(principal.Denied($"send {op} (hosts only)"));

@@ -200,6 +200,77 @@ public sealed class CapabilityTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Issue 29, item 2, for library clients (<c>ostor put</c>, the NBD server's own client):
+    /// a ticket issued before its client's grant changed is refused by every host within
+    /// seconds, not when it expires; the library gets a fresh ticket at once, so a narrowed
+    /// client goes on reading, and a removed one is refused.
+    /// </summary>
+    [SkippableFact]
+    public async Task A_library_client_s_ticket_stops_counting_within_seconds_of_its_grant_narrowed_then_removed()
+    {
+        Prerequisites.Require(PrivatePostgres.FindBinDirectory() is not null, "PostgreSQL is not installed");
+        await using var cluster = new ScriptedCluster(output.WriteLine, hosts: 1, netns: false);
+        await cluster.UpAsync();
+        new PkiDirectory(cluster.Pki).IssueClient("editor", DateTimeOffset.UtcNow).Dispose();
+        await using var admin = await ConnectAsync(cluster, "admin");
+        await admin.CreateVolumeAsync("img-lib", 4 << 20, 1);
+        await admin.AddClientAsync("editor", [Capability.Parse("rw:img-*")]);
+        await using var editor = await ConnectAsync(cluster, "editor");
+        var volume = await editor.OpenVolumeAsync("img-lib");
+        var block = new byte[4096];
+        Array.Fill(block, (byte)0x5a);
+        await volume.WriteAsync(0, block);
+        // Anything but success or the refusal waited for is a failure of the test (Eventually would swallow it).
+        var unexpected = new List<string>();
+
+        await admin.SetClientCapabilitiesAsync("editor", [Capability.Parse("ro:img-*")]);
+        var narrowed = Stopwatch.StartNew();
+        await new Eventually(output).UntilAsync(async () =>
+        {
+            try
+            {
+                await volume.WriteAsync(4096, block);
+                return false;
+            }
+            catch (AccessDeniedException ex)
+            {
+                output.WriteLine($"{narrowed.Elapsed.TotalSeconds:0.0} s after narrowing: {ex.Message}");
+                return true;
+            }
+            catch (Exception ex)
+            {
+                unexpected.Add($"{ex.GetType().Name}: {ex.Message}");
+                return false;
+            }
+        }, "the editor's writes refused", TimeSpan.FromSeconds(20));
+        var back = new byte[4096];
+        await volume.ReadAsync(0, back); // with the fresh ticket, as the grant is now
+        Assert.Equal(block, back);
+
+        await admin.RemoveClientAsync("editor");
+        var removed = Stopwatch.StartNew();
+        await new Eventually(output).UntilAsync(async () =>
+        {
+            try
+            {
+                await volume.ReadAsync(0, back);
+                return false;
+            }
+            catch (AccessDeniedException ex)
+            {
+                output.WriteLine($"{removed.Elapsed.TotalSeconds:0.0} s after removal: {ex.Message}");
+                return true;
+            }
+            catch (Exception ex)
+            {
+                unexpected.Add($"{ex.GetType().Name}: {ex.Message}");
+                return false;
+            }
+        }, "the editor's reads refused", TimeSpan.FromSeconds(20));
+        Assert.Empty(unexpected);
+    }
+
+    /// <summary>
     /// Issue 29, item 2: narrowing a grant takes writing away from a session already open, and
     /// removing it takes reading away, within seconds (the NBD server looks grants up again
     /// every 2 s), over one qemu-io connection held open throughout.

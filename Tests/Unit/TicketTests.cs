@@ -86,4 +86,44 @@ public sealed class TicketTests
         Assert.False(new ClientGrant("c", [Capability.Parse("rw:*")]).IsClusterAdmin);
         Assert.Equal("ro:a* rw:b?", Capability.Format([Capability.Parse("ro:a*"), Capability.Parse("rw:b?")]));
     }
+
+    [Fact]
+    public void A_ticket_issued_before_its_client_s_grant_changed_is_refused_and_one_issued_from_then_on_is_not()
+    {
+        var changed = Now;
+        var access = new AccessControl(Microsoft.Extensions.Logging.Abstractions.NullLogger<AccessControl>.Instance)
+        {
+            Revocations = new TicketRevocations(new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal) { ["reader"] = changed }),
+        };
+        // Tickets carry whole seconds of expiry; the auth service stamps tickets after a change no earlier than it.
+        var before = Reader(changed - TimeSpan.FromSeconds(1) + TicketGrant.Lifetime);
+        var after = Reader(changed + TicketGrant.Lifetime);
+
+        var refused = access.Revoked(before);
+        Assert.NotNull(refused);
+        Assert.Contains("issued before its grant changed", refused.Message, StringComparison.Ordinal);
+        Assert.Null(access.Revoked(after));
+        Assert.Null(access.Revoked(new Principal("writer", IsHost: false, before.Expires, new ClientGrant("writer", [Capability.Parse("rw:*")]))));
+        Assert.Null(access.Revoked(new Principal("reader", IsHost: true, before.Expires, new ClientGrant("reader", []))));
+    }
+
+    [Fact]
+    public void Through_seal_and_open_a_ticket_from_the_same_second_before_a_change_is_refused_and_one_after_it_is_not()
+    {
+        var key = new TicketKey(new byte[32]);
+        var changedAt = Now.AddMilliseconds(400);
+        var revokedBefore = TicketRevocations.RevokedBeforeFor(changedAt);
+        var revocations = new TicketRevocations(new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal) { ["reader"] = revokedBefore });
+        Principal Issued(DateTimeOffset at) =>
+            key.Open(key.Seal(Reader(TicketRevocations.IssuedAt(at, at >= changedAt ? revokedBefore : null) + TicketGrant.Lifetime)), at, out _)!;
+
+        foreach (var before in new[] { Now, Now.AddMilliseconds(399), Now.AddSeconds(-1).AddMilliseconds(900) })
+        {
+            Assert.NotNull(revocations.Refusal("reader", Issued(before).Expires));
+        }
+        foreach (var after in new[] { changedAt, Now.AddMilliseconds(999), Now.AddSeconds(1), Now.AddSeconds(7).AddMilliseconds(1) })
+        {
+            Assert.Null(revocations.Refusal("reader", Issued(after).Expires));
+        }
+    }
 }
