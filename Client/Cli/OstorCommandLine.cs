@@ -462,8 +462,8 @@ public static partial class OstorCommandLine
         var tlsCertificate = new Option<string>("--tls-certificate") { Description = "The server certificate in the certificates folder (ostor pki issue-server NAME)", DefaultValueFactory = _ => "nbd" };
         var insecure = new Option<bool>("--insecure") { Description = "Serve plain text on a non-loopback address: every volume open to that network (warned at every start)" };
         var defaults = new NbdServerOptions();
-        var maxConnections = new Option<int>("--max-connections") { Description = "Connections at once; more are closed as they arrive", DefaultValueFactory = _ => defaults.MaxConnections };
-        var maxPerAddress = new Option<int>("--max-connections-per-address") { Description = "Connections at once from one client address", DefaultValueFactory = _ => defaults.MaxConnectionsPerAddress };
+        var maxConnections = new Option<int>("--max-connections") { Description = "Sessions (connections past their handshake) at once; one more is closed when its handshake ends", DefaultValueFactory = _ => defaults.MaxConnections };
+        var maxPerAddress = new Option<int>("--max-connections-per-address") { Description = "Sessions at once from one client address", DefaultValueFactory = _ => defaults.MaxConnectionsPerAddress };
         var memoryBudget = new Option<string>("--memory-budget") { Description = "Payload memory of the whole server, over all connections", DefaultValueFactory = _ => $"{defaults.MemoryBudgetBytes >> 20}MiB" };
         var handshakeTimeout = new Option<double>("--handshake-timeout") { Description = "Seconds from connecting to choosing an export (TLS included)", DefaultValueFactory = _ => defaults.HandshakeTimeout.TotalSeconds };
         var payloadTimeout = new Option<double>("--payload-timeout") { Description = "Seconds a write's payload may take to arrive, and a reply to be taken", DefaultValueFactory = _ => defaults.PayloadTimeout.TotalSeconds };

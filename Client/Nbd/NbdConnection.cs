@@ -76,9 +76,12 @@ internal sealed class NbdConnection : IAsyncDisposable
     /// <summary>The client's grant no longer lets it read the volume: every request is refused while the connection closes.</summary>
     private volatile bool _revoked;
 
-    public NbdConnection(Socket socket, NbdExports exports, NbdServerOptions options, NbdServer server, ILogger logger)
+    private readonly NbdAdmission.Slot _slot;
+
+    public NbdConnection(Socket socket, NbdAdmission.Slot slot, NbdExports exports, NbdServerOptions options, NbdServer server, ILogger logger)
     {
         _server = server;
+        _slot = slot;
         _socket = socket;
         _socket.NoDelay = true;
         _stream = new NetworkStream(socket, ownsSocket: true);
@@ -124,6 +127,10 @@ internal sealed class NbdConnection : IAsyncDisposable
             }
             clean = true;
             NbdLog.Disconnected(_logger, _remote);
+        }
+        catch (NbdAdmission.RefusedException)
+        {
+            // counted and logged by the server
         }
         catch (NbdProtocolException ex)
         {
@@ -225,6 +232,7 @@ internal sealed class NbdConnection : IAsyncDisposable
                             // This option cannot answer with an error: the protocol says to close.
                             throw new NbdProtocolException($"NBD_OPT_EXPORT_NAME for unknown export '{NbdLog.Printable(name)}'");
                         }
+                        BecomeSession(); // before the reply: this option cannot answer with an error
                         var reply = new byte[_noZeroes ? 10 : 134];
                         BinaryPrimitives.WriteInt64BigEndian(reply, _exportSize);
                         BinaryPrimitives.WriteUInt16BigEndian(reply.AsSpan(8), TransmissionFlags(_structuredReplies, _readOnly));
@@ -358,6 +366,7 @@ internal sealed class NbdConnection : IAsyncDisposable
     {
         _tlsClient = client;
         _grant = await _exports.GrantOfAsync(client);
+        BecomeSession(); // it proved who it is: no longer one that newer connections displace
         _structuredReplies = false;
         _allocationContextExport = null;
     }
@@ -410,6 +419,15 @@ internal sealed class NbdConnection : IAsyncDisposable
         {
             watched.Changed -= narrow;
             grants.Unwatch(watched);
+        }
+    }
+
+    /// <summary>Turns this connection into a session (<see cref="NbdAdmission"/>), or ends it quietly when the server is full.</summary>
+    private void BecomeSession()
+    {
+        if (_server.Establish(_slot) is { } refusal)
+        {
+            throw new NbdAdmission.RefusedException(refusal);
         }
     }
 
@@ -484,6 +502,11 @@ internal sealed class NbdConnection : IAsyncDisposable
         BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(6), 4096);
         BinaryPrimitives.WriteUInt32BigEndian(blockSize.AsSpan(10), (uint)_options.MaxRequestBytes);
         await SendOptionReplyAsync(option, RepInfo, blockSize, cancellationToken);
+        if (option == OptGo && _server.Establish(_slot) is { } refusal)
+        {
+            await RefuseOptionAsync(option, RepErrPolicy, $"the server is full: {refusal}", cancellationToken);
+            return false;
+        }
         await SendOptionReplyAsync(option, RepAck, [], cancellationToken);
 
         if (option == OptGo)
