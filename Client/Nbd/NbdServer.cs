@@ -100,12 +100,15 @@ public sealed class NbdServer : IAsyncDisposable
             catch (SocketException ex)
             {
                 // Out of descriptors or buffers: the waiting connection stays queued; try again shortly.
-                Interlocked.Increment(ref _acceptErrors);
-                if (Refusals.TryEnter(out var suppressed))
-                {
-                    NbdLog.AcceptFailed(_logger, ex.SocketErrorCode.ToString(), ex.Message, suppressed);
-                }
-                await Task.Delay(AcceptRetryDelay, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                await AcceptFailedAsync(ex.SocketErrorCode.ToString(), ex.Message, cancellationToken);
+                continue;
+            }
+            if (DescriptorReserve.Holds(socket, out var limit))
+            {
+                // Kept, it would leave the runtime no descriptor to start a thread with, and the
+                // process would end (DescriptorReserve): out of descriptors for clients, as above.
+                socket.Close(0);
+                await AcceptFailedAsync(nameof(SocketError.TooManyOpenSockets), $"only the last {DescriptorReserve.Size} descriptors below the limit of {limit} were free, and they are kept for the runtime: the connection is closed", cancellationToken);
                 continue;
             }
             var task = ServeAsync(socket, Admit(socket), cancellationToken);
@@ -115,6 +118,16 @@ public sealed class NbdServer : IAsyncDisposable
                 _connections.Add(task);
             }
         }
+    }
+
+    private async Task AcceptFailedAsync(string error, string message, CancellationToken cancellationToken)
+    {
+        Interlocked.Increment(ref _acceptErrors);
+        if (Refusals.TryEnter(out var suppressed))
+        {
+            NbdLog.AcceptFailed(_logger, error, message, suppressed);
+        }
+        await Task.Delay(AcceptRetryDelay, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 
     /// <summary>Takes the connection into the handshake budget, closing the handshake it displaced, if any.</summary>
