@@ -25,7 +25,7 @@ public sealed class NbdMetrics : IDisposable
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StorageTelemetry.LatencyBuckets });
         _errors = _meter.CreateCounter<long>("ostor.nbd.errors", "{request}", "NBD commands answered with an error, by export, command and NBD error (eperm, eio, einval, enospc, ...)");
         _meter.CreateObservableGauge("ostor.nbd.connections", () => server.OpenConnections, "{connection}", "NBD connections open now");
-        _meter.CreateObservableCounter("ostor.nbd.connections_refused", () => server.ConnectionsRefused, "{connection}", "NBD connections closed on arrival (over the total or per-address cap)");
+        _meter.CreateObservableCounter("ostor.nbd.connections_refused", () => server.ConnectionsRefused, "{connection}", "NBD connections closed by the caps: a handshake displaced by a newer one, or a finished handshake over the session caps");
     }
 
     /// <param name="error">0, or the NBD error the command was answered with.</param>

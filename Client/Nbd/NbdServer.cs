@@ -9,7 +9,7 @@ namespace OrleansStorage.Client.Nbd;
 /// <summary>
 /// Exports OrleansStorage volumes over the NBD protocol to qemu, nbd-client, libnbd tools and fio.
 /// Whatever clients do, it keeps serving the others: accept errors (descriptors exhausted) are
-/// waited out, connections are capped in total and per address, every phase has a deadline, and
+/// waited out, handshakes and sessions are capped apart (<see cref="NbdAdmission"/>), every phase has a deadline, and
 /// all payload memory comes from one budget (docs/security.md, "The NBD server").
 /// </summary>
 public sealed class NbdServer : IAsyncDisposable
@@ -25,11 +25,10 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly NbdServerOptions _options;
     private readonly ILogger _logger;
     private readonly List<Task> _connections = [];
-    private readonly Dictionary<IPAddress, int> _perAddress = [];
+    private readonly NbdAdmission _admission;
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _stopping = new();
     private Task _accepting = Task.CompletedTask;
-    private int _open;
     private long _lastClosed;
     private long _acceptErrors;
     private long _connectionsRefused;
@@ -40,6 +39,7 @@ public sealed class NbdServer : IAsyncDisposable
         _options = options;
         _logger = logger;
         _exports = new NbdExports(client, options.Exports);
+        _admission = new NbdAdmission(options);
         _listener = new TcpListener(options.Listen);
         Memory = new NbdMemoryBudget(options.MemoryBudgetBytes, options.MaxRequestBytes);
         Refusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
@@ -50,12 +50,12 @@ public sealed class NbdServer : IAsyncDisposable
     public IPEndPoint LocalEndpoint => (IPEndPoint)_listener.LocalEndpoint;
 
     /// <summary>Connections open now.</summary>
-    public int OpenConnections => Volatile.Read(ref _open);
+    public int OpenConnections => _admission.Open;
 
     /// <summary>Accepts that failed (the server went on).</summary>
     public long AcceptErrors => Interlocked.Read(ref _acceptErrors);
 
-    /// <summary>Connections closed on arrival: over the total or per-address cap.</summary>
+    /// <summary>Connections closed by the caps: a handshake displaced by a newer one, or a finished handshake over the session caps.</summary>
     public long ConnectionsRefused => Interlocked.Read(ref _connectionsRefused);
 
     /// <summary>Options, requests and handshakes refused or failed, over all connections.</summary>
@@ -100,19 +100,18 @@ public sealed class NbdServer : IAsyncDisposable
             catch (SocketException ex)
             {
                 // Out of descriptors or buffers: the waiting connection stays queued; try again shortly.
-                Interlocked.Increment(ref _acceptErrors);
-                if (Refusals.TryEnter(out var suppressed))
-                {
-                    NbdLog.AcceptFailed(_logger, ex.SocketErrorCode.ToString(), ex.Message, suppressed);
-                }
-                await Task.Delay(AcceptRetryDelay, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                await AcceptFailedAsync(ex.SocketErrorCode.ToString(), ex.Message, cancellationToken);
                 continue;
             }
-            if (!TryAdmit(socket))
+            if (DescriptorReserve.Holds(socket, out var limit))
             {
+                // Kept, it would leave the runtime no descriptor to start a thread with, and the
+                // process would end (DescriptorReserve): out of descriptors for clients, as above.
+                socket.Close(0);
+                await AcceptFailedAsync(nameof(SocketError.TooManyOpenSockets), $"only the last {DescriptorReserve.Size} descriptors below the limit of {limit} were free, and they are kept for the runtime: the connection is closed", cancellationToken);
                 continue;
             }
-            var task = ServeAsync(socket, cancellationToken);
+            var task = ServeAsync(socket, Admit(socket), cancellationToken);
             lock (_gate)
             {
                 _connections.RemoveAll(t => t.IsCompleted);
@@ -121,60 +120,72 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Counts the connection in, or closes it at once when a cap is reached.</summary>
-    private bool TryAdmit(Socket socket)
+    private async Task AcceptFailedAsync(string error, string message, CancellationToken cancellationToken)
     {
-        var address = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
-        string? refusal = null;
-        lock (_gate)
+        Interlocked.Increment(ref _acceptErrors);
+        if (Refusals.TryEnter(out var suppressed))
         {
-            var fromAddress = _perAddress.GetValueOrDefault(address);
-            if (_open >= _options.MaxConnections)
-            {
-                refusal = $"{_open} connections are open, the most this server takes";
-            }
-            else if (fromAddress >= _options.MaxConnectionsPerAddress)
-            {
-                refusal = $"{fromAddress} connections from {address} are open, the most one address may have";
-            }
-            else
-            {
-                _perAddress[address] = fromAddress + 1;
-                _open++;
-            }
+            NbdLog.AcceptFailed(_logger, error, message, suppressed);
         }
-        if (refusal is null)
+        await Task.Delay(AcceptRetryDelay, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+    }
+
+    /// <summary>Takes the connection into the handshake budget, closing the handshake it displaced, if any.</summary>
+    private NbdAdmission.Slot Admit(Socket socket)
+    {
+        var slot = _admission.Admit(socket, (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None, out var displaced);
+        if (displaced is { } gone)
         {
-            return true;
+            Refused(gone.Slot.Remote, gone.Reason);
+            gone.Slot.Socket.Close(0); // its connection's read fails, and it ends
         }
+        return slot;
+    }
+
+    /// <summary>A client finished its handshake: null if it may go on as a session, else why not (counted and logged).</summary>
+    internal string? Establish(NbdAdmission.Slot slot)
+    {
+        var refusal = _admission.Establish(slot, out var displaced);
+        if (refusal is not null && !displaced)
+        {
+            Refused(slot.Remote, refusal);
+        }
+        return refusal;
+    }
+
+    private void Refused(EndPoint? remote, string reason)
+    {
         Interlocked.Increment(ref _connectionsRefused);
         if (Refusals.TryEnter(out var suppressed))
         {
-            NbdLog.ConnectionRefused(_logger, socket.RemoteEndPoint, refusal, suppressed);
+            NbdLog.ConnectionRefused(_logger, remote, reason, suppressed);
         }
-        socket.Close(0);
-        return false;
     }
 
-    private async Task ServeAsync(Socket socket, CancellationToken cancellationToken)
+    private async Task ServeAsync(Socket socket, NbdAdmission.Slot slot, CancellationToken cancellationToken)
     {
-        var address = (socket.RemoteEndPoint as IPEndPoint)?.Address ?? IPAddress.None;
         try
         {
             await Task.Yield();
-            await using var connection = new NbdConnection(socket, _exports, _options, this, _logger);
-            await connection.RunAsync(cancellationToken);
+            NbdConnection connection;
+            try
+            {
+                connection = new NbdConnection(socket, slot, _exports, _options, this, _logger);
+            }
+            catch (ObjectDisposedException)
+            {
+                return; // displaced by a newer connection before it began
+            }
+            await using (connection)
+            {
+                await connection.RunAsync(cancellationToken);
+            }
         }
         finally
         {
-            bool last;
+            var last = _admission.Release(slot);
             lock (_gate)
             {
-                if (--_perAddress[address] == 0)
-                {
-                    _perAddress.Remove(address);
-                }
-                last = --_open == 0;
                 _lastClosed = Environment.TickCount64;
             }
             if (last && !cancellationToken.IsCancellationRequested)
@@ -190,7 +201,7 @@ public sealed class NbdServer : IAsyncDisposable
         await Task.Delay(IdleBeforeGivingBackMemory, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         lock (_gate)
         {
-            if (_open > 0 || Environment.TickCount64 - _lastClosed < IdleBeforeGivingBackMemory.TotalMilliseconds || cancellationToken.IsCancellationRequested)
+            if (_admission.Open > 0 || Environment.TickCount64 - _lastClosed < IdleBeforeGivingBackMemory.TotalMilliseconds || cancellationToken.IsCancellationRequested)
             {
                 return;
             }

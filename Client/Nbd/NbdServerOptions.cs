@@ -33,14 +33,20 @@ public sealed class NbdServerOptions
     /// <summary>Payload bytes the whole server may hold, over all connections (docs/security.md).</summary>
     public long MemoryBudgetBytes { get; set; } = 256L << 20;
 
-    /// <summary>Connections at once; more are closed as they arrive.</summary>
+    /// <summary>Sessions (connections that finished their handshake) at once; one more is closed when it finishes.</summary>
     public int MaxConnections { get; set; } = 256;
 
-    /// <summary>Connections at once from one client address.</summary>
+    /// <summary>Sessions at once from one client address.</summary>
     public int MaxConnectionsPerAddress { get; set; } = 64;
 
+    /// <summary>Connections in their handshake at once; one more displaces the oldest (<see cref="NbdAdmission"/>).</summary>
+    public int MaxHandshakes { get; set; } = 64;
+
+    /// <summary>Connections in their handshake at once from one address; one more displaces that address's oldest.</summary>
+    public int MaxHandshakesPerAddress { get; set; } = 16;
+
     /// <summary>How long a client may take from connecting to choosing an export (TLS included).</summary>
-    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(30);
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>
     /// How long a write's payload may take to arrive after its header, and a reply to leave: a
