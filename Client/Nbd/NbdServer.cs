@@ -42,7 +42,7 @@ public sealed class NbdServer : IAsyncDisposable
         _admission = new NbdAdmission(options);
         _listener = new TcpListener(options.Listen);
         Memory = new NbdMemoryBudget(options.MemoryBudgetBytes, options.MaxRequestBytes);
-        Refusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
+        Refusals = LogRateLimiter.ForRefusals();
         Metrics = new NbdMetrics(this);
         Grants = new NbdGrantWatch(_exports.GrantOfAsync, options.GrantRecheckInterval, TimeProvider.System, logger);
     }

@@ -7,6 +7,12 @@ namespace OrleansStorage.Logging;
 /// </summary>
 public sealed class LogRateLimiter(TimeSpan interval, TimeProvider? time = null)
 {
+    /// <summary>How often a refusal that others can cause at will is logged: once per 10 s, with the count held back.</summary>
+    public static readonly TimeSpan RefusalInterval = TimeSpan.FromSeconds(10);
+
+    /// <summary>For refusals (<see cref="RefusalInterval"/>).</summary>
+    public static LogRateLimiter ForRefusals() => new(RefusalInterval);
+
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private readonly Lock _lock = new();
     private long _nextAllowed = long.MinValue;

@@ -25,22 +25,44 @@ public sealed partial class PkiDirectory(string path)
 
     public string AuthorityKeyPath => System.IO.Path.Combine(Path, "ca.key");
 
-    public bool HasAuthority => File.Exists(AuthorityCertificatePath);
+    public bool HasAuthority => Present(AuthorityCertificatePath);
 
     public string TicketKeyPath => System.IO.Path.Combine(Path, "tickets.key");
 
-    public bool HasTicketKey => File.Exists(TicketKeyPath);
+    public bool HasTicketKey => Present(TicketKeyPath);
 
     /// <summary>The password of the hosts' and NBD servers' HTTP endpoints (dashboard, /metrics), see <see cref="WebCredentials"/>.</summary>
     public string WebPasswordPath => System.IO.Path.Combine(Path, "web.password");
 
-    public bool HasWebPassword => File.Exists(WebPasswordPath);
+    public bool HasWebPassword => Present(WebPasswordPath);
 
     public string CertificatePath(CertificateRole role, string name) => System.IO.Path.Combine(Path, Folder(role), CheckedName(name) + ".crt");
 
     public string KeyPath(CertificateRole role, string name) => System.IO.Path.Combine(Path, Folder(role), CheckedName(name) + ".key");
 
-    public bool Has(CertificateRole role, string name) => File.Exists(CertificatePath(role, name)) && File.Exists(KeyPath(role, name));
+    public bool Has(CertificateRole role, string name) => Present(CertificatePath(role, name)) && Present(KeyPath(role, name));
+
+    /// <summary>
+    /// Whether the file is there. One this process may not read, or in a folder it may not enter,
+    /// is not "missing": that is an error of its own, which says what to do (issue 29: "no cluster
+    /// authority" was all another user got for a folder closed to it).
+    /// </summary>
+    private bool Present(string path)
+    {
+        try
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.Read);
+            return true;
+        }
+        catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            throw new InvalidRequestException($"cannot read {path}: permission denied for user '{Environment.UserName}' (run as the user that owns {Path}, or give --pki or $OSTOR_PKI a folder this user may read)");
+        }
+    }
 
     /// <summary>Creates the authority; refuses to replace one, which would orphan every certificate it issued.</summary>
     public X509Certificate2 CreateAuthority(string clusterName, DateTimeOffset now)
@@ -167,7 +189,7 @@ public sealed partial class PkiDirectory(string path)
     {
         var certificatePath = CertificatePath(role, name);
         var keyPath = KeyPath(role, name);
-        if (!File.Exists(certificatePath) || !File.Exists(keyPath))
+        if (!Present(certificatePath) || !Present(keyPath))
         {
             throw new InvalidRequestException($"no {role.ToString().ToLowerInvariant()} certificate for '{name}' in {Path} (expected {certificatePath} and {keyPath}; issue one with 'ostor pki issue-{role.ToString().ToLowerInvariant()}')");
         }
@@ -187,7 +209,7 @@ public sealed partial class PkiDirectory(string path)
 
     private X509Certificate2 LoadAuthorityWithKey()
     {
-        if (!File.Exists(AuthorityKeyPath))
+        if (!Present(AuthorityKeyPath))
         {
             throw new InvalidRequestException($"no authority key at {AuthorityKeyPath}: certificates are issued where the authority's key is (create one with 'ostor pki init')");
         }

@@ -19,7 +19,7 @@ public sealed partial class AccessControl
     private readonly string _hostId;
     private readonly TimeProvider _clock;
     private readonly ILogger _logger;
-    private readonly LogRateLimiter _refusalLog = new(TimeSpan.FromSeconds(10));
+    private readonly LogRateLimiter _refusalLog = LogRateLimiter.ForRefusals();
     private byte[] _hostTicket = [];
     private DateTimeOffset _hostTicketRenewAt;
     private long _refused;

@@ -29,7 +29,7 @@ public sealed partial class DataPortServer(
     ILogger<DataPortServer> logger) : ILifecycleParticipant<ISiloLifecycle>, IDisposable
 {
     private readonly CancellationTokenSource _stopping = new();
-    private readonly LogRateLimiter _refusals = new(TimeSpan.FromSeconds(10));
+    private readonly LogRateLimiter _refusals = LogRateLimiter.ForRefusals();
     private readonly Lock _sessionsLock = new();
     private readonly HashSet<DataPortSession> _sessions = [];
     private Socket? _listener;

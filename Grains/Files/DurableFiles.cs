@@ -24,21 +24,21 @@ public static partial class DurableFiles
         {
             return;
         }
-        var fd = Open(directory, ReadOnly | DirectoryOnly | CloseOnExec);
+        var fd = Libc.Open(directory, ReadOnly | DirectoryOnly | CloseOnExec);
         if (fd < 0)
         {
             throw new IOException($"cannot open directory '{directory}' to fsync it (errno {Marshal.GetLastPInvokeError()})");
         }
         try
         {
-            if (Fsync(fd) != 0)
+            if (Libc.Fsync(fd) != 0)
             {
                 throw new IOException($"fsync of directory '{directory}' failed (errno {Marshal.GetLastPInvokeError()})");
             }
         }
         finally
         {
-            _ = Close(fd);
+            _ = Libc.Close(fd);
         }
     }
 
@@ -76,15 +76,15 @@ public static partial class DurableFiles
         {
             return new DirectoryLock(-1);
         }
-        var fd = Open(directory, ReadOnly | DirectoryOnly | CloseOnExec);
+        var fd = Libc.Open(directory, ReadOnly | DirectoryOnly | CloseOnExec);
         if (fd < 0)
         {
             throw new IOException($"cannot open directory '{directory}' (errno {Marshal.GetLastPInvokeError()})");
         }
-        if (Flock(fd, LockExclusive | LockNonBlocking) != 0)
+        if (Libc.Flock(fd, LockExclusive | LockNonBlocking) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();
-            _ = Close(fd);
+            _ = Libc.Close(fd);
             return errno == WouldBlock ? null : throw new IOException($"cannot lock directory '{directory}' (errno {errno})");
         }
         return new DirectoryLock(fd);
@@ -99,7 +99,7 @@ public static partial class DurableFiles
             var fd = Interlocked.Exchange(ref _fd, -1);
             if (fd >= 0)
             {
-                _ = Close(fd); // closing the last descriptor releases the flock
+                _ = Libc.Close(fd); // closing the last descriptor releases the flock
             }
         }
     }
@@ -112,7 +112,7 @@ public static partial class DurableFiles
     public static string Identity(string path)
     {
         var buffer = new byte[256];
-        if (Statx(AtCurrentDirectory, path, AtSymlinkNoFollow, StatxInode | StatxBirthTime, buffer) != 0)
+        if (Libc.Statx(AtCurrentDirectory, path, AtSymlinkNoFollow, StatxInode | StatxBirthTime, buffer) != 0)
         {
             var errno = Marshal.GetLastPInvokeError();
             throw errno == NoSuchEntry
@@ -132,19 +132,4 @@ public static partial class DurableFiles
     private const uint StatxInode = 0x100;         // STATX_INO
     private const uint StatxBirthTime = 0x800;     // STATX_BTIME
     private const int NoSuchEntry = 2;             // ENOENT
-
-    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Statx(int directoryFd, string path, int flags, uint mask, [Out] byte[] statxBuffer);
-
-    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Open(string path, int flags);
-
-    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
-    private static partial int Fsync(int fd);
-
-    [LibraryImport("libc", EntryPoint = "flock", SetLastError = true)]
-    private static partial int Flock(int fd, int operation);
-
-    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
-    private static partial int Close(int fd);
 }

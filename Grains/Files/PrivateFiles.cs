@@ -23,7 +23,7 @@ public static partial class PrivateFiles
     {
         if (OperatingSystem.IsLinux())
         {
-            _ = Umask(0b000_111_111);
+            _ = Libc.Umask(0b000_111_111);
         }
     }
 
@@ -59,7 +59,4 @@ public static partial class PrivateFiles
     /// <summary>The mode of <paramref name="path"/> in octal, as chmod takes it: 0755.</summary>
     public static string ModeOf(string path) =>
         OperatingSystem.IsLinux() ? "0" + Convert.ToString((int)File.GetUnixFileMode(path), 8) : "unknown";
-
-    [LibraryImport("libc", EntryPoint = "umask")]
-    private static partial uint Umask(uint mask);
 }

@@ -70,7 +70,7 @@ public sealed partial class ManagementGrain(
     /// <summary>Set when a write failed: this activation's view may be behind the database; it only deactivates now.</summary>
     private string? _failure;
 
-    private static DateTimeOffset Now => DateTimeOffset.UtcNow;
+    private DateTimeOffset Now => clock.GetUtcNow();
 
     private string Deployment => clusterOptions.Value.ClusterId;
 

@@ -56,7 +56,7 @@ public sealed partial class SegmentStore
         {
             RandomAccess.FlushToDisk(handle);
         }
-        else if (Fsync(handle) != 0)
+        else if (Libc.Fsync(handle) != 0)
         {
             throw new IOException($"errno {Marshal.GetLastPInvokeError()}");
         }
@@ -118,7 +118,7 @@ public sealed partial class SegmentStore
         }
         const int FallocFlKeepSize = 0x01;
         const int FallocFlPunchHole = 0x02;
-        return Fallocate(handle, FallocFlKeepSize | FallocFlPunchHole, offset, length) == 0;
+        return Libc.Fallocate(handle, FallocFlKeepSize | FallocFlPunchHole, offset, length) == 0;
     }
 
     private static long AllocatedBytes(string path)
@@ -128,23 +128,11 @@ public sealed partial class SegmentStore
             // struct stat on 64-bit Linux: st_blocks (512-byte units) is the 9th 8-byte field on
             // x86_64 and at byte 64 on aarch64 too (generic layout); read it without a full struct.
             Span<long> stat = stackalloc long[32];
-            if (Stat(path, ref MemoryMarshal.GetReference(stat)) == 0)
+            if (Libc.Stat(path, ref MemoryMarshal.GetReference(stat)) == 0)
             {
                 return stat[8] * 512;
             }
         }
         return new FileInfo(path).Length;
     }
-
-    [LibraryImport("libc", EntryPoint = "fsync", SetLastError = true)]
-    private static partial int Fsync(SafeFileHandle fd);
-
-    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
-    private static partial long Lseek(SafeFileHandle fd, long offset, int whence);
-
-    [LibraryImport("libc", EntryPoint = "fallocate", SetLastError = true)]
-    private static partial int Fallocate(SafeFileHandle fd, int mode, long offset, long length);
-
-    [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Stat(string path, ref long statBuffer);
 }

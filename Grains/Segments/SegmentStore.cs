@@ -280,7 +280,7 @@ public sealed partial class SegmentStore : IDisposable
         long position = offset;
         while (position < end)
         {
-            var dataStart = Lseek(handle, position, SeekData);
+            var dataStart = Libc.Lseek(handle, position, SeekData);
             if (dataStart < 0)
             {
                 if (Marshal.GetLastPInvokeError() == 6 /* ENXIO: no data past position */)
@@ -293,7 +293,7 @@ public sealed partial class SegmentStore : IDisposable
             {
                 break;
             }
-            var holeStart = Lseek(handle, dataStart, SeekHole);
+            var holeStart = Libc.Lseek(handle, dataStart, SeekHole);
             var dataEnd = holeStart < 0 ? end : Math.Min(holeStart, end);
             extents.Add(new DataExtent((int)dataStart, (int)(dataEnd - dataStart)));
             position = dataEnd;

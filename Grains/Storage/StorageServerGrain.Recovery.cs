@@ -39,7 +39,7 @@ public sealed partial class StorageServerGrain
             {
                 continue;
             }
-            var run = new CopyRun(job, _hostId, _map.Epoch, DateTimeOffset.UtcNow);
+            var run = new CopyRun(job, _hostId, _map.Epoch, clock.GetUtcNow());
             _copies[job] = run;
             run.Completion = RunCopyAsync(run);
         }
@@ -313,7 +313,7 @@ public sealed partial class StorageServerGrain
         _copies.Remove(run.Job);
         CopiesChanged();
         var retryIn = _copyBackoff!.Finished(run.Job, succeeded: failure is null);
-        var progress = run.Progress() with { Finished = DateTimeOffset.UtcNow, Failure = failure };
+        var progress = run.Progress() with { Finished = clock.GetUtcNow(), Failure = failure };
         recoveryLog.Add(progress);
         if (failure is null)
         {

@@ -20,8 +20,8 @@ internal static partial class SiloTls
     public static void Configure(ISiloBuilder silo, ClusterTrust trust, X509Certificate2 identity)
     {
         // One rate per door: a flood at the gateway must not hide a stranger at the silo port.
-        var siloRefusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
-        var gatewayRefusals = new LogRateLimiter(TimeSpan.FromSeconds(10));
+        var siloRefusals = LogRateLimiter.ForRefusals();
+        var gatewayRefusals = LogRateLimiter.ForRefusals();
         silo.Configure<SiloConnectionOptions>(o =>
         {
             o.ConfigureSiloInboundConnection(b => b.UseServerTls(Options(b, "silo", trust, identity, siloRefusals, CertificateRole.Host)));

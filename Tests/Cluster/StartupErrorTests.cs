@@ -130,6 +130,40 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
     public async Task Volume_set_qos_with_a_bad_value_says_so_in_one_line_before_reaching_any_cluster(string options, string expected) =>
         await AssertOneLineWithoutAClusterAsync(["volume", "set-qos", "v", .. options.Split(' ', StringSplitOptions.RemoveEmptyEntries)], expected);
 
+    /// <summary>
+    /// Issue 29: another user pointed at a certificates folder closed to it heard "no cluster
+    /// authority"; now it hears that it may not read it, and what to do.
+    /// </summary>
+    [SkippableFact]
+    public async Task A_certificates_folder_another_user_may_not_read_is_said_so_not_called_missing()
+    {
+        Prerequisites.Require(Environment.UserName == "root" && File.Exists("/usr/sbin/runuser"), "running as another user needs root and runuser");
+        var closed = Path.Combine(_root, "closed-pki");
+        var pki = new Security.PkiDirectory(closed);
+        pki.CreateAuthority("closed", DateTimeOffset.UtcNow).Dispose();
+        pki.IssueClient("admin", DateTimeOffset.UtcNow).Dispose();
+        File.SetUnixFileMode(closed, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        File.SetUnixFileMode(_root, File.GetUnixFileMode(_root) | UnixFileMode.OtherExecute);
+
+        var start = new ProcessStartInfo("runuser") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var argument in new[] { "-u", "nobody", "--", "env", "HOME=/tmp", "DOTNET_CLI_HOME=/tmp", "dotnet", Path.Combine(AppContext.BaseDirectory, "ostor.dll"),
+            "--gateway", $"127.0.0.1:{Ports.Free()}", "--pki", closed, "volume", "list" })
+        {
+            start.ArgumentList.Add(argument);
+        }
+        using var process = Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        var lines = (await stderr).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        output.WriteLine($"exit {process.ExitCode}: {string.Join('\n', lines)}");
+        Assert.NotEqual(0, process.ExitCode);
+        Assert.Single(lines);
+        Assert.Contains($"cannot read {closed}/", lines[0], StringComparison.Ordinal);
+        Assert.Contains("permission denied for user 'nobody'", lines[0], StringComparison.Ordinal);
+        Assert.DoesNotContain("Exception", lines[0], StringComparison.Ordinal);
+    }
+
     /// <summary>The command fails with one line and a non-zero exit; no cluster answers at its gateway, so it must not need one.</summary>
     private async Task AssertOneLineWithoutAClusterAsync(string[] command, string expected)
     {
