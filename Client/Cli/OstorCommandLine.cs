@@ -77,7 +77,8 @@ public static partial class OstorCommandLine
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or OperationCanceledException or TimeoutException or OrleansException or System.Security.Cryptography.CryptographicException)
         {
-            Console.Error.WriteLine($"ostor: {ex.GetType().Name}: {ex.Message}");
+            // The message says what happened ("No space left on device : '/x'"); .NET's type names are not for the user.
+            Console.Error.WriteLine($"ostor: {(ex is OperationCanceledException ? "cancelled" : ex.Message)}");
             return 1;
         }
     }

@@ -151,7 +151,9 @@ public static class VolumeTransfer
         // copy that fails (a full disk, a lost cluster, ^C) leaves no partial file, and an
         // existing one as it was. A device (a disk, /dev/stdout) is written in place.
         var fullPath = Path.GetFullPath(path);
-        var direct = (File.ResolveLinkTarget(fullPath, returnFinalTarget: true)?.FullName ?? fullPath).StartsWith("/dev/", StringComparison.Ordinal);
+        // (ResolveLinkTarget throws for a path that does not exist yet: a new file is the common case.)
+        var resolved = File.Exists(fullPath) ? File.ResolveLinkTarget(fullPath, returnFinalTarget: true)?.FullName ?? fullPath : fullPath;
+        var direct = resolved.StartsWith("/dev/", StringComparison.Ordinal);
         var target = direct ? path : Path.Combine(Path.GetDirectoryName(fullPath)!, $".{Path.GetFileName(fullPath)}.ostor-get-{Guid.NewGuid():N}");
         try
         {

@@ -50,6 +50,17 @@ public sealed class GetIntoFilesTests(StorageClusterFixture fixture) : IAsyncLif
         Assert.Equal(expected, await File.ReadAllBytesAsync(path));
         Assert.Equal(["image.raw"], Directory.GetFileSystemEntries(_root).Select(Path.GetFileName));
 
+        // A new file, the common case, through a symbolic link to a device too.
+        var fresh = Path.Combine(_root, "fresh.raw");
+        Assert.Equal(256 << 10, await VolumeTransfer.GetAsync(volume, fresh, 0, 256 << 10, null, CancellationToken.None));
+        Assert.Equal(expected.AsSpan(0, 256 << 10).ToArray(), await File.ReadAllBytesAsync(fresh));
+        File.Delete(fresh);
+        var link = Path.Combine(_root, "null-link");
+        File.CreateSymbolicLink(link, "/dev/null");
+        Assert.Equal(4 << 20, await VolumeTransfer.GetAsync(volume, link, 0, null, null, CancellationToken.None));
+        Assert.Equal("/dev/null", new FileInfo(link).LinkTarget);
+        File.Delete(link);
+
         // A device is written in place, not through a file beside it.
         Assert.Equal(4 << 20, await VolumeTransfer.GetAsync(volume, "/dev/null", 0, null, null, CancellationToken.None));
     }

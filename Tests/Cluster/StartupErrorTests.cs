@@ -183,8 +183,14 @@ public sealed class StartupErrorTests(ITestOutputHelper output) : IAsyncLifetime
         var lines = stderr.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Single(lines);
         Assert.Contains(expected, lines[0], StringComparison.Ordinal);
+        Assert.DoesNotContain("Exception", lines[0], StringComparison.Ordinal);
         Assert.NotEqual(0, exitCode);
     }
+
+    /// <summary>A file the command cannot write is its message alone, not .NET's name for the error (issue 29).</summary>
+    [Fact]
+    public async Task A_file_error_is_one_line_without_dotnet_names() =>
+        await AssertOneLineWithoutAClusterAsync(["pki", "psk", "someone", "--file", Path.Combine(_root, "no-such-folder", "keys.psk")], "Could not find a part of the path");
 
     [Fact]
     public async Task Volume_create_while_the_database_is_gone_is_one_line_and_changes_nothing()
