@@ -1,12 +1,9 @@
 using System.CommandLine;
-using System.Globalization;
 using System.Net;
-using System.Text;
 using Microsoft.Extensions.Logging;
 using OrleansStorage.Client.Nbd;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
-using OrleansStorage.Maps;
 
 namespace OrleansStorage.Client.Cli;
 

@@ -1,9 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Net;
 using System.Text;
-using Microsoft.Extensions.Logging;
-using OrleansStorage.Client.Nbd;
 using OrleansStorage.Client.Library;
 using OrleansStorage.Errors;
 using OrleansStorage.Maps;

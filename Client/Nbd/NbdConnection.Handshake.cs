@@ -1,18 +1,9 @@
-using System.Buffers;
 using System.Buffers.Binary;
-using System.Diagnostics;
-using System.Net;
 using System.Net.Security;
-using System.Net.Sockets;
 using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
-using Microsoft.Extensions.Logging;
-using OrleansStorage.Auth;
-using OrleansStorage.Client.Library;
-using OrleansStorage.Errors;
 using OrleansStorage.Security;
-using OrleansStorage.Telemetry;
 using static OrleansStorage.Client.Nbd.NbdProtocol;
 
 namespace OrleansStorage.Client.Nbd;

@@ -7,7 +7,7 @@ namespace OrleansStorage.Client.Nbd;
 /// The grants of the TLS clients that have sessions open, looked up again every
 /// <see cref="NbdServerOptions.GrantRecheckInterval"/>: a grant removed or narrowed with
 /// <c>ostor auth</c> reaches the sessions already open within that interval, not only the next
-/// connection (issue 29, item 2; docs/security.md, "Revoking a client"). One lookup per client
+/// connection (issue 29, item 2; docs/security.md, "Changing a grant"). One lookup per client
 /// name per interval, however many sessions the client has. A lookup that fails keeps the grant
 /// last seen, until none has succeeded for a ticket's lifetime: then the client is treated as
 /// having no grant, as the cluster itself would by then (its tickets have expired).
