@@ -138,9 +138,13 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
         fixture.SkipIfUnavailable();
         Prerequisites.Require(Environment.UserName == "root", "chattr +i needs root");
         var loaded = await StartLoadAsync(("ro-f2", 2), ("ro-f3", 3));
+        // Counted from a quiet map: what an earlier test of this cluster set going (its returned
+        // host getting primaries back, one epoch each) is not this failure's (CI-like run: 28).
+        var quiet = await WaitForQuietMapAsync();
         var victim = await PickVictimAsync();
         var volumes = Path.Combine(fixture.DataDirectoryOf(victim), "volumes");
         var before = (await fixture.Management.GetMapAsync()).Epoch;
+        output.WriteLine($"victim {victim}, map quiet at epoch {quiet.Epoch}, failing its disk at epoch {before}");
 
         // The disk refuses every write from now on (EPERM, also through open files), as a file
         // system remounted read-only after errors does.
@@ -565,6 +569,28 @@ public sealed class HostFailureTests(FailureClusterFixture fixture, ITestOutputH
 
     private Task<ClusterMap> WaitForMapAsync(Func<ClusterMap, bool> condition, string what, TimeSpan? timeout = null) =>
         _eventually.MapAsync(() => fixture.Management.GetMapAsync(), condition, what, timeout);
+
+    /// <summary>The map once it is healthy and its epoch has stayed put for 3 s (polled; 120 s at most).</summary>
+    private async Task<ClusterMap> WaitForQuietMapAsync()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
+        var map = await fixture.Management.GetMapAsync();
+        var since = DateTime.UtcNow;
+        while (true)
+        {
+            await Task.Delay(500);
+            var next = await fixture.Management.GetMapAsync();
+            if (next.Epoch != map.Epoch || !Healthy(next))
+            {
+                (map, since) = (next, DateTime.UtcNow);
+            }
+            else if (DateTime.UtcNow - since >= TimeSpan.FromSeconds(3))
+            {
+                return next;
+            }
+            Assert.True(DateTime.UtcNow < deadline, $"the map did not settle in 120 s: {Eventually.Describe(next)}");
+        }
+    }
 
     private Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) =>
         _eventually.UntilAsync(condition, what, timeout);
