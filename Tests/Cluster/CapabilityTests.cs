@@ -222,51 +222,37 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         await volume.WriteAsync(0, block);
         // Anything but success or the refusal waited for is a failure of the test (Eventually would swallow it).
         var unexpected = new List<string>();
+        async Task RefusedWithinSecondsAsync(Func<Task> attempt, string after, string what)
+        {
+            var since = Stopwatch.StartNew();
+            await new Eventually(output).UntilAsync(async () =>
+            {
+                try
+                {
+                    await attempt();
+                    return false;
+                }
+                catch (AccessDeniedException ex)
+                {
+                    output.WriteLine($"{since.Elapsed.TotalSeconds:0.0} s after {after}: {ex.Message}");
+                    return true;
+                }
+                catch (Exception ex)
+                {
+                    unexpected.Add($"{ex.GetType().Name}: {ex.Message}");
+                    return false;
+                }
+            }, what, TimeSpan.FromSeconds(20));
+        }
 
         await admin.SetClientCapabilitiesAsync("editor", [Capability.Parse("ro:img-*")]);
-        var narrowed = Stopwatch.StartNew();
-        await new Eventually(output).UntilAsync(async () =>
-        {
-            try
-            {
-                await volume.WriteAsync(4096, block);
-                return false;
-            }
-            catch (AccessDeniedException ex)
-            {
-                output.WriteLine($"{narrowed.Elapsed.TotalSeconds:0.0} s after narrowing: {ex.Message}");
-                return true;
-            }
-            catch (Exception ex)
-            {
-                unexpected.Add($"{ex.GetType().Name}: {ex.Message}");
-                return false;
-            }
-        }, "the editor's writes refused", TimeSpan.FromSeconds(20));
+        await RefusedWithinSecondsAsync(() => volume.WriteAsync(4096, block), "narrowing", "the editor's writes refused");
         var back = new byte[4096];
         await volume.ReadAsync(0, back); // with the fresh ticket, as the grant is now
         Assert.Equal(block, back);
 
         await admin.RemoveClientAsync("editor");
-        var removed = Stopwatch.StartNew();
-        await new Eventually(output).UntilAsync(async () =>
-        {
-            try
-            {
-                await volume.ReadAsync(0, back);
-                return false;
-            }
-            catch (AccessDeniedException ex)
-            {
-                output.WriteLine($"{removed.Elapsed.TotalSeconds:0.0} s after removal: {ex.Message}");
-                return true;
-            }
-            catch (Exception ex)
-            {
-                unexpected.Add($"{ex.GetType().Name}: {ex.Message}");
-                return false;
-            }
-        }, "the editor's reads refused", TimeSpan.FromSeconds(20));
+        await RefusedWithinSecondsAsync(() => volume.ReadAsync(0, back), "removal", "the editor's reads refused");
         Assert.Empty(unexpected);
     }
 
