@@ -192,7 +192,16 @@ public sealed partial class OstorClient : IAsyncDisposable
     /// each try goes out through the next gateway (the service is <c>[AnyGateway]</c>), so one
     /// that reaches the live activation answers.
     /// </summary>
-    private async Task<T> ManagementAsync<T>(Func<IManagementServiceGrain, Task<T>> call, bool idempotent)
+    private Task<T> ManagementAsync<T>(Func<IManagementServiceGrain, Task<T>> call, bool idempotent) =>
+        ServiceAsync(() => call(Management), ridesFailover: true, idempotent);
+
+    /// <summary>
+    /// One call to a cluster service (the management or the auth service), sent again with a
+    /// fresh ticket when the hosts refuse this client's as revoked (refused before it ran, so even
+    /// a change is safe to send again), and, when <paramref name="ridesFailover"/>, as
+    /// <see cref="ManagementAsync"/> says.
+    /// </summary>
+    private async Task<T> ServiceAsync<T>(Func<Task<T>> call, bool ridesFailover, bool idempotent)
     {
         var deadline = DateTime.UtcNow + _options.RetryTimeout;
         var delay = _options.RetryDelay;
@@ -202,24 +211,22 @@ public sealed partial class OstorClient : IAsyncDisposable
             var ticket = _tickets?.Ticket;
             try
             {
-                return await call(Management);
+                return await call();
             }
             catch (TicketRevokedException ex) when (DateTime.UtcNow < deadline)
             {
-                // Refused before the call ran, so even a change is safe to send again.
-                if (!await RenewRevokedTicketAsync(ex, ticket, ++renewals))
+                if (await RenewRevokedTicketAsync(ex, ticket, ++renewals))
                 {
-                    await Task.Delay(delay);
-                    delay = Backoff(delay);
+                    continue;
                 }
             }
-            catch (Exception ex) when (DateTime.UtcNow < deadline
+            catch (Exception ex) when (ridesFailover && DateTime.UtcNow < deadline
                                        && (ex is OrleansMessageRejectionException
                                            || (idempotent && (ex is ManagementUnavailableException || ex is not (StorageException or OperationCanceledException)))))
             {
-                await Task.Delay(delay);
-                delay = Backoff(delay);
             }
+            await Task.Delay(delay);
+            delay = Backoff(delay);
         }
     }
 
@@ -253,29 +260,8 @@ public sealed partial class OstorClient : IAsyncDisposable
         }
     }
 
-    /// <summary>A call to the auth service, sent again with a fresh ticket when the hosts refuse this client's as revoked (refused before it ran).</summary>
-    private async Task<T> AuthAsync<T>(Func<IAuthServiceGrain, Task<T>> call)
-    {
-        var deadline = DateTime.UtcNow + _options.RetryTimeout;
-        var delay = _options.RetryDelay;
-        var renewals = 0;
-        while (true)
-        {
-            var ticket = _tickets?.Ticket;
-            try
-            {
-                return await call(Auth);
-            }
-            catch (TicketRevokedException ex) when (DateTime.UtcNow < deadline)
-            {
-                if (!await RenewRevokedTicketAsync(ex, ticket, ++renewals))
-                {
-                    await Task.Delay(delay);
-                    delay = Backoff(delay);
-                }
-            }
-        }
-    }
+    /// <summary>A call to the auth service, sent again with a fresh ticket when the hosts refuse this client's as revoked.</summary>
+    private Task<T> AuthAsync<T>(Func<IAuthServiceGrain, Task<T>> call) => ServiceAsync(() => call(Auth), ridesFailover: false, idempotent: false);
 
     internal IStorageServerGrain StorageServer(string hostId) => _cluster.GetGrain<IStorageServerGrain>(hostId);
 

@@ -139,10 +139,7 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         NbdClientTools.Require("nbdcopy", "libnbd-bin");
         await using var cluster = new ScriptedCluster(output.WriteLine, hosts: 2, netns: false);
         await cluster.UpAsync();
-        var pki = new PkiDirectory(cluster.Pki);
-        pki.IssueClient("viewer", DateTimeOffset.UtcNow).Dispose();
-        var viewerDirectory = Path.Combine(cluster.Data, "viewer-nbd");
-        pki.ExportForNbdClient("viewer", viewerDirectory);
+        var viewerDirectory = NbdClientDirectory(cluster, "viewer");
         var adminDirectory = Path.Combine(cluster.Pki, "nbd", "admin");
         var data = new byte[1 << 20];
         Random.Shared.NextBytes(data);
@@ -158,11 +155,7 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         using var server = StartNbdServer(cluster, port);
         try
         {
-            await new Eventually(output).UntilAsync(async () =>
-            {
-                await ExternalProgram.RunAsync("nbdinfo", ["--list", $"nbds://127.0.0.1:{port}/?tls-certificates={adminDirectory}"], TimeSpan.FromSeconds(20));
-                return true;
-            }, "the NBD server to answer");
+            await WaitForNbdServerAsync(port, adminDirectory);
 
             // The viewer sees only what it may read, read-only.
             var listed = (await ExternalProgram.RunAsync("nbdinfo", ["--list", $"nbds://127.0.0.1:{port}/?tls-certificates={viewerDirectory}"])).Stdout;
@@ -269,10 +262,7 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         NbdClientTools.Require("nbdinfo", "libnbd-bin");
         await using var cluster = new ScriptedCluster(output.WriteLine, hosts: 1, netns: false);
         await cluster.UpAsync();
-        var pki = new PkiDirectory(cluster.Pki);
-        pki.IssueClient("editor", DateTimeOffset.UtcNow).Dispose();
-        var editorDirectory = Path.Combine(cluster.Data, "editor-nbd");
-        pki.ExportForNbdClient("editor", editorDirectory);
+        var editorDirectory = NbdClientDirectory(cluster, "editor");
         var adminDirectory = Path.Combine(cluster.Pki, "nbd", "admin");
         await using (var admin = await ConnectAsync(cluster, "admin"))
         {
@@ -284,11 +274,7 @@ public sealed class CapabilityTests(ITestOutputHelper output)
         using var server = StartNbdServer(cluster, port);
         try
         {
-            await new Eventually(output).UntilAsync(async () =>
-            {
-                await ExternalProgram.RunAsync("nbdinfo", ["--list", $"nbds://127.0.0.1:{port}/?tls-certificates={adminDirectory}"], TimeSpan.FromSeconds(20));
-                return true;
-            }, "the NBD server to answer");
+            await WaitForNbdServerAsync(port, adminDirectory);
 
             await using var session = await QemuIoSession.OpenAsync(
                 $"driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port={port},file.export=img-open,file.tls-creds=tls0",
@@ -332,6 +318,23 @@ public sealed class CapabilityTests(ITestOutputHelper output)
             Assert.All(back.AsSpan(4096).ToArray(), b => Assert.Equal(0x6b, b));
         }
     }
+
+    /// <summary>Issues <paramref name="client"/> a certificate and writes it where qemu (tls-creds-x509 dir=) and libnbd (tls-certificates=) read it.</summary>
+    private static string NbdClientDirectory(ScriptedCluster cluster, string client)
+    {
+        var pki = new PkiDirectory(cluster.Pki);
+        pki.IssueClient(client, DateTimeOffset.UtcNow).Dispose();
+        var directory = Path.Combine(cluster.Data, client + "-nbd");
+        pki.ExportForNbdClient(client, directory);
+        return directory;
+    }
+
+    private Task WaitForNbdServerAsync(int port, string adminDirectory) =>
+        new Eventually(output).UntilAsync(async () =>
+        {
+            await ExternalProgram.RunAsync("nbdinfo", ["--list", $"nbds://127.0.0.1:{port}/?tls-certificates={adminDirectory}"], TimeSpan.FromSeconds(20));
+            return true;
+        }, "the NBD server to answer");
 
     private static Process StartNbdServer(ScriptedCluster cluster, int port)
     {
