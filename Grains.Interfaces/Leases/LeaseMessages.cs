@@ -3,12 +3,19 @@ namespace OrleansStorage.Leases;
 /// <summary>
 /// A storage server asks for (or renews) its primary lease. <paramref name="MapEpoch"/> is the map
 /// it has adopted: it no longer admits requests of older epochs, which is what lets management
-/// forget the leases it held as a primary it no longer is.
+/// forget the leases it held as a primary it no longer is. The rest makes the host a witness of
+/// management's activations (docs/failures.md, "Leases without the database"):
+/// <paramref name="Generation"/> is the newest activation generation it has had a grant from, and
+/// <paramref name="LastGrantor"/> and <paramref name="LastGrantStamp"/> echo its last grant, which
+/// tells that activation the host still took its grants after the moment it stamped.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.LeaseRequest")]
 public sealed record LeaseRequest(
     [property: Id(0)] string HostId,
-    [property: Id(1)] long MapEpoch);
+    [property: Id(1)] long MapEpoch,
+    [property: Id(2)] long Generation = 0,
+    [property: Id(3)] Guid LastGrantor = default,
+    [property: Id(4)] long LastGrantStamp = 0);
 
 /// <summary>
 /// Management's answer. When <see cref="Epoch"/> is past the requester's map, nothing is granted:
@@ -20,6 +27,10 @@ public sealed record LeaseRequest(
 /// of <see cref="VolumesCreatedSince"/>, the volumes this activation created (no lease it did not
 /// grant can cover them). <see cref="Grantor"/> names the activation: only the one that gave a
 /// wait knows when the deposed primary gave its lease up, so only its grants may lift that wait.
+/// <see cref="Generation"/> orders activations (each takes the next when it fences the stored
+/// state), and <see cref="Stamp"/> is the grantor's clock when it answered: the host echoes both,
+/// from a refusal too (<see cref="Refusal"/>: why nothing was granted on the requester's own map),
+/// so that a host refused for want of witnesses can witness the next time.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("ostor.LeaseGrant")]
 public sealed record LeaseGrant(
@@ -29,7 +40,10 @@ public sealed record LeaseGrant(
     [property: Id(3)] GroupWait[] Waits,
     [property: Id(4)] TimeSpan UnknownLeasesFor,
     [property: Id(5)] Guid[]? VolumesCreatedSince = null,
-    [property: Id(6)] Guid Grantor = default);
+    [property: Id(6)] Guid Grantor = default,
+    [property: Id(7)] long Generation = 0,
+    [property: Id(8)] long Stamp = 0,
+    [property: Id(9)] string? Refusal = null);
 
 /// <summary>How much longer an earlier primary of a group may hold its lease, on management's clock.</summary>
 [GenerateSerializer, Immutable, Alias("ostor.GroupWait")]

@@ -65,6 +65,14 @@ public interface IStorageServerGrain : IGrainWithStringKey
     [Alias("LeaseReleased")]
     Task LeaseReleasedAsync();
 
+    /// <summary>
+    /// Whether this host's silo reads the map from the database now: asked by a management
+    /// activation that cannot, to tell a database down for everyone (it goes on granting leases on
+    /// its witnesses) from one cut off from the database alone (it steps aside for a new one).
+    /// </summary>
+    [Alias("ReachesDatabase")]
+    Task<bool> ReachesDatabaseAsync();
+
     /// <summary>What this host's disk says about the cluster: superblock, last adopted map, newest write version. For map recovery.</summary>
     [Alias("GetDiskReport")]
     Task<HostDiskReport> GetDiskReportAsync();

@@ -1,3 +1,5 @@
+using System.Globalization;
+using System.Text;
 using OrleansStorage.Errors;
 using OrleansStorage.Files;
 using Orleans.Serialization;
@@ -27,6 +29,10 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
     public string SuperblockPath => Path.Combine(Root, Superblock.FileName);
 
     public string MapPath => Path.Combine(Root, MapFileName);
+
+    public const string LeaseGenerationFileName = "lease-generation";
+
+    public string LeaseGenerationPath => Path.Combine(Root, LeaseGenerationFileName);
 
     public bool IsOpen => _lock is not null;
 
@@ -146,6 +152,26 @@ public sealed class HostDisk(string root, string hostId, Serializer serializer) 
     /// <summary>The last adopted map as saved, or null if the host never adopted one.</summary>
     public ClusterMap? LoadMap() =>
         File.Exists(MapPath) ? serializer.Deserialize<ClusterMap>(File.ReadAllBytes(MapPath))?.Normalized() : null;
+
+    /// <summary>
+    /// Keeps the newest management generation this host took a lease from (PrimaryLease.Generation),
+    /// atomically: written once per management failover, read at start.
+    /// </summary>
+    public void SaveLeaseGeneration(long generation) =>
+        DurableFiles.WriteAtomically(LeaseGenerationPath, Encoding.ASCII.GetBytes(generation.ToString(CultureInfo.InvariantCulture)));
+
+    /// <summary>The generation kept by <see cref="SaveLeaseGeneration"/>, or 0 if none was.</summary>
+    public long LoadLeaseGeneration()
+    {
+        if (!File.Exists(LeaseGenerationPath))
+        {
+            return 0;
+        }
+        var text = File.ReadAllText(LeaseGenerationPath).Trim();
+        return long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var generation)
+            ? generation
+            : throw new HostStartupException($"{LeaseGenerationPath} holds '{text}', not a management generation; delete it only once no management activation older than the current one can be running");
+    }
 
     public void Dispose()
     {

@@ -7,7 +7,7 @@ namespace OrleansStorage.Leases;
 /// which groups changed primary while the old primary may still be serving. One per activation of
 /// the management service, in memory: what it cannot know (leases granted by an earlier
 /// activation, or by one that is cut off but still running) is bounded by
-/// <see cref="_unknownLeasesUntil"/> (docs/failures.md, "Read leases").
+/// <see cref="UnknownLeasesUntil"/> (docs/failures.md, "Read leases").
 /// </summary>
 public sealed class LeaseTable
 {
@@ -21,42 +21,87 @@ public sealed class LeaseTable
     /// <summary>
     /// Volumes this activation created while leases it cannot know of may still run: none of them
     /// covers these volumes' groups, so their primaries need not wait (told with every grant until
-    /// <see cref="_unknownLeasesUntil"/>, then forgotten).
+    /// <see cref="UnknownLeasesUntil"/>, then forgotten).
     /// </summary>
     private readonly HashSet<Guid> _createdHere = [];
 
     /// <summary>
-    /// Leases this activation did not grant end before this. Another activation grants only after
-    /// reading that the database still holds the state it loaded, so once this one has written
-    /// the state (<see cref="Fenced"/>), no lease of theirs starts later.
+    /// Until this activation fences the stored state, the leases it did not grant end before this:
+    /// nothing was stored, so no earlier activation granted one on a map with volumes.
     /// </summary>
-    private long _unknownLeasesUntil;
-    private bool _fenced;
+    private readonly long _unfencedUntil;
+
+    /// <summary>When this activation wrote the state (<see cref="Fenced"/>), or <see cref="long.MinValue"/>.</summary>
+    private long _fencedAt = long.MinValue;
+
+    /// <summary>Nothing was stored before this activation's first write: no earlier one granted a lease on a volume.</summary>
+    private bool _alone;
 
     /// <summary>Names this activation in its grants: a host drops a wait only on a grant of the activation that gave it.</summary>
     public Guid GrantorId { get; } = Guid.NewGuid();
+
+    /// <summary>The hosts' echoes of this activation's grants: whether it may grant without the database, and when older activations stopped granting.</summary>
+    public ActivationWitnesses Witnesses { get; }
 
     public LeaseTable(LeaseOptions options, TimeProvider clock)
     {
         _options = options;
         _clock = clock;
-        _unknownLeasesUntil = _clock.GetTimestamp() + Ticks(_options.Stretch(_options.Duration));
+        _unfencedUntil = _clock.GetTimestamp() + Ticks(_options.Stretch(_options.Duration));
+        Witnesses = new ActivationWitnesses(options, clock, GrantorId);
     }
 
-    /// <summary>A group whose primary changed while <see cref="HostId"/> may still hold a lease it got as that group's primary.</summary>
-    private sealed record Deposition(Guid VolumeId, int GroupIndex, string HostId, long Epoch, long Until);
+    /// <summary>
+    /// A group whose primary changed while <see cref="HostId"/> may still hold a lease it got as
+    /// that group's primary from this activation until <see cref="GrantedUntil"/>, or from an
+    /// earlier one until <see cref="UnknownLeasesUntil"/> (which shrinks once hosts witness this one).
+    /// </summary>
+    private sealed record Deposition(Guid VolumeId, int GroupIndex, string HostId, long Epoch, long GrantedUntil)
+    {
+        public long Until(long unknownUntil) => Math.Max(GrantedUntil, unknownUntil);
+    }
+
+    /// <summary>
+    /// Leases this activation did not grant end before this. An earlier activation granted either
+    /// after reading that the database still held the state it loaded (so before this one's fence
+    /// write, and its leases end within one lease of it), or on its hosts' echoes alone: then until
+    /// a majority of hosts went over to this activation and a witness window passed, and never past
+    /// <see cref="LeaseOptions.WitnessedGrantLimit"/> after its last read of the database (which
+    /// came before this fence). Every bound is stretched for clock drift.
+    /// </summary>
+    private long UnknownLeasesUntil()
+    {
+        if (_fencedAt == long.MinValue)
+        {
+            return _unfencedUntil;
+        }
+        var confirmedGrants = Math.Max(_unfencedUntil, _fencedAt + Ticks(_options.Stretch(_options.Duration)));
+        if (_alone || !_options.GrantsOnWitnesses)
+        {
+            return confirmedGrants;
+        }
+        var capped = _fencedAt + Ticks(_options.Stretch(_options.WitnessedGrantLimit + _options.Duration));
+        return Witnesses.IsEstablished
+            ? Math.Max(confirmedGrants, Math.Min(capped, Witnesses.EstablishedAt + Ticks(_options.Stretch(_options.WitnessWindow + _options.Duration))))
+            : capped;
+    }
 
     /// <summary>Depositions not yet settled, for tests and status.</summary>
     public int Pending => _depositions.Count;
 
     /// <summary>
-    /// This activation has written the state: any other activation's lease was granted before
-    /// that, and ends within one (stretched) lease from now.
+    /// This activation has written the state with <paramref name="generation"/>: no other
+    /// activation reads the database as its own from now on. <paramref name="alone"/>: nothing was
+    /// stored before (the first map), so no earlier activation has a lease to outlast.
     /// </summary>
-    public void Fenced()
+    public void Fenced(long generation, bool alone = false)
     {
-        _fenced = true;
-        _unknownLeasesUntil = Math.Max(_unknownLeasesUntil, _clock.GetTimestamp() + Ticks(_options.Stretch(_options.Duration)));
+        if (_fencedAt == long.MinValue)
+        {
+            _fencedAt = _clock.GetTimestamp();
+            _alone = alone;
+        }
+        Witnesses.Fenced(generation, alone);
     }
 
     /// <summary>
@@ -66,12 +111,13 @@ public sealed class LeaseTable
     /// </summary>
     public void MapChanged(ClusterMap previous, ClusterMap next)
     {
-        if (!_fenced)
+        if (_fencedAt == long.MinValue)
         {
-            Fenced();
+            Fenced(Witnesses.Generation, alone: true);
         }
         var now = _clock.GetTimestamp();
-        if (now < _unknownLeasesUntil)
+        var unknownUntil = UnknownLeasesUntil();
+        if (now < unknownUntil)
         {
             foreach (var volume in next.Volumes)
             {
@@ -95,10 +141,10 @@ public sealed class LeaseTable
                 {
                     continue;
                 }
-                var until = Math.Max(_grantedUntil.GetValueOrDefault(group.Primary), _unknownLeasesUntil);
-                if (until > now && _adoptedEpoch.GetValueOrDefault(group.Primary) < next.Epoch)
+                var deposition = new Deposition(volume.VolumeId, group.Index, group.Primary, next.Epoch, _grantedUntil.GetValueOrDefault(group.Primary));
+                if (deposition.Until(unknownUntil) > now && _adoptedEpoch.GetValueOrDefault(group.Primary) < next.Epoch)
                 {
-                    _depositions.Add(new Deposition(volume.VolumeId, group.Index, group.Primary, next.Epoch, until));
+                    _depositions.Add(deposition);
                 }
             }
         }
@@ -111,6 +157,7 @@ public sealed class LeaseTable
     public LeaseGrant Grant(LeaseRequest request, ClusterMap map)
     {
         var now = _clock.GetTimestamp();
+        var unknownUntil = UnknownLeasesUntil();
         if (request.MapEpoch > _adoptedEpoch.GetValueOrDefault(request.HostId))
         {
             _adoptedEpoch[request.HostId] = request.MapEpoch;
@@ -122,11 +169,11 @@ public sealed class LeaseTable
                 _released.Add((d.VolumeId, d.GroupIndex));
                 return true;
             }
-            return d.Until <= now;
+            return d.Until(unknownUntil) <= now;
         });
         if (request.MapEpoch != map.Epoch)
         {
-            return new LeaseGrant(map.Epoch, false, TimeSpan.Zero, [], TimeSpan.Zero, Grantor: GrantorId);
+            return new LeaseGrant(map.Epoch, false, TimeSpan.Zero, [], TimeSpan.Zero, Grantor: GrantorId, Generation: Witnesses.Generation, Stamp: now);
         }
         _grantedUntil[request.HostId] = now + Ticks(_options.Stretch(_options.Duration));
         var waits = new Dictionary<(Guid, int), long>();
@@ -140,9 +187,9 @@ public sealed class LeaseTable
                 continue;
             }
             var key = (deposition.VolumeId, deposition.GroupIndex);
-            waits[key] = Math.Max(waits.GetValueOrDefault(key), deposition.Until - now);
+            waits[key] = Math.Max(waits.GetValueOrDefault(key), deposition.Until(unknownUntil) - now);
         }
-        var unknownFor = Math.Max(0, _unknownLeasesUntil - now);
+        var unknownFor = Math.Max(0, unknownUntil - now);
         if (unknownFor == 0)
         {
             _createdHere.Clear();
@@ -154,8 +201,25 @@ public sealed class LeaseTable
             [.. waits.Select(w => new GroupWait(w.Key.Item1, w.Key.Item2, Span(w.Value)))],
             Span(unknownFor),
             unknownFor > 0 ? [.. _createdHere.Where(id => map.FindVolume(id) is not null)] : null,
-            GrantorId);
+            GrantorId,
+            Witnesses.Generation,
+            now);
     }
+
+    /// <summary>
+    /// Whether no earlier activation can grant a lease any more: a majority of the map's hosts
+    /// took this one's grants (they witness no older one again), or the longest an earlier one may
+    /// grant on its witnesses has passed. Until then the map's hosts must not change (majorities
+    /// meet only within one set), nor may a snapshot rely on older leases running out in time.
+    /// </summary>
+    public bool OlderActivationsSettled => Witnesses.IsEstablished || _clock.GetTimestamp() >= UnknownLeasesUntil();
+
+    /// <summary>
+    /// Grants nothing, and says why: the host still echoes the answer's stamp, which lets it
+    /// witness this activation on its next request.
+    /// </summary>
+    public LeaseGrant Refuse(ClusterMap map, string reason) =>
+        new(map.Epoch, false, TimeSpan.Zero, [], TimeSpan.Zero, Grantor: GrantorId, Generation: Witnesses.Generation, Stamp: _clock.GetTimestamp(), Refusal: reason);
 
     /// <summary>
     /// The primaries of groups whose earlier primary gave its lease up since the last call (it
@@ -187,7 +251,7 @@ public sealed class LeaseTable
         {
             return TimeSpan.Zero;
         }
-        var until = Math.Max(_grantedUntil.GetValueOrDefault(hostId), _unknownLeasesUntil);
+        var until = Math.Max(_grantedUntil.GetValueOrDefault(hostId), UnknownLeasesUntil());
         return Span(Math.Max(0, until - _clock.GetTimestamp()));
     }
 

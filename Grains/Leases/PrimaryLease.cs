@@ -22,12 +22,58 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
     /// an earlier activation told of): they only run out.
     /// </summary>
     private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _unknownWaits = [];
+
+    /// <summary>
+    /// The newest generation that gave each of <see cref="_unknownWaits"/>: a grant of a newer one
+    /// bounds every lease it did not grant, so it may shorten them to its own bound (two failovers
+    /// in a row must not leave the first one's long bound standing).
+    /// </summary>
+    private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _unknownWaitGenerations = [];
+    private long _depositionWaitsGeneration;
+
+    /// <summary>
+    /// Waits for leases granted before <see cref="_depositionWaitsGrantor"/>, as that activation
+    /// bounds them: its bound only shrinks (once hosts witness it), so each of its grants may
+    /// shorten them. Another grantor's first grant makes them <see cref="_unknownWaits"/>.
+    /// </summary>
+    private readonly Dictionary<(Guid VolumeId, int GroupIndex), long> _grantorUnknownWaits = [];
     private long _epoch = -1;
     private long _validUntil;
     private ClusterMap? _grantedOn;
 
+    /// <summary>The activation that answered last, and its stamp: echoed in the next request.</summary>
+    private Guid _lastAnswerGrantor;
+    private long _lastAnswerStamp;
+
+    /// <summary>
+    /// The newest management generation this host has taken a grant from (docs/failures.md,
+    /// "Leases without the database"): kept on disk by the caller before a grant of a newer one is
+    /// applied, and never lowered, so this host never witnesses an activation it saw replaced.
+    /// </summary>
+    public long Generation { get; private set; }
+
+    /// <summary>The generation kept on disk, at start.</summary>
+    public void Restore(long generation) => Generation = Math.Max(Generation, generation);
+
     /// <summary>Taken just before a lease request is sent: the lease counts from here, never from the (later) answer.</summary>
     public long Now() => clock.GetTimestamp();
+
+    /// <summary>The activation whose answer this host heard last.</summary>
+    public Guid LastGrantor => _lastAnswerGrantor;
+
+    /// <summary>A request on <paramref name="mapEpoch"/> that echoes the last grant.</summary>
+    public LeaseRequest Request(long mapEpoch) => new(hostId, mapEpoch, Generation, _lastAnswerGrantor, _lastAnswerStamp);
+
+    /// <summary>
+    /// Takes any answer to a request, a refusal too: its generation, and its stamp to echo. The
+    /// caller keeps a newer generation on disk first.
+    /// </summary>
+    public void Heard(LeaseGrant answer)
+    {
+        _lastAnswerGrantor = answer.Grantor;
+        _lastAnswerStamp = answer.Stamp;
+        Generation = Math.Max(Generation, answer.Generation);
+    }
 
     /// <summary>The epoch of the lease held now, or -1.</summary>
     public long Epoch => Now() < _validUntil ? _epoch : -1;
@@ -39,8 +85,10 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
     /// out leases management cannot account for, except the groups of volumes
     /// management created since: no such lease covers them. Waits an earlier activation gave are
     /// kept until they run out: the grantor knows nothing of them, so its grants cannot lift them.
+    /// Without <paramref name="echo"/> (its newer generation could not be kept on disk) the grant
+    /// is held but neither adopted nor echoed.
     /// </summary>
-    public void Apply(LeaseGrant grant, ClusterMap map, long sentAt)
+    public void Apply(LeaseGrant grant, ClusterMap map, long sentAt, bool echo = true)
     {
         if (!grant.Granted || grant.Epoch != map.Epoch)
         {
@@ -52,20 +100,38 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         {
             // Management moved: the old activation may be gone with the depositions it recorded,
             // and the new one cannot tell when those deposed primaries gave their leases up.
-            foreach (var (group, until) in _depositionWaits)
+            foreach (var (group, until) in _depositionWaits.Concat(_grantorUnknownWaits))
             {
                 Delay(_unknownWaits, group, until);
+                _unknownWaitGenerations[group] = Math.Max(_unknownWaitGenerations.GetValueOrDefault(group), _depositionWaitsGeneration);
             }
+            _grantorUnknownWaits.Clear();
             _depositionWaitsGrantor = grant.Grantor;
+            _depositionWaitsGeneration = grant.Generation;
         }
         _depositionWaits.Clear();
         foreach (var wait in grant.Waits)
         {
             Delay(_depositionWaits, (wait.VolumeId, wait.GroupIndex), now + Ticks(options.Stretch(wait.Remaining)));
         }
+        var unknownUntil = now + Ticks(options.Stretch(grant.UnknownLeasesFor));
+        foreach (var (group, until) in _grantorUnknownWaits.ToList())
+        {
+            if (unknownUntil < until)
+            {
+                _grantorUnknownWaits[group] = unknownUntil;
+            }
+        }
+        foreach (var (group, until) in _unknownWaits.ToList())
+        {
+            if (unknownUntil < until && _unknownWaitGenerations.GetValueOrDefault(group) < grant.Generation)
+            {
+                _unknownWaits[group] = unknownUntil;
+            }
+        }
         if (grant.UnknownLeasesFor > TimeSpan.Zero)
         {
-            var until = now + Ticks(options.Stretch(grant.UnknownLeasesFor));
+            var until = unknownUntil;
             var created = grant.VolumesCreatedSince ?? [];
             foreach (var volume in map.Volumes)
             {
@@ -83,7 +149,7 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
                         && group.PrimarySinceEpoch > 0 && group.PrimarySinceEpoch <= held!.Epoch;
                     if (group.Primary == hostId && !ledBefore)
                     {
-                        Delay(_unknownWaits, (volume.VolumeId, group.Index), until);
+                        Delay(_grantorUnknownWaits, (volume.VolumeId, group.Index), until);
                     }
                 }
             }
@@ -91,9 +157,20 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         _epoch = grant.Epoch;
         _validUntil = sentAt + Ticks(grant.Duration);
         _grantedOn = map;
-        foreach (var key in _unknownWaits.Where(e => e.Value <= now).Select(e => e.Key).ToList())
+        if (echo)
         {
-            _unknownWaits.Remove(key);
+            Heard(grant);
+        }
+        foreach (var waits in new[] { _unknownWaits, _grantorUnknownWaits })
+        {
+            foreach (var key in waits.Where(e => e.Value <= now).Select(e => e.Key).ToList())
+            {
+                waits.Remove(key);
+            }
+        }
+        foreach (var key in _unknownWaitGenerations.Keys.Where(k => !_unknownWaits.ContainsKey(k)).ToList())
+        {
+            _unknownWaitGenerations.Remove(key);
         }
     }
 
@@ -108,11 +185,12 @@ public sealed class PrimaryLease(string hostId, LeaseOptions options, TimeProvid
         {
             return null;
         }
-        if (_depositionWaits.Count == 0 && _unknownWaits.Count == 0)
+        if (_depositionWaits.Count == 0 && _unknownWaits.Count == 0 && _grantorUnknownWaits.Count == 0)
         {
             return TimeSpan.Zero; // the steady state: every request of a primary passes here
         }
-        var from = Math.Max(_depositionWaits.GetValueOrDefault((volumeId, groupIndex)), _unknownWaits.GetValueOrDefault((volumeId, groupIndex)));
+        var group = (volumeId, groupIndex);
+        var from = Math.Max(Math.Max(_depositionWaits.GetValueOrDefault(group), _unknownWaits.GetValueOrDefault(group)), _grantorUnknownWaits.GetValueOrDefault(group));
         return from > now ? Span(from - now) : TimeSpan.Zero;
     }
 

@@ -140,11 +140,20 @@ internal static partial class Log
     [LoggerMessage(1128, LogLevel.Error, "The management service stops answering for its map at epoch {Epoch}: {Reason}")]
     public static partial void ManagementUnconfirmed(ILogger logger, long epoch, string reason);
 
+    [LoggerMessage(1130, LogLevel.Warning, "Host {HostId} took leases from management generation {HostGeneration}, newer than this activation's {Generation}: it witnesses nothing for this one, which grants only on what the database confirms")]
+    public static partial void NewerManagementGeneration(ILogger logger, string hostId, long hostGeneration, long generation);
+
+    [LoggerMessage(1131, LogLevel.Warning, "The management service's generation was {Before}, behind what hosts reported (the database restored, or the map rebuilt); it is now {After}")]
+    public static partial void ManagementGenerationRaised(ILogger logger, long before, long after);
+
     [LoggerMessage(1129, LogLevel.Warning, "The database confirmed the management service's map at epoch {Epoch} again; it answers again")]
     public static partial void ManagementConfirmedAgain(ILogger logger, long epoch);
 
     [LoggerMessage(1400, LogLevel.Warning, "Host {HostId} could not renew its primary lease at epoch {Epoch}; it serves nothing as a primary once the lease runs out")]
     public static partial void LeaseRenewalFailed(ILogger logger, Exception exception, string hostId, long epoch);
+
+    [LoggerMessage(1402, LogLevel.Warning, "Host {HostId} could not keep management generation {Generation} on disk; it does not witness that activation until it can")]
+    public static partial void LeaseGenerationNotKept(ILogger logger, Exception exception, string hostId, long generation);
 
     [LoggerMessage(1401, LogLevel.Information, "Host {HostId} holds its primary lease again at epoch {Epoch}")]
     public static partial void LeaseRegained(ILogger logger, string hostId, long epoch);

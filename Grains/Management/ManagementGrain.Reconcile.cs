@@ -18,12 +18,13 @@ public sealed partial class ManagementGrain
     /// <summary>One round; a failure is logged and the next round tries again.</summary>
     private async Task ReconcileAsync(CancellationToken cancellationToken)
     {
-        if (_failure is not null || _map.IsUnformed || Unconfirmed() is not null)
+        if (_failure is not null || _unsettledWrite is not null || _map.IsUnformed || Unconfirmed() is not null)
         {
             return; // nothing may change until the database confirms the map again (ManagementGrain.Confirmation.cs)
         }
         try
         {
+            await CatchUpGenerationAsync();
             var now = Now;
             if (LiveHosts() is { } membershipView && now - membershipView.ClusterStarted >= options.Value.MembershipSettleTime)
             {

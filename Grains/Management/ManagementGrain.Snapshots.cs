@@ -21,6 +21,7 @@ public sealed partial class ManagementGrain
         // Bad input is refused before any writer is paused.
         _ = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
         var volumeId = _map.FindVolume(volumeName)!.VolumeId;
+        await RequireWitnessedAsync($"snapshot '{snapshotName}' of volume '{volumeName}'");
         var unknownFor = _writerPauses.UnknownWritersFor(volumeId);
         if (unknownFor > TimeSpan.Zero)
         {
@@ -37,7 +38,15 @@ public sealed partial class ManagementGrain
         {
             await QuiesceWritersAsync(volumeName, volumeId, pauseId);
             next = ClusterMapTransitions.CreateSnapshot(_map, volumeName, snapshotName, Guid.NewGuid(), Now);
-            await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
+            _committingSnapshot = true;
+            try
+            {
+                await CommitAsync(next, $"snapshot '{snapshotName}' of volume '{volumeName}' taken");
+            }
+            finally
+            {
+                _committingSnapshot = false;
+            }
             var volume = _map.FindVolume(volumeName)!;
             var snapshot = volume.FindSnapshot(snapshotName)!;
             var settleFor = await FenceOlderEpochsAsync(volume, snapshot.Epoch);

@@ -39,7 +39,7 @@ public sealed partial class ManagementGrain(
     ILogger<ManagementGrain> logger) : Grain, IManagementServiceGrain
 {
     /// <summary>The state name the map has always been stored under (it was a [PersistentState] of this name).</summary>
-    private const string StateName = "cluster";
+    internal const string StateName = "cluster";
 
     /// <summary>How long management waits on a storage server; a dead one must not stall it.</summary>
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(2);
@@ -70,6 +70,15 @@ public sealed partial class ManagementGrain(
     /// <summary>Set when a write failed: this activation's view may be behind the database; it only deactivates now.</summary>
     private string? _failure;
 
+    /// <summary>Set when a write failed without an answer: no change until the database answers, then a new activation.</summary>
+    private string? _unsettledWrite;
+
+    /// <summary>When <see cref="_unsettledWrite"/> was set: only a read started later shows the database answering again.</summary>
+    private long _unsettledSince;
+
+    /// <summary>A snapshot is being committed (<see cref="CreateSnapshotAsync"/>).</summary>
+    private bool _committingSnapshot;
+
     private DateTimeOffset Now => clock.GetUtcNow();
 
     private string Deployment => clusterOptions.Value.ClusterId;
@@ -81,11 +90,13 @@ public sealed partial class ManagementGrain(
         _confirmation = new MapConfirmation(clock, options.Value.MapConfirmationLimit);
         _storage = ServiceProvider.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
         var readStarted = _confirmation.Start();
+        // Bounded like the confirmation timer's reads: an activation placed on a silo cut off from
+        // the database fails soon, and the next one is placed again (maybe where it answers).
         var identity = await FromDatabaseAsync(async () =>
         {
             await _storage.ReadStateAsync(StateName, this.GetGrainId(), _state);
             return await identities.ReadAsync(cancellationToken);
-        });
+        }).WaitAsync(_confirmation.Limit * StepAsideAfterLimits, cancellationToken);
         _state.State ??= new ManagementState();
         _confirmation.Proved(readStarted);
         _map = (_state.State.Map ?? ClusterMap.Empty).Normalized();
@@ -101,6 +112,7 @@ public sealed partial class ManagementGrain(
         StartConfirming();
         // Last: writers registered with an earlier activation are heard from within one renewal from now.
         _writerPauses = new VolumeWriterPauses(clock, _map.Volumes.Select(v => v.VolumeId), WriterHoldLimit);
+        AskHostsToRenew();
         Log.ManagementActivated(logger, _map.Epoch, _map.Hosts.Length, _map.Volumes.Length);
     }
 
@@ -194,6 +206,10 @@ public sealed partial class ManagementGrain(
         {
             return;
         }
+        if (!SameHosts(_map, next))
+        {
+            await RequireWitnessedAsync("a change of the map's hosts");
+        }
         next = ClusterMapTransitions.StampPrimaryChanges(_map, next); // read by hosts' leases after a failover
         var state = _state.State!;
         var persisted = state.Map;
@@ -202,7 +218,8 @@ public sealed partial class ManagementGrain(
         var writeStarted = _confirmation.Start();
         try
         {
-            await _storage.WriteStateAsync(StateName, this.GetGrainId(), _state);
+            // Bounded: a write the database never answers must not hold every later change.
+            await _storage.WriteStateAsync(StateName, this.GetGrainId(), _state).WaitAsync(_confirmation.Limit * StepAsideAfterLimits);
             _confirmation.Proved(writeStarted);
         }
         catch (Exception ex)
@@ -211,11 +228,29 @@ public sealed partial class ManagementGrain(
             // An etag conflict means the database refused the write; any other failure may have
             // come after the database wrote the map (its answer lost): the outcome is unknown.
             _writeOfUnknownOutcome = ex is InconsistentStateException ? null : next;
-            _failure = ex is InconsistentStateException
-                ? "another activation changed the map first; it is being reloaded, try again"
-                : $"the database did not answer ({ex.Message})";
             Log.CommitFailed(logger, ex, next.Epoch, change);
-            DeactivateOnIdle();
+            if (ex is InconsistentStateException)
+            {
+                _failure = "another activation changed the map first; it is being reloaded, try again";
+                DeactivateOnIdle();
+            }
+            else if (_committingSnapshot || await DatabaseAnswersAsync())
+            {
+                // A snapshot whose commit may have landed must not stay open behind leases that go
+                // on: its writers are held only so long past a primary's lease (docs/snapshots.md).
+                _failure = $"the database did not answer ({ex.Message})";
+                DeactivateOnIdle();
+            }
+            else
+            {
+                // The database may hold the map or not, and is away: this activation changes
+                // nothing more, and deactivates once the database answers again, for one that
+                // loads what it holds. Until then it goes on granting leases on its witnesses (the
+                // database is likely down for everyone, and nobody else could load the map
+                // meanwhile); an activation that loads the map bounds those leases like any other.
+                _unsettledWrite = $"the database did not answer ({ex.Message}), and may or may not hold the change to epoch {next.Epoch}; changes wait until it answers";
+                _unsettledSince = clock.GetTimestamp();
+            }
             ThrowIfFailed();
         }
         finally
@@ -239,6 +274,23 @@ public sealed partial class ManagementGrain(
         }
     }
 
+    private static bool SameHosts(ClusterMap a, ClusterMap b) =>
+        a.Hosts.Select(h => h.HostId).Order(StringComparer.Ordinal).SequenceEqual(b.Hosts.Select(h => h.HostId).Order(StringComparer.Ordinal), StringComparer.Ordinal);
+
+    /// <summary>Whether a read of the stored map gets an answer within the confirmation limit, whatever it holds.</summary>
+    private async Task<bool> DatabaseAnswersAsync()
+    {
+        try
+        {
+            await _storage.ReadStateAsync(StateName, this.GetGrainId(), new GrainState<ManagementState>(new ManagementState())).WaitAsync(_confirmation.Limit);
+            return true;
+        }
+        catch (Exception)
+        {
+            return false; // no answer, whatever the failure: the caller only asks whether the database is there
+        }
+    }
+
     /// <summary>The map whose write failed without telling whether the database holds it (its answer lost), if any.</summary>
     private ClusterMap? _writeOfUnknownOutcome;
 
@@ -251,7 +303,7 @@ public sealed partial class ManagementGrain(
     /// <summary>Refuses to answer for the map: after a failed write, or when the database has not confirmed it for too long.</summary>
     private void ThrowIfFailed()
     {
-        if ((_failure ?? Unconfirmed()) is { } refusal)
+        if ((_failure ?? _unsettledWrite ?? Unconfirmed()) is { } refusal)
         {
             throw new ManagementUnavailableException(refusal);
         }

@@ -1,6 +1,9 @@
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Storage;
 using OrleansStorage.Errors;
 using OrleansStorage.Leases;
 using OrleansStorage.Logging;
+using OrleansStorage.Management;
 using OrleansStorage.Maps;
 
 namespace OrleansStorage.Storage;
@@ -31,9 +34,28 @@ public sealed partial class StorageServerGrain
         return Task.CompletedTask;
     }
 
+    public async Task<bool> ReachesDatabaseAsync()
+    {
+        var storage = ServiceProvider.GetRequiredKeyedService<IGrainStorage>(StorageNames.ClusterStore);
+        var management = GrainFactory.GetGrain<IManagementServiceGrain>(IManagementServiceGrain.DefaultKey).GetGrainId();
+        try
+        {
+            await storage.ReadStateAsync(ManagementGrain.StateName, management, new GrainState<ManagementState>(new ManagementState())).WaitAsync(DatabaseProbeTimeout);
+            return true;
+        }
+        catch (Exception)
+        {
+            return false; // which failure it was does not matter: the asker only counts the hosts that got an answer
+        }
+    }
+
+    /// <summary>How long a host tries to read the map for a management activation that cannot.</summary>
+    private static readonly TimeSpan DatabaseProbeTimeout = TimeSpan.FromSeconds(2);
+
     private void StartLeases()
     {
         _lease = new PrimaryLease(_hostId, leaseOptions.Value, clock);
+        _lease.Restore(disk.LoadLeaseGeneration());
         var every = leaseOptions.Value.RenewInterval;
         this.RegisterGrainTimer(() => RenewLeaseAsync(), new GrainTimerCreationOptions(every, every) { Interleave = true, KeepAlive = true });
     }
@@ -84,11 +106,27 @@ public sealed partial class StorageServerGrain
         {
             var map = _map;
             var sentAt = _lease.Now();
-            var grant = await Management.RenewLeaseAsync(new(_hostId, map.Epoch));
+            var grant = await Management.RenewLeaseAsync(_lease.Request(map.Epoch));
+            var echo = KeepGeneration(grant);
+            var newGrantor = grant.Grantor != _lease.LastGrantor;
             if (grant.Granted && grant.Epoch == map.Epoch)
             {
-                _lease.Apply(grant, map, sentAt);
+                _lease.Apply(grant, map, sentAt, echo);
+                if (newGrantor && echo)
+                {
+                    // A new management activation: echo it at once rather than a renewal from now,
+                    // so that it hears from a majority, and bounds older leases, sooner.
+                    LeaseReleasedAsync().Ignore();
+                }
                 return;
+            }
+            if (echo)
+            {
+                _lease.Heard(grant);
+            }
+            if (grant.Refusal is { } refusal)
+            {
+                throw new ManagementUnavailableException(refusal);
             }
             if (grant.Epoch <= _map.Epoch || !await pushFilter.AcceptAsync(_hostId, grant.Epoch))
             {
@@ -97,6 +135,30 @@ public sealed partial class StorageServerGrain
                 return;
             }
             await CatchUpAsync(grant.Epoch, MapTrigger.Lease);
+        }
+    }
+
+    /// <summary>
+    /// Keeps a newer management generation on disk before this host echoes it: restarted, the
+    /// host must never witness an activation it has seen replaced (docs/failures.md, "Leases
+    /// without the database"). False when it could not: the answer is then not echoed (a lease
+    /// it grants is still held), and the next answer tries again.
+    /// </summary>
+    private bool KeepGeneration(LeaseGrant answer)
+    {
+        if (answer.Generation <= _lease.Generation)
+        {
+            return true;
+        }
+        try
+        {
+            disk.SaveLeaseGeneration(answer.Generation);
+            return true;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Log.LeaseGenerationNotKept(logger, ex, _hostId, answer.Generation);
+            return false;
         }
     }
 

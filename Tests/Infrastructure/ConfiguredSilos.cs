@@ -115,7 +115,11 @@ public sealed class ConfiguredSilos(string connectionString, string clusterId) :
         return OstorClient.ConnectAsync(options);
     }
 
-    /// <summary>SHA-256 of every file under every host's data directory, by relative path: "changed nothing" made checkable.</summary>
+    /// <summary>
+    /// SHA-256 of every file under every host's data directory, by relative path: "changed nothing"
+    /// made checkable. Not the management generation a host keeps (HostDisk.LeaseGenerationFileName):
+    /// it follows management's activations, not maps or data.
+    /// </summary>
     public SortedDictionary<string, string> Checksums()
     {
         var sums = new SortedDictionary<string, string>(StringComparer.Ordinal);
@@ -123,7 +127,8 @@ public sealed class ConfiguredSilos(string connectionString, string clusterId) :
         {
             return sums;
         }
-        foreach (var file in Directory.EnumerateFiles(Root, "*", SearchOption.AllDirectories))
+        foreach (var file in Directory.EnumerateFiles(Root, "*", SearchOption.AllDirectories)
+            .Where(f => Path.GetFileName(f) != HostDisk.LeaseGenerationFileName))
         {
             sums[Path.GetRelativePath(Root, file)] = Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(file)));
         }

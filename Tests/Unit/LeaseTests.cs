@@ -48,6 +48,14 @@ public class LeaseTests
         return lease;
     }
 
+    /// <summary>A renewal as a host sends it: echoing its last grant; the table hears it as the management grain does.</summary>
+    private static LeaseGrant Renewed(LeaseTable table, PrimaryLease lease, ClusterMap map)
+    {
+        var request = lease.Request(map.Epoch);
+        table.Witnesses.Heard(request, map);
+        return table.Grant(request, map);
+    }
+
     [Fact]
     public void A_new_primary_waits_out_the_lease_of_a_deposed_primary_that_never_heard_of_the_change()
     {
@@ -203,12 +211,15 @@ public class LeaseTests
 
         // A dies; B activates and fences. host-1 never heard of the change and asks nobody.
         var second = new LeaseTable(Options, clock);
-        second.Fenced();
+        second.Fenced(generation: 1);
+        var host3 = Holder("host-3", clock, first, map);
         for (var renewal = 0; renewal < 3; renewal++)
         {
             clock.Advance(Options.RenewInterval);
             sent = host2.Now();
-            host2.Apply(second.Grant(new LeaseRequest("host-2", next.Epoch), next), next, sent);
+            host2.Apply(Renewed(second, host2, next), next, sent);
+            sent = host3.Now();
+            host3.Apply(Renewed(second, host3, next), next, sent);
             var wait = host2.WaitBeforeServing(next, volumeId, 0);
             // host-1's lease, asked for 2 s before the change, runs 8 s: host-2 must not serve the
             // group while host-1 may still serve it to a client on the old epoch.
@@ -219,11 +230,14 @@ public class LeaseTests
             }
         }
 
-        // Once host-1's lease has run out (stretched), host-2 serves: the wait ends, it is not endless.
-        clock.Advance(Options.Stretch(Stretched));
+        // host-2 and host-3 witnessed B by their second renewal: one witness window and one lease
+        // (stretched) later, no activation before B can have a lease out, and host-2 serves: the
+        // wait ends, it is not endless.
+        Assert.True(second.Witnesses.IsEstablished);
+        clock.Advance(Options.Stretch(Options.WitnessWindow + Options.Duration));
         Assert.Null(deposed.WaitBeforeServing(map, volumeId, 0));
         sent = host2.Now();
-        host2.Apply(second.Grant(new LeaseRequest("host-2", next.Epoch), next), next, sent);
+        host2.Apply(Renewed(second, host2, next), next, sent);
         Assert.Equal(TimeSpan.Zero, host2.WaitBeforeServing(next, volumeId, 0));
     }
 
@@ -259,7 +273,7 @@ public class LeaseTests
         a.MapChanged(e1, e2);
 
         var b = new LeaseTable(Options, clock);               // A dies; B activates and fences
-        b.Fenced();
+        b.Fenced(generation: 1);
         clock.Advance(TimeSpan.FromSeconds(1));               // t=5: host-1 (told e2 by B) catches up and renews with B
         sent = host1.Now();
         host1.Apply(b.Grant(new LeaseRequest("host-1", e2.Epoch), e2), e2, sent);
@@ -345,6 +359,9 @@ public class LeaseTests
     {
         var tooLong = new LeaseOptions { Duration = ManagementGrain.WriterHoldLimit - TimeSpan.FromMilliseconds(100), RenewInterval = TimeSpan.FromSeconds(2) };
         Assert.Contains("stretched", tooLong.Problem());
+        // Leases an earlier management activation granted on its witnesses last a witness window longer.
+        var slowRenewals = new LeaseOptions { Duration = TimeSpan.FromSeconds(10), RenewInterval = TimeSpan.FromSeconds(5) };
+        Assert.Contains("three Leases:RenewInterval", slowRenewals.Problem());
         Assert.Null(new LeaseOptions().Problem());
     }
 }
