@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using OrleansStorage.Client.Library;
+using OrleansStorage.Management;
 using OrleansStorage.Maps;
 using OrleansStorage.Storage;
 
@@ -11,15 +12,19 @@ public static class ClusterStatusView
 {
     private static readonly TimeSpan RecentWindow = TimeSpan.FromHours(1);
 
+    /// <summary>The line <c>ostor status</c> and <c>ostor host list</c> print while the database does not answer, and what that stops; null while it does.</summary>
+    public static string? DatabaseLine(ManagementStatus management) =>
+        management.DatabaseProblem is { } problem ? "DATABASE UNREACHABLE: " + problem : null;
+
     public static string Render(ClusterStatus status, DateTimeOffset now)
     {
         var map = status.Map;
         var text = new StringBuilder();
         var groups = map.AllGroups().Count();
         text.AppendLine(Invariant($"epoch {map.Epoch}   management on {status.Management.Silo} (active since {status.Management.ActivatedAt:HH:mm:ss}, loaded epoch {status.Management.ActivatedAtEpoch})"));
-        if (status.Management.DatabaseProblem is { } database)
+        if (DatabaseLine(status.Management) is { } database)
         {
-            text.AppendLine("DATABASE UNREACHABLE: " + database);
+            text.AppendLine(database);
         }
         text.AppendLine(Invariant($"placement groups: {groups} in {map.Volumes.Length} volumes; {status.DegradedGroups} degraded, {status.RecoveringGroups} recovering, {status.UnavailableGroups} unavailable"));
         text.AppendLine();

@@ -202,8 +202,12 @@ public static partial class OstorCommandLine
         var list = new Command("list", "Hosts with state, capacity, usage, epoch and mismatch reports");
         list.SetAction((parse, ct) => WithClientAsync(parse, async client =>
         {
-            var hosts = await client.GetHostsAsync();
-            var rows = hosts.OrderBy(h => h.Host.HostId, StringComparer.Ordinal).Select(h => new[]
+            var status = await client.GetStatusAsync();
+            if (ClusterStatusView.DatabaseLine(status.Management) is { } database)
+            {
+                Console.WriteLine(database); // the hosts serve on; what waits is said here, as in 'ostor status'
+            }
+            var rows = status.Hosts.OrderBy(h => h.Host.HostId, StringComparer.Ordinal).Select(h => new[]
             {
                 h.Host.HostId,
                 h.Host.NearFull ? $"{h.Host.State} (near full: no new replicas)" : h.Host.State.ToString(),
