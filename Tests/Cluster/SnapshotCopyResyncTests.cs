@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;
+using OrleansStorage.Maps;
 using OrleansStorage.Segments;
 using OrleansStorage.Storage;
 using OrleansStorage.Tests.Infrastructure;
@@ -23,6 +24,9 @@ public sealed class SnapshotCopyResyncTests(StorageClusterFixture fixture, ITest
     public async Task A_resync_never_sends_a_primarys_copy_of_unknown_version_over_a_replicas_good_copy_and_the_primary_takes_the_good_one()
     {
         fixture.SkipIfUnavailable();
+        // The shared cluster may still be taking back a host an earlier test killed: this test needs two replicas.
+        await new Eventually(output).MapAsync(() => fixture.Management.GetMapAsync(),
+            m => m.Hosts.Count(h => h.State == HostState.Up) >= 2 && Eventually.GroupsFull(m), "two hosts Up and every group full", TimeSpan.FromSeconds(60));
         var name = $"snap-unknown-{Guid.NewGuid():N}"[..20];
         await fixture.Client.CreateVolumeAsync(name, 2L * Segment, 2);
         var volume = await fixture.Client.OpenVolumeAsync(name);
