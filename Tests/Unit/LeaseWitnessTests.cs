@@ -17,6 +17,18 @@ public class LeaseWitnessTests(ITestOutputHelper output)
 
     private static ClusterMap ThreeHosts() => TestMaps.WithHosts(TestMaps.Transitions(4), 3);
 
+    /// <summary>Three hosts and a volume of factor 2, committed; host-1 leads group 0.</summary>
+    private static (ClusterMap Map, Guid VolumeId) OneVolume()
+    {
+        var transitions = TestMaps.Transitions(4);
+        var hosts = TestMaps.WithHosts(transitions, 3);
+        var volumeId = Guid.NewGuid();
+        return (ClusterMapTransitions.StampPrimaryChanges(hosts, transitions.CreateVolume(hosts, volumeId, "v", 8 << 20, 2)), volumeId);
+    }
+
+    /// <summary>The longest a new primary waits once hosts witness the activation: a window and a lease, stretched on both hosts' clocks.</summary>
+    private static readonly TimeSpan WitnessedWait = Options.Stretch(Options.Stretch(Options.WitnessWindow + Options.Duration));
+
     private static LeaseGrant Renewed(LeaseTable table, PrimaryLease lease, ClusterMap map)
     {
         var request = lease.Request(map.Epoch);
@@ -184,10 +196,7 @@ public class LeaseWitnessTests(ITestOutputHelper output)
     public void A_new_primary_after_a_failover_waits_long_until_hosts_witness_the_new_activation_then_only_a_window_and_a_lease()
     {
         var clock = new ManualClock();
-        var transitions = TestMaps.Transitions(4);
-        var hosts = TestMaps.WithHosts(transitions, 3);
-        var volumeId = Guid.NewGuid();
-        var map = ClusterMapTransitions.StampPrimaryChanges(hosts, transitions.CreateVolume(hosts, volumeId, "v", 8 << 20, 2));
+        var (map, volumeId) = OneVolume();
         var next = ClusterMapTransitions.StampPrimaryChanges(map, HostLifecycle.MarkDown(map, "host-1", TestMaps.Now));
         var successor = next.FindVolume(volumeId)!.PlacementGroups[0].Primary;
         var other = next.Hosts.Select(h => h.HostId).First(h => h != "host-1" && h != successor);
@@ -208,7 +217,7 @@ public class LeaseWitnessTests(ITestOutputHelper output)
         Assert.True(b.Witnesses.IsEstablished);
         Renew(b, lead, next);
         var after = lead.WaitBeforeServing(next, volumeId, 0);
-        Assert.True(after <= Options.Stretch(Options.Stretch(Options.WitnessWindow + Options.Duration)), $"witnessed, the new primary still waits {after}");
+        Assert.True(after <= WitnessedWait, $"witnessed, the new primary still waits {after}");
         Assert.True(after > TimeSpan.Zero);
         clock.Advance(after!.Value);
         Renew(b, lead, next);
@@ -224,10 +233,7 @@ public class LeaseWitnessTests(ITestOutputHelper output)
     public void Two_failovers_in_a_row_do_not_leave_the_first_ones_long_wait_standing()
     {
         var clock = new ManualClock();
-        var transitions = TestMaps.Transitions(4);
-        var hosts = TestMaps.WithHosts(transitions, 3);
-        var volumeId = Guid.NewGuid();
-        var map = ClusterMapTransitions.StampPrimaryChanges(hosts, transitions.CreateVolume(hosts, volumeId, "v", 8 << 20, 2));
+        var (map, volumeId) = OneVolume();
         var lead = new PrimaryLease("host-1", Options, clock);
         var b = new LeaseTable(Options, clock);
         b.Fenced(generation: 2);
@@ -248,7 +254,7 @@ public class LeaseWitnessTests(ITestOutputHelper output)
         Assert.True(c.Witnesses.IsEstablished);
         Renew(c, lead, map);
         var wait = lead.WaitBeforeServing(map, volumeId, 0);
-        Assert.True(wait <= Options.Stretch(Options.Stretch(Options.WitnessWindow + Options.Duration)), $"the new primary still waits {wait}");
+        Assert.True(wait <= WitnessedWait, $"the new primary still waits {wait}");
     }
 
     /// <summary>
